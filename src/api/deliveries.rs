@@ -1,0 +1,133 @@
+//! Deliveries: the delivery log, attempts, and manual retry.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+    Router,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
+use crate::{
+    domain::{self, Attempt, Delivery, DeliveryStatus},
+    store::DeliveryFilter,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/deliveries", get(list_deliveries))
+        .route("/v1/tenants/{tenant}/deliveries/{id}", get(get_delivery))
+        .route(
+            "/v1/tenants/{tenant}/deliveries/{id}/retry",
+            post(retry_delivery),
+        )
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// `pending`, `delivered`, `failed` or `cancelled`.
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries to this endpoint id.
+    pub endpoint: Option<String>,
+    /// Only deliveries of this event id.
+    pub event: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The delivery log, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/deliveries", tag = "deliveries",
+    params(("tenant" = String, Path), DeliveriesQuery),
+    responses((status = 200, body = List<Delivery>), (status = 400, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<axum::Json<List<Delivery>>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let filter = DeliveryFilter {
+        status: q.status,
+        endpoint_id: q.endpoint,
+        event_id: q.event,
+        page: page.clone(),
+    };
+    let data = state.store.list_deliveries(&tenant, &filter).await?;
+    Ok(axum::Json(List::new(data, &page, |d| &d.id)))
+}
+
+/// A delivery with every attempt, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Get a delivery with its attempts.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/deliveries/{id}", tag = "deliveries",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = DeliveryDetail), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<axum::Json<DeliveryDetail>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let delivery = state
+        .store
+        .get_delivery(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let attempts = state.store.list_attempts(&delivery.id).await?;
+    Ok(axum::Json(DeliveryDetail { delivery, attempts }))
+}
+
+/// Deliver again now, with a fresh budget of attempts. The message keeps its `webhook-id`,
+/// so receivers can recognise it. A pending delivery cannot be retried (409).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/deliveries/{id}/retry", tag = "deliveries",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 202, body = Delivery), (status = 404, body = super::ErrorBody),
+              (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<(StatusCode, axum::Json<Delivery>), ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let current = state
+        .store
+        .get_delivery(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    if current.status == DeliveryStatus::Pending {
+        return Err(ApiError::conflict("delivery is already pending"));
+    }
+    let endpoint = state
+        .store
+        .get_endpoint(&tenant, &current.endpoint_id)
+        .await?
+        .ok_or_else(|| ApiError::conflict("the delivery's endpoint was deleted"))?;
+    let budget = endpoint
+        .max_attempts
+        .unwrap_or(state.config.retry.max_attempts);
+    let delivery = state
+        .store
+        .retry_delivery(&tenant, &id, domain::now(), budget)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    state.waker.wake();
+    Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
+}

@@ -1,0 +1,418 @@
+//! Endpoints: CRUD and secret rotation.
+
+use std::collections::BTreeMap;
+
+use axum::{extract::State, http::StatusCode, routing::get, routing::post, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use crate::{
+    destinations::validate_url,
+    domain::{self, new_id, prefix, Endpoint},
+    ingest::validate_type_name,
+    signing,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{id}",
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
+        )
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{id}/rotate-secret",
+            post(rotate_secret),
+        )
+}
+
+/// Secret rotation grace period: the old secret keeps signing this long.
+pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateEndpoint {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Exact names or `prefix.*` wildcards; absent or empty means every type.
+    pub event_types: Option<Vec<String>>,
+    /// `whsec_<base64>`; generated when absent.
+    pub secret: Option<String>,
+    pub description: Option<String>,
+    /// Deliveries per second.
+    pub rate_limit: Option<u32>,
+    /// Attempts before a delivery fails for good.
+    pub max_attempts: Option<u32>,
+    /// Extra headers sent with every delivery.
+    pub headers: Option<BTreeMap<String, String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Fields to change; absent fields stay as they are, `null` clears a nullable one.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct UpdateEndpoint {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub max_attempts: Option<Option<u32>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An endpoint as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointOut {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub rate_limit: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub headers: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The signing secret: in single-endpoint answers, not in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Until when the previous secret still signs, after a rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl EndpointOut {
+    fn new(ep: Endpoint, with_secret: bool) -> Self {
+        Self {
+            secret: with_secret.then_some(ep.secret),
+            previous_secret_expires_at: ep
+                .previous_secret_expires_at
+                .filter(|t| *t > domain::now()),
+            id: ep.id,
+            tenant_id: ep.tenant_id,
+            url: ep.url,
+            description: ep.description,
+            event_types: ep.event_types,
+            rate_limit: ep.rate_limit,
+            max_attempts: ep.max_attempts,
+            headers: ep.headers,
+            enabled: ep.enabled,
+            disabled_reason: ep.disabled_reason,
+            created_at: ep.created_at,
+            updated_at: ep.updated_at,
+        }
+    }
+}
+
+/// Headers hookrelay sets itself; an endpoint may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "traceparent",
+];
+
+fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
+    if types.len() > 100 {
+        return Err(ApiError::invalid("at most 100 event_types per endpoint"));
+    }
+    for t in types {
+        if t == "*" {
+            continue;
+        }
+        let name = t.strip_suffix(".*").unwrap_or(t);
+        validate_type_name(name).map_err(|_| {
+            ApiError::invalid(format!(
+                "invalid event_types entry {t:?}: use an event type name, \"prefix.*\" or \"*\""
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if headers.len() > 20 {
+        return Err(ApiError::invalid("at most 20 custom headers"));
+    }
+    for (name, value) in headers {
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ApiError::invalid(format!("invalid header name {name:?}")));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::invalid(format!(
+                "header {name:?} is set by hookrelay and cannot be overridden"
+            )));
+        }
+        if axum::http::HeaderValue::from_str(value).is_err() || value.len() > 4096 {
+            return Err(ApiError::invalid(format!(
+                "invalid value for header {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_limits(rate_limit: Option<u32>, max_attempts: Option<u32>) -> Result<(), ApiError> {
+    if rate_limit.is_some_and(|r| !(1..=100_000).contains(&r)) {
+        return Err(ApiError::invalid("rate_limit must be between 1 and 100000"));
+    }
+    if max_attempts.is_some_and(|m| !(1..=1000).contains(&m)) {
+        return Err(ApiError::invalid("max_attempts must be between 1 and 1000"));
+    }
+    Ok(())
+}
+
+fn validate_description(d: Option<&String>) -> Result<(), ApiError> {
+    if d.is_some_and(|d| d.len() > 1024) {
+        return Err(ApiError::invalid(
+            "description is longer than 1024 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+    validate_url(url, &state.policy)
+        .await
+        .map(|_| ())
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", m))
+}
+
+/// Create an endpoint.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints", tag = "endpoints",
+    params(("tenant" = String, Path)), request_body = CreateEndpoint,
+    responses((status = 201, body = EndpointOut), (status = 400, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(body): Json<CreateEndpoint>,
+) -> Result<(StatusCode, axum::Json<EndpointOut>), ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let event_types = body.event_types.unwrap_or_default();
+    validate_event_types(&event_types)?;
+    let headers = body.headers.unwrap_or_default();
+    validate_headers(&headers)?;
+    validate_limits(body.rate_limit, body.max_attempts)?;
+    validate_description(body.description.as_ref())?;
+    let secret = match body.secret {
+        Some(s) => {
+            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
+            s
+        }
+        None => signing::generate_secret(),
+    };
+    check_url(&state, &body.url).await?;
+    let now = domain::now();
+    let endpoint = Endpoint {
+        id: new_id(prefix::ENDPOINT),
+        tenant_id: tenant,
+        url: body.url,
+        description: body.description,
+        event_types,
+        secret,
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        rate_limit: body.rate_limit,
+        max_attempts: body.max_attempts,
+        headers,
+        enabled: body.enabled.unwrap_or(true),
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_endpoint(&endpoint).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(EndpointOut::new(endpoint, true)),
+    ))
+}
+
+/// List a tenant's endpoints (newest first; secrets omitted).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/endpoints", tag = "endpoints",
+    params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = List<EndpointOut>), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_endpoints(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<List<EndpointOut>>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let page = q.page()?;
+    let endpoints = state.store.list_endpoints(&tenant, &page).await?;
+    let data = endpoints
+        .into_iter()
+        .map(|e| EndpointOut::new(e, false))
+        .collect();
+    Ok(axum::Json(List::new(data, &page, |e| &e.id)))
+}
+
+async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Endpoint, ApiError> {
+    state
+        .store
+        .get_endpoint(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+/// Get an endpoint, with its secret.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/endpoints/{id}", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = EndpointOut), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<axum::Json<EndpointOut>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    Ok(axum::Json(EndpointOut::new(
+        load(&state, &tenant, &id).await?,
+        true,
+    )))
+}
+
+/// Change an endpoint. Re-enabling clears the disabled reason and resumes its deliveries.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/endpoints/{id}", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)), request_body = UpdateEndpoint,
+    responses((status = 200, body = EndpointOut), (status = 400, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    Json(body): Json<UpdateEndpoint>,
+) -> Result<axum::Json<EndpointOut>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let mut ep = load(&state, &tenant, &id).await?;
+    if let Some(types) = body.event_types {
+        validate_event_types(&types)?;
+        ep.event_types = types;
+    }
+    if let Some(headers) = body.headers {
+        validate_headers(&headers)?;
+        ep.headers = headers;
+    }
+    if let Some(d) = body.description {
+        validate_description(d.as_ref())?;
+        ep.description = d;
+    }
+    if let Some(r) = body.rate_limit {
+        ep.rate_limit = r;
+    }
+    if let Some(m) = body.max_attempts {
+        ep.max_attempts = m;
+    }
+    validate_limits(ep.rate_limit, ep.max_attempts)?;
+    if let Some(url) = body.url {
+        check_url(&state, &url).await?;
+        ep.url = url;
+    }
+    let resumed = body.enabled == Some(true) && !ep.enabled;
+    if let Some(enabled) = body.enabled {
+        ep.enabled = enabled;
+        if enabled {
+            ep.disabled_reason = None;
+        }
+    }
+    ep.updated_at = domain::now();
+    if !state.store.update_endpoint(&ep).await? {
+        return Err(ApiError::not_found("endpoint"));
+    }
+    if resumed {
+        state.waker.wake();
+    }
+    Ok(axum::Json(EndpointOut::new(ep, true)))
+}
+
+/// Delete an endpoint; its pending deliveries are cancelled, its history kept.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/endpoints/{id}", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    if state.store.delete_endpoint(&tenant, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("endpoint"))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct RotateSecret {
+    /// The new secret, `whsec_<base64>`; generated when absent.
+    pub secret: Option<String>,
+}
+
+/// Rotate the signing secret. The old secret keeps signing (both signatures are sent) for
+/// 24 hours, so receivers can switch without losing a delivery.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{id}/rotate-secret", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)), request_body = Option<RotateSecret>,
+    responses((status = 200, body = EndpointOut), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<EndpointOut>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecret::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+    };
+    let mut ep = load(&state, &tenant, &id).await?;
+    let new_secret = match body.secret {
+        Some(s) => {
+            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
+            s
+        }
+        None => signing::generate_secret(),
+    };
+    let now = domain::now();
+    ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));
+    ep.previous_secret_expires_at = Some(now + ROTATION_GRACE);
+    ep.updated_at = now;
+    if !state.store.update_endpoint(&ep).await? {
+        return Err(ApiError::not_found("endpoint"));
+    }
+    Ok(axum::Json(EndpointOut::new(ep, true)))
+}

@@ -1,0 +1,416 @@
+//! The HTTP API: routing, authentication, errors and extractors shared by the handlers.
+//!
+//! Handlers write through `ingest` and read from the store. Every client mistake becomes a
+//! 4xx with `{"error": {"code", "message"}}`; internal errors are logged once and the client
+//! gets a generic message.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        DefaultBodyLimit, FromRequest, FromRequestParts, Request,
+    },
+    http::{request::Parts, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::error;
+use utoipa::ToSchema;
+
+use crate::{
+    config::Config,
+    destinations::net::NetworkPolicy,
+    dispatch::Waker,
+    ingest::{IngestError, SchemaCache},
+    store::{cursor, Page, Store, StoreError},
+};
+
+mod deliveries;
+mod endpoints;
+mod events;
+pub mod openapi;
+mod tenants;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub policy: Arc<NetworkPolicy>,
+    pub waker: Waker,
+    pub schemas: SchemaCache,
+    /// SHA-256 of the configured admin token, if one is configured.
+    admin_hash: Option<[u8; 32]>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        policy: Arc<NetworkPolicy>,
+        waker: Waker,
+    ) -> Self {
+        let admin_hash = config.admin_token.as_deref().map(hash_token);
+        Self(Arc::new(Inner {
+            store,
+            config,
+            policy,
+            waker,
+            schemas: SchemaCache::default(),
+            admin_hash,
+        }))
+    }
+}
+
+/// The whole HTTP surface of hookrelay.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(tenants::router())
+        .merge(endpoints::router())
+        .merge(events::router())
+        .merge(deliveries::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    error!("handler panicked");
+    ApiError::internal().into_response()
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            error!(error = %e, "readiness check failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store cannot be reached",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid_request`, `not_found`, `unauthorized`, …
+    pub code: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
+            StoreError::Unavailable(_) => {
+                error!(error = ?e, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; retry later",
+                )
+            }
+            other => {
+                error!(error = ?other, "store error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Invalid(m) => ApiError::invalid(m),
+            e @ IngestError::Schema { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "schema_validation_failed",
+                e.to_string(),
+            ),
+            IngestError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn rejection(status: StatusCode, text: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "payload_too_large",
+            "request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "send JSON with Content-Type: application/json",
+        ),
+        _ => ApiError::invalid(text),
+    }
+}
+
+/// JSON body extractor whose rejections are contract errors.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    rejection(r.status(), r.body_text())
+}
+
+/// Query-string extractor whose rejections are contract errors.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|r: QueryRejection| rejection(StatusCode::BAD_REQUEST, r.body_text()))
+    }
+}
+
+/// Path extractor whose rejections are contract errors.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|r: PathRejection| rejection(StatusCode::BAD_REQUEST, r.body_text()))
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    Admin,
+    Tenant(String),
+}
+
+/// SHA-256 of a token: tokens are stored and compared only as hashes.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("Authorization header must be Bearer <token>"))?;
+        let hash = hash_token(token);
+        if let Some(admin) = &state.admin_hash {
+            if bool::from(admin.ct_eq(&hash)) {
+                return Ok(Principal::Admin);
+            }
+        }
+        match state.store.find_token(&hex::encode(hash)).await? {
+            Some(record) => Ok(match record.tenant_id {
+                None => Principal::Admin,
+                Some(t) => Principal::Tenant(t),
+            }),
+            None => Err(unauthorized("invalid token")),
+        }
+    }
+}
+
+impl Principal {
+    /// Admin-only operations.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant(_) => {
+                Err(ApiError::forbidden("this operation needs the admin token"))
+            }
+        }
+    }
+
+    /// Checks that the caller may act in `tenant` and that it exists. A tenant token asking
+    /// for another tenant gets 404, exactly as for a tenant that does not exist.
+    pub async fn tenant(&self, state: &AppState, tenant: &str) -> Result<(), ApiError> {
+        if let Principal::Tenant(own) = self {
+            if own != tenant {
+                return Err(ApiError::not_found("tenant"));
+            }
+        }
+        match state.store.get_tenant(tenant).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found("tenant")),
+        }
+    }
+}
+
+/// `limit` and `cursor` of list routes.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 250 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const MAX_LIMIT: u32 = 250;
+
+impl PageQuery {
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let after_id = match &self.cursor {
+            None => None,
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(cursor::decode(c).ok_or_else(|| ApiError::invalid("invalid cursor"))?),
+        };
+        Ok(Page { after_id, limit })
+    }
+}
+
+/// A page of a list: `data`, newest first, and the cursor of the next page (`null` at the end).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// Builds a page; `id` names each item so the cursor can point after the last one.
+    pub fn new(data: Vec<T>, page: &Page, id: impl Fn(&T) -> &str) -> Self {
+        let next_cursor = if data.len() == page.limit as usize {
+            data.last().map(|last| cursor::encode(id(last)))
+        } else {
+            None
+        };
+        Self { data, next_cursor }
+    }
+}
+
+/// A new random admin token.
+pub fn generate_admin_token() -> String {
+    tenants::generate_token("a")
+}

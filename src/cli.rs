@@ -1,0 +1,642 @@
+//! The command line: `serve`, `migrate`, `verify`, and client commands that talk to a
+//! running server over its HTTP API.
+
+use std::{io::Read, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::{config::ServeArgs, config::StoreArgs, signing};
+
+/// hookrelay: webhook and event delivery, signed, retried, logged, never lost.
+#[derive(Debug, Parser)]
+#[command(name = "hookrelay", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML config file with the same keys as the flags (flags and env win over it).
+    #[arg(long, global = true, env = "HOOKRELAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and the dispatcher (see --role).
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+    /// Send an event: hookrelay send TYPE DATA.
+    Send(SendArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Manage the event-type catalog.
+    #[command(subcommand, name = "event-type")]
+    EventType(EventTypeCmd),
+    /// Inspect the event log.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Inspect and retry deliveries.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCmd),
+    /// Verify a received webhook (receiver side): exit 0 when the signature is valid.
+    Verify(VerifyArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Base URL of a running hookrelay.
+    #[arg(
+        long,
+        env = "HOOKRELAY_SERVER",
+        default_value = "http://127.0.0.1:8400"
+    )]
+    pub server: String,
+    /// Bearer token (admin or tenant); falls back to HOOKRELAY_ADMIN_TOKEN.
+    #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Tenant to act in.
+    #[arg(long, env = "HOOKRELAY_TENANT", default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Event type, e.g. user.joined_community.
+    pub event_type: String,
+    /// Event data as JSON, or @FILE, or - for standard input.
+    pub data: String,
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Deliver no earlier than this RFC 3339 time.
+    #[arg(long)]
+    pub deliver_at: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a tenant.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a tenant and everything it owns.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a tenant-scoped token (printed once).
+    Token {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCmd {
+    /// Create an endpoint.
+    Create {
+        url: String,
+        /// Event type or `prefix.*` wildcard (repeatable); none means every type.
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List endpoints.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an endpoint (with its secret).
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Enable or disable an endpoint, or change its URL.
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete an endpoint.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rotate the signing secret (the old one signs for 24 more hours).
+    RotateSecret {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventTypeCmd {
+    /// Register an event type.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// File holding the JSON Schema of the event's data.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the catalog.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Load a catalog file: a JSON array of {name, description, schema}. Types that exist
+    /// already are left as they are.
+    Load {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// List events, newest first.
+    List {
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an event with its deliveries.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCmd {
+    /// List deliveries, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a delivery with its attempts.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deliver again now.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Endpoint secret, whsec_… (repeat during a rotation).
+    #[arg(
+        long,
+        required = true,
+        env = "HOOKRELAY_VERIFY_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Vec<String>,
+    /// Value of the webhook-id header.
+    #[arg(long)]
+    pub id: String,
+    /// Value of the webhook-timestamp header.
+    #[arg(long)]
+    pub timestamp: String,
+    /// Value of the webhook-signature header.
+    #[arg(long)]
+    pub signature: String,
+    /// File with the raw body; standard input when absent.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach {server}: {source}")]
+    Connect {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("server answered {status}: {body}")]
+    Api { status: u16, body: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signature verification failed: {0}")]
+    Verify(#[from] signing::SignatureError),
+}
+
+struct Client {
+    http: reqwest::Client,
+    args: ClientArgs,
+}
+
+impl Client {
+    fn new(args: ClientArgs) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            args,
+        }
+    }
+
+    fn tenant_path(&self, rest: &str) -> String {
+        format!("/v1/tenants/{}{rest}", self.args.tenant)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.args.server.trim_end_matches('/'));
+        let token = self
+            .args
+            .token
+            .clone()
+            .or_else(|| std::env::var("HOOKRELAY_ADMIN_TOKEN").ok())
+            .ok_or_else(|| {
+                CliError::Usage("no token: pass --token or set HOOKRELAY_TOKEN".into())
+            })?;
+        let mut req = self.http.request(method, &url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|source| CliError::Connect {
+            server: self.args.server.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        })
+    }
+}
+
+fn print(v: &Value) {
+    if !v.is_null() {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}
+
+fn read_input(arg: &str) -> Result<String, CliError> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|source| CliError::Read {
+                path: "standard input".into(),
+                source,
+            })?;
+        Ok(s)
+    } else if let Some(path) = arg.strip_prefix('@') {
+        read_file(&PathBuf::from(path))
+    } else {
+        Ok(arg.to_owned())
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value, CliError> {
+    serde_json::from_str(text)
+        .map_err(|e| CliError::Usage(format!("{what} is not valid JSON: {e}")))
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            s.append_pair(k, v);
+        }
+    }
+    let q = s.finish();
+    if q.is_empty() {
+        q
+    } else {
+        format!("?{q}")
+    }
+}
+
+/// Runs a client command (everything but `serve` and `migrate`).
+pub async fn run_client(command: Command) -> Result<(), CliError> {
+    use reqwest::Method as M;
+    match command {
+        Command::Serve(_) | Command::Migrate(_) => {
+            Err(CliError::Usage("not a client command".into()))
+        }
+        Command::Openapi => {
+            print(&serde_json::to_value(crate::api::openapi::document()).unwrap_or_default());
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let body = match &a.body_file {
+                Some(p) => std::fs::read(p).map_err(|source| CliError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+                None => {
+                    let mut b = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut b)
+                        .map_err(|source| CliError::Read {
+                            path: "standard input".into(),
+                            source,
+                        })?;
+                    b
+                }
+            };
+            let secrets: Vec<&str> = a.secret.iter().map(String::as_str).collect();
+            signing::verify(
+                &secrets,
+                Some(&a.id),
+                Some(&a.timestamp),
+                Some(&a.signature),
+                &body,
+                chrono::Utc::now().timestamp(),
+            )?;
+            println!("valid");
+            Ok(())
+        }
+        Command::Send(a) => {
+            let data = parse_json(&read_input(&a.data)?, "DATA")?;
+            let c = Client::new(a.client);
+            let body = json!({
+                "type": a.event_type, "data": data, "actor": a.actor,
+                "idempotency_key": a.idempotency_key, "deliver_at": a.deliver_at,
+            });
+            print(
+                &c.call(M::POST, &c.tenant_path("/events"), Some(body))
+                    .await?,
+            );
+            Ok(())
+        }
+        Command::Tenant(cmd) => {
+            let (c, method, path, body) = match cmd {
+                TenantCmd::Create { name, id, client } => (
+                    Client::new(client),
+                    M::POST,
+                    "/v1/tenants".to_owned(),
+                    Some(json!({"id": id, "name": name})),
+                ),
+                TenantCmd::List { client } => {
+                    (Client::new(client), M::GET, "/v1/tenants".into(), None)
+                }
+                TenantCmd::Get { id, client } => (
+                    Client::new(client),
+                    M::GET,
+                    format!("/v1/tenants/{id}"),
+                    None,
+                ),
+                TenantCmd::Delete { id, client } => (
+                    Client::new(client),
+                    M::DELETE,
+                    format!("/v1/tenants/{id}"),
+                    None,
+                ),
+                TenantCmd::Token { id, client } => (
+                    Client::new(client),
+                    M::POST,
+                    format!("/v1/tenants/{id}/tokens"),
+                    None,
+                ),
+            };
+            print(&c.call(method, &path, body).await?);
+            Ok(())
+        }
+        Command::Endpoint(cmd) => {
+            let (client, method, rest, body) = match cmd {
+                EndpointCmd::Create {
+                    url,
+                    event_types,
+                    secret,
+                    description,
+                    max_attempts,
+                    rate_limit,
+                    client,
+                } => (
+                    client,
+                    M::POST,
+                    "/endpoints".to_owned(),
+                    Some(json!({
+                        "url": url, "event_types": event_types, "secret": secret,
+                        "description": description, "max_attempts": max_attempts,
+                        "rate_limit": rate_limit,
+                    })),
+                ),
+                EndpointCmd::List { client } => (client, M::GET, "/endpoints".into(), None),
+                EndpointCmd::Get { id, client } => {
+                    (client, M::GET, format!("/endpoints/{id}"), None)
+                }
+                EndpointCmd::Update {
+                    id,
+                    url,
+                    enable,
+                    disable,
+                    client,
+                } => {
+                    let mut patch = serde_json::Map::new();
+                    if let Some(u) = url {
+                        patch.insert("url".into(), json!(u));
+                    }
+                    if enable || disable {
+                        patch.insert("enabled".into(), json!(enable));
+                    }
+                    (
+                        client,
+                        M::PATCH,
+                        format!("/endpoints/{id}"),
+                        Some(Value::Object(patch)),
+                    )
+                }
+                EndpointCmd::Delete { id, client } => {
+                    (client, M::DELETE, format!("/endpoints/{id}"), None)
+                }
+                EndpointCmd::RotateSecret { id, client } => (
+                    client,
+                    M::POST,
+                    format!("/endpoints/{id}/rotate-secret"),
+                    None,
+                ),
+            };
+            let c = Client::new(client);
+            print(&c.call(method, &c.tenant_path(&rest), body).await?);
+            Ok(())
+        }
+        Command::EventType(cmd) => match cmd {
+            EventTypeCmd::Create {
+                name,
+                description,
+                schema,
+                client,
+            } => {
+                let schema = schema
+                    .map(|p| read_file(&p).and_then(|t| parse_json(&t, "schema")))
+                    .transpose()?;
+                let c = Client::new(client);
+                let body = json!({"name": name, "description": description, "schema": schema});
+                print(&c.call(M::POST, "/v1/event-types", Some(body)).await?);
+                Ok(())
+            }
+            EventTypeCmd::List { client } => {
+                print(
+                    &Client::new(client)
+                        .call(M::GET, "/v1/event-types", None)
+                        .await?,
+                );
+                Ok(())
+            }
+            EventTypeCmd::Load { file, client } => {
+                let catalog = parse_json(&read_file(&file)?, "catalog")?;
+                let items = catalog
+                    .as_array()
+                    .ok_or_else(|| CliError::Usage("catalog must be a JSON array".into()))?;
+                let c = Client::new(client);
+                let (mut created, mut existing) = (0, 0);
+                for item in items {
+                    match c.call(M::POST, "/v1/event-types", Some(item.clone())).await {
+                        Ok(_) => created += 1,
+                        Err(CliError::Api { status: 409, .. }) => existing += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                println!("{created} event types created, {existing} already present");
+                Ok(())
+            }
+        },
+        Command::Events(cmd) => {
+            let (client, rest) = match cmd {
+                EventsCmd::List {
+                    event_type,
+                    limit,
+                    client,
+                } => (
+                    client,
+                    format!(
+                        "/events{}",
+                        query(&[("type", event_type), ("limit", Some(limit.to_string()))])
+                    ),
+                ),
+                EventsCmd::Get { id, client } => (client, format!("/events/{id}")),
+            };
+            let c = Client::new(client);
+            print(&c.call(M::GET, &c.tenant_path(&rest), None).await?);
+            Ok(())
+        }
+        Command::Deliveries(cmd) => {
+            let (client, method, rest) = match cmd {
+                DeliveriesCmd::List {
+                    status,
+                    endpoint,
+                    event,
+                    limit,
+                    client,
+                } => (
+                    client,
+                    M::GET,
+                    format!(
+                        "/deliveries{}",
+                        query(&[
+                            ("status", status),
+                            ("endpoint", endpoint),
+                            ("event", event),
+                            ("limit", Some(limit.to_string())),
+                        ])
+                    ),
+                ),
+                DeliveriesCmd::Get { id, client } => (client, M::GET, format!("/deliveries/{id}")),
+                DeliveriesCmd::Retry { id, client } => {
+                    (client, M::POST, format!("/deliveries/{id}/retry"))
+                }
+            };
+            let c = Client::new(client);
+            print(&c.call(method, &c.tenant_path(&rest), None).await?);
+            Ok(())
+        }
+    }
+}

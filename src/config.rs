@@ -1,0 +1,377 @@
+//! Configuration: parsed once into typed values and validated at start.
+//!
+//! Every setting is a flag, an environment variable and a key of the optional TOML file.
+//! Flags win over the environment (clap handles both), and both win over the file.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::dispatch::retry::RetryPolicy;
+
+/// Why configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Which parts of hookrelay this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API (and dashboard) only.
+    Api,
+    /// The dispatcher only.
+    Dispatcher,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl Role {
+    pub fn runs_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+    pub fn runs_dispatcher(self) -> bool {
+        matches!(self, Role::Dispatcher | Role::All)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m, 6h)"))
+}
+
+/// The store location: shared by `serve` and `migrate`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct StoreArgs {
+    /// Store URL: `sqlite://PATH` (created if missing) or `postgres://…`.
+    /// [default: sqlite://hookrelay.db]
+    #[arg(long, env = "HOOKRELAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Settings of `hookrelay serve`. Each is optional here so that the config file can fill it.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Address the API listens on. [default: 127.0.0.1:8400]
+    #[arg(long, env = "HOOKRELAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Admin bearer token. When unset, one is generated on first start and printed once.
+    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Network that HTTP destinations may reach although it is private (repeatable).
+    #[arg(
+        long = "allow-network",
+        value_name = "CIDR",
+        env = "HOOKRELAY_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_networks: Vec<IpNet>,
+
+    /// Which parts run in this process. [default: all]
+    #[arg(long, env = "HOOKRELAY_ROLE", value_enum)]
+    pub role: Option<Role>,
+
+    /// Largest accepted request body, in bytes. [default: 1048576]
+    #[arg(long, env = "HOOKRELAY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Attempts per delivery before it fails for good (endpoints may override). [default: 15]
+    #[arg(long, env = "HOOKRELAY_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+
+    /// First retry delay before jitter; doubles each attempt. [default: 10s]
+    #[arg(long, env = "HOOKRELAY_RETRY_BASE", value_parser = parse_duration)]
+    pub retry_base: Option<Duration>,
+
+    /// Longest delay between two attempts. [default: 6h]
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX_DELAY", value_parser = parse_duration)]
+    pub retry_max_delay: Option<Duration>,
+
+    /// Deliveries in flight at once in this process. [default: 256]
+    #[arg(long, env = "HOOKRELAY_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    /// Timeout of one HTTP delivery attempt. [default: 30s]
+    #[arg(long, env = "HOOKRELAY_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+
+    /// How long a claimed delivery stays leased; after that another worker takes it. Must
+    /// exceed the request timeout. [default: 90s]
+    #[arg(long, env = "HOOKRELAY_LEASE", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
+
+    /// Safety-net poll interval of the dispatcher (wake-ups are immediate). [default: 5s]
+    #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+}
+
+/// The TOML file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    admin_token: Option<String>,
+    #[serde(default)]
+    allow_networks: Vec<IpNet>,
+    role: Option<Role>,
+    max_body_bytes: Option<usize>,
+    max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    retry_base: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    retry_max_delay: Option<Duration>,
+    concurrency: Option<usize>,
+    #[serde(default, with = "humantime_opt")]
+    request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    lease: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    poll_interval: Option<Duration>,
+}
+
+mod humantime_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Dispatcher tuning.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub concurrency: usize,
+    /// Deliveries claimed per store round trip.
+    pub batch_size: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Fully resolved configuration of a server process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub admin_token: Option<String>,
+    pub allow_networks: Vec<IpNet>,
+    pub role: Role,
+    pub max_body_bytes: usize,
+    pub retry: RetryPolicy,
+    pub dispatch: DispatchConfig,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookrelay.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            admin_token: None,
+            allow_networks: Vec::new(),
+            role: Role::All,
+            max_body_bytes: 1024 * 1024,
+            retry: RetryPolicy::default(),
+            dispatch: DispatchConfig {
+                concurrency: 256,
+                batch_size: 256,
+                lease: Duration::from_secs(90),
+                poll_interval: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already in `args`) over the optional file over defaults.
+    pub fn resolve(args: ServeArgs, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let allow_networks = if args.allow_networks.is_empty() {
+            file.allow_networks
+        } else {
+            args.allow_networks
+        };
+        let config = Config {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            database_url: args
+                .store
+                .database_url
+                .or(file.database_url)
+                .unwrap_or(d.database_url),
+            admin_token: args.admin_token.or(file.admin_token),
+            allow_networks,
+            role: args.role.or(file.role).unwrap_or(d.role),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(d.max_body_bytes),
+            retry: RetryPolicy {
+                base: args.retry_base.or(file.retry_base).unwrap_or(d.retry.base),
+                max_delay: args
+                    .retry_max_delay
+                    .or(file.retry_max_delay)
+                    .unwrap_or(d.retry.max_delay),
+                max_attempts: args
+                    .max_attempts
+                    .or(file.max_attempts)
+                    .unwrap_or(d.retry.max_attempts),
+            },
+            dispatch: DispatchConfig {
+                concurrency: args
+                    .concurrency
+                    .or(file.concurrency)
+                    .unwrap_or(d.dispatch.concurrency),
+                batch_size: d.dispatch.batch_size,
+                lease: args.lease.or(file.lease).unwrap_or(d.dispatch.lease),
+                poll_interval: args
+                    .poll_interval
+                    .or(file.poll_interval)
+                    .unwrap_or(d.dispatch.poll_interval),
+                request_timeout: args
+                    .request_timeout
+                    .or(file.request_timeout)
+                    .unwrap_or(d.dispatch.request_timeout),
+                connect_timeout: d.dispatch.connect_timeout,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between settings that no single parser can.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(token) = &self.admin_token {
+            if token.len() < 16 {
+                return invalid("admin_token", "must be at least 16 characters");
+            }
+        }
+        if !(1..=1000).contains(&self.retry.max_attempts) {
+            return invalid("max_attempts", "must be between 1 and 1000");
+        }
+        if self.retry.base.is_zero() || self.retry.max_delay < self.retry.base {
+            return invalid(
+                "retry_base",
+                "must be above zero and not above retry_max_delay",
+            );
+        }
+        if self.dispatch.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1");
+        }
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.dispatch.lease <= self.dispatch.request_timeout + Duration::from_secs(1) {
+            return invalid(
+                "lease",
+                "must be more than one second longer than request_timeout",
+            );
+        }
+        if self.dispatch.poll_interval.is_zero() {
+            return invalid("poll_interval", "must be above zero");
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return invalid("database_url", "must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "listen = \"127.0.0.1:9000\"\nmax_attempts = 3\nretry_base = \"2s\"\nallow_networks = [\"10.0.0.0/8\"]"
+        )
+        .unwrap();
+        let args = ServeArgs {
+            max_attempts: Some(7),
+            ..Default::default()
+        };
+        let c = Config::resolve(args, Some(file.path())).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.retry.max_attempts, 7);
+        assert_eq!(c.retry.base, Duration::from_secs(2));
+        assert_eq!(c.allow_networks.len(), 1);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "lisen = \"127.0.0.1:9000\"").unwrap();
+        let err = Config::resolve(ServeArgs::default(), Some(file.path())).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let args = ServeArgs {
+            lease: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert!(Config::resolve(args, None).is_err());
+        let args = ServeArgs {
+            admin_token: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(args, None).is_err());
+    }
+}

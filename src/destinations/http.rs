@@ -1,0 +1,150 @@
+//! HTTP(S) webhooks: a pooled client that never follows redirects and refuses internal
+//! addresses after DNS resolution.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use super::{
+    excerpt,
+    net::{GuardedResolver, NetworkPolicy},
+    Ack, Destination, Message, SendError, RESPONSE_EXCERPT_BYTES,
+};
+use crate::{dispatch::retry::parse_retry_after, domain::Endpoint};
+
+/// The HTTP destination.
+pub struct HttpDestination {
+    client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
+}
+
+impl HttpDestination {
+    pub fn new(
+        policy: Arc<NetworkPolicy>,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(request_timeout)
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .build()?;
+        Ok(Self { client, policy })
+    }
+}
+
+fn retryable(reason: String) -> SendError {
+    SendError::Retryable {
+        reason,
+        retry_after: None,
+        status_code: None,
+        response: None,
+    }
+}
+
+/// The error and its causes on one line: reqwest hides the useful part in the chain.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[async_trait]
+impl Destination for HttpDestination {
+    async fn send(&self, endpoint: &Endpoint, message: &Message) -> Result<Ack, SendError> {
+        let url = reqwest::Url::parse(&endpoint.url).map_err(|e| SendError::Permanent {
+            reason: format!("invalid url: {e}"),
+            status_code: None,
+            response: None,
+            disable_endpoint: false,
+        })?;
+        // The resolver guards names; IP literals never reach it, so check them here.
+        if let Some(host) = url.host_str() {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<IpAddr>() {
+                if !self.policy.permits(ip) {
+                    return Err(retryable(format!(
+                        "{ip} is not an allowed address (private, loopback or link-local; see --allow-network)"
+                    )));
+                }
+            }
+        }
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(message.body.clone());
+        for (name, value) in &message.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let mut response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            retryable(format!("{kind}: {}", describe(&e)))
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        // Read at most the excerpt: a huge response is not downloaded.
+        let mut body = Vec::new();
+        while body.len() < RESPONSE_EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let code = status.as_u16();
+        let text = (!body.is_empty()).then(|| excerpt(&body));
+        if status.is_success() {
+            return Ok(Ack {
+                status_code: Some(code),
+                response: text,
+            });
+        }
+        if code == 410 {
+            return Err(SendError::Permanent {
+                reason: "410 Gone: the endpoint asked to stop deliveries".into(),
+                status_code: Some(code),
+                response: text,
+                disable_endpoint: true,
+            });
+        }
+        let reason = if status.is_redirection() {
+            format!("HTTP {code} (redirects are not followed)")
+        } else {
+            format!("HTTP {code}")
+        };
+        Err(SendError::Retryable {
+            reason,
+            retry_after: if code == 429 || code == 503 {
+                retry_after
+            } else {
+                None
+            },
+            status_code: Some(code),
+            response: text,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! Destinations: where a delivery goes, picked from the endpoint URL's scheme.
+//!
+//! Destinations know the domain and signing, never the store. Each adapter implements the
+//! small [`Destination`] trait; its verdict is an [`Ack`] or a [`SendError`] that says
+//! whether a retry can help. Only the retry module turns that into a time.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use serde::Serialize;
+
+use crate::{
+    domain::{Endpoint, Event},
+    signing,
+};
+
+pub mod http;
+pub mod net;
+
+/// Longest response excerpt kept in the attempt log.
+pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
+
+/// A signed message, ready for any destination.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The event id: `webhook-id`, stable across retries so receivers can drop duplicates.
+    pub id: String,
+    /// The JSON body, byte for byte what was signed.
+    pub body: Vec<u8>,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`, `traceparent` when known, and
+    /// the endpoint's custom headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    data: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
+}
+
+/// The delivered body: `{"id", "type", "timestamp", "data"}` plus `actor` where given.
+pub fn payload(event: &Event) -> Vec<u8> {
+    let p = Payload {
+        id: &event.id,
+        event_type: &event.event_type,
+        timestamp: event
+            .created_at
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
+        data: &event.data,
+        actor: event.actor.as_deref(),
+    };
+    // Serializing a struct of strings and a JSON value cannot fail.
+    serde_json::to_vec(&p).unwrap_or_default()
+}
+
+impl Message {
+    /// Builds and signs the message for `event` to `endpoint`, timestamped `now_secs`.
+    pub fn new(event: &Event, endpoint: &Endpoint, now_secs: i64) -> Self {
+        let body = payload(event);
+        let secrets = endpoint.signing_secrets(crate::domain::from_millis(now_secs * 1000));
+        let signature = signing::sign(&secrets, &event.id, now_secs, &body);
+        let mut headers: BTreeMap<String, String> = endpoint
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        headers.insert(signing::HEADER_ID.into(), event.id.clone());
+        headers.insert(signing::HEADER_TIMESTAMP.into(), now_secs.to_string());
+        headers.insert(signing::HEADER_SIGNATURE.into(), signature);
+        if let Some(tp) = &event.traceparent {
+            headers.insert("traceparent".into(), tp.clone());
+        }
+        Self {
+            id: event.id.clone(),
+            body,
+            headers,
+        }
+    }
+}
+
+/// What the destination said when it accepted a message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ack {
+    pub status_code: Option<u16>,
+    /// Response excerpt, or the broker's message id / offset.
+    pub response: Option<String>,
+}
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    #[error("{reason}")]
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+        status_code: Option<u16>,
+        response: Option<String>,
+    },
+    #[error("{reason}")]
+    Permanent {
+        reason: String,
+        status_code: Option<u16>,
+        response: Option<String>,
+        /// The destination said it is gone for good (HTTP 410): disable the endpoint.
+        disable_endpoint: bool,
+    },
+}
+
+impl SendError {
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            Self::Retryable { status_code, .. } | Self::Permanent { status_code, .. } => {
+                *status_code
+            }
+        }
+    }
+    pub fn response(&self) -> Option<&str> {
+        match self {
+            Self::Retryable { response, .. } | Self::Permanent { response, .. } => {
+                response.as_deref()
+            }
+        }
+    }
+}
+
+/// One destination adapter.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    async fn send(&self, endpoint: &Endpoint, message: &Message) -> Result<Ack, SendError>;
+}
+
+/// The schemes hookrelay can deliver to today.
+pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
+
+/// Validates an endpoint URL: syntax, scheme and, for HTTP, the network policy.
+pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<url::Url, String> {
+    if raw.len() > 2048 {
+        return Err("url is longer than 2048 characters".into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => {
+            let host = url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or("url has no host")?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err("url must not carry credentials; use endpoint headers".into());
+            }
+            let port = url.port_or_known_default().unwrap_or(443);
+            net::check_host(policy, host, port).await?;
+            Ok(url)
+        }
+        other => Err(format!(
+            "url scheme {other:?} is not supported; supported schemes: {}",
+            SUPPORTED_SCHEMES.join(", ")
+        )),
+    }
+}
+
+/// Cuts a response to at most [`RESPONSE_EXCERPT_BYTES`], on a character boundary.
+pub fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_EXCERPT_BYTES)]);
+    let mut end = text.len().min(RESPONSE_EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_are_validated() {
+        let open = net::NetworkPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(validate_url("http://127.0.0.1:9/x", &open).await.is_ok());
+        let closed = net::NetworkPolicy::default();
+        let err = validate_url("http://127.0.0.1:9/x", &closed)
+            .await
+            .unwrap_err();
+        assert!(err.contains("--allow-network"), "{err}");
+        let err = validate_url("ftp://example.com/", &open).await.unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+        assert!(validate_url("not a url", &open).await.is_err());
+        assert!(validate_url("http://user:pw@127.0.0.1/", &open)
+            .await
+            .is_err());
+        assert!(validate_url("http://169.254.169.254/latest", &open)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn excerpts_are_cut_on_char_boundaries() {
+        let long = "é".repeat(1000);
+        let cut = excerpt(long.as_bytes());
+        assert!(cut.len() <= RESPONSE_EXCERPT_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

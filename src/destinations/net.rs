@@ -1,0 +1,195 @@
+//! The SSRF guard: which IP addresses HTTP destinations may reach.
+//!
+//! Checked on every attempt, after DNS resolution (DNS answers can change between the
+//! endpoint's creation and its deliveries), inside the HTTP client so no caller can skip it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+/// Private networks are refused unless the operator allows them.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPolicy {
+    allowed: Vec<IpNet>,
+}
+
+impl NetworkPolicy {
+    pub fn new(allowed: Vec<IpNet>) -> Self {
+        Self { allowed }
+    }
+
+    /// Whether a destination may be reached at `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.allowed.iter().any(|net| net.contains(&ip)) || !is_internal(ip)
+    }
+}
+
+/// Unwraps IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible IPv6 forms, so that
+/// `::ffff:127.0.0.1` is judged as the loopback address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                    IpAddr::V4(Ipv4Addr::new(
+                        (s[6] >> 8) as u8,
+                        s[6] as u8,
+                        (s[7] >> 8) as u8,
+                        s[7] as u8,
+                    ))
+                } else {
+                    IpAddr::V6(v6)
+                }
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Loopback, private, link-local (cloud metadata), shared, multicast, broadcast,
+/// unspecified and reserved addresses.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => is_internal_v6(v6),
+    }
+}
+
+fn is_internal_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_unspecified()
+        || ip.is_documentation()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+        || o[0] >= 240 // reserved
+}
+
+fn is_internal_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+        || (first == 0x64 && ip.segments()[1] == 0xff9b) // NAT64 64:ff9b::/96
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+}
+
+/// A DNS resolver for reqwest that drops addresses the policy refuses, and fails when
+/// none is left.
+pub struct GuardedResolver {
+    pub policy: Arc<NetworkPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} resolves only to addresses that are not allowed (private, loopback or link-local; see --allow-network)").into();
+                return Err(err);
+            }
+            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+/// Resolves `host` and checks its addresses against the policy (used when an endpoint is
+/// created, to refuse a blocked URL at once). An IP literal is checked without DNS.
+pub async fn check_host(policy: &NetworkPolicy, host: &str, port: u16) -> Result<(), String> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<IpAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match tokio::net::lookup_host((host, port)).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            // A name that does not resolve now may later; every attempt is checked again.
+            Err(_) => return Ok(()),
+        },
+    };
+    // Like the resolver, which connects only to permitted addresses: refuse when none is.
+    match addrs.iter().find(|ip| !policy.permits(**ip)) {
+        Some(ip) if !addrs.iter().any(|ip| policy.permits(*ip)) => Err(format!(
+            "{host} is {ip}, a private, loopback or link-local address; the operator must allow it with --allow-network"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_by_default() {
+        let p = NetworkPolicy::default();
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "ff02::1",
+        ] {
+            assert!(!p.permits(ip(bad)), "{bad} should be refused");
+        }
+        for good in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "8.8.8.8",
+        ] {
+            assert!(p.permits(ip(good)), "{good} should be allowed");
+        }
+    }
+
+    #[test]
+    fn allowed_networks_open_exactly_themselves() {
+        let p = NetworkPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(p.permits(ip("127.0.0.1")));
+        assert!(p.permits(ip("::ffff:127.0.0.1")));
+        assert!(!p.permits(ip("10.0.0.1")));
+        assert!(!p.permits(ip("::1")));
+    }
+
+    #[tokio::test]
+    async fn check_host_resolves_names() {
+        let p = NetworkPolicy::default();
+        assert!(check_host(&p, "localhost", 80).await.is_err());
+        assert!(check_host(&p, "[::1]", 80).await.is_err());
+        let open = NetworkPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(check_host(&open, "127.0.0.1", 80).await.is_ok());
+    }
+}

@@ -1,0 +1,326 @@
+//! The dispatcher: the one place that touches both the store and the destinations.
+//!
+//! claim (a batch, under a lease, committed before any network call) → send (concurrently,
+//! bounded) → record the attempt and the new state (batched writes) → wake again.
+//!
+//! A committed event wakes the dispatcher at once through [`Waker`]; a slow poll and the
+//! earliest due time are the safety net. A process that dies mid-delivery leaves leases that
+//! simply expire: the delivery is due again and another claim takes it.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tracing::{info, warn};
+
+use crate::{
+    config::DispatchConfig,
+    destinations::{Destination, Message, SendError},
+    domain::{self, new_id, Attempt, AttemptOutcome, DeliveryStatus},
+    store::{Claimed, Completion, Store},
+};
+
+pub mod retry;
+
+use retry::RetryPolicy;
+
+/// Wakes idle dispatchers when deliveries become due (a committed event, a re-enabled
+/// endpoint, a manual retry). Cheap to clone; a wake-up is never lost (a waiting permit is
+/// stored when nobody waits).
+#[derive(Clone, Default)]
+pub struct Waker(Arc<Notify>);
+
+impl Waker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Delivers due deliveries until shut down.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    http: Arc<dyn Destination>,
+    retry: RetryPolicy,
+    config: DispatchConfig,
+    waker: Waker,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        http: Arc<dyn Destination>,
+        retry: RetryPolicy,
+        config: DispatchConfig,
+        waker: Waker,
+    ) -> Self {
+        Self {
+            store,
+            http,
+            retry,
+            config,
+            waker,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then finishes what is in flight and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.config.concurrency));
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(this.config.concurrency * 2);
+        let writer = tokio::spawn(write_completions(
+            this.store.clone(),
+            this.waker.clone(),
+            done_rx,
+        ));
+        let mut store_errors = 0u32;
+
+        while !*shutdown.borrow() {
+            // Wait for a free slot before claiming: never lease more than can be sent.
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => continue,
+            };
+            let room = permits.available_permits() + 1;
+            let limit = room.min(this.config.batch_size);
+            let now = domain::now();
+            let lease_until =
+                now + chrono::Duration::from_std(this.config.lease).unwrap_or_default();
+            let lease_id = new_id("lse");
+            let claimed = match this
+                .store
+                .claim(
+                    now,
+                    lease_until,
+                    &lease_id,
+                    u32::try_from(limit).unwrap_or(1),
+                )
+                .await
+            {
+                Ok(c) => {
+                    store_errors = 0;
+                    c
+                }
+                Err(e) => {
+                    store_errors += 1;
+                    warn!(error = %e, "claim failed; the store may be down");
+                    drop(first);
+                    let pause = Duration::from_millis(100 * u64::from(store_errors.min(50)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            let got = claimed.len();
+            let mut first = Some(first);
+            for c in claimed {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    // `room` permits were free and only this loop takes them.
+                    None => match permits.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => match permits.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    },
+                };
+                let this = this.clone();
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let completion = this.deliver(c).await;
+                    // The writer lives until every sender is gone; a failed send means the
+                    // process is stopping and the lease will hand the delivery on.
+                    let _ = done.send(completion).await;
+                    drop(permit);
+                });
+            }
+            if got >= limit {
+                continue; // more may be due right now
+            }
+            this.idle(&mut shutdown).await;
+        }
+
+        // Let in-flight deliveries finish and their results reach the store.
+        let _ = permits
+            .acquire_many(u32::try_from(this.config.concurrency).unwrap_or(u32::MAX))
+            .await;
+        drop(done_tx);
+        let _ = writer.await;
+    }
+
+    /// Sleeps until woken, until the earliest pending delivery is due, or the poll interval.
+    async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
+        let mut wait = self.config.poll_interval;
+        if let Ok(Some(due)) = self.store.next_due().await {
+            let until = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            wait = wait.min(until);
+        }
+        if wait.is_zero() {
+            // Due now but nothing was claimable (all leased): avoid a hot loop.
+            wait = Duration::from_millis(20);
+        }
+        tokio::select! {
+            _ = self.waker.woken() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    /// One attempt of one claimed delivery; never fails: every outcome is a completion.
+    async fn deliver(&self, claimed: Claimed) -> Completion {
+        let Claimed {
+            delivery,
+            event,
+            endpoint,
+            lease_id,
+        } = claimed;
+        let started_at = domain::now();
+        let clock = std::time::Instant::now();
+        let message = Message::new(&event, &endpoint, started_at.timestamp());
+        let result = self.http.send(&endpoint, &message).await;
+        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let attempt_number = delivery.attempts + 1;
+
+        let (outcome, status, next_attempt_at, disable, error, status_code, response) = match result
+        {
+            Ok(ack) => (
+                AttemptOutcome::Success,
+                DeliveryStatus::Delivered,
+                None,
+                None,
+                None,
+                ack.status_code,
+                ack.response,
+            ),
+            Err(err) => {
+                let status_code = err.status_code();
+                let response = err.response().map(str::to_owned);
+                let reason = err.to_string();
+                match err {
+                    SendError::Retryable { retry_after, .. }
+                        if attempt_number < delivery.max_attempts =>
+                    {
+                        let delay = self.retry.delay(attempt_number, retry_after);
+                        let at = started_at + to_chrono(delay);
+                        (
+                            AttemptOutcome::Retry,
+                            DeliveryStatus::Pending,
+                            Some(at),
+                            None,
+                            Some(reason),
+                            status_code,
+                            response,
+                        )
+                    }
+                    SendError::Retryable { .. } => (
+                        AttemptOutcome::Failed,
+                        DeliveryStatus::Failed,
+                        None,
+                        None,
+                        Some(format!(
+                            "{reason} (gave up after {attempt_number} attempts)"
+                        )),
+                        status_code,
+                        response,
+                    ),
+                    SendError::Permanent {
+                        disable_endpoint, ..
+                    } => (
+                        AttemptOutcome::Failed,
+                        DeliveryStatus::Failed,
+                        None,
+                        disable_endpoint.then(|| reason.clone()),
+                        Some(reason),
+                        status_code,
+                        response,
+                    ),
+                }
+            }
+        };
+        info!(
+            event_id = %event.id,
+            endpoint_id = %endpoint.id,
+            delivery_id = %delivery.id,
+            tenant = %event.tenant_id,
+            attempt = attempt_number,
+            outcome = outcome.as_str(),
+            status = status_code,
+            latency_ms = duration_ms,
+            error = error.as_deref(),
+            "attempt"
+        );
+        Completion {
+            delivery_id: delivery.id.clone(),
+            endpoint_id: endpoint.id.clone(),
+            lease_id,
+            status,
+            next_attempt_at,
+            disable_endpoint: disable,
+            attempt: Attempt {
+                id: new_id(domain::prefix::ATTEMPT),
+                delivery_id: delivery.id,
+                attempt_number,
+                started_at,
+                duration_ms,
+                status_code,
+                response,
+                error,
+                outcome,
+                next_attempt_at,
+            },
+        }
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Most completions written in one transaction.
+const WRITE_BATCH: usize = 512;
+
+/// Writes completions in batches: whatever has arrived while the previous batch was being
+/// written goes into the next transaction, so the store sees few, large commits under load
+/// and an immediate one when idle.
+async fn write_completions(
+    store: Arc<dyn Store>,
+    waker: Waker,
+    mut rx: mpsc::Receiver<Completion>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let mut failures = 0u32;
+        loop {
+            match store.complete(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    // The leases stay valid for a while; keep trying. If they run out the
+                    // deliveries are claimed again (at least once, never lost).
+                    warn!(error = %e, batch = batch.len(), failures, "writing attempts failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25))))
+                        .await;
+                    if failures >= 300 {
+                        warn!(batch = batch.len(), "dropping attempt results; leases will expire and the deliveries will be retried");
+                        break;
+                    }
+                }
+            }
+        }
+        if batch.iter().any(|c| c.status == DeliveryStatus::Pending) {
+            // A retry may be due sooner than the claim loop's current sleep.
+            waker.wake();
+        }
+        batch.clear();
+    }
+}
+
+/// Due time helper for callers that schedule: `now` when `at` is in the past.
+pub fn due(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    at.filter(|t| *t > now).unwrap_or(now)
+}

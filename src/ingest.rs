@@ -1,0 +1,259 @@
+//! Ingest: validate a new event, apply idempotency, fan it out to the subscribed endpoints
+//! (inside the store's transaction) and wake the dispatcher.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    dispatch::{due, Waker},
+    domain::{self, new_id, prefix, Delivery, DeliveryStatus, Endpoint, Event},
+    store::{Ingested, Store, StoreError},
+};
+
+/// Why an event was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("data does not match the schema of {event_type} at {path:?}: {message}")]
+    Schema {
+        event_type: String,
+        path: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new event as a producer hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub actor: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub deliver_at: Option<DateTime<Utc>>,
+    pub traceparent: Option<String>,
+}
+
+/// Checks an event-type name: dot-separated segments of letters, digits, `_` and `-`.
+pub fn validate_type_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid event type {name:?}: use dot-separated words of letters, digits, '_' and '-' (at most 128 characters), e.g. user.joined_community"
+        ))
+    }
+}
+
+/// Checks a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn valid_traceparent(tp: &str) -> bool {
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// Compiled JSON Schemas by event type. Keyed by the schema text as well, so a cached
+/// validator can never disagree with the stored schema.
+#[derive(Default)]
+pub struct SchemaCache {
+    compiled: Mutex<HashMap<String, (String, Arc<jsonschema::Validator>)>>,
+}
+
+impl SchemaCache {
+    /// Validates `data` against `schema` (the stored schema of `event_type`).
+    pub fn check(
+        &self,
+        event_type: &str,
+        schema: &serde_json::Value,
+        data: &serde_json::Value,
+    ) -> Result<(), IngestError> {
+        let text = schema.to_string();
+        let cached = self.compiled.lock().ok().and_then(|m| {
+            m.get(event_type)
+                .filter(|(t, _)| *t == text)
+                .map(|(_, v)| v.clone())
+        });
+        let validator = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(compile_schema(schema).map_err(|e| {
+                    IngestError::Invalid(format!("stored schema of {event_type} is invalid: {e}"))
+                })?);
+                if let Ok(mut m) = self.compiled.lock() {
+                    m.insert(event_type.to_owned(), (text, v.clone()));
+                }
+                v
+            }
+        };
+        let first_error = validator
+            .iter_errors(data)
+            .next()
+            .map(|e| (e.instance_path.to_string(), e.to_string()));
+        match first_error {
+            None => Ok(()),
+            Some((path, message)) => Err(IngestError::Schema {
+                event_type: event_type.to_owned(),
+                path: if path.is_empty() { "/".into() } else { path },
+                message,
+            }),
+        }
+    }
+}
+
+/// Compiles a JSON Schema, refusing one that is not valid.
+pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("schema must be a JSON object".into());
+    }
+    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+}
+
+/// Validates and stores an event for `tenant_id`, fanning it out; wakes the dispatcher.
+pub async fn ingest(
+    store: &dyn Store,
+    schemas: &SchemaCache,
+    waker: &Waker,
+    tenant_id: &str,
+    default_max_attempts: u32,
+    new: NewEvent,
+) -> Result<Ingested, IngestError> {
+    validate_type_name(&new.event_type).map_err(IngestError::Invalid)?;
+    if let Some(actor) = &new.actor {
+        if actor.len() > 256 {
+            return Err(IngestError::Invalid(
+                "actor is longer than 256 characters".into(),
+            ));
+        }
+    }
+    if let Some(key) = &new.idempotency_key {
+        if key.is_empty() || key.len() > 256 {
+            return Err(IngestError::Invalid(
+                "idempotency key must be 1 to 256 characters".into(),
+            ));
+        }
+    }
+    if new.data.is_null() {
+        return Err(IngestError::Invalid("data is required".into()));
+    }
+    if let Some(et) = store.get_event_type(&new.event_type).await? {
+        if let Some(schema) = &et.schema {
+            schemas.check(&et.name, schema, &new.data)?;
+        }
+    }
+
+    let now = domain::now();
+    let event = Event {
+        id: new_id(prefix::EVENT),
+        tenant_id: tenant_id.to_owned(),
+        event_type: new.event_type,
+        data: new.data,
+        actor: new.actor,
+        idempotency_key: new.idempotency_key,
+        traceparent: new.traceparent.filter(|tp| valid_traceparent(tp)),
+        created_at: now,
+        deliver_at: new.deliver_at.filter(|t| *t > now),
+    };
+    let fan_out = move |event: &Event, endpoints: &[Endpoint]| -> Vec<Delivery> {
+        endpoints
+            .iter()
+            .filter(|ep| ep.accepts(&event.event_type))
+            .map(|ep| Delivery {
+                id: new_id(prefix::DELIVERY),
+                tenant_id: event.tenant_id.clone(),
+                event_id: event.id.clone(),
+                endpoint_id: ep.id.clone(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                max_attempts: ep.max_attempts.unwrap_or(default_max_attempts),
+                next_attempt_at: Some(due(event.deliver_at, event.created_at)),
+                last_error: None,
+                created_at: event.created_at,
+                updated_at: event.created_at,
+            })
+            .collect()
+    };
+    let result = store.ingest(&event, &fan_out).await?;
+    if let Ingested::Created(_, deliveries) = &result {
+        if !deliveries.is_empty() {
+            waker.wake();
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names() {
+        assert!(validate_type_name("user.joined_community").is_ok());
+        assert!(validate_type_name("a-b.c_d.e1").is_ok());
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a.*",
+            "ü.x",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_type_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn traceparents() {
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent("garbage"));
+    }
+
+    #[test]
+    fn schema_errors_name_the_path() {
+        let cache = SchemaCache::default();
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["user_id"],
+            "properties": {"user_id": {"type": "string"}, "n": {"type": "integer"}}
+        });
+        assert!(cache
+            .check("t", &schema, &serde_json::json!({"user_id": "u1"}))
+            .is_ok());
+        match cache.check(
+            "t",
+            &schema,
+            &serde_json::json!({"user_id": "u1", "n": "x"}),
+        ) {
+            Err(IngestError::Schema { path, .. }) => assert_eq!(path, "/n"),
+            other => panic!("expected a schema error, got {other:?}"),
+        }
+        assert!(cache.check("t", &schema, &serde_json::json!({})).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! hookrelay: a self-hosted webhook and event-delivery service.
+//!
+//! Data flows one way: ingest → store (event + deliveries in one transaction) → dispatch
+//! (claim under a lease, send, record the attempt) → destination. [`App`] wires the parts
+//! together; `main.rs` only parses the command line and runs it.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{error, info};
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod destinations;
+pub mod dispatch;
+pub mod domain;
+pub mod ingest;
+pub mod signing;
+pub mod store;
+pub mod telemetry;
+
+use config::Config;
+use destinations::{http::HttpDestination, net::NetworkPolicy};
+use dispatch::{Dispatcher, Waker};
+use store::Store;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A built, not yet running, hookrelay server: listener bound, store open and migrated.
+pub struct App {
+    listener: Option<TcpListener>,
+    addr: SocketAddr,
+    state: api::AppState,
+    dispatcher: Option<Dispatcher>,
+    generated_admin_token: Option<String>,
+}
+
+impl App {
+    /// Opens the store, applies migrations, binds the listener (port 0 picks a free port)
+    /// and prepares the dispatcher, as `config.role` asks.
+    pub async fn build(mut config: Config) -> Result<Self, StartError> {
+        let store = store::connect(&config.database_url).await?;
+        let generated_admin_token = ensure_admin_token(store.as_ref(), &config).await?;
+        if let Some(token) = &generated_admin_token {
+            // Also accept it in this process without a store round trip.
+            config.admin_token = Some(token.clone());
+        }
+        let policy = Arc::new(NetworkPolicy::new(config.allow_networks.clone()));
+        let waker = Waker::default();
+        let dispatcher = if config.role.runs_dispatcher() {
+            let http = HttpDestination::new(
+                policy.clone(),
+                config.dispatch.request_timeout,
+                config.dispatch.connect_timeout,
+            )?;
+            Some(Dispatcher::new(
+                store.clone(),
+                Arc::new(http),
+                config.retry,
+                config.dispatch.clone(),
+                waker.clone(),
+            ))
+        } else {
+            None
+        };
+        let (listener, addr) = if config.role.runs_api() {
+            let listener =
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+            (Some(listener), addr)
+        } else {
+            (None, config.listen)
+        };
+        let state = api::AppState::new(store, config, policy, waker);
+        Ok(Self {
+            listener,
+            addr,
+            state,
+            dispatcher,
+            generated_admin_token,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The admin token generated on this first start, if one was (shown once).
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    /// The store this app uses.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// Runs the API and the dispatcher until `shutdown` completes, then stops accepting,
+    /// lets in-flight work finish and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let dispatcher = self.dispatcher.map(|d| {
+            let rx = stop_rx.clone();
+            tokio::spawn(d.run(rx))
+        });
+        let api = self.listener.map(|listener| {
+            let mut rx = stop_rx.clone();
+            let router = api::router(self.state.clone());
+            info!(addr = %self.addr, "api listening");
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            })
+        });
+        if let Some(api) = api {
+            match api.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(error = %e, "api server failed");
+                    return Err(e);
+                }
+                Err(e) => error!(error = %e, "api task failed"),
+            }
+        }
+        if let Some(d) = dispatcher {
+            if let Err(e) = d.await {
+                error!(error = %e, "dispatcher task failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When no admin token is configured and none was ever generated, makes one, stores its
+/// hash and returns it so that it can be printed once.
+async fn ensure_admin_token(
+    store: &dyn Store,
+    config: &Config,
+) -> Result<Option<String>, store::StoreError> {
+    if config.admin_token.is_some() || store.has_admin_token().await? {
+        return Ok(None);
+    }
+    let token = api::generate_admin_token();
+    store
+        .create_token(&store::TokenRecord {
+            id: domain::new_id(domain::prefix::TOKEN),
+            tenant_id: None,
+            hash: hex::encode(api::hash_token(&token)),
+            created_at: domain::now(),
+        })
+        .await?;
+    Ok(Some(token))
+}

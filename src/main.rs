@@ -1,0 +1,94 @@
+//! The `hookrelay` binary: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use hookrelay::{
+    cli::{self, Cli, Command},
+    config::{Config, ServeArgs},
+    store, telemetry, App,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args, cli.config).await,
+        Command::Migrate(args) => migrate(args, cli.config).await,
+        other => cli::run_client(other).await.map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    telemetry::init();
+    let config = Config::resolve(args, file.as_deref()).context("invalid configuration")?;
+    let role = config.role;
+    let database = redact(&config.database_url);
+    let app = App::build(config).await.context("cannot start")?;
+    if let Some(token) = app.generated_admin_token() {
+        // Printed once, on stdout, so it can be captured; only its hash is stored.
+        println!("Generated admin token (shown once, keep it): {token}");
+        println!("Use it as: export HOOKRELAY_ADMIN_TOKEN={token}");
+    }
+    tracing::info!(addr = %app.local_addr(), ?role, database = %database, "hookrelay started");
+    app.run(shutdown_signal()).await.context("server failed")?;
+    tracing::info!("hookrelay stopped");
+    Ok(())
+}
+
+async fn migrate(
+    args: hookrelay::config::StoreArgs,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let serve = ServeArgs {
+        store: args,
+        ..Default::default()
+    };
+    let config = Config::resolve(serve, file.as_deref()).context("invalid configuration")?;
+    store::connect(&config.database_url)
+        .await
+        .context("migration failed")?;
+    println!("migrations applied to {}", redact(&config.database_url));
+    Ok(())
+}
+
+/// The database URL without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

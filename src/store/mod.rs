@@ -1,0 +1,243 @@
+//! The store: the one source of truth. One trait, one implementation per database.
+//!
+//! The store knows only domain types. Fan-out happens inside [`Store::ingest`] so that the
+//! event row and its delivery rows are written in one transaction, against the endpoints as
+//! they are at that moment (read-your-writes: an endpoint that a create call returned is
+//! used by the very next event).
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant};
+
+pub mod sqlite;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (tenant id, event-type name, …).
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The database cannot be reached right now; the caller may retry later.
+    #[error("store unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database error.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded (a bug or a manual edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The URL names no supported database.
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// Classifies an sqlx error: connection trouble is `Unavailable`, the rest `Database`.
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A bearer token as stored: only its SHA-256 hash is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    /// `None` for an admin token.
+    pub tenant_id: Option<String>,
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Cursor pagination: items strictly after `cursor` in the list's order (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The id of the last item of the previous page.
+    pub after_id: Option<String>,
+    pub limit: u32,
+}
+
+/// Opaque cursors: base64url of the last id of a page.
+pub mod cursor {
+    use super::*;
+
+    pub fn encode(id: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+    }
+
+    /// `None` when the cursor is not one that [`encode`] made.
+    pub fn decode(cursor: &str) -> Option<String> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()?;
+        let id = String::from_utf8(bytes).ok()?;
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        valid.then_some(id)
+    }
+}
+
+/// Filters of the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub page: Page,
+}
+
+/// Filters of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub page: Page,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub enum Ingested {
+    /// A new event, with the deliveries fanned out to it.
+    Created(Event, Vec<Delivery>),
+    /// The idempotency key was seen before: the first event and its deliveries.
+    Existing(Event, Vec<Delivery>),
+}
+
+/// Turns the tenant's enabled endpoints into the deliveries of a new event. Called by the
+/// store inside the ingest transaction.
+pub type FanOut<'a> = &'a (dyn Fn(&Event, &[Endpoint]) -> Vec<Delivery> + Send + Sync);
+
+/// A delivery claimed by a dispatcher, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub event: Event,
+    pub endpoint: Endpoint,
+    /// The claim's lease token; completion must present it.
+    pub lease_id: String,
+}
+
+/// The result of one attempt, to be written back.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    pub lease_id: String,
+    pub attempt: Attempt,
+    /// New status: `Pending` to retry at `next_attempt_at`, or final.
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Disable the endpoint with this reason (e.g. `410 Gone`).
+    pub disable_endpoint: Option<String>,
+}
+
+/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness check of the database.
+    async fn ping(&self) -> Result<()>;
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Deletes the tenant and everything it owns. `false` when it did not exist.
+    async fn delete_tenant(&self, id: &str) -> Result<bool>;
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Whether any admin token is stored (the generated one).
+    async fn has_admin_token(&self) -> Result<bool>;
+
+    async fn create_event_type(&self, event_type: &EventType) -> Result<()>;
+    async fn list_event_types(&self) -> Result<Vec<EventType>>;
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+    /// Replaces the endpoint's mutable fields. `false` when it did not exist.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool>;
+    /// Deletes the endpoint and cancels its pending deliveries. `false` when it did not exist.
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool>;
+
+    /// Stores a new event and its deliveries in one transaction, or returns the event that
+    /// already carries the same idempotency key.
+    async fn ingest(&self, event: &Event, fan_out: FanOut<'_>) -> Result<Ingested>;
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>>;
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
+    /// Makes a delivery that is not pending due now, with `extra_attempts` more attempts.
+    /// `None` when it does not exist; `Some` with its (possibly unchanged) state otherwise.
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Delivery>>;
+
+    /// Claims up to `limit` due deliveries of enabled endpoints: each is leased until
+    /// `lease_until` (its `next_attempt_at` moves there, so an abandoned claim is due again
+    /// when the lease ends) under the token `lease_id`.
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        lease_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Claimed>>;
+    /// Writes the attempts and new states of a batch of deliveries in one transaction.
+    /// A completion whose lease was taken over (expired and claimed again) records its
+    /// attempt but leaves the delivery to its new owner.
+    async fn complete(&self, completions: &[Completion]) -> Result<()>;
+    /// The earliest `next_attempt_at` among pending deliveries of enabled endpoints.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::connect(url).await?,
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cursor;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = cursor::encode("evt_01JABC");
+        assert_eq!(cursor::decode(&c).as_deref(), Some("evt_01JABC"));
+        assert_eq!(cursor::decode("!!!"), None);
+        assert_eq!(cursor::decode(&cursor::encode("a' OR 1=1")), None);
+        assert_eq!(cursor::decode(""), None);
+    }
+}

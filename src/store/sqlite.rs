@@ -1,0 +1,891 @@
+//! SQLite store: the embedded default.
+//!
+//! WAL mode, `synchronous = NORMAL` (a committed transaction survives a process crash, even
+//! `kill -9`; only an OS crash or power cut can lose the last few), one writer connection
+//! (SQLite has one writer anyway; a single connection means no `SQLITE_BUSY` storms) and a
+//! small pool of readers.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    QueryBuilder, Sqlite, SqlitePool,
+};
+
+use super::{
+    Claimed, Completion, DeliveryFilter, EventFilter, FanOut, Ingested, Page, Result, Store,
+    StoreError, TokenRecord,
+};
+use crate::domain::{
+    from_millis, Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, Event, EventType,
+    Tenant,
+};
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-16000")
+            .pragma("temp_store", "memory");
+        let in_memory = url.contains(":memory:");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(StoreError::from_sqlx)?
+        };
+        Ok(Self { writer, reader })
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e)
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        Tenant {
+            id: r.id,
+            name: r.name,
+            created_at: from_millis(r.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    tenant_id: Option<String>,
+    hash: String,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventTypeRow {
+    name: String,
+    description: Option<String>,
+    schema: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<EventTypeRow> for EventType {
+    type Error = StoreError;
+    fn try_from(r: EventTypeRow) -> Result<Self> {
+        Ok(EventType {
+            schema: r
+                .schema
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("event_types.schema", e))?,
+            name: r.name,
+            description: r.description,
+            created_at: from_millis(r.created_at),
+        })
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
+     previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, disabled_reason, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    tenant_id: String,
+    url: String,
+    description: Option<String>,
+    event_types: String,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    rate_limit: Option<i64>,
+    max_attempts: Option<i64>,
+    headers: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = StoreError;
+    fn try_from(r: EndpointRow) -> Result<Self> {
+        Ok(Endpoint {
+            event_types: serde_json::from_str(&r.event_types)
+                .map_err(|e| corrupt("endpoints.event_types", e))?,
+            headers: serde_json::from_str(&r.headers)
+                .map_err(|e| corrupt("endpoints.headers", e))?,
+            rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
+            max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
+            id: r.id,
+            tenant_id: r.tenant_id,
+            url: r.url,
+            description: r.description,
+            secret: r.secret,
+            previous_secret: r.previous_secret,
+            previous_secret_expires_at: r.previous_secret_expires_at.map(from_millis),
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: String,
+    tenant_id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    data: String,
+    actor: Option<String>,
+    idempotency_key: Option<String>,
+    traceparent: Option<String>,
+    created_at: i64,
+    deliver_at: Option<i64>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self> {
+        Ok(Event {
+            data: serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?,
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_type: r.event_type,
+            actor: r.actor,
+            idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
+            created_at: from_millis(r.created_at),
+            deliver_at: r.deliver_at.map(from_millis),
+        })
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, status, attempts, \
+     max_attempts, next_attempt_at, last_error, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    tenant_id: String,
+    event_id: String,
+    endpoint_id: String,
+    status: String,
+    attempts: i64,
+    max_attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+    fn try_from(r: DeliveryRow) -> Result<Self> {
+        let status = DeliveryStatus::parse(&r.status)
+            .ok_or_else(|| corrupt("deliveries.status", &r.status))?;
+        Ok(Delivery {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_id: r.event_id,
+            endpoint_id: r.endpoint_id,
+            status,
+            attempts: u32::try_from(r.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(r.max_attempts).unwrap_or(1),
+            next_attempt_at: if status == DeliveryStatus::Pending {
+                r.next_attempt_at.map(from_millis)
+            } else {
+                None
+            },
+            last_error: r.last_error,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: String,
+    delivery_id: String,
+    attempt_number: i64,
+    started_at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    response: Option<String>,
+    error: Option<String>,
+    outcome: String,
+    next_attempt_at: Option<i64>,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Self> {
+        Ok(Attempt {
+            outcome: AttemptOutcome::parse(&r.outcome)
+                .ok_or_else(|| corrupt("attempts.outcome", &r.outcome))?,
+            id: r.id,
+            delivery_id: r.delivery_id,
+            attempt_number: u32::try_from(r.attempt_number).unwrap_or(0),
+            started_at: from_millis(r.started_at),
+            duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            response: r.response,
+            error: r.error,
+            next_attempt_at: r.next_attempt_at.map(from_millis),
+        })
+    }
+}
+
+fn collect<R, T>(rows: Vec<R>) -> Result<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
+fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
+    if let Some(after) = &page.after_id {
+        q.push(" AND id < ").push_bind(after.clone());
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit));
+}
+
+async fn deliveries_of_event(
+    conn: &mut sqlx::SqliteConnection,
+    event_id: &str,
+) -> Result<Vec<Delivery>> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id"
+    ))
+    .bind(event_id)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    collect(rows)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(ms(tenant.created_at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| {
+                if unique_violation(&e) {
+                    StoreError::Conflict(format!("tenant {}", tenant.id))
+                } else {
+                    db(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
+        let mut q = QueryBuilder::new("SELECT id, name, created_at FROM tenants WHERE 1 = 1");
+        push_page(&mut q, page);
+        let rows: Vec<TenantRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let row: Option<TenantRow> =
+            sqlx::query_as("SELECT id, name, created_at FROM tenants WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(row.map(Tenant::from))
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // Endpoint ids are not foreign keys of deliveries (history outlives endpoints), so
+        // deliveries go with their events through the cascade.
+        let done = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&token.id)
+            .bind(&token.tenant_id)
+            .bind(&token.hash)
+            .bind(ms(token.created_at))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row: Option<TokenRow> =
+            sqlx::query_as("SELECT id, tenant_id, hash, created_at FROM tokens WHERE hash = ?")
+                .bind(hash)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|r| TokenRecord {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            hash: r.hash,
+            created_at: from_millis(r.created_at),
+        }))
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        let found: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM tokens WHERE tenant_id IS NULL LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(found.is_some())
+    }
+
+    async fn create_event_type(&self, et: &EventType) -> Result<()> {
+        let schema = et.schema.as_ref().map(|s| s.to_string());
+        sqlx::query(
+            "INSERT INTO event_types (name, description, schema, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&et.name)
+        .bind(&et.description)
+        .bind(schema)
+        .bind(ms(et.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("event type {}", et.name))
+            } else {
+                db(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventType>> {
+        let rows: Vec<EventTypeRow> = sqlx::query_as(
+            "SELECT name, description, schema, created_at FROM event_types ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        let row: Option<EventTypeRow> = sqlx::query_as(
+            "SELECT name, description, schema, created_at FROM event_types WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(EventType::try_from).transpose()
+    }
+
+    async fn create_endpoint(&self, ep: &Endpoint) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        ))
+        .bind(&ep.id)
+        .bind(&ep.tenant_id)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(serde_json::to_string(&ep.event_types).map_err(|e| corrupt("event_types", e))?)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at.map(ms))
+        .bind(ep.rate_limit.map(i64::from))
+        .bind(ep.max_attempts.map(i64::from))
+        .bind(serde_json::to_string(&ep.headers).map_err(|e| corrupt("headers", e))?)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(ms(ep.created_at))
+        .bind(ms(ep.updated_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<EndpointRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        let row: Option<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE endpoints SET url = ?, description = ?, event_types = ?, secret = ?, \
+             previous_secret = ?, previous_secret_expires_at = ?, rate_limit = ?, max_attempts = ?, headers = ?, enabled = ?, disabled_reason = ?, \
+             updated_at = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(serde_json::to_string(&ep.event_types).map_err(|e| corrupt("event_types", e))?)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at.map(ms))
+        .bind(ep.rate_limit.map(i64::from))
+        .bind(ep.max_attempts.map(i64::from))
+        .bind(serde_json::to_string(&ep.headers).map_err(|e| corrupt("headers", e))?)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(ms(ep.updated_at))
+        .bind(&ep.tenant_id)
+        .bind(&ep.id)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() > 0 {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'cancelled', lease_id = NULL, \
+                 last_error = 'endpoint deleted', updated_at = ? \
+                 WHERE endpoint_id = ? AND status = 'pending'",
+            )
+            .bind(ms(crate::domain::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn ingest(&self, event: &Event, fan_out: FanOut<'_>) -> Result<Ingested> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        if let Some(key) = &event.idempotency_key {
+            let existing: Option<EventRow> = sqlx::query_as(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND idempotency_key = ?"
+            ))
+            .bind(&event.tenant_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = existing {
+                let first = Event::try_from(row)?;
+                let deliveries = deliveries_of_event(&mut tx, &first.id).await?;
+                return Ok(Ingested::Existing(first, deliveries));
+            }
+        }
+        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND enabled = 1"
+        ))
+        .bind(&event.tenant_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let endpoints: Vec<Endpoint> = collect(rows)?;
+        let deliveries = fan_out(event, &endpoints);
+
+        sqlx::query(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+        ))
+        .bind(&event.id)
+        .bind(&event.tenant_id)
+        .bind(&event.event_type)
+        .bind(event.data.to_string())
+        .bind(&event.actor)
+        .bind(&event.idempotency_key)
+        .bind(&event.traceparent)
+        .bind(ms(event.created_at))
+        .bind(event.deliver_at.map(ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+
+        // SQLite allows 32766 bound parameters: 100 rows of 10 per statement is well inside.
+        for chunk in deliveries.chunks(100) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+                 max_attempts, next_attempt_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(&d.id)
+                    .push_bind(&d.tenant_id)
+                    .push_bind(&d.event_id)
+                    .push_bind(&d.endpoint_id)
+                    .push_bind(d.status.as_str())
+                    .push_bind(i64::from(d.attempts))
+                    .push_bind(i64::from(d.max_attempts))
+                    .push_bind(d.next_attempt_at.map(ms))
+                    .push_bind(ms(d.created_at))
+                    .push_bind(ms(d.updated_at));
+            });
+            q.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Ingested::Created(event.clone(), deliveries))
+    }
+
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        if let Some(t) = &filter.event_type {
+            q.push(" AND type = ").push_bind(t.clone());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND created_at >= ").push_bind(ms(since));
+        }
+        push_page(&mut q, &filter.page);
+        let rows: Vec<EventRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        let row: Option<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(Event::try_from).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        if let Some(s) = filter.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(e) = &filter.endpoint_id {
+            q.push(" AND endpoint_id = ").push_bind(e.clone());
+        }
+        if let Some(e) = &filter.event_id {
+            q.push(" AND event_id = ").push_bind(e.clone());
+        }
+        push_page(&mut q, &filter.page);
+        let rows: Vec<DeliveryRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
+             response, error, outcome, next_attempt_at FROM attempts WHERE delivery_id = ? \
+             ORDER BY attempt_number, started_at",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Delivery>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_id = NULL, \
+             max_attempts = attempts + ?, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND status <> 'pending'",
+        )
+        .bind(ms(now))
+        .bind(i64::from(extra_attempts))
+        .bind(ms(now))
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        lease_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let claimed: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id IN ( \
+               SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
+               ORDER BY d.next_attempt_at LIMIT ?) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(ms(lease_until))
+        .bind(lease_id)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        if claimed.is_empty() {
+            tx.commit().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
+        let event_ids: Vec<&String> = claimed.iter().map(|d| &d.event_id).collect();
+        let events: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(serde_json::to_string(&event_ids).map_err(|e| corrupt("claim ids", e))?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let endpoint_ids: Vec<&String> = claimed.iter().map(|d| &d.endpoint_id).collect();
+        let endpoints: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(serde_json::to_string(&endpoint_ids).map_err(|e| corrupt("claim ids", e))?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        assemble_claims(
+            collect(claimed)?,
+            collect(events)?,
+            collect(endpoints)?,
+            lease_id,
+        )
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for c in completions {
+            let a = &c.attempt;
+            sqlx::query(
+                "INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+                 status_code, response, error, outcome, next_attempt_at) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(&a.id)
+            .bind(&a.delivery_id)
+            .bind(i64::from(a.attempt_number))
+            .bind(ms(a.started_at))
+            .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+            .bind(a.status_code.map(i64::from))
+            .bind(&a.response)
+            .bind(&a.error)
+            .bind(a.outcome.as_str())
+            .bind(a.next_attempt_at.map(ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+                 lease_id = NULL, last_error = ?, updated_at = ? WHERE id = ? AND lease_id = ?",
+            )
+            .bind(c.status.as_str())
+            .bind(c.next_attempt_at.map(ms))
+            .bind(&a.error)
+            .bind(ms(a.started_at) + i64::try_from(a.duration_ms).unwrap_or(0))
+            .bind(&c.delivery_id)
+            .bind(&c.lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(reason) = &c.disable_endpoint {
+                sqlx::query(
+                    "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
+                     WHERE id = ?",
+                )
+                .bind(reason)
+                .bind(ms(crate::domain::now()))
+                .bind(&c.endpoint_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let row: (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN endpoints e \
+             ON e.id = d.endpoint_id WHERE d.status = 'pending' AND e.enabled = 1",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.0.map(from_millis))
+    }
+}
+
+/// Joins claimed deliveries with their events and endpoints.
+fn assemble_claims(
+    deliveries: Vec<Delivery>,
+    events: Vec<Event>,
+    endpoints: Vec<Endpoint>,
+    lease_id: &str,
+) -> Result<Vec<Claimed>> {
+    let events: std::collections::HashMap<String, Event> =
+        events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let endpoints: std::collections::HashMap<String, Endpoint> =
+        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            let event = events
+                .get(&delivery.event_id)
+                .cloned()
+                .ok_or_else(|| corrupt("delivery without event", &delivery.id))?;
+            let endpoint = endpoints
+                .get(&delivery.endpoint_id)
+                .cloned()
+                .ok_or_else(|| corrupt("delivery without endpoint", &delivery.id))?;
+            Ok(Claimed {
+                delivery,
+                event,
+                endpoint,
+                lease_id: lease_id.to_owned(),
+            })
+        })
+        .collect()
+}
