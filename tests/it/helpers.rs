@@ -1,0 +1,266 @@
+//! Test harness: a hookrelay on port 0 with a fresh database, a real HTTP receiver on
+//! loopback, and waiting on conditions with deadlines (never bare sleeps).
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Router,
+};
+use hookrelay::config::{Config, Role};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A running hookrelay.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings for tests: fast retries, loopback allowed.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.database_url = format!("sqlite://{}", dir.join("hookrelay.db").display());
+    c.admin_token = Some(ADMIN.into());
+    c.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    c.role = Role::All;
+    c.retry.base = Duration::from_millis(50);
+    c.retry.max_delay = Duration::from_secs(5);
+    c.retry.max_attempts = 5;
+    c.dispatch.poll_interval = Duration::from_millis(500);
+    c.dispatch.request_timeout = Duration::from_secs(5);
+    c.dispatch.lease = Duration::from_secs(10);
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let app = hookrelay::App::build(config).await.expect("app builds");
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        app.run(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        stop: Some(tx),
+        done: Some(done),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the admin token.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(ADMIN)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.req(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    /// Creates an endpoint in the default tenant and returns its JSON.
+    pub async fn endpoint(&self, body: Value) -> Value {
+        let (status, ep) = self.post("/v1/tenants/default/endpoints", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{ep}");
+        ep
+    }
+
+    pub async fn event(&self, event_type: &str, data: Value) -> Value {
+        let (status, ev) = self
+            .post(
+                "/v1/tenants/default/events",
+                serde_json::json!({"type": event_type, "data": data}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{ev}");
+        ev
+    }
+
+    /// Waits until the delivery reaches `status`, and returns its detail with attempts.
+    pub async fn wait_delivery(&self, id: &str, status: &str) -> Value {
+        let path = format!("/v1/tenants/default/deliveries/{id}");
+        eventually(Duration::from_secs(20), || async {
+            let (_, d) = self.get(&path).await;
+            (d["status"] == status).then_some(d)
+        })
+        .await
+        .unwrap_or_else(|| panic!("delivery {id} never reached {status}"))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().await.expect("request sent");
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let text = resp.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+type Responder = dyn Fn(usize, &Received) -> Response + Send + Sync;
+
+struct ReceiverState {
+    requests: Mutex<Vec<Received>>,
+    respond: Box<Responder>,
+    delay: Duration,
+}
+
+/// A real HTTP server on loopback that records what it receives.
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let got = Received {
+        headers,
+        body,
+        at: Instant::now(),
+    };
+    // Recorded on arrival, as a receiver that processes before it answers.
+    let n = {
+        let mut all = state.requests.lock().unwrap();
+        all.push(got.clone());
+        all.len()
+    };
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
+    (state.respond)(n, &got)
+}
+
+impl Receiver {
+    /// Answers each request with `respond(n, request)`, `n` counting from 1.
+    pub async fn start(
+        delay: Duration,
+        respond: impl Fn(usize, &Received) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let state = Arc::new(ReceiverState {
+            requests: Mutex::new(Vec::new()),
+            respond: Box::new(respond),
+            delay,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    /// Always 200.
+    pub async fn ok() -> Self {
+        Self::start(Duration::ZERO, |_, _| {
+            (StatusCode::OK, "ok").into_response()
+        })
+        .await
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        eventually(timeout, || async {
+            (self.count() >= n).then(|| self.requests())
+        })
+        .await
+        .unwrap_or_else(|| panic!("receiver got {} of {n} requests", self.count()))
+    }
+}

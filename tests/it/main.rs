@@ -1,0 +1,8 @@
+//! Integration tests: hookrelay started for real, driven over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod crash;
+mod delivery;
+mod helpers;
