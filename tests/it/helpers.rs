@@ -31,12 +31,14 @@ pub struct TestApp {
 
 /// Settings for tests: fast retries, loopback allowed.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.database_url = format!("sqlite://{}", dir.join("hookrelay.db").display());
-    c.admin_token = Some(ADMIN.into());
-    c.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    c.role = Role::All;
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", dir.join("hookrelay.db").display()),
+        admin_token: Some(ADMIN.into()),
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        role: Role::All,
+        ..Config::default()
+    };
     c.retry.base = Duration::from_millis(50);
     c.retry.max_delay = Duration::from_secs(5);
     c.retry.max_attempts = 5;
