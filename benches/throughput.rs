@@ -1,1 +1,203 @@
-fn main() {}
+//! Throughput and latency benchmark: the release binary on SQLite, a loopback receiver and
+//! a load generator in this process.
+//!
+//! `cargo bench --bench throughput` (env: BENCH_EVENTS, default 20000; BENCH_RATE, default
+//! 1000 events/s; BENCH_SECONDS, default 10; BENCH_PRODUCERS, default 64).
+//!
+//! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate
+//! and the delivery rate (events per second from the first post to the last receipt).
+//! Phase 2 posts at a fixed rate and reports end-to-end latency (post sent → request
+//! received) percentiles.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{body::Bytes, extract::State, http::StatusCode, Router};
+use serde_json::json;
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+struct Sink {
+    count: AtomicUsize,
+    base: Instant,
+    /// (sent_at offset from `base`, received at offset) in microseconds.
+    latencies: Mutex<Vec<u64>>,
+}
+
+async fn receive(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
+    let now = sink.base.elapsed().as_micros() as u64;
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+        if let Some(sent) = v["data"]["sent_us"].as_u64() {
+            sink.latencies
+                .lock()
+                .unwrap()
+                .push(now.saturating_sub(sent));
+        }
+    }
+    sink.count.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let events = env_or("BENCH_EVENTS", 20_000) as usize;
+    let rate = env_or("BENCH_RATE", 1000);
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let concurrency = env_or("BENCH_PRODUCERS", 64);
+
+    let sink = Arc::new(Sink {
+        count: AtomicUsize::new(0),
+        base: Instant::now(),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let recv_addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(receive).with_state(sink.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
+        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hookrelay");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("api listening") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let base = format!(
+        "http://{}",
+        rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("{base}/v1/tenants/default/endpoints"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url": format!("http://{recv_addr}/hook")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let url = format!("{base}/v1/tenants/default/events");
+
+    // Phase 1: as fast as possible.
+    let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, next) = (http.clone(), url.clone(), next.clone());
+        producers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < events {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"type": "bench.event", "data": {"n": 1}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for p in producers {
+        p.await.unwrap();
+    }
+    let ingest_secs = start.elapsed().as_secs_f64();
+    while sink.count.load(Ordering::Relaxed) < events {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "deliveries stalled"
+        );
+    }
+    let deliver_secs = start.elapsed().as_secs_f64();
+    println!("phase 1: {events} events, {concurrency} producers");
+    println!(
+        "  ingest:   {:>8.0} events/s ({ingest_secs:.2} s)",
+        events as f64 / ingest_secs
+    );
+    println!(
+        "  delivery: {:>8.0} deliveries/s (first post to last receipt, {deliver_secs:.2} s)",
+        events as f64 / deliver_secs
+    );
+
+    // Phase 2: fixed rate, end-to-end latency.
+    let before = sink.count.load(Ordering::Relaxed);
+    sink.latencies.lock().unwrap().clear();
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = tokio::task::JoinSet::new();
+    for _ in 0..total {
+        ticker.tick().await;
+        let (http, url, sink) = (http.clone(), url.clone(), sink.clone());
+        inflight.spawn(async move {
+            let sent_us = sink.base.elapsed().as_micros() as u64;
+            let r = http
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"type": "bench.latency", "data": {"sent_us": sent_us}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        });
+    }
+    while inflight.join_next().await.is_some() {}
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.count.load(Ordering::Relaxed) < before + total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut lat = sink.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    println!(
+        "phase 2: {rate} events/s for {seconds} s ({} delivered)",
+        lat.len()
+    );
+    println!(
+        "  end-to-end latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

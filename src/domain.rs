@@ -118,6 +118,32 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
+/// The deliveries of a new event: one per endpoint that subscribes to its type, due at
+/// `deliver_at` or at once. `default_max_attempts` applies where the endpoint sets none.
+pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32) -> Vec<Delivery> {
+    let due = event
+        .deliver_at
+        .filter(|t| *t > event.created_at)
+        .unwrap_or(event.created_at);
+    endpoints
+        .iter()
+        .filter(|ep| ep.enabled && ep.tenant_id == event.tenant_id && ep.accepts(&event.event_type))
+        .map(|ep| Delivery {
+            id: new_id(prefix::DELIVERY),
+            tenant_id: event.tenant_id.clone(),
+            event_id: event.id.clone(),
+            endpoint_id: ep.id.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            max_attempts: ep.max_attempts.unwrap_or(default_max_attempts),
+            next_attempt_at: Some(due),
+            last_error: None,
+            created_at: event.created_at,
+            updated_at: event.created_at,
+        })
+        .collect()
+}
+
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Event {

@@ -9,9 +9,9 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use crate::{
-    dispatch::{due, Waker},
-    domain::{self, new_id, prefix, Delivery, DeliveryStatus, Endpoint, Event},
-    store::{Ingested, Store, StoreError},
+    dispatch::Waker,
+    domain::{self, new_id, prefix, Event, EventType},
+    store::{DataCheck, Ingested, Store, StoreError},
 };
 
 /// Why an event was refused.
@@ -19,14 +19,23 @@ use crate::{
 pub enum IngestError {
     #[error("{0}")]
     Invalid(String),
-    #[error("data does not match the schema of {event_type} at {path:?}: {message}")]
-    Schema {
-        event_type: String,
-        path: String,
-        message: String,
-    },
+    /// The data fails its type's JSON Schema; the message names the path.
+    #[error("{0}")]
+    Schema(String),
+    #[error("tenant {0} not found")]
+    UnknownTenant(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidData(m) => IngestError::Schema(m),
+            StoreError::UnknownTenant(t) => IngestError::UnknownTenant(t),
+            other => IngestError::Store(other),
+        }
+    }
 }
 
 /// A new event as a producer hands it over.
@@ -112,11 +121,21 @@ impl SchemaCache {
             .map(|e| (e.instance_path.to_string(), e.to_string()));
         match first_error {
             None => Ok(()),
-            Some((path, message)) => Err(IngestError::Schema {
-                event_type: event_type.to_owned(),
-                path: if path.is_empty() { "/".into() } else { path },
-                message,
-            }),
+            Some((path, message)) => Err(IngestError::Schema(format!(
+                "data does not match the schema of {event_type} at {:?}: {message}",
+                if path.is_empty() { "/" } else { &path }
+            ))),
+        }
+    }
+}
+
+impl DataCheck for SchemaCache {
+    fn check(&self, event_type: &EventType, data: &serde_json::Value) -> Result<(), String> {
+        match &event_type.schema {
+            Some(schema) => {
+                SchemaCache::check(self, &event_type.name, schema, data).map_err(|e| e.to_string())
+            }
+            None => Ok(()),
         }
     }
 }
@@ -132,7 +151,7 @@ pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validato
 /// Validates and stores an event for `tenant_id`, fanning it out; wakes the dispatcher.
 pub async fn ingest(
     store: &dyn Store,
-    schemas: &SchemaCache,
+    schemas: Arc<SchemaCache>,
     waker: &Waker,
     tenant_id: &str,
     default_max_attempts: u32,
@@ -156,12 +175,6 @@ pub async fn ingest(
     if new.data.is_null() {
         return Err(IngestError::Invalid("data is required".into()));
     }
-    if let Some(et) = store.get_event_type(&new.event_type).await? {
-        if let Some(schema) = &et.schema {
-            schemas.check(&et.name, schema, &new.data)?;
-        }
-    }
-
     let now = domain::now();
     let event = Event {
         id: new_id(prefix::EVENT),
@@ -174,26 +187,7 @@ pub async fn ingest(
         created_at: now,
         deliver_at: new.deliver_at.filter(|t| *t > now),
     };
-    let fan_out = move |event: &Event, endpoints: &[Endpoint]| -> Vec<Delivery> {
-        endpoints
-            .iter()
-            .filter(|ep| ep.accepts(&event.event_type))
-            .map(|ep| Delivery {
-                id: new_id(prefix::DELIVERY),
-                tenant_id: event.tenant_id.clone(),
-                event_id: event.id.clone(),
-                endpoint_id: ep.id.clone(),
-                status: DeliveryStatus::Pending,
-                attempts: 0,
-                max_attempts: ep.max_attempts.unwrap_or(default_max_attempts),
-                next_attempt_at: Some(due(event.deliver_at, event.created_at)),
-                last_error: None,
-                created_at: event.created_at,
-                updated_at: event.created_at,
-            })
-            .collect()
-    };
-    let result = store.ingest(&event, &fan_out).await?;
+    let result = store.ingest(event, default_max_attempts, schemas).await?;
     if let Ingested::Created(_, deliveries) = &result {
         if !deliveries.is_empty() {
             waker.wake();
@@ -251,7 +245,7 @@ mod tests {
             &schema,
             &serde_json::json!({"user_id": "u1", "n": "x"}),
         ) {
-            Err(IngestError::Schema { path, .. }) => assert_eq!(path, "/n"),
+            Err(IngestError::Schema(m)) => assert!(m.contains("\"/n\""), "{m}"),
             other => panic!("expected a schema error, got {other:?}"),
         }
         assert!(cache.check("t", &schema, &serde_json::json!({})).is_err());

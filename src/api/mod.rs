@@ -45,7 +45,7 @@ pub struct Inner {
     pub config: Config,
     pub policy: Arc<NetworkPolicy>,
     pub waker: Waker,
-    pub schemas: SchemaCache,
+    pub schemas: Arc<SchemaCache>,
     /// SHA-256 of the configured admin token, if one is configured.
     admin_hash: Option<[u8; 32]>,
 }
@@ -70,7 +70,7 @@ impl AppState {
             config,
             policy,
             waker,
-            schemas: SchemaCache::default(),
+            schemas: Arc::new(SchemaCache::default()),
             admin_hash,
         }))
     }
@@ -201,6 +201,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
+            StoreError::UnknownTenant(_) => ApiError::not_found("tenant"),
+            StoreError::InvalidData(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "schema_validation_failed", m)
+            }
             StoreError::Unavailable(_) => {
                 error!(error = ?e, "store unavailable");
                 ApiError::new(
@@ -221,11 +225,10 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Invalid(m) => ApiError::invalid(m),
-            e @ IngestError::Schema { .. } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "schema_validation_failed",
-                e.to_string(),
-            ),
+            IngestError::Schema(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "schema_validation_failed", m)
+            }
+            IngestError::UnknownTenant(_) => ApiError::not_found("tenant"),
             IngestError::Store(s) => s.into(),
         }
     }
@@ -347,14 +350,19 @@ impl Principal {
         }
     }
 
+    /// Checks that the caller may act in `tenant`, without asking the store whether it
+    /// exists (for routes whose store call checks that itself).
+    pub fn may_act_in(&self, tenant: &str) -> Result<(), ApiError> {
+        match self {
+            Principal::Tenant(own) if own != tenant => Err(ApiError::not_found("tenant")),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks that the caller may act in `tenant` and that it exists. A tenant token asking
     /// for another tenant gets 404, exactly as for a tenant that does not exist.
     pub async fn tenant(&self, state: &AppState, tenant: &str) -> Result<(), ApiError> {
-        if let Principal::Tenant(own) = self {
-            if own != tenant {
-                return Err(ApiError::not_found("tenant"));
-            }
-        }
+        self.may_act_in(tenant)?;
         match state.store.get_tenant(tenant).await? {
             Some(_) => Ok(()),
             None => Err(ApiError::not_found("tenant")),

@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{info, warn};
 
@@ -318,9 +318,4 @@ async fn write_completions(
         }
         batch.clear();
     }
-}
-
-/// Due time helper for callers that schedule: `now` when `at` is in the past.
-pub fn due(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
-    at.filter(|t| *t > now).unwrap_or(now)
 }

@@ -5,6 +5,8 @@
 //! they are at that moment (read-your-writes: an endpoint that a create call returned is
 //! used by the very next event).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -31,6 +33,12 @@ pub enum StoreError {
     /// A stored value could not be decoded (a bug or a manual edit).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// An event names a tenant that does not exist.
+    #[error("tenant {0} not found")]
+    UnknownTenant(String),
+    /// An event's data fails its type's schema (the message says where and why).
+    #[error("{0}")]
+    InvalidData(String),
     /// The URL names no supported database.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
@@ -119,9 +127,12 @@ pub enum Ingested {
     Existing(Event, Vec<Delivery>),
 }
 
-/// Turns the tenant's enabled endpoints into the deliveries of a new event. Called by the
-/// store inside the ingest transaction.
-pub type FanOut<'a> = &'a (dyn Fn(&Event, &[Endpoint]) -> Vec<Delivery> + Send + Sync);
+/// Validates event data against the JSON Schema of its type; the store calls it during
+/// ingest with the event type as stored.
+pub trait DataCheck: Send + Sync {
+    /// `Err` with a message naming the failing path.
+    fn check(&self, event_type: &EventType, data: &serde_json::Value) -> Result<(), String>;
+}
 
 /// A delivery claimed by a dispatcher, with what it needs to send it.
 #[derive(Debug, Clone)]
@@ -176,9 +187,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the endpoint and cancels its pending deliveries. `false` when it did not exist.
     async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool>;
 
-    /// Stores a new event and its deliveries in one transaction, or returns the event that
-    /// already carries the same idempotency key.
-    async fn ingest(&self, event: &Event, fan_out: FanOut<'_>) -> Result<Ingested>;
+    /// Stores a new event and its deliveries ([`crate::domain::fan_out`] over the tenant's
+    /// endpoints as they are in the same transaction), or returns the event that already
+    /// carries the same idempotency key.
+    ///
+    /// The tenant's existence and the type's schema are checked in the same transaction
+    /// (`check` validates `data` against the stored schema), so an ingest costs no reads
+    /// of its own: under load many events share one transaction.
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested>;
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
 
