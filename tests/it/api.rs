@@ -642,3 +642,33 @@ async fn openapi_document_covers_the_contract() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_ingests_with_one_key_make_one_event() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    app.endpoint(json!({"url": r.url})).await;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let req = app
+            .req(Method::POST, "/v1/tenants/default/events")
+            .header("Idempotency-Key", "same-key")
+            .json(&json!({"type": "order.created", "data": {"order": 1}}));
+        tasks.push(tokio::spawn(send(req)));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        answers.push(body);
+    }
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "every answer is the first one"
+    );
+    let (_, events) = app.get("/v1/tenants/default/events").await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1);
+    let (_, deliveries) = app.get("/v1/tenants/default/deliveries").await;
+    assert_eq!(deliveries["data"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
