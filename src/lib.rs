@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod wake;
 
 use config::Config;
 use destinations::{http::HttpDestination, net::NetworkPolicy};

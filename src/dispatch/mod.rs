@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::{
@@ -24,20 +24,7 @@ pub mod retry;
 
 use retry::RetryPolicy;
 
-/// Wakes idle dispatchers when deliveries become due (a committed event, a re-enabled
-/// endpoint, a manual retry). Cheap to clone; a wake-up is never lost (a waiting permit is
-/// stored when nobody waits).
-#[derive(Clone, Default)]
-pub struct Waker(Arc<Notify>);
-
-impl Waker {
-    pub fn wake(&self) {
-        self.0.notify_one();
-    }
-    async fn woken(&self) {
-        self.0.notified().await;
-    }
-}
+pub use crate::wake::Waker;
 
 /// Delivers due deliveries until shut down.
 pub struct Dispatcher {

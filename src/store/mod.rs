@@ -164,6 +164,14 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
 
+    /// Starts feeding wake-ups from other processes (they committed due deliveries) into
+    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs. A store
+    /// whose writers all live in this process (SQLite) needs nothing: the in-process waker
+    /// already hears every commit.
+    async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
+        Ok(())
+    }
+
     async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
