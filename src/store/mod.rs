@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant};
 
+pub mod postgres;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -172,6 +173,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Records the server's default attempt budget where SQL functions can read it
+    /// (`dispatch_webhook` on PostgreSQL). Nothing to do for stores without them.
+    async fn set_default_max_attempts(&self, _n: u32) -> Result<()> {
+        Ok(())
+    }
+
+    /// Deletes at most `limit` attempts of delivered deliveries that started before
+    /// `older_than`; returns how many. Small batches keep a live system responsive.
+    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64>;
+
     async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>>;
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
@@ -246,11 +257,16 @@ pub trait Store: Send + Sync + 'static {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
 }
 
-/// Opens the store named by `url` and applies its migrations.
-pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+/// Opens the store named by `url` and applies its migrations. `pool_size` bounds the
+/// connections to PostgreSQL (SQLite uses one writer and a few readers).
+pub async fn connect(url: &str, pool_size: u32) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
             sqlite::SqliteStore::connect(url).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::connect(url, pool_size).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))

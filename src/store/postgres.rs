@@ -1,0 +1,2251 @@
+//! PostgreSQL store: many `hookrelay serve` processes share one database.
+//!
+//! Unlike SQLite, Postgres has real concurrent writers, so nothing here is serialised in
+//! the process: dispatchers of every process claim due deliveries with one
+//! `UPDATE … FOR UPDATE SKIP LOCKED` statement under a lease; an ingest is two reads and
+//! one write statement (event and deliveries together, the idempotency race settled by the
+//! unique index); a batch of attempt results is one statement. No transaction spans more
+//! than one round trip except in the rare `delete_endpoint` and `retry_delivery`, so no
+//! lock is held while the process waits. A trigger on the deliveries table notifies
+//! channel [`WAKE_CHANNEL`] whenever pending deliveries are committed (by hookrelay or by
+//! the `dispatch_webhook` SQL function inside an application's transaction);
+//! [`Store::listen`] turns those notifications into wake-ups.
+//!
+//! Times are `timestamptz` columns holding whole milliseconds. They cross the wire as
+//! epoch milliseconds (`to_timestamp($n / 1000.0)` in, `(extract(epoch FROM col) * 1000)::int8`
+//! out), because sqlx's `chrono` feature is not enabled. JSON values are `jsonb`, sent and
+//! read as text.
+
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    PgConnection, PgPool, Postgres, QueryBuilder,
+};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::{
+    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
+    StoreError, TokenRecord,
+};
+use crate::domain::{
+    self, from_millis, Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, Event,
+    EventType, Tenant,
+};
+
+/// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
+/// epoch milliseconds.
+macro_rules! ms_col {
+    ($col:literal) => {
+        ms_col!($col, $col)
+    };
+    ($col:literal, $alias:literal) => {
+        concat!("(extract(epoch FROM ", $col, ") * 1000)::int8 AS ", $alias)
+    };
+}
+
+/// The channel on which committed deliveries (and manual retries, re-enabled endpoints)
+/// are announced to the dispatchers of every process.
+pub const WAKE_CHANNEL: &str = "hookrelay_wake";
+
+/// How long a request waits for a free connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest pause between two attempts to re-establish the notification listener.
+const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often an ingest is re-run when a concurrent ingest with the same idempotency key
+/// won the race but its event cannot be read back (it was deleted in between).
+const INGEST_RACE_RETRIES: usize = 3;
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Dropping the store (and with it this sender) stops its notification listeners.
+    stop: watch::Sender<()>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://…` or `postgresql://…`) with a pool of
+    /// up to `max_connections` and applies the migrations. Processes starting together are
+    /// safe: the migrator holds an advisory lock while it runs.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(redact(url)))?
+            .application_name("hookrelay");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let (stop, _) = watch::channel(());
+        Ok(Self { pool, stop })
+    }
+
+    /// One ingest: two reads and one write statement (atomic on its own) on one
+    /// connection. `None` when a concurrent ingest with the same idempotency key won the
+    /// race but its event is gone again: the caller runs the ingest again.
+    async fn try_ingest(
+        &self,
+        event: &Event,
+        default_max_attempts: u32,
+        check: &dyn DataCheck,
+    ) -> Result<Option<Ingested>> {
+        let refused = |e| ingest_error(e, &event.tenant_id);
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        // The tenant, an event already stored under the idempotency key, and the event
+        // type if it has a schema, in one round trip.
+        let head: Option<IngestHead> = sqlx::query_as(concat!(
+            "SELECT (SELECT e.id FROM events e WHERE e.tenant_id = t.id \
+                     AND e.idempotency_key = $3) AS existing_id, \
+                    et.name, et.description, et.schema::text AS schema, ",
+            ms_col!("et.created_at", "created_at"),
+            " FROM tenants t LEFT JOIN event_types et ON et.name = $2 AND et.schema IS NOT NULL \
+             WHERE t.id = $1"
+        ))
+        .bind(&event.tenant_id)
+        .bind(&event.event_type)
+        .bind(&event.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(refused)?;
+        let Some(head) = head else {
+            return Err(StoreError::UnknownTenant(event.tenant_id.clone()));
+        };
+        if let Some(id) = &head.existing_id {
+            let existing = load_event_with_deliveries(&mut conn, id).await?;
+            return Ok(existing.map(|(e, ds)| Ingested::Existing(e, ds)));
+        }
+        if let (Some(name), Some(schema), Some(created_at)) =
+            (head.name, head.schema, head.created_at)
+        {
+            let event_type = EventType::try_from(EventTypeRow {
+                name,
+                description: head.description,
+                schema: Some(schema),
+                created_at,
+            })?;
+            check
+                .check(&event_type, &event.data)
+                .map_err(StoreError::InvalidData)?;
+        }
+
+        // The tenant's endpoints as they are now: one that a create call returned before
+        // this ingest began is here.
+        let endpoints: Vec<Endpoint> = collect(
+            sqlx::query_as::<_, EndpointRow>(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND enabled"
+            ))
+            .bind(&event.tenant_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?,
+        )?;
+        let mut deliveries = domain::fan_out(event, &endpoints, default_max_attempts);
+
+        // The event and its deliveries in one statement, so in one transaction:
+        // - a concurrent ingest with the same idempotency key makes the event insert wait
+        //   for it; if it commits, nothing is inserted here and its event is the answer;
+        // - the endpoints are held (KEY SHARE, as a foreign key would) until commit, and
+        //   one deleted since it was read is left out: a deleted endpoint never gets a
+        //   delivery after `delete_endpoint` cancelled its pending ones;
+        // - a tenant deleted since it was read fails the event's foreign key.
+        let (inserted, delivery_ids): (i64, Vec<String>) = sqlx::query_as(
+            "WITH ev AS ( \
+               INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
+                                   traceparent, created_at, deliver_at) \
+               VALUES ($1, $2, $3, $4::json, $5, $6, $7, to_timestamp($8 / 1000.0), \
+                       to_timestamp($9 / 1000.0)) \
+               ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+               DO NOTHING \
+               RETURNING id \
+             ), targets AS ( \
+               SELECT d.* \
+               FROM ev, UNNEST($10::text[], $11::text[], $12::text[], $13::int8[], \
+                               $14::int8[], $15::int8[], $16::int8[], $17::int8[]) \
+                    AS d(id, endpoint_id, status, attempts, max_attempts, next_attempt_at, \
+                         created_at, updated_at) \
+                    JOIN endpoints e ON e.id = d.endpoint_id \
+               FOR KEY SHARE OF e \
+             ), dl AS ( \
+               INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+                                       max_attempts, next_attempt_at, created_at, updated_at) \
+               SELECT t.id, $2, $1, t.endpoint_id, t.status, t.attempts, t.max_attempts, \
+                      to_timestamp(t.next_attempt_at / 1000.0), \
+                      to_timestamp(t.created_at / 1000.0), to_timestamp(t.updated_at / 1000.0) \
+               FROM targets t \
+               RETURNING id \
+             ) \
+             SELECT (SELECT count(*) FROM ev), ARRAY(SELECT id FROM dl)",
+        )
+        .bind(&event.id)
+        .bind(&event.tenant_id)
+        .bind(&event.event_type)
+        .bind(event.data.to_string())
+        .bind(&event.actor)
+        .bind(&event.idempotency_key)
+        .bind(&event.traceparent)
+        .bind(ms(event.created_at))
+        .bind(event.deliver_at.map(ms))
+        .bind(deliveries.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.endpoint_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| i64::from(d.attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| i64::from(d.max_attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.next_attempt_at.map(ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| ms(d.created_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| ms(d.updated_at))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(refused)?;
+        if inserted > 0 {
+            if delivery_ids.len() < deliveries.len() {
+                let kept: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
+                deliveries.retain(|d| kept.contains(d.id.as_str()));
+            }
+            return Ok(Some(Ingested::Created(event.clone(), deliveries)));
+        }
+
+        // Lost the idempotency race: the winner has committed; answer with its event.
+        let key = event.idempotency_key.as_deref().unwrap_or_default();
+        let id: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM events WHERE tenant_id = $1 AND idempotency_key = $2")
+                .bind(&event.tenant_id)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        let existing = match id {
+            Some((id,)) => load_event_with_deliveries(&mut conn, &id).await?,
+            None => None,
+        };
+        Ok(existing.map(|(e, ds)| Ingested::Existing(e, ds)))
+    }
+}
+
+/// An event and its deliveries (by id). The deliveries were committed with the event, so
+/// none is missing.
+async fn load_event_with_deliveries(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<(Event, Vec<Delivery>)>> {
+    let event: Option<EventRow> =
+        sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    let Some(event) = event else {
+        return Ok(None);
+    };
+    let deliveries: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY id"
+    ))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(Some((Event::try_from(event)?, collect(deliveries)?)))
+}
+
+/// Listens on [`WAKE_CHANNEL`] until `stop` is dropped, waking `waker` for every
+/// notification and after every (re)connection (notifications may have been missed while
+/// the connection was down).
+async fn listen_loop(pool: PgPool, waker: crate::wake::Waker, mut stop: watch::Receiver<()>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(WAKE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let connected = tokio::select! {
+            r = session => r,
+            _ = stop.changed() => return,
+        };
+        match connected {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(100);
+                waker.wake();
+                loop {
+                    let next = tokio::select! {
+                        n = listener.try_recv() => n,
+                        _ = stop.changed() => return,
+                    };
+                    match next {
+                        Ok(Some(_)) => waker.wake(),
+                        // The connection was lost and has been re-established.
+                        Ok(None) => {
+                            warn!("wake-up listener reconnected to PostgreSQL");
+                            waker.wake();
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "wake-up listener lost PostgreSQL; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "wake-up listener cannot reach PostgreSQL");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
+    }
+}
+
+/// `url` without its password, for error messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("…"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://…".to_owned(),
+    }
+}
+
+/// Milliseconds since the epoch, clamped to what `timestamptz` can hold (only absurd
+/// times, thousands of years away, are affected).
+fn ms(t: DateTime<Utc>) -> i64 {
+    const MIN: i64 = -200_000_000_000_000; // about 4400 BC
+    const MAX: i64 = 9_000_000_000_000_000; // about AD 287000
+    t.timestamp_millis().clamp(MIN, MAX)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Classifies an sqlx error. Besides what [`StoreError::from_sqlx`] treats as connection
+/// trouble, server states that pass (connection exceptions, shutdown and restart, too many
+/// connections) and transient conflicts (deadlock, serialisation failure) are `Unavailable`:
+/// the caller may retry.
+fn db(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if let Some(code) = d.code() {
+            let transient = code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                );
+            if transient {
+                return StoreError::Unavailable(e);
+            }
+        }
+    }
+    StoreError::from_sqlx(e)
+}
+
+/// Postgres refuses the NUL character in text (`22021`) and `\u0000` in jsonb (`22P05`),
+/// which SQLite stores: that is bad input, not a server error.
+fn unstorable_text(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("22021") | Some("22P05")))
+}
+
+const NUL_MESSAGE: &str = "text and JSON strings may not contain the NUL character (\\u0000)";
+
+/// Maps the errors of a write with client-supplied text.
+fn write_error(e: sqlx::Error) -> StoreError {
+    if unstorable_text(&e) {
+        StoreError::InvalidData(NUL_MESSAGE.to_owned())
+    } else {
+        db(e)
+    }
+}
+
+/// Maps the errors of an ingest statement: a foreign-key failure means the tenant is gone.
+fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::UnknownTenant(tenant.to_owned())
+        }
+        _ => write_error(e),
+    }
+}
+
+/// Text from the outside world (a response excerpt, an error message) made storable:
+/// Postgres text cannot hold NUL, and one such byte must not block a batch of results.
+fn storable(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn storable_opt(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(|s| storable(s).into_owned())
+}
+
+/// Whether any of these keys holds NUL, which Postgres text cannot: such a key names
+/// nothing that is stored, so a lookup by it finds nothing (as on SQLite).
+fn has_nul(keys: &[&str]) -> bool {
+    keys.iter().any(|k| k.contains('\0'))
+}
+
+fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| corrupt(what, e))
+}
+
+#[derive(sqlx::FromRow)]
+struct IngestHead {
+    existing_id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    schema: Option<String>,
+    created_at: Option<i64>,
+}
+
+const TENANT_COLUMNS: &str = concat!("id, name, ", ms_col!("created_at"));
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        Tenant {
+            id: r.id,
+            name: r.name,
+            created_at: from_millis(r.created_at),
+        }
+    }
+}
+
+const TOKEN_COLUMNS: &str = concat!("id, tenant_id, hash, ", ms_col!("created_at"));
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    tenant_id: Option<String>,
+    hash: String,
+    created_at: i64,
+}
+
+const EVENT_TYPE_COLUMNS: &str = concat!(
+    "name, description, schema::text AS schema, ",
+    ms_col!("created_at")
+);
+
+#[derive(sqlx::FromRow)]
+struct EventTypeRow {
+    name: String,
+    description: Option<String>,
+    schema: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<EventTypeRow> for EventType {
+    type Error = StoreError;
+    fn try_from(r: EventTypeRow) -> Result<Self> {
+        Ok(EventType {
+            schema: r
+                .schema
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("event_types.schema", e))?,
+            name: r.name,
+            description: r.description,
+            created_at: from_millis(r.created_at),
+        })
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = concat!(
+    "id, tenant_id, url, description, event_types::text AS event_types, secret, \
+     previous_secret, ",
+    ms_col!("previous_secret_expires_at"),
+    ", rate_limit, max_attempts, headers::text AS headers, enabled, disabled_reason, ",
+    ms_col!("created_at"),
+    ", ",
+    ms_col!("updated_at")
+);
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    tenant_id: String,
+    url: String,
+    description: Option<String>,
+    event_types: String,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    rate_limit: Option<i64>,
+    max_attempts: Option<i64>,
+    headers: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = StoreError;
+    fn try_from(r: EndpointRow) -> Result<Self> {
+        Ok(Endpoint {
+            event_types: serde_json::from_str(&r.event_types)
+                .map_err(|e| corrupt("endpoints.event_types", e))?,
+            headers: serde_json::from_str(&r.headers)
+                .map_err(|e| corrupt("endpoints.headers", e))?,
+            rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
+            max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
+            id: r.id,
+            tenant_id: r.tenant_id,
+            url: r.url,
+            description: r.description,
+            secret: r.secret,
+            previous_secret: r.previous_secret,
+            previous_secret_expires_at: r.previous_secret_expires_at.map(from_millis),
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str = concat!(
+    "id, tenant_id, type, data::text AS data, actor, idempotency_key, traceparent, ",
+    ms_col!("created_at"),
+    ", ",
+    ms_col!("deliver_at")
+);
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: String,
+    tenant_id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    data: String,
+    actor: Option<String>,
+    idempotency_key: Option<String>,
+    traceparent: Option<String>,
+    created_at: i64,
+    deliver_at: Option<i64>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self> {
+        Ok(Event {
+            data: serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?,
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_type: r.event_type,
+            actor: r.actor,
+            idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
+            created_at: from_millis(r.created_at),
+            deliver_at: r.deliver_at.map(from_millis),
+        })
+    }
+}
+
+const DELIVERY_COLUMNS: &str = concat!(
+    "id, tenant_id, event_id, endpoint_id, status, attempts, max_attempts, ",
+    ms_col!("next_attempt_at"),
+    ", last_error, ",
+    ms_col!("created_at"),
+    ", ",
+    ms_col!("updated_at")
+);
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    tenant_id: String,
+    event_id: String,
+    endpoint_id: String,
+    status: String,
+    attempts: i64,
+    max_attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+    fn try_from(r: DeliveryRow) -> Result<Self> {
+        let status = DeliveryStatus::parse(&r.status)
+            .ok_or_else(|| corrupt("deliveries.status", &r.status))?;
+        Ok(Delivery {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_id: r.event_id,
+            endpoint_id: r.endpoint_id,
+            status,
+            attempts: u32::try_from(r.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(r.max_attempts).unwrap_or(1),
+            next_attempt_at: if status == DeliveryStatus::Pending {
+                r.next_attempt_at.map(from_millis)
+            } else {
+                None
+            },
+            last_error: r.last_error,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+const ATTEMPT_COLUMNS: &str = concat!(
+    "id, delivery_id, attempt_number, ",
+    ms_col!("started_at"),
+    ", duration_ms, status_code, response, error, outcome, ",
+    ms_col!("next_attempt_at")
+);
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: String,
+    delivery_id: String,
+    attempt_number: i64,
+    started_at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    response: Option<String>,
+    error: Option<String>,
+    outcome: String,
+    next_attempt_at: Option<i64>,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Self> {
+        Ok(Attempt {
+            outcome: AttemptOutcome::parse(&r.outcome)
+                .ok_or_else(|| corrupt("attempts.outcome", &r.outcome))?,
+            id: r.id,
+            delivery_id: r.delivery_id,
+            attempt_number: u32::try_from(r.attempt_number).unwrap_or(0),
+            started_at: from_millis(r.started_at),
+            duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            response: r.response,
+            error: r.error,
+            next_attempt_at: r.next_attempt_at.map(from_millis),
+        })
+    }
+}
+
+fn collect<R, T>(rows: Vec<R>) -> Result<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
+fn push_page(q: &mut QueryBuilder<'_, Postgres>, page: &Page) {
+    if let Some(after) = &page.after_id {
+        q.push(" AND id < ").push_bind(after.clone());
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit));
+}
+
+/// Distinct values, in first-seen order.
+fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('default_max_attempts', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(n.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM attempts WHERE id IN ( \
+               SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+               WHERE a.started_at < to_timestamp($1 / 1000.0) AND d.status = 'delivered' \
+               ORDER BY a.started_at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)",
+        )
+        .bind(ms(older_than))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
+        // A connection of its own, outside the pool: LISTEN holds it for good.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        tokio::spawn(listen_loop(pool, waker, self.stop.subscribe()));
+        Ok(())
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, to_timestamp($3 / 1000.0))",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(ms(tenant.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("tenant {}", tenant.id))
+            } else {
+                write_error(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
+        let mut q = QueryBuilder::new(format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE true"));
+        push_page(&mut q, page);
+        let rows: Vec<TenantRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        if has_nul(&[id]) {
+            return Ok(None);
+        }
+        let row: Option<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Tenant::from))
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        if has_nul(&[id]) {
+            return Ok(false);
+        }
+        // Endpoint ids are not foreign keys of deliveries (history outlives endpoints), so
+        // deliveries go with their events through the cascade.
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, tenant_id, hash, created_at) \
+             VALUES ($1, $2, $3, to_timestamp($4 / 1000.0))",
+        )
+        .bind(&token.id)
+        .bind(&token.tenant_id)
+        .bind(&token.hash)
+        .bind(ms(token.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        if has_nul(&[hash]) {
+            return Ok(None);
+        }
+        let row: Option<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| TokenRecord {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            hash: r.hash,
+            created_at: from_millis(r.created_at),
+        }))
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        let found: Option<(i32,)> =
+            sqlx::query_as("SELECT 1 FROM tokens WHERE tenant_id IS NULL LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(found.is_some())
+    }
+
+    async fn create_event_type(&self, et: &EventType) -> Result<()> {
+        let schema = et.schema.as_ref().map(|s| s.to_string());
+        sqlx::query(
+            "INSERT INTO event_types (name, description, schema, created_at) \
+             VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0))",
+        )
+        .bind(&et.name)
+        .bind(&et.description)
+        .bind(schema)
+        .bind(ms(et.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("event type {}", et.name))
+            } else {
+                write_error(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventType>> {
+        let rows: Vec<EventTypeRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        if has_nul(&[name]) {
+            return Ok(None);
+        }
+        let row: Option<EventTypeRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(EventType::try_from).transpose()
+    }
+
+    async fn create_endpoint(&self, ep: &Endpoint) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
+             previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
+             enabled, disabled_reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, to_timestamp($8 / 1000.0), $9, $10, \
+             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0))",
+        )
+        .bind(&ep.id)
+        .bind(&ep.tenant_id)
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(to_json(&ep.event_types, "event_types")?)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at.map(ms))
+        .bind(ep.rate_limit.map(i64::from))
+        .bind(ep.max_attempts.map(i64::from))
+        .bind(to_json(&ep.headers, "headers")?)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(ms(ep.created_at))
+        .bind(ms(ep.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
+        if has_nul(&[tenant_id, page.after_id.as_deref().unwrap_or_default()]) {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<EndpointRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let row: Option<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
+        // An enabled endpoint may have been re-enabled: its waiting deliveries are due, so
+        // the dispatchers of every process are woken (at commit).
+        let done = sqlx::query(
+            "UPDATE endpoints SET url = $1, description = $2, event_types = $3::jsonb, \
+             secret = $4, previous_secret = $5, \
+             previous_secret_expires_at = to_timestamp($6 / 1000.0), rate_limit = $7, \
+             max_attempts = $8, headers = $9::jsonb, enabled = $10, disabled_reason = $11, \
+             updated_at = to_timestamp($12 / 1000.0) \
+             WHERE tenant_id = $13 AND id = $14 \
+             RETURNING CASE WHEN enabled THEN pg_notify('hookrelay_wake', '') END",
+        )
+        .bind(&ep.url)
+        .bind(&ep.description)
+        .bind(to_json(&ep.event_types, "event_types")?)
+        .bind(&ep.secret)
+        .bind(&ep.previous_secret)
+        .bind(ep.previous_secret_expires_at.map(ms))
+        .bind(ep.rate_limit.map(i64::from))
+        .bind(ep.max_attempts.map(i64::from))
+        .bind(to_json(&ep.headers, "headers")?)
+        .bind(ep.enabled)
+        .bind(&ep.disabled_reason)
+        .bind(ms(ep.updated_at))
+        .bind(&ep.tenant_id)
+        .bind(&ep.id)
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The delete waits for ingests in flight that hold the endpoint (they take it in
+        // KEY SHARE mode while inserting its deliveries); the cancellation, a later
+        // statement, then sees their deliveries. Later ingests no longer see the endpoint.
+        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() > 0 {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'cancelled', lease_id = NULL, \
+                 last_error = 'endpoint deleted', updated_at = to_timestamp($1 / 1000.0) \
+                 WHERE endpoint_id = $2 AND status = 'pending'",
+            )
+            .bind(ms(domain::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested> {
+        for _ in 0..INGEST_RACE_RETRIES {
+            if let Some(done) = self
+                .try_ingest(&event, default_max_attempts, check.as_ref())
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "event with idempotency key {:?}",
+            event.idempotency_key.unwrap_or_default()
+        )))
+    }
+
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
+        if has_nul(&[
+            tenant_id,
+            filter.event_type.as_deref().unwrap_or_default(),
+            filter.page.after_id.as_deref().unwrap_or_default(),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        if let Some(t) = &filter.event_type {
+            q.push(" AND type = ").push_bind(t.clone());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND created_at >= to_timestamp(")
+                .push_bind(ms(since))
+                .push(" / 1000.0)");
+        }
+        push_page(&mut q, &filter.page);
+        let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let row: Option<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(Event::try_from).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        if has_nul(&[
+            tenant_id,
+            filter.endpoint_id.as_deref().unwrap_or_default(),
+            filter.event_id.as_deref().unwrap_or_default(),
+            filter.page.after_id.as_deref().unwrap_or_default(),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        if let Some(s) = filter.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(e) = &filter.endpoint_id {
+            q.push(" AND endpoint_id = ").push_bind(e.clone());
+        }
+        if let Some(e) = &filter.event_id {
+            q.push(" AND event_id = ").push_bind(e.clone());
+        }
+        push_page(&mut q, &filter.page);
+        let rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        collect(rows)
+    }
+
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        if has_nul(&[delivery_id]) {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 \
+             ORDER BY attempt_number, started_at"
+        ))
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        collect(rows)
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Delivery>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The delivery is due now: wake the dispatchers of every process (at commit).
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = to_timestamp($1 / 1000.0), \
+             lease_id = NULL, max_attempts = attempts + $2, updated_at = to_timestamp($1 / 1000.0) \
+             WHERE tenant_id = $3 AND id = $4 AND status <> 'pending' \
+             RETURNING pg_notify('hookrelay_wake', '')",
+        )
+        .bind(ms(now))
+        .bind(i64::from(extra_attempts))
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        lease_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        // One statement: rows that another process is claiming right now are skipped, not
+        // waited for. The partial index on pending rows keeps this fast however long the
+        // history is.
+        let claimed: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), lease_id = $2 \
+             WHERE id IN ( \
+               SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= to_timestamp($3 / 1000.0) \
+                 AND e.enabled \
+               ORDER BY d.next_attempt_at LIMIT $4 \
+               FOR UPDATE OF d SKIP LOCKED) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(ms(lease_until))
+        .bind(lease_id)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let event_ids = distinct(claimed.iter().map(|d| &d.event_id));
+        let endpoint_ids = distinct(claimed.iter().map(|d| &d.endpoint_id));
+        let events_sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)");
+        let endpoints_sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ANY($1)");
+        let (events, endpoints) = tokio::try_join!(
+            sqlx::query_as::<_, EventRow>(&events_sql)
+                .bind(&event_ids)
+                .fetch_all(&self.pool),
+            sqlx::query_as::<_, EndpointRow>(&endpoints_sql)
+                .bind(&endpoint_ids)
+                .fetch_all(&self.pool),
+        )
+        .map_err(db)?;
+        Ok(assemble_claims(
+            collect(claimed)?,
+            collect(events)?,
+            collect(endpoints)?,
+            lease_id,
+        ))
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let n = completions.len();
+        let mut attempt_ids = Vec::with_capacity(n);
+        let mut delivery_ids = Vec::with_capacity(n);
+        let mut numbers = Vec::with_capacity(n);
+        let mut started = Vec::with_capacity(n);
+        let mut durations = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut responses = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        let mut outcomes = Vec::with_capacity(n);
+        let mut attempt_next = Vec::with_capacity(n);
+        let mut leases = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut delivery_next = Vec::with_capacity(n);
+        let mut finished = Vec::with_capacity(n);
+        let mut disable_ids = Vec::new();
+        let mut disable_reasons = Vec::new();
+        for c in completions {
+            let a = &c.attempt;
+            attempt_ids.push(a.id.clone());
+            delivery_ids.push(c.delivery_id.clone());
+            numbers.push(i64::from(a.attempt_number));
+            started.push(ms(a.started_at));
+            let duration = i64::try_from(a.duration_ms).unwrap_or(i64::MAX);
+            durations.push(duration);
+            codes.push(a.status_code.map(i64::from));
+            responses.push(storable_opt(&a.response));
+            errors.push(storable_opt(&a.error));
+            outcomes.push(a.outcome.as_str());
+            attempt_next.push(a.next_attempt_at.map(ms));
+            leases.push(c.lease_id.clone());
+            statuses.push(c.status.as_str());
+            delivery_next.push(c.next_attempt_at.map(ms));
+            finished.push(ms(a.started_at).saturating_add(duration));
+            if let Some(reason) = &c.disable_endpoint {
+                disable_ids.push(c.endpoint_id.clone());
+                disable_reasons.push(storable(reason).into_owned());
+            }
+        }
+        // One statement, atomic on its own. Attempts are inserted once even if this batch is
+        // written again (the first commit's answer was lost), and not at all for a delivery
+        // deleted meanwhile (its tenant was deleted): neither may block the batch. Only the
+        // holder of the lease may move a delivery on; a completion whose lease was taken
+        // over records its attempt and leaves the delivery to its new owner.
+        sqlx::query(
+            "WITH c AS ( \
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
+                 $5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[], $10::int8[], \
+                 $11::text[], $12::text[], $13::int8[], $14::int8[]) \
+               AS c(attempt_id, delivery_id, attempt_number, started_at, duration_ms, \
+                    status_code, response, error, outcome, attempt_next, lease_id, status, \
+                    delivery_next, finished) \
+             ), recorded AS ( \
+               INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+                                     status_code, response, error, outcome, next_attempt_at) \
+               SELECT c.attempt_id, c.delivery_id, c.attempt_number, \
+                      to_timestamp(c.started_at / 1000.0), c.duration_ms, c.status_code, \
+                      c.response, c.error, c.outcome, to_timestamp(c.attempt_next / 1000.0) \
+               FROM c WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = c.delivery_id) \
+               ON CONFLICT (id) DO NOTHING \
+               RETURNING 1 \
+             ), moved AS ( \
+               UPDATE deliveries d SET status = c.status, attempts = d.attempts + 1, \
+                      next_attempt_at = to_timestamp(c.delivery_next / 1000.0), \
+                      lease_id = NULL, last_error = c.error, \
+                      updated_at = to_timestamp(c.finished / 1000.0) \
+               FROM c WHERE d.id = c.delivery_id AND d.lease_id = c.lease_id \
+               RETURNING 1 \
+             ), disabled AS ( \
+               UPDATE endpoints e SET enabled = false, disabled_reason = x.reason, \
+                      updated_at = to_timestamp($17 / 1000.0) \
+               FROM UNNEST($15::text[], $16::text[]) AS x(id, reason) \
+               WHERE e.id = x.id \
+               RETURNING 1 \
+             ) \
+             SELECT (SELECT count(*) FROM recorded), (SELECT count(*) FROM moved), \
+                    (SELECT count(*) FROM disabled)",
+        )
+        .bind(&attempt_ids)
+        .bind(&delivery_ids)
+        .bind(&numbers)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&codes)
+        .bind(&responses)
+        .bind(&errors)
+        .bind(&outcomes)
+        .bind(&attempt_next)
+        .bind(&leases)
+        .bind(&statuses)
+        .bind(&delivery_next)
+        .bind(&finished)
+        .bind(&disable_ids)
+        .bind(&disable_reasons)
+        .bind(ms(domain::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        // The minimum, written so that it walks the partial index of pending rows in order
+        // and stops at the first one whose endpoint is enabled.
+        let row: Option<(Option<i64>,)> = sqlx::query_as(concat!(
+            "SELECT ",
+            ms_col!("d.next_attempt_at", "next_attempt_at"),
+            " FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
+             ORDER BY d.next_attempt_at LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.and_then(|(ms,)| ms).map(from_millis))
+    }
+}
+
+/// Joins claimed deliveries with their events and endpoints. A delivery whose endpoint or
+/// event is gone (deleted since the claim, which cancelled or deleted the delivery too) is
+/// left out rather than failing the whole batch.
+fn assemble_claims(
+    deliveries: Vec<Delivery>,
+    events: Vec<Event>,
+    endpoints: Vec<Endpoint>,
+    lease_id: &str,
+) -> Vec<Claimed> {
+    let events: HashMap<String, Event> = events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let endpoints: HashMap<String, Endpoint> =
+        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    deliveries
+        .into_iter()
+        .filter_map(|delivery| {
+            let event = events.get(&delivery.event_id).cloned();
+            let endpoint = endpoints.get(&delivery.endpoint_id).cloned();
+            let (Some(event), Some(endpoint)) = (event, endpoint) else {
+                debug!(delivery = %delivery.id, "claimed delivery lost its endpoint or event meanwhile");
+                return None;
+            };
+            Some(Claimed {
+                delivery,
+                event,
+                endpoint,
+                lease_id: lease_id.to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the PostgreSQL at 127.0.0.1:5432 (trust auth): each test makes a database of
+    //! its own and drops it afterwards, even when it fails.
+
+    use super::*;
+    use crate::{
+        domain::{new_id, prefix},
+        wake::Waker,
+    };
+    use sqlx::Connection;
+
+    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// A fresh database with hookrelay's schema, dropped when this goes out of scope.
+    struct TestDb {
+        name: String,
+        store: PostgresStore,
+    }
+
+    impl TestDb {
+        async fn new() -> Self {
+            let name = format!("hr_unit_{:016x}", rand::random::<u64>());
+            let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("admin");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .expect("create database");
+            let store = PostgresStore::connect(&Self::url_of(&name), 16)
+                .await
+                .expect("connect");
+            Self { name, store }
+        }
+
+        fn url_of(name: &str) -> String {
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+
+        fn url(&self) -> String {
+            Self::url_of(&self.name)
+        }
+
+        /// A connection of its own, as an application would have.
+        async fn connection(&self) -> sqlx::PgConnection {
+            sqlx::PgConnection::connect(&self.url())
+                .await
+                .expect("connect")
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            // Drop cannot await: drop the database from a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut admin)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    struct NoCheck;
+    impl DataCheck for NoCheck {
+        fn check(&self, _: &EventType, _: &serde_json::Value) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Refuses data without a `user_id`, like a schema requiring it would.
+    struct NeedsUserId;
+    impl DataCheck for NeedsUserId {
+        fn check(&self, _: &EventType, data: &serde_json::Value) -> Result<(), String> {
+            if data.get("user_id").is_some() {
+                Ok(())
+            } else {
+                Err("/user_id is required".into())
+            }
+        }
+    }
+
+    fn endpoint(tenant: &str, event_types: &[&str]) -> Endpoint {
+        let now = domain::now();
+        Endpoint {
+            id: new_id(prefix::ENDPOINT),
+            tenant_id: tenant.to_owned(),
+            url: "https://example.com/hook".into(),
+            description: Some("test".into()),
+            event_types: event_types.iter().map(|s| s.to_string()).collect(),
+            secret: "whsec_dGVzdA==".into(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            rate_limit: None,
+            max_attempts: None,
+            headers: [("x-test".to_string(), "1".to_string())].into(),
+            enabled: true,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn event(tenant: &str, event_type: &str, key: Option<&str>) -> Event {
+        Event {
+            id: new_id(prefix::EVENT),
+            tenant_id: tenant.to_owned(),
+            event_type: event_type.to_owned(),
+            data: serde_json::json!({"user_id": "u_42", "n": 1}),
+            actor: Some("u_42".into()),
+            idempotency_key: key.map(str::to_owned),
+            traceparent: None,
+            created_at: domain::now(),
+            deliver_at: None,
+        }
+    }
+
+    async fn ingest(store: &PostgresStore, e: Event) -> Result<Ingested> {
+        store.ingest(e, 15, Arc::new(NoCheck)).await
+    }
+
+    fn completion(c: &Claimed, status: DeliveryStatus, lease_id: &str) -> Completion {
+        let now = domain::now();
+        Completion {
+            delivery_id: c.delivery.id.clone(),
+            endpoint_id: c.endpoint.id.clone(),
+            lease_id: lease_id.to_owned(),
+            attempt: Attempt {
+                id: new_id(prefix::ATTEMPT),
+                delivery_id: c.delivery.id.clone(),
+                attempt_number: c.delivery.attempts + 1,
+                started_at: now,
+                duration_ms: 12,
+                status_code: Some(200),
+                response: Some("ok\0".into()),
+                error: None,
+                outcome: if status == DeliveryStatus::Delivered {
+                    AttemptOutcome::Success
+                } else {
+                    AttemptOutcome::Retry
+                },
+                next_attempt_at: None,
+            },
+            status,
+            next_attempt_at: (status == DeliveryStatus::Pending)
+                .then(|| now + chrono::Duration::seconds(10)),
+            disable_endpoint: None,
+        }
+    }
+
+    fn page(limit: u32) -> Page {
+        Page {
+            after_id: None,
+            limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_never_share_a_delivery_and_skip_locked_rows() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        store
+            .create_endpoint(&endpoint("default", &[]))
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            ingest(store, event("default", "user.joined", None))
+                .await
+                .unwrap();
+        }
+
+        // Rows locked by someone else (a claim in flight in another process) are skipped,
+        // not waited for.
+        let mut other = db.connection().await;
+        let mut tx = other.begin().await.unwrap();
+        let locked: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM deliveries ORDER BY next_attempt_at LIMIT 5 FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+        let now = domain::now();
+        let lease_until = now + chrono::Duration::seconds(60);
+        let claims = futures::future::join_all((0..4).map(|i| {
+            let lease = format!("lse_{i}");
+            async move { store.claim(now, lease_until, &lease, 60).await.unwrap() }
+        }))
+        .await;
+        let mut seen = HashSet::new();
+        for (i, batch) in claims.iter().enumerate() {
+            for c in batch {
+                assert!(
+                    seen.insert(c.delivery.id.clone()),
+                    "claimed twice: {}",
+                    c.delivery.id
+                );
+                assert_eq!(c.lease_id, format!("lse_{i}"));
+                assert_eq!(c.event.id, c.delivery.event_id);
+                assert_eq!(c.endpoint.id, c.delivery.endpoint_id);
+                assert_eq!(c.delivery.next_attempt_at, Some(lease_until));
+            }
+        }
+        assert_eq!(seen.len(), 195, "every unlocked delivery once");
+        for (id,) in &locked {
+            assert!(!seen.contains(id), "a locked row was claimed");
+        }
+        tx.rollback().await.unwrap();
+
+        // Leased rows are not due; the five that were locked are.
+        let rest = store.claim(now, lease_until, "lse_x", 500).await.unwrap();
+        let rest: HashSet<String> = rest.into_iter().map(|c| c.delivery.id).collect();
+        let locked: HashSet<String> = locked.into_iter().map(|(id,)| id).collect();
+        assert_eq!(rest, locked);
+        assert_eq!(store.next_due().await.unwrap(), Some(lease_until));
+    }
+
+    #[tokio::test]
+    async fn a_completion_with_a_lease_taken_over_leaves_the_delivery_to_its_new_owner() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let ep = endpoint("default", &["user.*"]);
+        store.create_endpoint(&ep).await.unwrap();
+        ingest(store, event("default", "user.joined", None))
+            .await
+            .unwrap();
+
+        let t0 = domain::now();
+        let first = store
+            .claim(t0, t0 + chrono::Duration::milliseconds(1), "lse_old", 10)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        // The first lease ran out: another dispatcher claims the delivery.
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let second = store
+            .claim(t1, t1 + chrono::Duration::seconds(90), "lse_new", 10)
+            .await
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].delivery.id, first[0].delivery.id);
+
+        // The old holder finishes late: its attempt is recorded, the delivery is untouched.
+        store
+            .complete(&[completion(&first[0], DeliveryStatus::Delivered, "lse_old")])
+            .await
+            .unwrap();
+        let d = store
+            .get_delivery("default", &first[0].delivery.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.next_attempt_at, Some(t1 + chrono::Duration::seconds(90)));
+        let attempts = store.list_attempts(&d.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].response.as_deref(), Some("ok\u{FFFD}"));
+
+        // The new holder moves it on; writing the same batch twice changes nothing more.
+        let mut retry = completion(&second[0], DeliveryStatus::Pending, "lse_new");
+        retry.attempt.error = Some("HTTP 500".into());
+        retry.disable_endpoint = Some("410 Gone".into());
+        store.complete(&[retry.clone()]).await.unwrap();
+        store.complete(&[retry.clone()]).await.unwrap();
+        let d = store.get_delivery("default", &d.id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(d.next_attempt_at, retry.next_attempt_at);
+        assert_eq!(store.list_attempts(&d.id).await.unwrap().len(), 2);
+        let ep = store
+            .get_endpoint("default", &ep.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!ep.enabled);
+        assert_eq!(ep.disabled_reason.as_deref(), Some("410 Gone"));
+        // Deliveries of a disabled endpoint are neither due nor claimable.
+        assert_eq!(store.next_due().await.unwrap(), None);
+        let later = t1 + chrono::Duration::hours(1);
+        assert!(store
+            .claim(later, later, "lse_3", 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn ingest_is_idempotent_even_under_a_race() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let ep = endpoint("default", &["user.joined"]);
+        store.create_endpoint(&ep).await.unwrap();
+
+        let Ingested::Created(first, deliveries) =
+            ingest(store, event("default", "user.joined", Some("k1")))
+                .await
+                .unwrap()
+        else {
+            panic!("first ingest must create");
+        };
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].endpoint_id, ep.id);
+        let Ingested::Existing(again, again_deliveries) =
+            ingest(store, event("default", "user.joined", Some("k1")))
+                .await
+                .unwrap()
+        else {
+            panic!("same key must answer the first event");
+        };
+        assert_eq!(again, first);
+        assert_eq!(again_deliveries, deliveries);
+        // The same key in another tenant is another event.
+        store
+            .create_tenant(&Tenant {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: domain::now(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            ingest(store, event("acme", "user.joined", Some("k1"))).await,
+            Ok(Ingested::Created(..))
+        ));
+
+        // Sixteen concurrent ingests with one key: one event.
+        let results = futures::future::join_all(
+            (0..16).map(|_| ingest(store, event("default", "user.joined", Some("race")))),
+        )
+        .await;
+        let mut created = 0;
+        let mut ids = HashSet::new();
+        for r in results {
+            match r.unwrap() {
+                Ingested::Created(e, _) => {
+                    created += 1;
+                    ids.insert(e.id);
+                }
+                Ingested::Existing(e, ds) => {
+                    assert_eq!(ds.len(), 1);
+                    ids.insert(e.id);
+                }
+            }
+        }
+        assert_eq!((created, ids.len()), (1, 1));
+        let count: (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events WHERE idempotency_key = 'race'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(count.0, 1);
+
+        // Refusals: unknown tenant, data failing the schema, unstorable text.
+        assert!(matches!(
+            ingest(store, event("nope", "user.joined", None)).await,
+            Err(StoreError::UnknownTenant(t)) if t == "nope"
+        ));
+        store
+            .create_event_type(&EventType {
+                name: "user.left".into(),
+                description: None,
+                schema: Some(serde_json::json!({"type": "object", "required": ["user_id"]})),
+                created_at: domain::now(),
+            })
+            .await
+            .unwrap();
+        let mut bad = event("default", "user.left", None);
+        bad.data = serde_json::json!({"x": 1});
+        assert!(matches!(
+            store.ingest(bad, 15, Arc::new(NeedsUserId)).await,
+            Err(StoreError::InvalidData(m)) if m.contains("user_id")
+        ));
+        // Event data is json (not jsonb): kept as posted, key order and NUL escapes included.
+        let mut kept = event("default", "user.joined", None);
+        kept.data = serde_json::json!({"z": 1, "a": "a\u{0}b"});
+        let id = kept.id.clone();
+        ingest(store, kept).await.unwrap();
+        let back = store.get_event("default", &id).await.unwrap().unwrap();
+        assert_eq!(back.data.to_string(), r#"{"z":1,"a":"a\u0000b"}"#);
+    }
+
+    #[tokio::test]
+    async fn dispatch_webhook_fans_out_inside_the_callers_transaction() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        store.set_default_max_attempts(7).await.unwrap();
+        let all = endpoint("default", &[]);
+        let star = endpoint("default", &["*"]);
+        let user = endpoint("default", &["user.*"]);
+        let exact = endpoint("default", &["user.joined_community"]);
+        let mut own_budget = endpoint("default", &["billing.paid", "user.joined_community"]);
+        own_budget.max_attempts = Some(3);
+        let users = endpoint("default", &["users.*"]);
+        let other = endpoint("default", &["user.left"]);
+        let mut disabled = endpoint("default", &[]);
+        disabled.enabled = false;
+        store
+            .create_tenant(&Tenant {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: domain::now(),
+            })
+            .await
+            .unwrap();
+        let foreign = endpoint("acme", &[]);
+        for ep in [
+            &all,
+            &star,
+            &user,
+            &exact,
+            &own_budget,
+            &users,
+            &other,
+            &disabled,
+            &foreign,
+        ] {
+            store.create_endpoint(ep).await.unwrap();
+        }
+        let waker = Waker::default();
+        store.listen(waker.clone()).await.unwrap();
+        // The wake-up of the listener's first connection.
+        tokio::time::timeout(Duration::from_secs(10), waker.woken())
+            .await
+            .expect("listener connected");
+
+        let mut app = db.connection().await;
+        // Rolled back: nothing exists, nobody is woken.
+        let mut tx = app.begin().await.unwrap();
+        let (gone,): (String,) = sqlx::query_as(
+            "SELECT dispatch_webhook('user.joined_community', '{\"user_id\": \"u_1\"}'::jsonb)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        assert!(store.get_event("default", &gone).await.unwrap().is_none());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), waker.woken())
+                .await
+                .is_err(),
+            "a rolled-back event woke a dispatcher"
+        );
+
+        // Committed: the event and one delivery per matching endpoint, and a wake-up.
+        let mut tx = app.begin().await.unwrap();
+        let (id,): (String,) = sqlx::query_as(
+            "SELECT dispatch_webhook('user.joined_community', '{\"user_id\": \"u_42\"}', 'u_42')",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waker.woken())
+            .await
+            .expect("woken by the commit");
+
+        let e = store.get_event("default", &id).await.unwrap().unwrap();
+        assert_eq!(e.event_type, "user.joined_community");
+        assert_eq!(e.data, serde_json::json!({"user_id": "u_42"}));
+        assert_eq!(e.actor.as_deref(), Some("u_42"));
+        let deliveries = store
+            .list_deliveries(
+                "default",
+                &DeliveryFilter {
+                    event_id: Some(id.clone()),
+                    page: page(100),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let got: HashMap<String, u32> = deliveries
+            .iter()
+            .map(|d| (d.endpoint_id.clone(), d.max_attempts))
+            .collect();
+        let want: HashMap<String, u32> = [
+            (all.id.clone(), 7),
+            (star.id.clone(), 7),
+            (user.id.clone(), 7),
+            (exact.id.clone(), 7),
+            (own_budget.id.clone(), 3),
+        ]
+        .into();
+        assert_eq!(got, want);
+        // The same fan-out as hookrelay's own ingest.
+        let mut endpoints = vec![
+            all, star, user, exact, own_budget, users, other, disabled, foreign,
+        ];
+        for ep in &mut endpoints {
+            *ep = store
+                .get_endpoint(&ep.tenant_id, &ep.id)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let rust: HashSet<String> = domain::fan_out(&e, &endpoints, 7)
+            .into_iter()
+            .map(|d| d.endpoint_id)
+            .collect();
+        assert_eq!(rust, got.keys().cloned().collect::<HashSet<_>>());
+        for d in &deliveries {
+            assert_eq!(d.status, DeliveryStatus::Pending);
+            assert_eq!(d.attempts, 0);
+            assert_eq!(d.next_attempt_at, Some(e.created_at));
+            assert!(d.id.starts_with("dlv_") && d.id.len() == 30, "{}", d.id);
+        }
+        // They are due now and claimable.
+        let now = domain::now();
+        let claimed = store
+            .claim(now, now + chrono::Duration::seconds(30), "lse_1", 100)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 5);
+
+        // Refusals raise an exception (the caller's transaction fails).
+        for bad in [
+            "SELECT dispatch_webhook('user.x', '{}', NULL, 'nope')",
+            "SELECT dispatch_webhook('not a type', '{}')",
+            "SELECT dispatch_webhook('user.x', 'null')",
+        ] {
+            let err = sqlx::query(bad).execute(&mut app).await.unwrap_err();
+            assert!(err.to_string().contains("dispatch_webhook"), "{err}");
+        }
+    }
+
+    /// Waits for a wake-up, failing after ten seconds.
+    async fn woken(waker: &Waker, why: &str) {
+        tokio::time::timeout(Duration::from_secs(10), waker.woken())
+            .await
+            .unwrap_or_else(|_| panic!("not woken: {why}"));
+    }
+
+    #[tokio::test]
+    async fn retries_re_enabled_endpoints_and_lost_connections_wake_dispatchers() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let mut ep = endpoint("default", &[]);
+        ep.enabled = false;
+        store.create_endpoint(&ep).await.unwrap();
+        let waker = Waker::default();
+        store.listen(waker.clone()).await.unwrap();
+        woken(&waker, "first connection").await;
+
+        // A delivery made while the endpoint is disabled.
+        let Ingested::Created(_, ds) = ingest(store, event("default", "a.b", None)).await.unwrap()
+        else {
+            panic!("created");
+        };
+        assert!(ds.is_empty(), "disabled endpoints get no deliveries");
+        ep.enabled = true;
+        store.update_endpoint(&ep).await.unwrap();
+        woken(&waker, "endpoint enabled").await;
+        let Ingested::Created(_, ds) = ingest(store, event("default", "a.b", None)).await.unwrap()
+        else {
+            panic!("created");
+        };
+        woken(&waker, "delivery committed").await;
+        let now = domain::now();
+        let claimed = store
+            .claim(now, now + chrono::Duration::seconds(30), "lse_1", 10)
+            .await
+            .unwrap();
+        let mut done = completion(&claimed[0], DeliveryStatus::Failed, "lse_1");
+        done.next_attempt_at = None;
+        store.complete(&[done]).await.unwrap();
+        let failed = store
+            .get_delivery("default", &ds[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (failed.status, failed.attempts),
+            (DeliveryStatus::Failed, 1)
+        );
+        store
+            .retry_delivery("default", &ds[0].id, domain::now(), 2)
+            .await
+            .unwrap();
+        woken(&waker, "manual retry").await;
+
+        // The listener's connection is killed: it comes back, wakes (a notification may
+        // have been missed), and hears the next commit.
+        let killed: (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%') k",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(killed.0, 1);
+        woken(&waker, "reconnected").await;
+        ingest(store, event("default", "a.b", None)).await.unwrap();
+        woken(&waker, "commit after the reconnection").await;
+    }
+
+    #[tokio::test]
+    async fn hookrelay_ulid_makes_ids_like_new_id() {
+        let db = TestDb::new().await;
+        let rust = new_id(prefix::EVENT);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (id, at_epoch): (String, String) = sqlx::query_as(
+            "SELECT hookrelay_ulid('evt'), \
+                    hookrelay_ulid('x', to_timestamp(1469918176.385))",
+        )
+        .fetch_one(&db.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(id.len(), 4 + 26, "{id}");
+        let ulid = id.strip_prefix("evt_").expect("evt_ prefix");
+        assert!(ulid
+            .bytes()
+            .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)));
+        let parsed = ulid::Ulid::from_string(ulid).expect("a ULID");
+        let age = Utc::now().timestamp_millis() - i64::try_from(parsed.timestamp_ms()).unwrap();
+        assert!((0..10_000).contains(&age), "timestamp {age} ms off");
+        assert!(rust < id, "SQL ids sort after earlier Rust ids");
+        // The timestamp of the ULID specification's example.
+        assert!(at_epoch.starts_with("x_01ARYZ6S41"), "{at_epoch}");
+        let many: Vec<(String,)> =
+            sqlx::query_as("SELECT hookrelay_ulid('evt') FROM generate_series(1, 1000)")
+                .fetch_all(&db.store.pool)
+                .await
+                .unwrap();
+        let distinct: HashSet<String> = many.into_iter().map(|(id,)| id).collect();
+        assert_eq!(distinct.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn behaves_like_the_sqlite_store() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        store.ping().await.unwrap();
+
+        // Tenants: the default one exists; conflicts; newest first with cursors.
+        assert!(store.get_tenant("default").await.unwrap().is_some());
+        let mut made = Vec::new();
+        for i in 0..3 {
+            let t = Tenant {
+                // Ids made in one millisecond need not sort in order of creation.
+                id: format!("t{i}"),
+                name: format!("t{i}"),
+                created_at: domain::now(),
+            };
+            store.create_tenant(&t).await.unwrap();
+            made.push(t);
+        }
+        assert!(matches!(
+            store.create_tenant(&made[0]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let first = store.list_tenants(&page(2)).await.unwrap();
+        assert_eq!(first, vec![made[2].clone(), made[1].clone()]);
+        let next = store
+            .list_tenants(&Page {
+                after_id: Some(first[1].id.clone()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(next[0], made[0]);
+        assert_eq!(next.last().map(|t| t.id.as_str()), Some("default"));
+        assert!(store.get_tenant("a\0b").await.unwrap().is_none());
+
+        // Tokens.
+        assert!(!store.has_admin_token().await.unwrap());
+        let token = TokenRecord {
+            id: new_id(prefix::TOKEN),
+            tenant_id: None,
+            hash: "ab".repeat(32),
+            created_at: domain::now(),
+        };
+        store.create_token(&token).await.unwrap();
+        assert!(store.has_admin_token().await.unwrap());
+        assert_eq!(store.find_token(&token.hash).await.unwrap(), Some(token));
+
+        // Event types.
+        let et = EventType {
+            name: "user.joined".into(),
+            description: Some("joined".into()),
+            schema: Some(serde_json::json!({"type": "object"})),
+            created_at: domain::now(),
+        };
+        store.create_event_type(&et).await.unwrap();
+        assert!(matches!(
+            store.create_event_type(&et).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store.get_event_type("user.joined").await.unwrap(),
+            Some(et.clone())
+        );
+        assert_eq!(store.list_event_types().await.unwrap(), vec![et]);
+
+        // Endpoints round-trip every field.
+        let mut ep = endpoint(&made[0].id, &["user.*"]);
+        ep.previous_secret = Some("whsec_b2xk".into());
+        ep.previous_secret_expires_at = Some(domain::now());
+        ep.rate_limit = Some(5);
+        ep.max_attempts = Some(4);
+        store.create_endpoint(&ep).await.unwrap();
+        assert_eq!(
+            store.get_endpoint(&ep.tenant_id, &ep.id).await.unwrap(),
+            Some(ep.clone())
+        );
+        assert!(store
+            .get_endpoint("default", &ep.id)
+            .await
+            .unwrap()
+            .is_none());
+        ep.enabled = false;
+        ep.disabled_reason = Some("manual".into());
+        ep.url = "https://example.com/other".into();
+        assert!(store.update_endpoint(&ep).await.unwrap());
+        assert_eq!(
+            store
+                .list_endpoints(&ep.tenant_id, &page(10))
+                .await
+                .unwrap(),
+            vec![ep.clone()]
+        );
+        ep.enabled = true;
+        ep.disabled_reason = None;
+        assert!(store.update_endpoint(&ep).await.unwrap());
+
+        // Events and deliveries, deferred delivery, filters.
+        let mut e = event(&made[0].id, "user.joined", None);
+        e.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        e.deliver_at = Some(e.created_at + chrono::Duration::minutes(5));
+        let Ingested::Created(e, ds) = ingest(store, e).await.unwrap() else {
+            panic!("created");
+        };
+        assert_eq!(ds[0].next_attempt_at, e.deliver_at);
+        assert_eq!(ds[0].max_attempts, 4);
+        assert_eq!(
+            store.get_event(&e.tenant_id, &e.id).await.unwrap(),
+            Some(e.clone())
+        );
+        assert_eq!(store.next_due().await.unwrap(), e.deliver_at);
+        // A later millisecond: ids of one millisecond need not sort in order of creation.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let e2 = match ingest(store, event(&made[0].id, "user.left", None))
+            .await
+            .unwrap()
+        {
+            Ingested::Created(e, _) => e,
+            Ingested::Existing(..) => panic!("created"),
+        };
+        let listed = store
+            .list_events(
+                &e.tenant_id,
+                &EventFilter {
+                    page: page(10),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![e2.clone(), e.clone()]);
+        let typed = store
+            .list_events(
+                &e.tenant_id,
+                &EventFilter {
+                    event_type: Some("user.joined".into()),
+                    since: Some(e.created_at),
+                    page: page(10),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(typed, vec![e.clone()]);
+        let pending = store
+            .list_deliveries(
+                &e.tenant_id,
+                &DeliveryFilter {
+                    status: Some(DeliveryStatus::Pending),
+                    endpoint_id: Some(ep.id.clone()),
+                    event_id: Some(e.id.clone()),
+                    page: page(10),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(pending, ds);
+
+        // Retry only moves deliveries that are not pending.
+        let now = domain::now();
+        let same = store
+            .retry_delivery(&e.tenant_id, &ds[0].id, now, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(same, ds[0]);
+        assert!(store
+            .retry_delivery(&e.tenant_id, "dlv_nope", now, 3)
+            .await
+            .unwrap()
+            .is_none());
+
+        // Deleting the endpoint cancels its pending deliveries; retry makes one due again.
+        assert!(store.delete_endpoint(&ep.tenant_id, &ep.id).await.unwrap());
+        assert!(!store.delete_endpoint(&ep.tenant_id, &ep.id).await.unwrap());
+        let d = store
+            .get_delivery(&e.tenant_id, &ds[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeliveryStatus::Cancelled);
+        assert_eq!(d.next_attempt_at, None);
+        assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
+        let retried = store
+            .retry_delivery(&e.tenant_id, &d.id, now, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(retried.status, DeliveryStatus::Pending);
+        assert_eq!(retried.max_attempts, 3);
+        assert_eq!(retried.next_attempt_at, Some(now));
+
+        // Deleting the tenant takes everything with it.
+        assert!(store.delete_tenant(&made[0].id).await.unwrap());
+        assert!(!store.delete_tenant(&made[0].id).await.unwrap());
+        assert!(store
+            .get_event(&e.tenant_id, &e.id)
+            .await
+            .unwrap()
+            .is_none());
+        let left: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM endpoints)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(left, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable() {
+        let err = PostgresStore::connect("postgres://postgres:secret@127.0.0.1:1/none", 1)
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(matches!(
+            PostgresStore::connect("postgres://u:secret@[bad/x", 1).await,
+            Err(StoreError::UnsupportedUrl(u)) if !u.contains("secret")
+        ));
+    }
+}
