@@ -1,7 +1,9 @@
 //! Throughput and latency benchmark: the release binary on SQLite, a loopback receiver and
 //! a load generator in this process.
 //!
-//! `cargo bench --bench throughput` (env: BENCH_EVENTS, default 20000; BENCH_RATE, default
+//! `cargo bench --bench throughput` (env: BENCH_DATABASE, `sqlite` (default) or `postgres`
+//! (a fresh database on BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432);
+//! BENCH_DISPATCHERS, processes sharing the database, default 1; BENCH_EVENTS, default 20000; BENCH_RATE, default
 //! 1000 events/s; BENCH_SECONDS, default 10; BENCH_PRODUCERS, default 64).
 //!
 //! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate
@@ -12,7 +14,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -79,29 +81,27 @@ async fn main() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
-        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
-        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hookrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("api listening") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-            }
+    let (db, pg_name) = match std::env::var("BENCH_DATABASE").as_deref() {
+        Ok("postgres") => {
+            let name = format!("hr_bench_{}", std::process::id());
+            let server = std::env::var("BENCH_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            admin_sql(&server, &format!("CREATE DATABASE {name}")).await;
+            (format!("{server}/{name}"), Some((server, name)))
         }
-    });
-    let base = format!(
-        "http://{}",
-        rx.recv_timeout(Duration::from_secs(30)).unwrap()
-    );
+        _ => (
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+            None,
+        ),
+    };
+    let dispatchers = env_or("BENCH_DISPATCHERS", 1).max(1);
+    let (mut first, base) = start(&db, "all");
+    let base = base.unwrap();
+    // More dispatcher processes share the same database (Postgres only).
+    let mut others: Vec<Child> = (1..dispatchers)
+        .map(|_| start(&db, "dispatcher").0)
+        .collect();
+    println!("store: {db}, dispatcher processes: {dispatchers}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -198,6 +198,53 @@ async fn main() {
         percentile(&lat, 0.99),
         percentile(&lat, 1.0)
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    for c in others.iter_mut().chain(std::iter::once(&mut first)) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Some((server, name)) = pg_name {
+        admin_sql(&server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    }
+}
+
+async fn admin_sql(server: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+}
+
+/// Starts `hookrelay serve` with `role`; returns the child and, when it serves the API,
+/// its base URL.
+fn start(db: &str, role: &str) -> (Child, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db,
+            "--role",
+            role,
+        ])
+        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
+        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hookrelay");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hookrelay started") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let base = (role != "dispatcher").then(|| format!("http://{addr}"));
+    (child, base)
 }

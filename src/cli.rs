@@ -47,7 +47,13 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Print the SQL that installs `dispatch_webhook()` (the transactional outbox) for
+    /// PostgreSQL; hookrelay's own migrations install it too.
+    InstallSql,
 }
+
+/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic.
+pub const OUTBOX_SQL: &str = include_str!("../migrations/postgres/0002_dispatch_webhook.sql");
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -409,6 +415,10 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(_) | Command::Migrate(_) => {
             Err(CliError::Usage("not a client command".into()))
+        }
+        Command::InstallSql => {
+            print!("{OUTBOX_SQL}");
+            Ok(())
         }
         Command::Openapi => {
             print(&serde_json::to_value(crate::api::openapi::document()).unwrap_or_default());

@@ -63,6 +63,10 @@ pub struct StoreArgs {
     /// [default: sqlite://hookrelay.db]
     #[arg(long, env = "HOOKRELAY_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Most connections this process opens to PostgreSQL. [default: 10]
+    #[arg(long, env = "HOOKRELAY_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
 }
 
 /// Settings of `hookrelay serve`. Each is optional here so that the config file can fill it.
@@ -121,6 +125,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_LEASE", value_parser = parse_duration)]
     pub lease: Option<Duration>,
 
+    /// Attempts of delivered deliveries older than this are pruned, in small batches.
+    /// [default: 30days]
+    #[arg(long, env = "HOOKRELAY_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+
     /// Safety-net poll interval of the dispatcher (wake-ups are immediate). [default: 5s]
     #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
@@ -131,6 +140,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     database_url: Option<String>,
+    database_pool_size: Option<u32>,
     listen: Option<SocketAddr>,
     admin_token: Option<String>,
     #[serde(default)]
@@ -149,6 +159,8 @@ struct FileConfig {
     lease: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     poll_interval: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    retention: Option<Duration>,
 }
 
 mod humantime_opt {
@@ -179,10 +191,13 @@ pub struct DispatchConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    pub database_pool_size: u32,
     pub admin_token: Option<String>,
     pub allow_networks: Vec<IpNet>,
     pub role: Role,
     pub max_body_bytes: usize,
+    /// Age after which attempts of delivered deliveries are pruned.
+    pub retention: Duration,
     pub retry: RetryPolicy,
     pub dispatch: DispatchConfig,
 }
@@ -195,10 +210,12 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_pool_size: 10,
             admin_token: None,
             allow_networks: Vec::new(),
             role: Role::All,
             max_body_bytes: 1024 * 1024,
+            retention: Duration::from_secs(30 * 24 * 3600),
             retry: RetryPolicy::default(),
             dispatch: DispatchConfig {
                 concurrency: 256,
@@ -232,6 +249,11 @@ impl Config {
                 .database_url
                 .or(file.database_url)
                 .unwrap_or(d.database_url),
+            database_pool_size: args
+                .store
+                .database_pool_size
+                .or(file.database_pool_size)
+                .unwrap_or(d.database_pool_size),
             admin_token: args.admin_token.or(file.admin_token),
             allow_networks,
             role: args.role.or(file.role).unwrap_or(d.role),
@@ -239,6 +261,7 @@ impl Config {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(d.max_body_bytes),
+            retention: args.retention.or(file.retention).unwrap_or(d.retention),
             retry: RetryPolicy {
                 base: args.retry_base.or(file.retry_base).unwrap_or(d.retry.base),
                 max_delay: args
@@ -294,6 +317,9 @@ impl Config {
                 "must be above zero and not above retry_max_delay",
             );
         }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return invalid("database_pool_size", "must be between 1 and 1000");
+        }
         if self.dispatch.concurrency == 0 {
             return invalid("concurrency", "must be at least 1");
         }
@@ -305,6 +331,9 @@ impl Config {
                 "lease",
                 "must be more than one second longer than request_timeout",
             );
+        }
+        if self.retention < Duration::from_secs(60) {
+            return invalid("retention", "must be at least one minute");
         }
         if self.dispatch.poll_interval.is_zero() {
             return invalid("poll_interval", "must be above zero");

@@ -54,7 +54,10 @@ impl App {
     /// Opens the store, applies migrations, binds the listener (port 0 picks a free port)
     /// and prepares the dispatcher, as `config.role` asks.
     pub async fn build(mut config: Config) -> Result<Self, StartError> {
-        let store = store::connect(&config.database_url).await?;
+        let store = store::connect(&config.database_url, config.database_pool_size).await?;
+        store
+            .set_default_max_attempts(config.retry.max_attempts)
+            .await?;
         let generated_admin_token = ensure_admin_token(store.as_ref(), &config).await?;
         if let Some(token) = &generated_admin_token {
             // Also accept it in this process without a store round trip.
@@ -63,6 +66,9 @@ impl App {
         let policy = Arc::new(NetworkPolicy::new(config.allow_networks.clone()));
         let waker = Waker::default();
         let dispatcher = if config.role.runs_dispatcher() {
+            // Commits by other processes (and by dispatch_webhook in applications'
+            // transactions) wake this process's dispatcher too.
+            store.listen(waker.clone()).await?;
             let http = HttpDestination::new(
                 policy.clone(),
                 config.dispatch.request_timeout,
@@ -138,6 +144,13 @@ impl App {
             let rx = stop_rx.clone();
             tokio::spawn(d.run(rx))
         });
+        if self.state.config.role.runs_dispatcher() {
+            tokio::spawn(prune(
+                self.state.store.clone(),
+                self.state.config.retention,
+                stop_rx.clone(),
+            ));
+        }
         let api = self.listener.map(|listener| {
             let mut rx = stop_rx.clone();
             let router = api::router(self.state.clone());
@@ -166,6 +179,37 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// Retention: deletes attempts of delivered deliveries older than `retention`, 1,000 at a
+/// time, so a live system never sees a long delete; then rests a minute.
+async fn prune(
+    store: Arc<dyn Store>,
+    retention: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    const BATCH: u32 = 1000;
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    while !*stop.borrow() {
+        let cutoff = domain::now() - retention;
+        let rest = match store.prune_attempts(cutoff, BATCH).await {
+            Ok(n) if n >= u64::from(BATCH) => std::time::Duration::from_millis(50),
+            Ok(n) => {
+                if n > 0 {
+                    info!(pruned = n, "retention: old attempts deleted");
+                }
+                std::time::Duration::from_secs(60)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: pruning failed");
+                std::time::Duration::from_secs(60)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(rest) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

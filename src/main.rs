@@ -53,7 +53,7 @@ async fn migrate(
         ..Default::default()
     };
     let config = Config::resolve(serve, file.as_deref()).context("invalid configuration")?;
-    store::connect(&config.database_url)
+    store::connect(&config.database_url, config.database_pool_size)
         .await
         .context("migration failed")?;
     println!("migrations applied to {}", redact(&config.database_url));

@@ -557,6 +557,21 @@ fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM attempts WHERE id IN ( \
+               SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+               WHERE a.started_at < ? AND d.status = 'delivered' \
+               ORDER BY a.started_at LIMIT ?)",
+        )
+        .bind(ms(older_than))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)

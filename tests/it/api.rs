@@ -25,9 +25,8 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode) {
     );
 }
 
-#[tokio::test]
-async fn auth_is_required_and_checked() {
-    let app = spawn_app().await;
+async fn auth_is_required_and_checked(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let (s, b) = send(app.http.get(app.url("/v1/tenants"))).await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED);
     let (s, b) = send(
@@ -52,9 +51,8 @@ async fn auth_is_required_and_checked() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn tenant_tokens_see_only_their_tenant() {
-    let app = spawn_app().await;
+async fn tenant_tokens_see_only_their_tenant(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let (s, _) = app
         .post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
@@ -99,9 +97,8 @@ async fn tenant_tokens_see_only_their_tenant() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn tenants_crud() {
-    let app = spawn_app().await;
+async fn tenants_crud(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let (s, t) = app
         .post("/v1/tenants", json!({"name": "No id given"}))
         .await;
@@ -123,9 +120,11 @@ async fn tenants_crud() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_and_changes_nothing() {
-    let app = spawn_app_with(|c| c.allow_networks = vec!["127.0.0.0/8".parse().unwrap()]).await;
+async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.allow_networks = vec!["127.0.0.0/8".parse().unwrap()]
+    })
+    .await;
     let r = Receiver::ok().await;
     let (s, _) = app
         .post(
@@ -458,9 +457,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn endpoints_crud_and_rotation() {
-    let app = spawn_app().await;
+async fn endpoints_crud_and_rotation(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     let ep = app
         .endpoint(
@@ -506,9 +504,8 @@ async fn endpoints_crud_and_rotation() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn idempotent_ingest_returns_the_first_answer() {
-    let app = spawn_app().await;
+async fn idempotent_ingest_returns_the_first_answer(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     app.endpoint(json!({"url": r.url})).await;
     let body = json!({"type": "user.joined_platform", "data": {"user_id": "u1"}, "idempotency_key": "k-1"});
@@ -539,9 +536,8 @@ async fn idempotent_ingest_returns_the_first_answer() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn lists_paginate_by_cursor_and_filter() {
-    let app = spawn_app().await;
+async fn lists_paginate_by_cursor_and_filter(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     let ep = app
         .endpoint(json!({"url": r.url, "event_types": ["order.*"]}))
@@ -611,9 +607,8 @@ async fn lists_paginate_by_cursor_and_filter() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn openapi_document_covers_the_contract() {
-    let app = spawn_app().await;
+async fn openapi_document_covers_the_contract(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let (s, doc) = send(app.http.get(app.url("/openapi.json"))).await;
     assert_eq!(s, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
@@ -643,9 +638,8 @@ async fn openapi_document_covers_the_contract() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_ingests_with_one_key_make_one_event() {
-    let app = spawn_app().await;
+async fn concurrent_ingests_with_one_key_make_one_event(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     app.endpoint(json!({"url": r.url})).await;
     let mut tasks = Vec::new();
@@ -672,3 +666,15 @@ async fn concurrent_ingests_with_one_key_make_one_event() {
     assert_eq!(deliveries["data"].as_array().unwrap().len(), 1);
     app.stop().await;
 }
+
+crate::both_stores!(
+    auth_is_required_and_checked,
+    tenant_tokens_see_only_their_tenant,
+    tenants_crud,
+    bad_input_is_refused_and_changes_nothing,
+    endpoints_crud_and_rotation,
+    idempotent_ingest_returns_the_first_answer,
+    lists_paginate_by_cursor_and_filter,
+    openapi_document_covers_the_contract,
+    concurrent_ingests_with_one_key_make_one_event,
+);

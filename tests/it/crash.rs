@@ -4,7 +4,10 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -17,9 +20,24 @@ use crate::helpers::*;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Delivery attempts this process has logged.
+    pub attempts: Arc<AtomicUsize>,
 }
 
-/// Starts the binary and waits for its "api listening" log line to learn the address.
+impl Server {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the binary and waits for its "hookrelay started" log line to learn the address.
 pub fn start_server(db: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
@@ -32,10 +50,14 @@ pub fn start_server(db: &str, extra: &[&str]) -> Server {
         .expect("hookrelay starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && line.contains("api listening") {
+            if line.contains(r#""message":"attempt""#) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else if !sent && line.contains("hookrelay started") {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                 let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
                 sent = true;
@@ -43,11 +65,12 @@ pub fn start_server(db: &str, extra: &[&str]) -> Server {
         }
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(60))
         .expect("server printed its address");
     Server {
         child,
         base: format!("http://{addr}"),
+        attempts,
     }
 }
 
@@ -109,8 +132,7 @@ async fn kill_9_with_1000_events_in_flight_loses_nothing() {
 
     // Kill while deliveries are in flight: some received, most not yet.
     receiver.wait_for(100, Duration::from_secs(30)).await;
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
+    server.kill();
     let at_kill = receiver.count();
     assert!(
         at_kill < 1000,

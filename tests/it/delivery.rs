@@ -22,9 +22,8 @@ fn to_http_headers(r: &Received) -> http::HeaderMap {
     h
 }
 
-#[tokio::test]
-async fn receiver_gets_every_event_signed_and_verifiable() {
-    let app = spawn_app().await;
+async fn receiver_gets_every_event_signed_and_verifiable(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     let ep = app
         .endpoint(json!({"url": r.url, "event_types": ["user.*"], "headers": {"X-Team": "growth"}}))
@@ -106,9 +105,8 @@ async fn receiver_gets_every_event_signed_and_verifiable() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn fails_twice_then_succeeds_with_backoff_in_the_log() {
-    let app = spawn_app().await;
+async fn fails_twice_then_succeeds_with_backoff_in_the_log(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::start(Duration::ZERO, |n, _| {
         if n <= 2 {
             (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
@@ -156,9 +154,8 @@ async fn fails_twice_then_succeeds_with_backoff_in_the_log() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn always_failing_ends_failed_then_manual_retry_delivers() {
-    let app = spawn_app().await;
+async fn always_failing_ends_failed_then_manual_retry_delivers(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = healthy.clone();
     let r = Receiver::start(Duration::ZERO, move |_, _| {
@@ -220,9 +217,8 @@ async fn always_failing_ends_failed_then_manual_retry_delivers() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
-    let app = spawn_app().await;
+async fn retry_after_is_honoured(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::start(Duration::ZERO, |n, _| {
         if n == 1 {
             let mut h = AxHeaders::new();
@@ -249,9 +245,8 @@ async fn retry_after_is_honoured() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn gone_disables_the_endpoint_and_redirects_are_not_followed() {
-    let app = spawn_app().await;
+async fn gone_disables_the_endpoint_and_redirects_are_not_followed(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let gone = Receiver::start(Duration::ZERO, |_, _| StatusCode::GONE.into_response()).await;
     let ep = app
         .endpoint(json!({"url": gone.url, "event_types": ["x.gone"]}))
@@ -295,9 +290,8 @@ async fn gone_disables_the_endpoint_and_redirects_are_not_followed() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn deliver_at_defers_delivery() {
-    let app = spawn_app().await;
+async fn deliver_at_defers_delivery(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let r = Receiver::ok().await;
     app.endpoint(json!({"url": r.url})).await;
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
@@ -321,9 +315,8 @@ async fn deliver_at_defers_delivery() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_new_endpoint_gets_the_very_next_event() {
-    let app = spawn_app().await;
+async fn a_new_endpoint_gets_the_very_next_event(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     for _ in 0..5 {
         let r = Receiver::ok().await;
         let ep = app
@@ -341,3 +334,13 @@ async fn a_new_endpoint_gets_the_very_next_event() {
     }
     app.stop().await;
 }
+
+crate::both_stores!(
+    receiver_gets_every_event_signed_and_verifiable,
+    fails_twice_then_succeeds_with_backoff_in_the_log,
+    always_failing_ends_failed_then_manual_retry_delivers,
+    retry_after_is_honoured,
+    gone_disables_the_endpoint_and_redirects_are_not_followed,
+    deliver_at_defers_delivery,
+    a_new_endpoint_gets_the_very_next_event,
+);

@@ -20,12 +20,75 @@ use tokio::sync::oneshot;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
+/// The store a test runs against. Tests written once run on both (see `both_stores!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Server of the Postgres test databases (trust auth); `HOOKRELAY_TEST_POSTGRES` overrides.
+pub fn postgres_server() -> String {
+    std::env::var("HOOKRELAY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh database with a unique name on the test Postgres server; returns its URL.
+pub async fn create_pg_database() -> (String, String) {
+    use sqlx::Connection;
+    let name = format!("hr_it_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
+        .await
+        .expect("the test Postgres server is reachable (scripts/services starts it)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    (format!("{}/{name}", postgres_server()), name)
+}
+
+/// Drops a database made by [`create_pg_database`].
+pub async fn drop_pg_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut admin) =
+        sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server())).await
+    {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+/// Generates one `#[tokio::test]` per store for each `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 /// A running hookrelay.
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    pg_database: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -49,12 +112,19 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_on(Backend::Sqlite, |_| {}).await
 }
 
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+/// A hookrelay on port 0 with a fresh database of the given kind.
+pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
+    let mut pg_database = None;
+    if backend == Backend::Postgres {
+        let (url, name) = create_pg_database().await;
+        config.database_url = url;
+        pg_database = Some(name);
+    }
     tweak(&mut config);
     let app = hookrelay::App::build(config).await.expect("app builds");
     let base = format!("http://{}", app.local_addr());
@@ -71,6 +141,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         http: reqwest::Client::new(),
         stop: Some(tx),
         done: Some(done),
+        pg_database,
         _dir: dir,
     }
 }
@@ -128,6 +199,9 @@ impl TestApp {
         }
         if let Some(done) = self.done.take() {
             let _ = done.await;
+        }
+        if let Some(name) = self.pg_database.take() {
+            drop_pg_database(&name).await;
         }
     }
 }

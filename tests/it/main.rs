@@ -6,3 +6,4 @@ mod cli;
 mod crash;
 mod delivery;
 mod helpers;
+mod scale;

@@ -1,0 +1,2 @@
+-- Retention prunes the oldest attempts first.
+CREATE INDEX attempts_started ON attempts (started_at);
