@@ -7,3 +7,4 @@ mod crash;
 mod delivery;
 mod helpers;
 mod scale;
+mod store;

@@ -1,0 +1,148 @@
+//! Claim latency with an empty history versus 1,000,000 finished deliveries, on SQLite and
+//! PostgreSQL: the partial index on pending deliveries should keep it flat.
+//!
+//! `cargo bench --bench claim` (env: CLAIM_FINISHED, default 1000000; CLAIM_POSTGRES, default
+//! postgres://postgres@127.0.0.1:5432).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Instant};
+
+use hookrelay::{
+    domain::{self, new_id, prefix, Endpoint, Event},
+    store::{self, DataCheck, Store},
+};
+use sqlx::Connection;
+
+struct NoCheck;
+impl DataCheck for NoCheck {
+    fn check(&self, _: &domain::EventType, _: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+const PENDING: usize = 1000;
+const BATCH: u32 = 100;
+const ROUNDS: usize = 300;
+
+/// Median and p99 of `ROUNDS` claims of `BATCH` (leases end at once, so the same pending
+/// rows are claimable again each round).
+async fn measure(store: &dyn Store) -> (f64, f64) {
+    let mut times = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let now = domain::now();
+        let started = Instant::now();
+        let got = store.claim(now, now, &new_id("lse"), BATCH).await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(got.len(), BATCH as usize);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[ROUNDS / 2], times[ROUNDS * 99 / 100])
+}
+
+async fn setup(store: &dyn Store) -> String {
+    let now = domain::now();
+    let endpoint = Endpoint {
+        id: new_id(prefix::ENDPOINT),
+        tenant_id: "default".into(),
+        url: "http://127.0.0.1:9/".into(),
+        description: None,
+        event_types: vec![],
+        secret: hookrelay::signing::generate_secret(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        rate_limit: None,
+        max_attempts: None,
+        headers: Default::default(),
+        enabled: true,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_endpoint(&endpoint).await.unwrap();
+    let mut last = String::new();
+    for i in 0..PENDING {
+        let event = Event {
+            id: new_id(prefix::EVENT),
+            tenant_id: "default".into(),
+            event_type: "bench.claim".into(),
+            data: serde_json::json!({ "i": i }),
+            actor: None,
+            idempotency_key: None,
+            traceparent: None,
+            created_at: domain::now(),
+            deliver_at: None,
+        };
+        last = event.id.clone();
+        store.ingest(event, 15, Arc::new(NoCheck)).await.unwrap();
+    }
+    format!("{}|{last}", endpoint.id)
+}
+
+async fn run(name: &str, url: &str, fill: &dyn Fn(String) -> String, finished: usize) {
+    let store = store::connect(url, 10).await.unwrap();
+    let ids = setup(store.as_ref()).await;
+    let (empty_p50, empty_p99) = measure(store.as_ref()).await;
+    let (endpoint, event) = ids.split_once('|').unwrap();
+    let sql = fill(format!("'{endpoint}'|'{event}'"));
+    let started = Instant::now();
+    if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+        sqlx::query("ANALYZE deliveries").execute(&mut c).await.unwrap();
+    }
+    let fill_secs = started.elapsed().as_secs_f64();
+    let (full_p50, full_p99) = measure(store.as_ref()).await;
+    println!(
+        "{name}: claim of {BATCH} among {PENDING} pending: empty history p50 {empty_p50:.2} ms p99 {empty_p99:.2} ms; \
+         with {finished} finished p50 {full_p50:.2} ms p99 {full_p99:.2} ms (ratio p50 {:.2}; fill took {fill_secs:.0} s)",
+        full_p50 / empty_p50
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let finished: usize = std::env::var("CLAIM_FINISHED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("claim.db").display());
+    let sqlite_fill = move |ids: String| {
+        let (ep, ev) = ids.split_once('|').unwrap();
+        format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {finished}) \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             max_attempts, next_attempt_at, created_at, updated_at) \
+             SELECT 'dlv_fill_' || x, 'default', {ev}, {ep}, 'delivered', 1, 15, NULL, 0, 0 FROM c"
+        )
+    };
+    run("sqlite", &sqlite, &sqlite_fill, finished).await;
+
+    let server = std::env::var("CLAIM_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("hr_claim_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pg_fill = move |ids: String| {
+        let (ep, ev) = ids.split_once('|').unwrap();
+        format!(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             max_attempts, next_attempt_at, created_at, updated_at) \
+             SELECT 'dlv_fill_' || x, 'default', {ev}, {ep}, 'delivered', 1, 15, NULL, \
+             to_timestamp(0), to_timestamp(0) FROM generate_series(1, {finished}) x"
+        )
+    };
+    run("postgres", &format!("{server}/{name}"), &pg_fill, finished).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

@@ -1,0 +1,129 @@
+//! Store behaviour that the API does not show directly: retention pruning.
+
+use std::sync::Arc;
+
+use hookrelay::{
+    domain::{self, new_id, prefix, Attempt, AttemptOutcome, DeliveryStatus, Endpoint, Event},
+    store::{self, Completion, DataCheck, Store},
+};
+
+use crate::helpers::*;
+
+struct NoCheck;
+impl DataCheck for NoCheck {
+    fn check(&self, _: &domain::EventType, _: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn open(backend: Backend, dir: &tempfile::TempDir) -> (Arc<dyn Store>, Option<String>) {
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("s.db").display());
+            (store::connect(&url, 5).await.unwrap(), None)
+        }
+        Backend::Postgres => {
+            let (url, name) = create_pg_database().await;
+            (store::connect(&url, 5).await.unwrap(), Some(name))
+        }
+    }
+}
+
+async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pg) = open(backend, &dir).await;
+    let now = domain::now();
+    store
+        .create_endpoint(&Endpoint {
+            id: new_id(prefix::ENDPOINT),
+            tenant_id: "default".into(),
+            url: "http://127.0.0.1:9/".into(),
+            description: None,
+            event_types: vec![],
+            secret: hookrelay::signing::generate_secret(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            rate_limit: None,
+            max_attempts: None,
+            headers: Default::default(),
+            enabled: true,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let event = Event {
+            id: new_id(prefix::EVENT),
+            tenant_id: "default".into(),
+            event_type: "prune.test".into(),
+            data: serde_json::json!({ "i": i }),
+            actor: None,
+            idempotency_key: None,
+            traceparent: None,
+            created_at: now,
+            deliver_at: None,
+        };
+        store.ingest(event, 5, Arc::new(NoCheck)).await.unwrap();
+    }
+    let claimed = store
+        .claim(domain::now(), domain::now() + chrono::Duration::seconds(30), "lse_1", 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let old = now - chrono::Duration::days(40);
+    // Delivered 40 days ago, failed 40 days ago, delivered just now.
+    let plan = [
+        (DeliveryStatus::Delivered, old),
+        (DeliveryStatus::Failed, old),
+        (DeliveryStatus::Delivered, now),
+    ];
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .zip(plan)
+        .map(|(c, (status, started_at))| Completion {
+            delivery_id: c.delivery.id.clone(),
+            endpoint_id: c.endpoint.id.clone(),
+            lease_id: c.lease_id.clone(),
+            status,
+            next_attempt_at: None,
+            disable_endpoint: None,
+            attempt: Attempt {
+                id: new_id(prefix::ATTEMPT),
+                delivery_id: c.delivery.id.clone(),
+                attempt_number: 1,
+                started_at,
+                duration_ms: 3,
+                status_code: Some(200),
+                response: None,
+                error: None,
+                outcome: if status == DeliveryStatus::Delivered {
+                    AttemptOutcome::Success
+                } else {
+                    AttemptOutcome::Failed
+                },
+                next_attempt_at: None,
+            },
+        })
+        .collect();
+    store.complete(&completions).await.unwrap();
+
+    let cutoff = domain::now() - chrono::Duration::days(30);
+    assert_eq!(store.prune_attempts(cutoff, 1000).await.unwrap(), 1);
+    assert_eq!(store.prune_attempts(cutoff, 1000).await.unwrap(), 0);
+    let left: Vec<usize> = futures::future::join_all(
+        claimed.iter().map(|c| store.list_attempts(&c.delivery.id)),
+    )
+    .await
+    .into_iter()
+    .map(|a| a.unwrap().len())
+    .collect();
+    assert_eq!(left, vec![0, 1, 1], "only the old delivered attempt goes");
+    if let Some(name) = pg {
+        drop(store);
+        drop_pg_database(&name).await;
+    }
+}
+
+crate::both_stores!(retention_prunes_only_old_attempts_of_delivered_deliveries);
