@@ -91,7 +91,10 @@ async fn run(name: &str, url: &str, fill: &dyn Fn(String) -> String, finished: u
     } else {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::query(&sql).execute(&mut c).await.unwrap();
-        sqlx::query("ANALYZE deliveries").execute(&mut c).await.unwrap();
+        sqlx::query("ANALYZE deliveries")
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
     let fill_secs = started.elapsed().as_secs_f64();
     let (full_p50, full_p99) = measure(store.as_ref()).await;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant};
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Why a store operation failed.

@@ -33,14 +33,15 @@ use sqlx::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::rows::{
+    collect, corrupt, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow, TenantRow,
+    TokenRow,
+};
 use super::{
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
     StoreError, TokenRecord,
 };
-use crate::domain::{
-    self, from_millis, Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, Event,
-    EventType, Tenant,
-};
+use crate::domain::{self, from_millis, Attempt, Delivery, Endpoint, Event, EventType, Tenant};
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
 /// epoch milliseconds.
@@ -365,10 +366,6 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis().clamp(MIN, MAX)
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -456,61 +453,12 @@ struct IngestHead {
 
 const TENANT_COLUMNS: &str = concat!("id, name, ", ms_col!("created_at"));
 
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: String,
-    name: String,
-    created_at: i64,
-}
-
-impl From<TenantRow> for Tenant {
-    fn from(r: TenantRow) -> Self {
-        Tenant {
-            id: r.id,
-            name: r.name,
-            created_at: from_millis(r.created_at),
-        }
-    }
-}
-
 const TOKEN_COLUMNS: &str = concat!("id, tenant_id, hash, ", ms_col!("created_at"));
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    tenant_id: Option<String>,
-    hash: String,
-    created_at: i64,
-}
 
 const EVENT_TYPE_COLUMNS: &str = concat!(
     "name, description, schema::text AS schema, ",
     ms_col!("created_at")
 );
-
-#[derive(sqlx::FromRow)]
-struct EventTypeRow {
-    name: String,
-    description: Option<String>,
-    schema: Option<String>,
-    created_at: i64,
-}
-
-impl TryFrom<EventTypeRow> for EventType {
-    type Error = StoreError;
-    fn try_from(r: EventTypeRow) -> Result<Self> {
-        Ok(EventType {
-            schema: r
-                .schema
-                .map(|s| serde_json::from_str(&s))
-                .transpose()
-                .map_err(|e| corrupt("event_types.schema", e))?,
-            name: r.name,
-            description: r.description,
-            created_at: from_millis(r.created_at),
-        })
-    }
-}
 
 const ENDPOINT_COLUMNS: &str = concat!(
     "id, tenant_id, url, description, event_types::text AS event_types, secret, \
@@ -522,87 +470,12 @@ const ENDPOINT_COLUMNS: &str = concat!(
     ms_col!("updated_at")
 );
 
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    id: String,
-    tenant_id: String,
-    url: String,
-    description: Option<String>,
-    event_types: String,
-    secret: String,
-    previous_secret: Option<String>,
-    previous_secret_expires_at: Option<i64>,
-    rate_limit: Option<i64>,
-    max_attempts: Option<i64>,
-    headers: String,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl TryFrom<EndpointRow> for Endpoint {
-    type Error = StoreError;
-    fn try_from(r: EndpointRow) -> Result<Self> {
-        Ok(Endpoint {
-            event_types: serde_json::from_str(&r.event_types)
-                .map_err(|e| corrupt("endpoints.event_types", e))?,
-            headers: serde_json::from_str(&r.headers)
-                .map_err(|e| corrupt("endpoints.headers", e))?,
-            rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
-            max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
-            id: r.id,
-            tenant_id: r.tenant_id,
-            url: r.url,
-            description: r.description,
-            secret: r.secret,
-            previous_secret: r.previous_secret,
-            previous_secret_expires_at: r.previous_secret_expires_at.map(from_millis),
-            enabled: r.enabled,
-            disabled_reason: r.disabled_reason,
-            created_at: from_millis(r.created_at),
-            updated_at: from_millis(r.updated_at),
-        })
-    }
-}
-
 const EVENT_COLUMNS: &str = concat!(
     "id, tenant_id, type, data::text AS data, actor, idempotency_key, traceparent, ",
     ms_col!("created_at"),
     ", ",
     ms_col!("deliver_at")
 );
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: String,
-    tenant_id: String,
-    #[sqlx(rename = "type")]
-    event_type: String,
-    data: String,
-    actor: Option<String>,
-    idempotency_key: Option<String>,
-    traceparent: Option<String>,
-    created_at: i64,
-    deliver_at: Option<i64>,
-}
-
-impl TryFrom<EventRow> for Event {
-    type Error = StoreError;
-    fn try_from(r: EventRow) -> Result<Self> {
-        Ok(Event {
-            data: serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?,
-            id: r.id,
-            tenant_id: r.tenant_id,
-            event_type: r.event_type,
-            actor: r.actor,
-            idempotency_key: r.idempotency_key,
-            traceparent: r.traceparent,
-            created_at: from_millis(r.created_at),
-            deliver_at: r.deliver_at.map(from_millis),
-        })
-    }
-}
 
 const DELIVERY_COLUMNS: &str = concat!(
     "id, tenant_id, event_id, endpoint_id, status, attempts, max_attempts, ",
@@ -613,92 +486,12 @@ const DELIVERY_COLUMNS: &str = concat!(
     ms_col!("updated_at")
 );
 
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    id: String,
-    tenant_id: String,
-    event_id: String,
-    endpoint_id: String,
-    status: String,
-    attempts: i64,
-    max_attempts: i64,
-    next_attempt_at: Option<i64>,
-    last_error: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl TryFrom<DeliveryRow> for Delivery {
-    type Error = StoreError;
-    fn try_from(r: DeliveryRow) -> Result<Self> {
-        let status = DeliveryStatus::parse(&r.status)
-            .ok_or_else(|| corrupt("deliveries.status", &r.status))?;
-        Ok(Delivery {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            event_id: r.event_id,
-            endpoint_id: r.endpoint_id,
-            status,
-            attempts: u32::try_from(r.attempts).unwrap_or(0),
-            max_attempts: u32::try_from(r.max_attempts).unwrap_or(1),
-            next_attempt_at: if status == DeliveryStatus::Pending {
-                r.next_attempt_at.map(from_millis)
-            } else {
-                None
-            },
-            last_error: r.last_error,
-            created_at: from_millis(r.created_at),
-            updated_at: from_millis(r.updated_at),
-        })
-    }
-}
-
 const ATTEMPT_COLUMNS: &str = concat!(
     "id, delivery_id, attempt_number, ",
     ms_col!("started_at"),
     ", duration_ms, status_code, response, error, outcome, ",
     ms_col!("next_attempt_at")
 );
-
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    id: String,
-    delivery_id: String,
-    attempt_number: i64,
-    started_at: i64,
-    duration_ms: i64,
-    status_code: Option<i64>,
-    response: Option<String>,
-    error: Option<String>,
-    outcome: String,
-    next_attempt_at: Option<i64>,
-}
-
-impl TryFrom<AttemptRow> for Attempt {
-    type Error = StoreError;
-    fn try_from(r: AttemptRow) -> Result<Self> {
-        Ok(Attempt {
-            outcome: AttemptOutcome::parse(&r.outcome)
-                .ok_or_else(|| corrupt("attempts.outcome", &r.outcome))?,
-            id: r.id,
-            delivery_id: r.delivery_id,
-            attempt_number: u32::try_from(r.attempt_number).unwrap_or(0),
-            started_at: from_millis(r.started_at),
-            duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
-            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
-            response: r.response,
-            error: r.error,
-            next_attempt_at: r.next_attempt_at.map(from_millis),
-        })
-    }
-}
-
-fn collect<R, T>(rows: Vec<R>) -> Result<Vec<T>>
-where
-    T: TryFrom<R, Error = StoreError>,
-{
-    rows.into_iter().map(T::try_from).collect()
-}
 
 /// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
 fn push_page(q: &mut QueryBuilder<'_, Postgres>, page: &Page) {
@@ -1399,7 +1192,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{new_id, prefix},
+        domain::{new_id, prefix, AttemptOutcome, DeliveryStatus},
         wake::Waker,
     };
     use sqlx::Connection;

@@ -68,7 +68,12 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
         store.ingest(event, 5, Arc::new(NoCheck)).await.unwrap();
     }
     let claimed = store
-        .claim(domain::now(), domain::now() + chrono::Duration::seconds(30), "lse_1", 10)
+        .claim(
+            domain::now(),
+            domain::now() + chrono::Duration::seconds(30),
+            "lse_1",
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 3);
@@ -112,13 +117,12 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
     let cutoff = domain::now() - chrono::Duration::days(30);
     assert_eq!(store.prune_attempts(cutoff, 1000).await.unwrap(), 1);
     assert_eq!(store.prune_attempts(cutoff, 1000).await.unwrap(), 0);
-    let left: Vec<usize> = futures::future::join_all(
-        claimed.iter().map(|c| store.list_attempts(&c.delivery.id)),
-    )
-    .await
-    .into_iter()
-    .map(|a| a.unwrap().len())
-    .collect();
+    let left: Vec<usize> =
+        futures::future::join_all(claimed.iter().map(|c| store.list_attempts(&c.delivery.id)))
+            .await
+            .into_iter()
+            .map(|a| a.unwrap().len())
+            .collect();
     assert_eq!(left, vec![0, 1, 1], "only the old delivered attempt goes");
     if let Some(name) = pg {
         drop(store);

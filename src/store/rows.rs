@@ -1,0 +1,216 @@
+//! Row types shared by the SQL stores: both read times as epoch milliseconds and JSON as
+//! text, so one set of rows and conversions to domain types serves SQLite and PostgreSQL.
+
+use super::{Result, StoreError};
+use crate::domain::{
+    from_millis, Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, Event, EventType,
+    Tenant,
+};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TenantRow {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TokenRow {
+    pub(super) id: String,
+    pub(super) tenant_id: Option<String>,
+    pub(super) hash: String,
+    pub(super) created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventTypeRow {
+    pub(super) name: String,
+    pub(super) description: Option<String>,
+    pub(super) schema: Option<String>,
+    pub(super) created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EndpointRow {
+    pub(super) id: String,
+    pub(super) tenant_id: String,
+    pub(super) url: String,
+    pub(super) description: Option<String>,
+    pub(super) event_types: String,
+    pub(super) secret: String,
+    pub(super) previous_secret: Option<String>,
+    pub(super) previous_secret_expires_at: Option<i64>,
+    pub(super) rate_limit: Option<i64>,
+    pub(super) max_attempts: Option<i64>,
+    pub(super) headers: String,
+    pub(super) enabled: bool,
+    pub(super) disabled_reason: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    pub(super) id: String,
+    pub(super) tenant_id: String,
+    #[sqlx(rename = "type")]
+    pub(super) event_type: String,
+    pub(super) data: String,
+    pub(super) actor: Option<String>,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) traceparent: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) deliver_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    pub(super) id: String,
+    pub(super) tenant_id: String,
+    pub(super) event_id: String,
+    pub(super) endpoint_id: String,
+    pub(super) status: String,
+    pub(super) attempts: i64,
+    pub(super) max_attempts: i64,
+    pub(super) next_attempt_at: Option<i64>,
+    pub(super) last_error: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AttemptRow {
+    pub(super) id: String,
+    pub(super) delivery_id: String,
+    pub(super) attempt_number: i64,
+    pub(super) started_at: i64,
+    pub(super) duration_ms: i64,
+    pub(super) status_code: Option<i64>,
+    pub(super) response: Option<String>,
+    pub(super) error: Option<String>,
+    pub(super) outcome: String,
+    pub(super) next_attempt_at: Option<i64>,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        Tenant {
+            id: r.id,
+            name: r.name,
+            created_at: from_millis(r.created_at),
+        }
+    }
+}
+
+impl TryFrom<EventTypeRow> for EventType {
+    type Error = StoreError;
+    fn try_from(r: EventTypeRow) -> Result<Self> {
+        Ok(EventType {
+            schema: r
+                .schema
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("event_types.schema", e))?,
+            name: r.name,
+            description: r.description,
+            created_at: from_millis(r.created_at),
+        })
+    }
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = StoreError;
+    fn try_from(r: EndpointRow) -> Result<Self> {
+        Ok(Endpoint {
+            event_types: serde_json::from_str(&r.event_types)
+                .map_err(|e| corrupt("endpoints.event_types", e))?,
+            headers: serde_json::from_str(&r.headers)
+                .map_err(|e| corrupt("endpoints.headers", e))?,
+            rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
+            max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
+            id: r.id,
+            tenant_id: r.tenant_id,
+            url: r.url,
+            description: r.description,
+            secret: r.secret,
+            previous_secret: r.previous_secret,
+            previous_secret_expires_at: r.previous_secret_expires_at.map(from_millis),
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Self> {
+        Ok(Event {
+            data: serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?,
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_type: r.event_type,
+            actor: r.actor,
+            idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
+            created_at: from_millis(r.created_at),
+            deliver_at: r.deliver_at.map(from_millis),
+        })
+    }
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+    fn try_from(r: DeliveryRow) -> Result<Self> {
+        let status = DeliveryStatus::parse(&r.status)
+            .ok_or_else(|| corrupt("deliveries.status", &r.status))?;
+        Ok(Delivery {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            event_id: r.event_id,
+            endpoint_id: r.endpoint_id,
+            status,
+            attempts: u32::try_from(r.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(r.max_attempts).unwrap_or(1),
+            next_attempt_at: if status == DeliveryStatus::Pending {
+                r.next_attempt_at.map(from_millis)
+            } else {
+                None
+            },
+            last_error: r.last_error,
+            created_at: from_millis(r.created_at),
+            updated_at: from_millis(r.updated_at),
+        })
+    }
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Self> {
+        Ok(Attempt {
+            outcome: AttemptOutcome::parse(&r.outcome)
+                .ok_or_else(|| corrupt("attempts.outcome", &r.outcome))?,
+            id: r.id,
+            delivery_id: r.delivery_id,
+            attempt_number: u32::try_from(r.attempt_number).unwrap_or(0),
+            started_at: from_millis(r.started_at),
+            duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            response: r.response,
+            error: r.error,
+            next_attempt_at: r.next_attempt_at.map(from_millis),
+        })
+    }
+}
+
+pub(super) fn collect<R, T>(rows: Vec<R>) -> Result<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
