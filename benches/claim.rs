@@ -55,6 +55,7 @@ async fn setup(store: &dyn Store) -> String {
         headers: Default::default(),
         enabled: true,
         disabled_reason: None,
+        breaker: Default::default(),
         created_at: now,
         updated_at: now,
     };

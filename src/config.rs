@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::dispatch::retry::RetryPolicy;
+use crate::{dispatch::retry::RetryPolicy, domain::BreakerPolicy};
 
 /// Why configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,18 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
 
+    /// Consecutive failures that open an endpoint's circuit breaker. [default: 5]
+    #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD")]
+    pub breaker_threshold: Option<u32>,
+
+    /// How long an open breaker waits before one probe (±20 % jitter). [default: 5m]
+    #[arg(long, env = "HOOKRELAY_BREAKER_COOLDOWN", value_parser = parse_duration)]
+    pub breaker_cooldown: Option<Duration>,
+
+    /// An endpoint failing continuously for longer than this is disabled. [default: 5days]
+    #[arg(long, env = "HOOKRELAY_DISABLE_AFTER", value_parser = parse_duration)]
+    pub disable_after: Option<Duration>,
+
     /// Safety-net poll interval of the dispatcher (wake-ups are immediate). [default: 5s]
     #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
@@ -161,6 +173,11 @@ struct FileConfig {
     poll_interval: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     retention: Option<Duration>,
+    breaker_threshold: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    breaker_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    disable_after: Option<Duration>,
 }
 
 mod humantime_opt {
@@ -199,6 +216,7 @@ pub struct Config {
     /// Age after which attempts of delivered deliveries are pruned.
     pub retention: Duration,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     pub dispatch: DispatchConfig,
 }
 
@@ -217,6 +235,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
             retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
             dispatch: DispatchConfig {
                 concurrency: 256,
                 batch_size: 256,
@@ -272,6 +291,20 @@ impl Config {
                     .max_attempts
                     .or(file.max_attempts)
                     .unwrap_or(d.retry.max_attempts),
+            },
+            breaker: BreakerPolicy {
+                threshold: args
+                    .breaker_threshold
+                    .or(file.breaker_threshold)
+                    .unwrap_or(d.breaker.threshold),
+                cooldown: args
+                    .breaker_cooldown
+                    .or(file.breaker_cooldown)
+                    .unwrap_or(d.breaker.cooldown),
+                disable_after: args
+                    .disable_after
+                    .or(file.disable_after)
+                    .unwrap_or(d.breaker.disable_after),
             },
             dispatch: DispatchConfig {
                 concurrency: args
@@ -330,6 +363,12 @@ impl Config {
             return invalid(
                 "lease",
                 "must be more than one second longer than request_timeout",
+            );
+        }
+        if self.breaker.threshold == 0 || self.breaker.cooldown.is_zero() {
+            return invalid(
+                "breaker_threshold",
+                "the breaker threshold and cool-down must be above zero",
             );
         }
         if self.retention < Duration::from_secs(60) {

@@ -79,8 +79,124 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Why the endpoint was disabled, when it was disabled by hookrelay (e.g. `410 Gone`).
     pub disabled_reason: Option<String>,
+    /// The circuit breaker, as stored (shared by every dispatcher process).
+    pub breaker: Breaker,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// State of an endpoint's circuit breaker.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Deliveries flow.
+    #[default]
+    Closed,
+    /// Too many consecutive failures: deliveries wait (no attempts are used) until
+    /// `open_until`, when one probe is sent.
+    Open,
+    /// One probe is in flight; its success closes the breaker, its failure opens it again.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "closed" => Some(Self::Closed),
+            "open" => Some(Self::Open),
+            "half_open" => Some(Self::HalfOpen),
+            _ => None,
+        }
+    }
+}
+
+/// An endpoint's circuit breaker, persisted in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Default)]
+pub struct Breaker {
+    pub state: BreakerState,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// While open: when the probe may go; while half-open: when the probe's lease ends.
+    pub open_until: Option<DateTime<Utc>>,
+    /// Start of the current run of failures (for auto-disable).
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// When breakers open and endpoints get disabled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the breaker.
+    pub threshold: u32,
+    /// How long an open breaker waits before its probe (±20 % jitter).
+    pub cooldown: std::time::Duration,
+    /// An endpoint failing continuously for longer than this is disabled.
+    pub disable_after: std::time::Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            cooldown: std::time::Duration::from_secs(300),
+            disable_after: std::time::Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
+impl Breaker {
+    /// Applies the outcomes of attempts (success or not, with their finish times, in order)
+    /// and returns the new state, plus a reason when the endpoint must be disabled because
+    /// it has been failing for longer than the policy allows.
+    pub fn record(
+        &self,
+        outcomes: &[(bool, DateTime<Utc>)],
+        policy: &BreakerPolicy,
+    ) -> (Breaker, Option<String>) {
+        let mut b = self.clone();
+        for &(success, at) in outcomes {
+            if success {
+                b = Breaker::default();
+                continue;
+            }
+            b.consecutive_failures = b.consecutive_failures.saturating_add(1);
+            b.failing_since.get_or_insert(at);
+            let reopen = match b.state {
+                // Failures of attempts that were in flight when it opened: keep the cool-down.
+                BreakerState::Open => false,
+                BreakerState::HalfOpen => true,
+                BreakerState::Closed => b.consecutive_failures >= policy.threshold,
+            };
+            if reopen {
+                let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2);
+                let wait = policy.cooldown.mul_f64(jitter);
+                b.state = BreakerState::Open;
+                b.open_until = Some(at + chrono::Duration::from_std(wait).unwrap_or_default());
+            }
+        }
+        let disable = match b.failing_since {
+            Some(since) if outcomes.last().is_some_and(|(ok, _)| !ok) => {
+                let last = outcomes.last().map(|(_, t)| *t).unwrap_or(since);
+                let window = chrono::Duration::from_std(policy.disable_after).unwrap_or_default();
+                (last - since >= window).then(|| {
+                    format!(
+                        "failing continuously since {} (longer than {})",
+                        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        humantime::format_duration(policy.disable_after)
+                    )
+                })
+            }
+            _ => None,
+        };
+        (b, disable)
+    }
 }
 
 impl Endpoint {
@@ -265,6 +381,56 @@ pub struct Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        from_millis(1_700_000_000_000 + secs * 1000)
+    }
+
+    #[test]
+    fn breaker_opens_after_threshold_and_closes_on_success() {
+        let p = BreakerPolicy::default();
+        let fails: Vec<_> = (0..4).map(|i| (false, t(i))).collect();
+        let (b, off) = Breaker::default().record(&fails, &p);
+        assert_eq!(
+            (b.state, b.consecutive_failures, off),
+            (BreakerState::Closed, 4, None)
+        );
+        let (b, _) = b.record(&[(false, t(5))], &p);
+        assert_eq!(b.state, BreakerState::Open);
+        let until = b.open_until.unwrap();
+        assert!(
+            until >= t(5) + chrono::Duration::seconds(240)
+                && until <= t(5) + chrono::Duration::seconds(360)
+        );
+        // Stragglers that were in flight do not push the probe further away.
+        let (b2, _) = b.record(&[(false, t(6))], &p);
+        assert_eq!(b2.open_until, Some(until));
+        // A failed probe opens it again; a successful one closes it.
+        let probing = Breaker {
+            state: BreakerState::HalfOpen,
+            ..b.clone()
+        };
+        let (again, _) = probing.record(&[(false, t(400))], &p);
+        assert_eq!(again.state, BreakerState::Open);
+        assert!(again.open_until.unwrap() > t(400));
+        let (closed, _) = probing.record(&[(true, t(400))], &p);
+        assert_eq!(closed, Breaker::default());
+    }
+
+    #[test]
+    fn endpoints_failing_longer_than_the_window_are_disabled() {
+        let p = BreakerPolicy {
+            disable_after: std::time::Duration::from_secs(60),
+            ..BreakerPolicy::default()
+        };
+        let (b, off) = Breaker::default().record(&[(false, t(0)), (false, t(30))], &p);
+        assert!(off.is_none());
+        let (_, off) = b.record(&[(false, t(61))], &p);
+        assert!(off.unwrap().contains("failing continuously"));
+        // A success in between starts the window again.
+        let (_, off) = b.record(&[(true, t(40)), (false, t(61))], &p);
+        assert!(off.is_none());
+    }
 
     #[test]
     fn wildcards_match_prefixes_only() {

@@ -78,6 +78,7 @@ impl App {
                 store.clone(),
                 Arc::new(http),
                 config.retry,
+                config.breaker,
                 config.dispatch.clone(),
                 waker.clone(),
             ))

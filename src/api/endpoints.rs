@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::validate_url,
-    domain::{self, new_id, prefix, Endpoint},
+    domain::{self, new_id, prefix, Breaker, Endpoint},
     ingest::validate_type_name,
     signing,
 };
@@ -92,6 +92,9 @@ pub struct EndpointOut {
     pub headers: BTreeMap<String, String>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// The circuit breaker: `closed` (flowing), `open` (deliveries wait until
+    /// `open_until`, then one probe), `half_open` (the probe is in flight).
+    pub breaker: Breaker,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -119,6 +122,7 @@ impl EndpointOut {
             headers: ep.headers,
             enabled: ep.enabled,
             disabled_reason: ep.disabled_reason,
+            breaker: ep.breaker,
             created_at: ep.created_at,
             updated_at: ep.updated_at,
         }
@@ -246,6 +250,7 @@ pub async fn create_endpoint(
         headers,
         enabled: body.enabled.unwrap_or(true),
         disabled_reason: None,
+        breaker: Default::default(),
         created_at: now,
         updated_at: now,
     };

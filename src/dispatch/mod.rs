@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::{
     config::DispatchConfig,
     destinations::{Destination, Message, SendError},
-    domain::{self, new_id, Attempt, AttemptOutcome, DeliveryStatus},
+    domain::{self, new_id, Attempt, AttemptOutcome, BreakerPolicy, DeliveryStatus},
     store::{Claimed, Completion, Store},
 };
 
@@ -31,6 +31,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     http: Arc<dyn Destination>,
     retry: RetryPolicy,
+    breaker: BreakerPolicy,
     config: DispatchConfig,
     waker: Waker,
 }
@@ -40,6 +41,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         http: Arc<dyn Destination>,
         retry: RetryPolicy,
+        breaker: BreakerPolicy,
         config: DispatchConfig,
         waker: Waker,
     ) -> Self {
@@ -47,6 +49,7 @@ impl Dispatcher {
             store,
             http,
             retry,
+            breaker,
             config,
             waker,
         }
@@ -59,6 +62,7 @@ impl Dispatcher {
         let (done_tx, done_rx) = mpsc::channel::<Completion>(this.config.concurrency * 2);
         let writer = tokio::spawn(write_completions(
             this.store.clone(),
+            this.breaker,
             this.waker.clone(),
             done_rx,
         ));
@@ -276,6 +280,7 @@ const WRITE_BATCH: usize = 512;
 /// and an immediate one when idle.
 async fn write_completions(
     store: Arc<dyn Store>,
+    policy: BreakerPolicy,
     waker: Waker,
     mut rx: mpsc::Receiver<Completion>,
 ) {
@@ -283,7 +288,7 @@ async fn write_completions(
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let mut failures = 0u32;
         loop {
-            match store.complete(&batch).await {
+            match store.complete(&batch, &policy).await {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;

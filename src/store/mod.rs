@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant};
+use crate::domain::{
+    Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
+};
 
 pub mod postgres;
 mod rows;
@@ -240,7 +242,9 @@ pub trait Store: Send + Sync + 'static {
         extra_attempts: u32,
     ) -> Result<Option<Delivery>>;
 
-    /// Claims up to `limit` due deliveries of enabled endpoints: each is leased until
+    /// Claims up to `limit` due deliveries of enabled endpoints whose breaker is closed, plus
+    /// one probe delivery of each endpoint whose open breaker's cool-down has passed (its
+    /// breaker turns half-open until the probe's lease ends). Each is leased until
     /// `lease_until` (its `next_attempt_at` moves there, so an abandoned claim is due again
     /// when the lease ends) under the token `lease_id`.
     async fn claim(
@@ -250,12 +254,44 @@ pub trait Store: Send + Sync + 'static {
         lease_id: &str,
         limit: u32,
     ) -> Result<Vec<Claimed>>;
-    /// Writes the attempts and new states of a batch of deliveries in one transaction.
+    /// Writes the attempts and new states of a batch of deliveries in one transaction,
+    /// and moves the endpoints' circuit breakers on (see [`crate::domain::Breaker::record`]),
+    /// disabling endpoints that have failed for longer than `policy` allows.
     /// A completion whose lease was taken over (expired and claimed again) records its
     /// attempt but leaves the delivery to its new owner.
-    async fn complete(&self, completions: &[Completion]) -> Result<()>;
-    /// The earliest `next_attempt_at` among pending deliveries of enabled endpoints.
+    async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()>;
+    /// When the dispatcher next has work: the earliest `next_attempt_at` among pending
+    /// deliveries of enabled endpoints with a closed breaker, or the end of an open
+    /// breaker's cool-down where the endpoint has pending deliveries.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// The breakers a batch of completions moves on: for each endpoint in the batch (given its
+/// current breaker), the new breaker and, when it must be disabled, why.
+pub fn breaker_updates(
+    completions: &[Completion],
+    current: &std::collections::HashMap<String, Breaker>,
+    policy: &BreakerPolicy,
+) -> Vec<(String, Breaker, Option<String>)> {
+    let mut by_endpoint: std::collections::BTreeMap<&str, Vec<(bool, DateTime<Utc>)>> =
+        Default::default();
+    for c in completions {
+        let finished = c.attempt.started_at
+            + chrono::Duration::milliseconds(i64::try_from(c.attempt.duration_ms).unwrap_or(0));
+        by_endpoint
+            .entry(c.endpoint_id.as_str())
+            .or_default()
+            .push((c.status == DeliveryStatus::Delivered, finished));
+    }
+    by_endpoint
+        .into_iter()
+        .filter_map(|(id, mut outcomes)| {
+            let breaker = current.get(id)?;
+            outcomes.sort_by_key(|(_, at)| *at);
+            let (next, disable) = breaker.record(&outcomes, policy);
+            Some((id.to_owned(), next, disable))
+        })
+        .collect()
 }
 
 /// Opens the store named by `url` and applies its migrations. `pool_size` bounds the

@@ -41,7 +41,10 @@ use super::{
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
     StoreError, TokenRecord,
 };
-use crate::domain::{self, from_millis, Attempt, Delivery, Endpoint, Event, EventType, Tenant};
+use crate::domain::{
+    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
+    Tenant,
+};
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
 /// epoch milliseconds.
@@ -464,7 +467,12 @@ const ENDPOINT_COLUMNS: &str = concat!(
     "id, tenant_id, url, description, event_types::text AS event_types, secret, \
      previous_secret, ",
     ms_col!("previous_secret_expires_at"),
-    ", rate_limit, max_attempts, headers::text AS headers, enabled, disabled_reason, ",
+    ", rate_limit, max_attempts, headers::text AS headers, enabled, disabled_reason, \
+     breaker_state, consecutive_failures, ",
+    ms_col!("breaker_until"),
+    ", ",
+    ms_col!("failing_since"),
+    ", ",
     ms_col!("created_at"),
     ", ",
     ms_col!("updated_at")
@@ -769,7 +777,12 @@ impl Store for PostgresStore {
              secret = $4, previous_secret = $5, \
              previous_secret_expires_at = to_timestamp($6 / 1000.0), rate_limit = $7, \
              max_attempts = $8, headers = $9::jsonb, enabled = $10, disabled_reason = $11, \
-             updated_at = to_timestamp($12 / 1000.0) \
+             updated_at = to_timestamp($12 / 1000.0), \
+             breaker_state = CASE WHEN NOT enabled AND $10 THEN 'closed' ELSE breaker_state END, \
+             consecutive_failures = CASE WHEN NOT enabled AND $10 THEN 0 \
+                                    ELSE consecutive_failures END, \
+             breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
+             failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END \
              WHERE tenant_id = $13 AND id = $14 \
              RETURNING CASE WHEN enabled THEN pg_notify('hookrelay_wake', '') END",
         )
@@ -991,12 +1004,54 @@ impl Store for PostgresStore {
         // One statement: rows that another process is claiming right now are skipped, not
         // waited for. The partial index on pending rows keeps this fast however long the
         // history is.
-        let claimed: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        // Probes: an endpoint whose open breaker has cooled down, with a delivery due, turns
+        // half-open for the lease (one process wins it) and its next due delivery is
+        // claimed alone.
+        let probing: Vec<(String,)> = sqlx::query_as(
+            "UPDATE endpoints e SET breaker_state = 'half_open', \
+                    breaker_until = to_timestamp($1 / 1000.0) \
+             WHERE e.id IN ( \
+               SELECT x.id FROM endpoints x \
+               WHERE x.enabled AND x.breaker_state <> 'closed' \
+                 AND x.breaker_until <= to_timestamp($2 / 1000.0) \
+                 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = x.id \
+                             AND d.status = 'pending' \
+                             AND d.next_attempt_at <= to_timestamp($2 / 1000.0)) \
+               FOR NO KEY UPDATE SKIP LOCKED) \
+             RETURNING e.id",
+        )
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut claimed: Vec<DeliveryRow> = Vec::new();
+        for (endpoint_id,) in &probing {
+            let probe: Option<DeliveryRow> = sqlx::query_as(&format!(
+                "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), \
+                        lease_id = $2 \
+                 WHERE id = ( \
+                   SELECT id FROM deliveries WHERE endpoint_id = $3 AND status = 'pending' \
+                     AND next_attempt_at <= to_timestamp($4 / 1000.0) \
+                   ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ))
+            .bind(ms(lease_until))
+            .bind(lease_id)
+            .bind(endpoint_id)
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            claimed.extend(probe);
+        }
+        let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
+        let flowing: Vec<DeliveryRow> = sqlx::query_as(&format!(
             "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), lease_id = $2 \
              WHERE id IN ( \
                SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= to_timestamp($3 / 1000.0) \
-                 AND e.enabled \
+                 AND e.enabled AND e.breaker_state = 'closed' \
                ORDER BY d.next_attempt_at LIMIT $4 \
                FOR UPDATE OF d SKIP LOCKED) \
              RETURNING {DELIVERY_COLUMNS}"
@@ -1004,10 +1059,11 @@ impl Store for PostgresStore {
         .bind(ms(lease_until))
         .bind(lease_id)
         .bind(ms(now))
-        .bind(i64::from(limit))
+        .bind(rest)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        claimed.extend(flowing);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -1032,7 +1088,7 @@ impl Store for PostgresStore {
         ))
     }
 
-    async fn complete(&self, completions: &[Completion]) -> Result<()> {
+    async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
         if completions.is_empty() {
             return Ok(());
         }
@@ -1075,7 +1131,23 @@ impl Store for PostgresStore {
                 disable_reasons.push(storable(reason).into_owned());
             }
         }
-        // One statement, atomic on its own. Attempts are inserted once even if this batch is
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The endpoints' breakers: locked (in id order, so two batches cannot deadlock; NO
+        // KEY UPDATE does not block ingests holding them in KEY SHARE mode) and moved on.
+        let endpoint_ids = distinct(completions.iter().map(|c| &c.endpoint_id));
+        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ANY($1) ORDER BY id \
+             FOR NO KEY UPDATE"
+        ))
+        .bind(&endpoint_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let current: std::collections::HashMap<String, Breaker> = collect::<_, Endpoint>(rows)?
+            .into_iter()
+            .map(|e| (e.id, e.breaker))
+            .collect();
+        // Attempts are inserted once even if this batch is
         // written again (the first commit's answer was lost), and not at all for a delivery
         // deleted meanwhile (its tenant was deleted): neither may block the batch. Only the
         // holder of the lease may move a delivery on; a completion whose lease was taken
@@ -1131,26 +1203,54 @@ impl Store for PostgresStore {
         .bind(&disable_ids)
         .bind(&disable_reasons)
         .bind(ms(domain::now()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
+        for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
+            sqlx::query(
+                "UPDATE endpoints SET breaker_state = $1, consecutive_failures = $2, \
+                 breaker_until = to_timestamp($3 / 1000.0), \
+                 failing_since = to_timestamp($4 / 1000.0), \
+                 enabled = CASE WHEN $5::text IS NULL THEN enabled ELSE false END, \
+                 disabled_reason = COALESCE($5, disabled_reason) WHERE id = $6",
+            )
+            .bind(b.state.as_str())
+            .bind(i64::from(b.consecutive_failures))
+            .bind(b.open_until.map(ms))
+            .bind(b.failing_since.map(ms))
+            .bind(disable.as_deref().map(storable).map(|s| s.into_owned()))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        // The minimum, written so that it walks the partial index of pending rows in order
-        // and stops at the first one whose endpoint is enabled.
-        let row: Option<(Option<i64>,)> = sqlx::query_as(concat!(
-            "SELECT ",
-            ms_col!("d.next_attempt_at", "next_attempt_at"),
-            " FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
-             ORDER BY d.next_attempt_at LIMIT 1"
-        ))
-        .fetch_optional(&self.pool)
+        // The first due delivery of a flowing endpoint (walking the partial index of
+        // pending rows in order), and the end of the earliest cool-down of an open breaker
+        // whose endpoint has something pending.
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT (extract(epoch FROM d.next_attempt_at) * 1000)::int8 \
+               FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
+                 AND e.breaker_state = 'closed' \
+               ORDER BY d.next_attempt_at LIMIT 1), \
+             (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
+               FROM endpoints e, LATERAL (SELECT min(d.next_attempt_at) AS t FROM deliveries d \
+                 WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
+               WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)",
+        )
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        Ok(row.and_then(|(ms,)| ms).map(from_millis))
+        Ok(match row {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(from_millis))
     }
 }
 
@@ -1292,6 +1392,7 @@ mod tests {
             headers: [("x-test".to_string(), "1".to_string())].into(),
             enabled: true,
             disabled_reason: None,
+            breaker: Default::default(),
             created_at: now,
             updated_at: now,
         }
@@ -1436,7 +1537,10 @@ mod tests {
 
         // The old holder finishes late: its attempt is recorded, the delivery is untouched.
         store
-            .complete(&[completion(&first[0], DeliveryStatus::Delivered, "lse_old")])
+            .complete(
+                &[completion(&first[0], DeliveryStatus::Delivered, "lse_old")],
+                &Default::default(),
+            )
             .await
             .unwrap();
         let d = store
@@ -1455,8 +1559,14 @@ mod tests {
         let mut retry = completion(&second[0], DeliveryStatus::Pending, "lse_new");
         retry.attempt.error = Some("HTTP 500".into());
         retry.disable_endpoint = Some("410 Gone".into());
-        store.complete(&[retry.clone()]).await.unwrap();
-        store.complete(&[retry.clone()]).await.unwrap();
+        store
+            .complete(&[retry.clone()], &Default::default())
+            .await
+            .unwrap();
+        store
+            .complete(&[retry.clone()], &Default::default())
+            .await
+            .unwrap();
         let d = store.get_delivery("default", &d.id).await.unwrap().unwrap();
         assert_eq!(d.status, DeliveryStatus::Pending);
         assert_eq!(d.attempts, 1);
@@ -1758,7 +1868,7 @@ mod tests {
             .unwrap();
         let mut done = completion(&claimed[0], DeliveryStatus::Failed, "lse_1");
         done.next_attempt_at = None;
-        store.complete(&[done]).await.unwrap();
+        store.complete(&[done], &Default::default()).await.unwrap();
         let failed = store
             .get_delivery("default", &ds[0].id)
             .await

@@ -3,8 +3,8 @@
 
 use super::{Result, StoreError};
 use crate::domain::{
-    from_millis, Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, Event, EventType,
-    Tenant,
+    from_millis, Attempt, AttemptOutcome, Breaker, BreakerState, Delivery, DeliveryStatus,
+    Endpoint, Event, EventType, Tenant,
 };
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +45,10 @@ pub(super) struct EndpointRow {
     pub(super) headers: String,
     pub(super) enabled: bool,
     pub(super) disabled_reason: Option<String>,
+    pub(super) breaker_state: String,
+    pub(super) consecutive_failures: i64,
+    pub(super) breaker_until: Option<i64>,
+    pub(super) failing_since: Option<i64>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -137,6 +141,13 @@ impl TryFrom<EndpointRow> for Endpoint {
             previous_secret_expires_at: r.previous_secret_expires_at.map(from_millis),
             enabled: r.enabled,
             disabled_reason: r.disabled_reason,
+            breaker: Breaker {
+                state: BreakerState::parse(&r.breaker_state)
+                    .ok_or_else(|| corrupt("endpoints.breaker_state", &r.breaker_state))?,
+                consecutive_failures: u32::try_from(r.consecutive_failures).unwrap_or(u32::MAX),
+                open_until: r.breaker_until.map(from_millis),
+                failing_since: r.failing_since.map(from_millis),
+            },
             created_at: from_millis(r.created_at),
             updated_at: from_millis(r.updated_at),
         })

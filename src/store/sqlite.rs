@@ -26,7 +26,10 @@ use super::{
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
     StoreError, TokenRecord,
 };
-use crate::domain::{self, from_millis, Attempt, Delivery, Endpoint, Event, EventType, Tenant};
+use crate::domain::{
+    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
+    Tenant,
+};
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -331,7 +334,9 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
-     previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, disabled_reason, created_at, updated_at";
+     previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, \
+     disabled_reason, breaker_state, consecutive_failures, breaker_until, failing_since, \
+     created_at, updated_at";
 
 const EVENT_COLUMNS: &str =
     "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
@@ -503,9 +508,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_endpoint(&self, ep: &Endpoint) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        ))
+        sqlx::query(
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
+             previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
+             enabled, disabled_reason, created_at, updated_at) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
         .bind(&ep.id)
         .bind(&ep.tenant_id)
         .bind(&ep.url)
@@ -556,8 +564,15 @@ impl Store for SqliteStore {
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE endpoints SET url = ?, description = ?, event_types = ?, secret = ?, \
-             previous_secret = ?, previous_secret_expires_at = ?, rate_limit = ?, max_attempts = ?, headers = ?, enabled = ?, disabled_reason = ?, \
-             updated_at = ? WHERE tenant_id = ? AND id = ?",
+             previous_secret = ?, previous_secret_expires_at = ?, rate_limit = ?, \
+             max_attempts = ?, headers = ?, \
+             breaker_state = CASE WHEN enabled = 0 AND ?14 THEN 'closed' ELSE breaker_state END, \
+             consecutive_failures = CASE WHEN enabled = 0 AND ?14 THEN 0 \
+                                    ELSE consecutive_failures END, \
+             breaker_until = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE breaker_until END, \
+             failing_since = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE failing_since END, \
+             enabled = ?10, disabled_reason = ?11, updated_at = ?12 \
+             WHERE tenant_id = ?13 AND id = ?15",
         )
         .bind(&ep.url)
         .bind(&ep.description)
@@ -572,6 +587,8 @@ impl Store for SqliteStore {
         .bind(&ep.disabled_reason)
         .bind(ms(ep.updated_at))
         .bind(&ep.tenant_id)
+        // Re-enabling starts the endpoint afresh: breaker closed, failure window reset.
+        .bind(ep.enabled)
         .bind(&ep.id)
         .execute(&self.writer)
         .await
@@ -745,21 +762,56 @@ impl Store for SqliteStore {
         lease_id: &str,
         limit: u32,
     ) -> Result<Vec<Claimed>> {
+        // Probes: endpoints whose open breaker has cooled down, with a delivery due, turn
+        // half-open for the lease, and their next due delivery is claimed alone.
+        let probing: Vec<(String,)> = sqlx::query_as(
+            "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
+             WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
+             AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = endpoints.id \
+                         AND d.status = 'pending' AND d.next_attempt_at <= ?) \
+             RETURNING id",
+        )
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .bind(ms(now))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(db)?;
+        let mut claimed: Vec<DeliveryRow> = Vec::new();
+        for (endpoint_id,) in &probing {
+            let probe: Option<DeliveryRow> = sqlx::query_as(&format!(
+                "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id = ( \
+                   SELECT id FROM deliveries WHERE endpoint_id = ? AND status = 'pending' \
+                   AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 1) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ))
+            .bind(ms(lease_until))
+            .bind(lease_id)
+            .bind(endpoint_id)
+            .bind(ms(now))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db)?;
+            claimed.extend(probe);
+        }
         // One statement, atomic on its own: the only work the claim puts on the writer.
-        let claimed: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
+        let flowing: Vec<DeliveryRow> = sqlx::query_as(&format!(
             "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id IN ( \
                SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
+               AND e.breaker_state = 'closed' \
                ORDER BY d.next_attempt_at LIMIT ?) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(ms(lease_until))
         .bind(lease_id)
         .bind(ms(now))
-        .bind(i64::from(limit))
+        .bind(rest)
         .fetch_all(&self.writer)
         .await
         .map_err(db)?;
+        claimed.extend(flowing);
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -790,7 +842,7 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn complete(&self, completions: &[Completion]) -> Result<()> {
+    async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
         if completions.is_empty() {
             return Ok(());
         }
@@ -851,6 +903,37 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        // The endpoints' breakers, moved on by this batch's outcomes.
+        let endpoint_ids: Vec<&str> = completions.iter().map(|c| c.endpoint_id.as_str()).collect();
+        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(to_json(&endpoint_ids)?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let current: HashMap<String, Breaker> = collect::<_, Endpoint>(rows)?
+            .into_iter()
+            .map(|e| (e.id, e.breaker))
+            .collect();
+        for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
+            sqlx::query(
+                "UPDATE endpoints SET breaker_state = ?, consecutive_failures = ?, \
+                 breaker_until = ?, failing_since = ?, \
+                 enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END, \
+                 disabled_reason = COALESCE(?, disabled_reason) WHERE id = ?",
+            )
+            .bind(b.state.as_str())
+            .bind(i64::from(b.consecutive_failures))
+            .bind(b.open_until.map(ms))
+            .bind(b.failing_since.map(ms))
+            .bind(&disable)
+            .bind(&disable)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         for c in completions {
             if let Some(reason) = &c.disable_endpoint {
                 sqlx::query(
@@ -871,8 +954,14 @@ impl Store for SqliteStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let row: (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN endpoints e \
-             ON e.id = d.endpoint_id WHERE d.status = 'pending' AND e.enabled = 1",
+            "SELECT MIN(t) FROM ( \
+               SELECT MIN(d.next_attempt_at) AS t FROM deliveries d \
+               JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND e.enabled = 1 AND e.breaker_state = 'closed' \
+               UNION ALL \
+               SELECT MIN(max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending'))) \
+               FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')",
         )
         .fetch_one(&self.reader)
         .await

@@ -89,6 +89,7 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     pg_database: Option<String>,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -126,7 +127,13 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
         pg_database = Some(name);
     }
     tweak(&mut config);
-    let app = hookrelay::App::build(config).await.expect("app builds");
+    start(config, dir, pg_database).await
+}
+
+async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<String>) -> TestApp {
+    let app = hookrelay::App::build(config.clone())
+        .await
+        .expect("app builds");
     let base = format!("http://{}", app.local_addr());
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
@@ -142,6 +149,7 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
         stop: Some(tx),
         done: Some(done),
         pg_database,
+        config,
         _dir: dir,
     }
 }
@@ -191,6 +199,23 @@ impl TestApp {
         })
         .await
         .unwrap_or_else(|| panic!("delivery {id} never reached {status}"))
+    }
+
+    /// Stops the server and starts a new one on the same database (a restart).
+    pub async fn restart(mut self) -> TestApp {
+        self.halt().await;
+        let pg = self.pg_database.take();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        start(self.config.clone(), dir, pg).await
+    }
+
+    async fn halt(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
     }
 
     pub async fn stop(mut self) {

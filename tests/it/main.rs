@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod controls;
 mod crash;
 mod delivery;
 mod helpers;

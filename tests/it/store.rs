@@ -48,6 +48,7 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
             headers: Default::default(),
             enabled: true,
             disabled_reason: None,
+            breaker: Default::default(),
             created_at: now,
             updated_at: now,
         })
@@ -112,7 +113,10 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
             },
         })
         .collect();
-    store.complete(&completions).await.unwrap();
+    store
+        .complete(&completions, &Default::default())
+        .await
+        .unwrap();
 
     let cutoff = domain::now() - chrono::Duration::days(30);
     assert_eq!(store.prune_attempts(cutoff, 1000).await.unwrap(), 1);

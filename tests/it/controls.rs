@@ -1,0 +1,153 @@
+//! Delivery controls: the persisted circuit breaker and auto-disable.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{http::StatusCode, response::IntoResponse};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn time(v: &serde_json::Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+async fn breaker_opens_waits_probes_and_survives_a_restart(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.breaker.threshold = 5;
+        c.breaker.cooldown = Duration::from_secs(2);
+        c.retry.max_attempts = 50;
+        c.retry.max_delay = Duration::from_millis(200);
+    })
+    .await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let r = Receiver::start(Duration::ZERO, move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    })
+    .await;
+    let ep = app.endpoint(json!({"url": r.url})).await;
+    let ep_path = format!(
+        "/v1/tenants/default/endpoints/{}",
+        ep["id"].as_str().unwrap()
+    );
+    assert_eq!(ep["breaker"]["state"], "closed");
+    let ev = app.event("breaker.test", json!({})).await;
+    let dlv = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    // Five failures open it.
+    let open = eventually(Duration::from_secs(20), || async {
+        let (_, e) = app.get(&ep_path).await;
+        (e["breaker"]["state"] == "open").then_some(e)
+    })
+    .await
+    .expect("the breaker opened");
+    assert_eq!(open["breaker"]["consecutive_failures"], 5);
+    let open_until = time(&open["breaker"]["open_until"]);
+    assert_eq!(r.count(), 5, "exactly five attempts before it opened");
+    // The delivery waits: still pending, attempts not used up.
+    let (_, d) = app
+        .get(&format!("/v1/tenants/default/deliveries/{dlv}"))
+        .await;
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 5);
+
+    // A restart keeps it open.
+    let app = app.restart().await;
+    let (_, after) = app.get(&ep_path).await;
+    assert_eq!(after["breaker"]["state"], "open", "{after}");
+    assert_eq!(time(&after["breaker"]["open_until"]), open_until);
+
+    // After the cool-down one probe goes; its success closes the breaker.
+    healthy.store(true, Ordering::SeqCst);
+    app.wait_delivery(&dlv, "delivered").await;
+    let got = r.requests();
+    assert_eq!(got.len(), 6, "one probe, no other attempt while open");
+    let probe_at = chrono::Utc::now() - chrono::Duration::from_std(got[5].at.elapsed()).unwrap();
+    assert!(
+        probe_at >= open_until - chrono::Duration::milliseconds(50),
+        "the probe came before the cool-down ended"
+    );
+    let (_, closed) = app.get(&ep_path).await;
+    assert_eq!(closed["breaker"]["state"], "closed");
+    assert_eq!(closed["breaker"]["consecutive_failures"], 0);
+    // Deliveries flow again.
+    app.event("breaker.test", json!({})).await;
+    r.wait_for(7, Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+async fn failing_longer_than_the_window_disables_and_reenabling_resumes(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.breaker.threshold = 1000;
+        c.breaker.disable_after = Duration::from_millis(800);
+        c.retry.max_attempts = 1000;
+        c.retry.max_delay = Duration::from_millis(100);
+    })
+    .await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let r = Receiver::start(Duration::ZERO, move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::BAD_GATEWAY.into_response()
+        }
+    })
+    .await;
+    let ep = app.endpoint(json!({"url": r.url})).await;
+    let ep_path = format!(
+        "/v1/tenants/default/endpoints/{}",
+        ep["id"].as_str().unwrap()
+    );
+    let ev = app.event("disable.test", json!({})).await;
+    let dlv = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let disabled = eventually(Duration::from_secs(20), || async {
+        let (_, e) = app.get(&ep_path).await;
+        (e["enabled"] == false).then_some(e)
+    })
+    .await
+    .expect("the endpoint was disabled");
+    assert!(
+        disabled["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failing continuously"),
+        "{disabled}"
+    );
+    // Its delivery waits, pending, while the endpoint is disabled.
+    let (_, d) = app
+        .get(&format!("/v1/tenants/default/deliveries/{dlv}"))
+        .await;
+    assert_eq!(d["status"], "pending");
+
+    // Re-enabling resumes it, with a fresh breaker.
+    healthy.store(true, Ordering::SeqCst);
+    let (s, e) = send(
+        app.req(reqwest::Method::PATCH, &ep_path)
+            .json(&json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["disabled_reason"], serde_json::Value::Null);
+    app.wait_delivery(&dlv, "delivered").await;
+    let (_, e) = app.get(&ep_path).await;
+    assert_eq!(e["breaker"]["failing_since"], serde_json::Value::Null);
+    assert_eq!(e["enabled"], true);
+    app.stop().await;
+}
+
+crate::both_stores!(
+    breaker_opens_waits_probes_and_survives_a_restart,
+    failing_longer_than_the_window_disables_and_reenabling_resumes,
+);
