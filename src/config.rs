@@ -116,6 +116,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_CONCURRENCY")]
     pub concurrency: Option<usize>,
 
+    /// Deliveries in flight at once to one endpoint, per process: a slow endpoint cannot
+    /// take every slot. [default: 64]
+    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY")]
+    pub endpoint_concurrency: Option<usize>,
+
     /// Timeout of one HTTP delivery attempt. [default: 30s]
     #[arg(long, env = "HOOKRELAY_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
@@ -165,6 +170,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_opt")]
     retry_max_delay: Option<Duration>,
     concurrency: Option<usize>,
+    endpoint_concurrency: Option<usize>,
     #[serde(default, with = "humantime_opt")]
     request_timeout: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
@@ -195,6 +201,8 @@ mod humantime_opt {
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
     pub concurrency: usize,
+    /// Most deliveries in flight to one endpoint.
+    pub endpoint_concurrency: usize,
     /// Deliveries claimed per store round trip.
     pub batch_size: usize,
     pub lease: Duration,
@@ -238,6 +246,7 @@ impl Default for Config {
             breaker: BreakerPolicy::default(),
             dispatch: DispatchConfig {
                 concurrency: 256,
+                endpoint_concurrency: 64,
                 batch_size: 256,
                 lease: Duration::from_secs(90),
                 poll_interval: Duration::from_secs(5),
@@ -311,6 +320,10 @@ impl Config {
                     .concurrency
                     .or(file.concurrency)
                     .unwrap_or(d.dispatch.concurrency),
+                endpoint_concurrency: args
+                    .endpoint_concurrency
+                    .or(file.endpoint_concurrency)
+                    .unwrap_or(d.dispatch.endpoint_concurrency),
                 batch_size: d.dispatch.batch_size,
                 lease: args.lease.or(file.lease).unwrap_or(d.dispatch.lease),
                 poll_interval: args
@@ -353,7 +366,7 @@ impl Config {
         if !(1..=1000).contains(&self.database_pool_size) {
             return invalid("database_pool_size", "must be between 1 and 1000");
         }
-        if self.dispatch.concurrency == 0 {
+        if self.dispatch.concurrency == 0 || self.dispatch.endpoint_concurrency == 0 {
             return invalid("concurrency", "must be at least 1");
         }
         if self.max_body_bytes < 1024 {

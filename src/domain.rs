@@ -260,6 +260,35 @@ pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32)
         .collect()
 }
 
+/// Rate limiting by GCRA (a token bucket kept as one time): an endpoint allows `rate` sends
+/// per second with a burst of one second's worth. `tat` is the stored theoretical arrival
+/// time. Returns how many of `want` sends may go at `now`, the new `tat`, and when each of
+/// the others should be tried (one emission interval apart).
+pub fn admit_sends(
+    tat: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    rate: u32,
+    want: u32,
+) -> (u32, DateTime<Utc>, Vec<DateTime<Utc>>) {
+    let rate = f64::from(rate.max(1));
+    let interval = 1000.0 / rate; // ms between sends
+    let burst_window = rate * interval; // one second's worth
+    let now_ms = now.timestamp_millis() as f64;
+    let base = tat
+        .map(|t| t.timestamp_millis() as f64)
+        .unwrap_or(now_ms)
+        .max(now_ms);
+    let room = ((now_ms + burst_window - base) / interval).floor().max(0.0);
+    let allowed = (room as u32).min(want);
+    let new_tat = base + f64::from(allowed) * interval;
+    // The next send fits once new_tat - t <= burst_window - interval.
+    let next = (new_tat - burst_window + interval).max(now_ms);
+    let later = (0..want - allowed)
+        .map(|i| from_millis((next + f64::from(i) * interval).ceil() as i64))
+        .collect();
+    (allowed, from_millis(new_tat.ceil() as i64), later)
+}
+
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Event {
@@ -415,6 +444,27 @@ mod tests {
         assert!(again.open_until.unwrap() > t(400));
         let (closed, _) = probing.record(&[(true, t(400))], &p);
         assert_eq!(closed, Breaker::default());
+    }
+
+    #[test]
+    fn rate_limits_allow_a_burst_then_the_rate() {
+        let (n, tat, later) = admit_sends(None, t(0), 10, 25);
+        assert_eq!(n, 10, "a second's worth at once");
+        assert_eq!(later.len(), 15);
+        assert_eq!(later[0], t(0) + chrono::Duration::milliseconds(100));
+        assert_eq!(later[1] - later[0], chrono::Duration::milliseconds(100));
+        // 300 ms later three more fit.
+        let (n, tat2, _) = admit_sends(
+            Some(tat),
+            t(0) + chrono::Duration::milliseconds(300),
+            10,
+            25,
+        );
+        assert_eq!(n, 3);
+        assert!(tat2 > tat);
+        // After a quiet spell the burst is back, no more.
+        let (n, _, _) = admit_sends(Some(tat2), t(60), 10, 100);
+        assert_eq!(n, 10);
     }
 
     #[test]

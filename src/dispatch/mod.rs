@@ -7,9 +7,9 @@
 //! earliest due time are the safety net. A process that dies mid-delivery leaves leases that
 //! simply expire: the delivery is due again and another claim takes it.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
@@ -67,6 +67,7 @@ impl Dispatcher {
             done_rx,
         ));
         let mut store_errors = 0u32;
+        let in_flight = InFlight::default();
 
         while !*shutdown.borrow() {
             // Wait for a free slot before claiming: never lease more than can be sent.
@@ -107,6 +108,7 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
+            let claimed = this.admit(claimed, &in_flight).await;
             let mut first = Some(first);
             for c in claimed {
                 let permit = match first.take() {
@@ -122,8 +124,10 @@ impl Dispatcher {
                 };
                 let this = this.clone();
                 let done = done_tx.clone();
+                let slot = in_flight.enter(&c.endpoint.id);
                 tokio::spawn(async move {
                     let completion = this.deliver(c).await;
+                    drop(slot);
                     // The writer lives until every sender is gone; a failed send means the
                     // process is stopping and the lease will hand the delivery on.
                     let _ = done.send(completion).await;
@@ -142,6 +146,69 @@ impl Dispatcher {
             .await;
         drop(done_tx);
         let _ = writer.await;
+    }
+
+    /// Applies the per-endpoint limits to a claimed batch: at most
+    /// `endpoint_concurrency` deliveries in flight per endpoint in this process (so a slow
+    /// endpoint cannot take every slot), and each endpoint's rate limit (shared through
+    /// the store). What may not go now is handed back, due later, without an attempt.
+    async fn admit(&self, claimed: Vec<Claimed>, in_flight: &InFlight) -> Vec<Claimed> {
+        let now = domain::now();
+        let mut groups: Vec<(String, Vec<Claimed>)> = Vec::new();
+        for c in claimed {
+            match groups.iter_mut().find(|(id, _)| *id == c.endpoint.id) {
+                Some((_, g)) => g.push(c),
+                None => groups.push((c.endpoint.id.clone(), vec![c])),
+            }
+        }
+        let mut go = Vec::new();
+        let mut back: Vec<(String, String, DateTime<Utc>)> = Vec::new();
+        let soon = now + chrono::Duration::milliseconds(200);
+        for (endpoint_id, mut group) in groups {
+            let free = self
+                .config
+                .endpoint_concurrency
+                .saturating_sub(in_flight.count(&endpoint_id));
+            if group.len() > free {
+                for c in group.split_off(free) {
+                    back.push((c.delivery.id, c.lease_id, soon));
+                }
+            }
+            let rate = group.first().and_then(|c| c.endpoint.rate_limit);
+            if let (Some(rate), false) = (rate, group.is_empty()) {
+                let want = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                match self
+                    .store
+                    .reserve_sends(&endpoint_id, rate, want, now)
+                    .await
+                {
+                    Ok((allowed, later)) => {
+                        let keep = usize::try_from(allowed).unwrap_or(0).min(group.len());
+                        for (c, at) in group.split_off(keep).into_iter().zip(later) {
+                            back.push((c.delivery.id, c.lease_id, at));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, endpoint_id = %endpoint_id, "rate limit check failed");
+                        for c in group.drain(..) {
+                            back.push((
+                                c.delivery.id,
+                                c.lease_id,
+                                now + chrono::Duration::seconds(1),
+                            ));
+                        }
+                    }
+                }
+            }
+            go.extend(group);
+        }
+        if !back.is_empty() {
+            if let Err(e) = self.store.release(&back).await {
+                // The leases run out and the deliveries come back then.
+                warn!(error = %e, count = back.len(), "handing back deferred deliveries failed");
+            }
+        }
+        go
     }
 
     /// Sleeps until woken, until the earliest pending delivery is due, or the poll interval.
@@ -264,6 +331,48 @@ impl Dispatcher {
                 outcome,
                 next_attempt_at,
             },
+        }
+    }
+}
+
+/// Deliveries in flight per endpoint in this process.
+#[derive(Default, Clone)]
+struct InFlight(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// One delivery in flight; leaving drops the count.
+struct Slot {
+    in_flight: InFlight,
+    endpoint_id: String,
+}
+
+impl InFlight {
+    fn count(&self, endpoint_id: &str) -> usize {
+        self.0
+            .lock()
+            .map(|m| m.get(endpoint_id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn enter(&self, endpoint_id: &str) -> Slot {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(endpoint_id.to_owned()).or_default() += 1;
+        }
+        Slot {
+            in_flight: self.clone(),
+            endpoint_id: endpoint_id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.in_flight.0.lock() {
+            if let Some(n) = m.get_mut(&self.endpoint_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.endpoint_id);
+                }
+            }
         }
     }
 }

@@ -260,6 +260,20 @@ pub trait Store: Send + Sync + 'static {
     /// A completion whose lease was taken over (expired and claimed again) records its
     /// attempt but leaves the delivery to its new owner.
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()>;
+    /// Reserves up to `want` sends to a rate-limited endpoint ([`crate::domain::admit_sends`]
+    /// on the state kept in the endpoint row, so the limit holds across processes).
+    /// Returns how many may go now and, for the others, when to try each again.
+    async fn reserve_sends(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, Vec<DateTime<Utc>>)>;
+
+    /// Hands leased deliveries back without an attempt: `(delivery id, lease id, due at)`.
+    async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()>;
+
     /// When the dispatcher next has work: the earliest `next_attempt_at` among pending
     /// deliveries of enabled endpoints with a closed breaker, or the end of an open
     /// breaker's cool-down where the endpoint has pending deliveries.

@@ -521,6 +521,58 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn reserve_sends(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, Vec<DateTime<Utc>>)> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Locked for the read-modify-write, so processes share one bucket.
+        let tat: Option<(Option<i64>,)> = sqlx::query_as(concat!(
+            "SELECT ",
+            ms_col!("rate_tat"),
+            " FROM endpoints WHERE id = $1 FOR NO KEY UPDATE"
+        ))
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let (allowed, new_tat, later) =
+            domain::admit_sends(tat.and_then(|(t,)| t).map(from_millis), now, rate, want);
+        sqlx::query("UPDATE endpoints SET rate_tat = to_timestamp($1 / 1000.0) WHERE id = $2")
+            .bind(ms(new_tat))
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok((allowed, later))
+    }
+
+    async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = items.iter().map(|(d, _, _)| d.as_str()).collect();
+        let leases: Vec<&str> = items.iter().map(|(_, l, _)| l.as_str()).collect();
+        let due: Vec<i64> = items.iter().map(|(_, _, at)| ms(*at)).collect();
+        sqlx::query(
+            "UPDATE deliveries d SET next_attempt_at = to_timestamp(x.due / 1000.0), \
+                    lease_id = NULL \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS x(id, lease_id, due) \
+             WHERE d.id = x.id AND d.lease_id = x.lease_id",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .bind(&due)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('default_max_attempts', $1) \

@@ -355,6 +355,52 @@ fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn reserve_sends(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, Vec<DateTime<Utc>>)> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let tat: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT rate_tat FROM endpoints WHERE id = ?")
+                .bind(endpoint_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let (allowed, new_tat, later) =
+            domain::admit_sends(tat.and_then(|(t,)| t).map(from_millis), now, rate, want);
+        sqlx::query("UPDATE endpoints SET rate_tat = ? WHERE id = ?")
+            .bind(ms(new_tat))
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok((allowed, later))
+    }
+
+    async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, &str, i64)> = items
+            .iter()
+            .map(|(d, l, at)| (d.as_str(), l.as_str(), ms(*at)))
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = j.value ->> '$[2]', lease_id = NULL \
+             FROM json_each(?) j \
+             WHERE deliveries.id = j.value ->> '$[0]' AND deliveries.lease_id = j.value ->> '$[1]'",
+        )
+        .bind(to_json(&rows)?)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         let done = sqlx::query(
             "DELETE FROM attempts WHERE id IN ( \

@@ -147,7 +147,98 @@ async fn failing_longer_than_the_window_disables_and_reenabling_resumes(backend:
     app.stop().await;
 }
 
+/// Receipts per second over the span from the first to the last receipt.
+fn rate(got: &[Received]) -> f64 {
+    let span = got
+        .last()
+        .unwrap()
+        .at
+        .duration_since(got[0].at)
+        .as_secs_f64();
+    (got.len() - 1) as f64 / span.max(1e-6)
+}
+
+async fn a_rate_limited_endpoint_does_not_slow_another(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let limited = Receiver::ok().await;
+    let free = Receiver::ok().await;
+    app.endpoint(json!({"url": limited.url, "event_types": ["limited.*"], "rate_limit": 10}))
+        .await;
+    app.endpoint(json!({"url": free.url, "event_types": ["free.*"]}))
+        .await;
+    for i in 0..40 {
+        app.event("limited.tick", json!({ "i": i })).await;
+        app.event("free.tick", json!({ "i": i })).await;
+    }
+    let fast = free.wait_for(40, Duration::from_secs(20)).await;
+    let slow = limited.wait_for(40, Duration::from_secs(30)).await;
+    // A burst of one second's worth (10), then 10 per second: 30 more take >= 3 s.
+    let limited_span = slow[39].at.duration_since(slow[0].at);
+    eprintln!(
+        "rate limit 10/s: limited receiver {:.1}/s over {:?}; unlimited receiver {:.0}/s, done {:?} after the first",
+        rate(&slow),
+        limited_span,
+        rate(&fast),
+        fast[39].at.duration_since(fast[0].at)
+    );
+    assert!(
+        limited_span >= Duration::from_millis(2800),
+        "limit exceeded: {limited_span:?}"
+    );
+    for w in slow.windows(21) {
+        // Any 21 consecutive receipts span at least a second (10 burst + 10/s).
+        assert!(w[20].at.duration_since(w[0].at) >= Duration::from_millis(950));
+    }
+    assert!(
+        fast[39].at < slow[20].at,
+        "the unlimited endpoint was slowed down by the limited one"
+    );
+    app.stop().await;
+}
+
+async fn a_slow_endpoint_cannot_take_every_slot(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.dispatch.concurrency = 8;
+        c.dispatch.endpoint_concurrency = 4;
+    })
+    .await;
+    let slow = Receiver::start(Duration::from_millis(500), |_, _| {
+        StatusCode::OK.into_response()
+    })
+    .await;
+    let fast = Receiver::ok().await;
+    app.endpoint(json!({"url": slow.url, "event_types": ["slow.*"]}))
+        .await;
+    app.endpoint(json!({"url": fast.url, "event_types": ["fast.*"]}))
+        .await;
+    for i in 0..40 {
+        app.event("slow.tick", json!({ "i": i })).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        app.event("fast.tick", json!({ "i": i })).await;
+    }
+    let fast_got = fast.wait_for(20, Duration::from_secs(20)).await;
+    let fast_done = started.elapsed();
+    eprintln!("slow endpoint backlog of 40 at 500 ms each: fast endpoint's 20 done in {fast_done:?}, slow has {} so far", slow.count());
+    // The slow endpoint alone needs 40 / 4 * 0.5 s = 5 s; the fast one never waits for it.
+    assert!(
+        slow.count() < 40,
+        "the slow endpoint finished first: nothing was tested"
+    );
+    let slow_got = slow.wait_for(40, Duration::from_secs(30)).await;
+    // Without the per-endpoint cap the slow backlog (older) would hold all 8 slots and go
+    // first: the fast endpoint's last receipt would come after the slow one's 9th.
+    assert!(
+        fast_got[19].at < slow_got[8].at,
+        "the fast endpoint waited behind the slow one"
+    );
+    app.stop().await;
+}
+
 crate::both_stores!(
     breaker_opens_waits_probes_and_survives_a_restart,
     failing_longer_than_the_window_disables_and_reenabling_resumes,
+    a_rate_limited_endpoint_does_not_slow_another,
+    a_slow_endpoint_cannot_take_every_slot,
 );
