@@ -117,7 +117,7 @@ pub struct ServeArgs {
     pub concurrency: Option<usize>,
 
     /// Deliveries in flight at once to one endpoint, per process: a slow endpoint cannot
-    /// take every slot. [default: 64]
+    /// take every slot. [default: 128]
     #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY")]
     pub endpoint_concurrency: Option<usize>,
 
@@ -246,7 +246,7 @@ impl Default for Config {
             breaker: BreakerPolicy::default(),
             dispatch: DispatchConfig {
                 concurrency: 256,
-                endpoint_concurrency: 64,
+                endpoint_concurrency: 128,
                 batch_size: 256,
                 lease: Duration::from_secs(90),
                 poll_interval: Duration::from_secs(5),

@@ -280,6 +280,25 @@ pub trait Store: Send + Sync + 'static {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
 }
 
+/// Spaces out the breaker-probe check that claims make: open breakers wait minutes, so
+/// looking for one whose cool-down ended every 250 ms is soon enough, and the claims in
+/// between stay a single statement.
+#[derive(Default)]
+pub(crate) struct ProbeClock(std::sync::Mutex<Option<DateTime<Utc>>>);
+
+impl ProbeClock {
+    pub(crate) fn due(&self, now: DateTime<Utc>) -> bool {
+        let Ok(mut last) = self.0.lock() else {
+            return true;
+        };
+        let due = last.is_none_or(|l| now - l >= chrono::Duration::milliseconds(250) || now < l);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+}
+
 /// The breakers a batch of completions moves on: for each endpoint in the batch (given its
 /// current breaker), the new breaker and, when it must be disabled, why.
 pub fn breaker_updates(

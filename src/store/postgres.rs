@@ -76,6 +76,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Dropping the store (and with it this sender) stops its notification listeners.
     stop: watch::Sender<()>,
+    probe_check: super::ProbeClock,
 }
 
 impl PostgresStore {
@@ -94,7 +95,11 @@ impl PostgresStore {
             .map_err(db)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let (stop, _) = watch::channel(());
-        Ok(Self { pool, stop })
+        Ok(Self {
+            pool,
+            stop,
+            probe_check: Default::default(),
+        })
     }
 
     /// One ingest: two reads and one write statement (atomic on its own) on one
@@ -1059,8 +1064,11 @@ impl Store for PostgresStore {
         // Probes: an endpoint whose open breaker has cooled down, with a delivery due, turns
         // half-open for the lease (one process wins it) and its next due delivery is
         // claimed alone.
-        let probing: Vec<(String,)> = sqlx::query_as(
-            "UPDATE endpoints e SET breaker_state = 'half_open', \
+        let probing: Vec<(String,)> = if !self.probe_check.due(now) {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "UPDATE endpoints e SET breaker_state = 'half_open', \
                     breaker_until = to_timestamp($1 / 1000.0) \
              WHERE e.id IN ( \
                SELECT x.id FROM endpoints x \
@@ -1071,12 +1079,13 @@ impl Store for PostgresStore {
                              AND d.next_attempt_at <= to_timestamp($2 / 1000.0)) \
                FOR NO KEY UPDATE SKIP LOCKED) \
              RETURNING e.id",
-        )
-        .bind(ms(lease_until))
-        .bind(ms(now))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            )
+            .bind(ms(lease_until))
+            .bind(ms(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+        };
         let mut claimed: Vec<DeliveryRow> = Vec::new();
         for (endpoint_id,) in &probing {
             let probe: Option<DeliveryRow> = sqlx::query_as(&format!(

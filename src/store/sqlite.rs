@@ -36,6 +36,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     ingest_tx: mpsc::Sender<IngestJob>,
+    probe_check: super::ProbeClock,
 }
 
 /// Most events committed in one ingest transaction.
@@ -90,6 +91,7 @@ impl SqliteStore {
             writer,
             reader,
             ingest_tx,
+            probe_check: Default::default(),
         })
     }
 }
@@ -810,19 +812,23 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>> {
         // Probes: endpoints whose open breaker has cooled down, with a delivery due, turn
         // half-open for the lease, and their next due delivery is claimed alone.
-        let probing: Vec<(String,)> = sqlx::query_as(
-            "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
+        let probing: Vec<(String,)> = if !self.probe_check.due(now) {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
              WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
              AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = endpoints.id \
                          AND d.status = 'pending' AND d.next_attempt_at <= ?) \
              RETURNING id",
-        )
-        .bind(ms(lease_until))
-        .bind(ms(now))
-        .bind(ms(now))
-        .fetch_all(&self.writer)
-        .await
-        .map_err(db)?;
+            )
+            .bind(ms(lease_until))
+            .bind(ms(now))
+            .bind(ms(now))
+            .fetch_all(&self.writer)
+            .await
+            .map_err(db)?
+        };
         let mut claimed: Vec<DeliveryRow> = Vec::new();
         for (endpoint_id,) in &probing {
             let probe: Option<DeliveryRow> = sqlx::query_as(&format!(
