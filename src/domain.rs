@@ -347,6 +347,7 @@ pub struct Delivery {
     pub endpoint_id: String,
     pub status: DeliveryStatus,
     /// Attempts made so far.
+    #[serde(rename = "attempt_count")]
     pub attempts: u32,
     /// Attempts allowed before the delivery fails for good.
     pub max_attempts: u32,

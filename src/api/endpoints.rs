@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::validate_url,
-    domain::{self, new_id, prefix, Breaker, Endpoint},
+    domain::{self, new_id, prefix, Breaker, DeliveryStatus, Endpoint},
     ingest::validate_type_name,
     signing,
+    store::ReplayFilter,
 };
 
 pub fn router() -> Router<AppState> {
@@ -30,6 +31,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/tenants/{tenant}/endpoints/{id}/rotate-secret",
             post(rotate_secret),
+        )
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{id}/replay",
+            post(replay_endpoint),
         )
 }
 
@@ -398,12 +403,7 @@ pub async fn rotate_secret(
     body: axum::body::Bytes,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
-    };
+    let body: RotateSecret = super::optional_json(&body)?;
     let mut ep = load(&state, &tenant, &id).await?;
     let new_secret = match body.secret {
         Some(s) => {
@@ -420,4 +420,51 @@ pub async fn rotate_secret(
         return Err(ApiError::not_found("endpoint"));
     }
     Ok(axum::Json(EndpointOut::new(ep, true)))
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct ReplayRequest {
+    /// Only deliveries created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only deliveries created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Which deliveries: `failed` (the default), `delivered` or `cancelled`.
+    pub status: Option<DeliveryStatus>,
+}
+
+/// Bulk replay to one endpoint: its finished deliveries (by default the failed ones, the
+/// dead letters) in the time range become pending again, due now, with a fresh budget of
+/// attempts. They keep their ids, so receivers see the same `webhook-id`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{id}/replay", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)), request_body = Option<ReplayRequest>,
+    responses((status = 202, body = super::deliveries::Replayed),
+              (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replay_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let req: ReplayRequest = super::optional_json(&body)?;
+    load(&state, &tenant, &id).await?;
+    let status = req.status.unwrap_or(DeliveryStatus::Failed);
+    if status == DeliveryStatus::Pending {
+        return Err(ApiError::invalid(
+            "pending deliveries are already due; replay failed, delivered or cancelled ones",
+        ));
+    }
+    let filter = ReplayFilter {
+        endpoint_id: Some(id),
+        since: req.since,
+        until: req.until,
+        statuses: vec![status],
+        ..Default::default()
+    };
+    let replayed = super::deliveries::replay_all(&state, &tenant, &filter).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(super::deliveries::Replayed { replayed }),
+    ))
 }

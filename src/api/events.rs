@@ -25,6 +25,10 @@ pub fn router() -> Router<AppState> {
             post(create_event).get(list_events),
         )
         .route("/v1/tenants/{tenant}/events/{id}", get(get_event))
+        .route(
+            "/v1/tenants/{tenant}/events/{id}/replay",
+            post(replay_event),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -221,4 +225,34 @@ pub async fn get_event(
         )
         .await?;
     Ok(axum::Json(EventDetail { event, deliveries }))
+}
+
+/// Replay one event: its delivered and failed deliveries (to endpoints that still exist)
+/// are sent again, with the same `webhook-id`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/events/{id}/replay", tag = "events",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 202, body = super::deliveries::Replayed),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replay_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    state
+        .store
+        .get_event(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    let filter = crate::store::ReplayFilter {
+        event_id: Some(id),
+        statuses: vec![DeliveryStatus::Delivered, DeliveryStatus::Failed],
+        ..Default::default()
+    };
+    let replayed = super::deliveries::replay_all(&state, &tenant, &filter).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(super::deliveries::Replayed { replayed }),
+    ))
 }

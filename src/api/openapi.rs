@@ -17,6 +17,7 @@ use super::{deliveries, endpoints, events, tenants};
         tenants::create_event_type, tenants::list_event_types,
         endpoints::create_endpoint, endpoints::list_endpoints, endpoints::get_endpoint,
         endpoints::update_endpoint, endpoints::delete_endpoint, endpoints::rotate_secret,
+        endpoints::replay_endpoint, events::replay_event,
         events::create_event, events::list_events, events::get_event,
         deliveries::list_deliveries, deliveries::get_delivery, deliveries::retry_delivery,
     ),

@@ -122,6 +122,19 @@ pub struct DeliveryFilter {
     pub page: Page,
 }
 
+/// Which finished deliveries a bulk replay makes pending again.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    /// Deliveries created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Deliveries created before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Statuses to replay (never `pending`).
+    pub statuses: Vec<DeliveryStatus>,
+}
+
 /// What an ingest did.
 #[derive(Debug, Clone)]
 pub enum Ingested {
@@ -241,6 +254,19 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         extra_attempts: u32,
     ) -> Result<Option<Delivery>>;
+
+    /// Bulk replay: makes up to `limit` deliveries matching `filter` (of endpoints that
+    /// still exist, last changed before `now`) pending and due at `now`, each with
+    /// `extra_attempts` more attempts, keeping their ids and so their `webhook-id`.
+    /// Returns how many; call again until it returns less than `limit`.
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+        limit: u32,
+    ) -> Result<u64>;
 
     /// Claims up to `limit` due deliveries of enabled endpoints whose breaker is closed, plus
     /// one probe delivery of each endpoint whose open breaker's cool-down has passed (its

@@ -38,12 +38,12 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
-    StoreError, TokenRecord,
+    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
+    Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
-    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
-    Tenant,
+    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
+    EventType, Tenant,
 };
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
@@ -526,6 +526,62 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+        limit: u32,
+    ) -> Result<u64> {
+        if has_nul(&[
+            tenant_id,
+            filter.endpoint_id.as_deref().unwrap_or_default(),
+            filter.event_id.as_deref().unwrap_or_default(),
+        ]) {
+            return Ok(0);
+        }
+        let statuses: Vec<&str> = filter
+            .statuses
+            .iter()
+            .filter(|s| **s != DeliveryStatus::Pending)
+            .map(|s| s.as_str())
+            .collect();
+        // The replayed rows wake the dispatchers of every process at commit.
+        let done = sqlx::query(
+            "WITH moved AS ( \
+               UPDATE deliveries SET status = 'pending', \
+                      next_attempt_at = to_timestamp($1 / 1000.0), lease_id = NULL, \
+                      max_attempts = attempts + $2, updated_at = to_timestamp($1 / 1000.0) \
+               WHERE id IN ( \
+                 SELECT id FROM deliveries WHERE tenant_id = $3 AND status = ANY($4) \
+                 AND ($5::text IS NULL OR endpoint_id = $5) \
+                 AND ($6::text IS NULL OR event_id = $6) \
+                 AND ($7::int8 IS NULL OR created_at >= to_timestamp($7 / 1000.0)) \
+                 AND ($8::int8 IS NULL OR created_at < to_timestamp($8 / 1000.0)) \
+                 AND updated_at < to_timestamp($1 / 1000.0) \
+                 AND endpoint_id IN (SELECT id FROM endpoints) \
+                 LIMIT $9 FOR UPDATE SKIP LOCKED) \
+               RETURNING 1) \
+             SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify('hookrelay_wake', '') END \
+             FROM moved",
+        )
+        .bind(ms(now))
+        .bind(i64::from(extra_attempts))
+        .bind(tenant_id)
+        .bind(&statuses)
+        .bind(&filter.endpoint_id)
+        .bind(&filter.event_id)
+        .bind(filter.since.map(ms))
+        .bind(filter.until.map(ms))
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let count: i64 = sqlx::Row::try_get(&done, 0).map_err(db)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn reserve_sends(
         &self,
         endpoint_id: &str,

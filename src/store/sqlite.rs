@@ -23,12 +23,12 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
-    StoreError, TokenRecord,
+    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
+    Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
-    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
-    Tenant,
+    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
+    EventType, Tenant,
 };
 
 /// The SQLite implementation of [`Store`].
@@ -357,6 +357,45 @@ fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+        limit: u32,
+    ) -> Result<u64> {
+        let statuses: Vec<&str> = filter
+            .statuses
+            .iter()
+            .filter(|s| **s != DeliveryStatus::Pending)
+            .map(|s| s.as_str())
+            .collect();
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_id = NULL, \
+             max_attempts = attempts + ?2, updated_at = ?1 WHERE id IN ( \
+               SELECT id FROM deliveries WHERE tenant_id = ?3 \
+               AND status IN (SELECT value FROM json_each(?4)) \
+               AND (?5 IS NULL OR endpoint_id = ?5) AND (?6 IS NULL OR event_id = ?6) \
+               AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8) \
+               AND updated_at < ?1 AND endpoint_id IN (SELECT id FROM endpoints) \
+               LIMIT ?9)",
+        )
+        .bind(ms(now))
+        .bind(i64::from(extra_attempts))
+        .bind(tenant_id)
+        .bind(to_json(&statuses)?)
+        .bind(&filter.endpoint_id)
+        .bind(&filter.event_id)
+        .bind(filter.since.map(ms))
+        .bind(filter.until.map(ms))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn reserve_sends(
         &self,
         endpoint_id: &str,

@@ -236,7 +236,87 @@ async fn a_slow_endpoint_cannot_take_every_slot(backend: Backend) {
     app.stop().await;
 }
 
+async fn failed_deliveries_replay_in_bulk_with_their_ids(backend: Backend) {
+    // Six failures in a row would open the breaker (threshold 5): keep it out of the way.
+    let app = spawn_app_on(backend, |c| c.breaker.threshold = 100).await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let r = Receiver::start(Duration::ZERO, move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::BAD_GATEWAY.into_response()
+        }
+    })
+    .await;
+    let ep = app.endpoint(json!({"url": r.url, "max_attempts": 2})).await;
+    let ep_path = format!(
+        "/v1/tenants/default/endpoints/{}",
+        ep["id"].as_str().unwrap()
+    );
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let ev = app.event("replay.test", json!({ "i": i })).await;
+        ids.push(ev["id"].as_str().unwrap().to_owned());
+        app.wait_delivery(ev["deliveries"][0]["id"].as_str().unwrap(), "failed")
+            .await;
+    }
+    healthy.store(true, Ordering::SeqCst);
+    // Bad requests change nothing.
+    let (s, _) = app
+        .post(&format!("{ep_path}/replay"), json!({"status": "pending"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app
+        .post("/v1/tenants/default/endpoints/ep_nope/replay", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = app
+        .post(
+            &format!("{ep_path}/replay"),
+            json!({"since": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!((s, b["replayed"].as_u64()), (StatusCode::ACCEPTED, Some(0)));
+
+    let (s, b) = app.post(&format!("{ep_path}/replay"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["replayed"], 3);
+    let got = eventually(Duration::from_secs(20), || async {
+        let ok: Vec<String> = r
+            .requests()
+            .into_iter()
+            .skip(6) // the two failed attempts of each
+            .map(|g| g.header("webhook-id").to_owned())
+            .collect();
+        (ok.len() >= 3).then_some(ok)
+    })
+    .await
+    .expect("the replayed deliveries arrived");
+    let mut got = got;
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "replays keep their webhook-id");
+    let (_, failed) = app
+        .get("/v1/tenants/default/deliveries?status=failed")
+        .await;
+    assert!(failed["data"].as_array().unwrap().is_empty());
+
+    // Replaying one event sends it once more.
+    let (s, b) = app
+        .post(
+            &format!("/v1/tenants/default/events/{}/replay", ids[0]),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, b["replayed"].as_u64()), (StatusCode::ACCEPTED, Some(1)));
+    let again = r.wait_for(10, Duration::from_secs(10)).await;
+    assert_eq!(again[9].header("webhook-id"), ids[0]);
+    app.stop().await;
+}
+
 crate::both_stores!(
+    failed_deliveries_replay_in_bulk_with_their_ids,
     breaker_opens_waits_probes_and_survives_a_restart,
     failing_longer_than_the_window_disables_and_reenabling_resumes,
     a_rate_limited_endpoint_does_not_slow_another,

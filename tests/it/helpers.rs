@@ -131,6 +131,9 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
 }
 
 async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<String>) -> TestApp {
+    if std::env::var_os("HOOKRELAY_TEST_LOG").is_some() {
+        hookrelay::telemetry::init();
+    }
     let app = hookrelay::App::build(config.clone())
         .await
         .expect("app builds");
@@ -193,12 +196,20 @@ impl TestApp {
     /// Waits until the delivery reaches `status`, and returns its detail with attempts.
     pub async fn wait_delivery(&self, id: &str, status: &str) -> Value {
         let path = format!("/v1/tenants/default/deliveries/{id}");
-        eventually(Duration::from_secs(20), || async {
+        let last = std::sync::Mutex::new(Value::Null);
+        let found = eventually(Duration::from_secs(20), || async {
             let (_, d) = self.get(&path).await;
-            (d["status"] == status).then_some(d)
+            let done = d["status"] == status;
+            *last.lock().unwrap() = d.clone();
+            done.then_some(d)
         })
-        .await
-        .unwrap_or_else(|| panic!("delivery {id} never reached {status}"))
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "delivery {id} never reached {status}: {}",
+                last.lock().unwrap()
+            )
+        })
     }
 
     /// Stops the server and starts a new one on the same database (a restart).
