@@ -135,6 +135,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
 
+    /// After a secret rotation, how long the old secret keeps signing too. [default: 24h]
+    #[arg(long, env = "HOOKRELAY_ROTATION_GRACE", value_parser = parse_duration)]
+    pub rotation_grace: Option<Duration>,
+
     /// Consecutive failures that open an endpoint's circuit breaker. [default: 5]
     #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD")]
     pub breaker_threshold: Option<u32>,
@@ -181,6 +185,8 @@ struct FileConfig {
     retention: Option<Duration>,
     breaker_threshold: Option<u32>,
     #[serde(default, with = "humantime_opt")]
+    rotation_grace: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
     breaker_cooldown: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     disable_after: Option<Duration>,
@@ -223,6 +229,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Age after which attempts of delivered deliveries are pruned.
     pub retention: Duration,
+    /// How long the previous secret keeps signing after a rotation.
+    pub rotation_grace: Duration,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub dispatch: DispatchConfig,
@@ -242,6 +250,7 @@ impl Default for Config {
             role: Role::All,
             max_body_bytes: 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
+            rotation_grace: Duration::from_secs(24 * 3600),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             dispatch: DispatchConfig {
@@ -290,6 +299,10 @@ impl Config {
                 .or(file.max_body_bytes)
                 .unwrap_or(d.max_body_bytes),
             retention: args.retention.or(file.retention).unwrap_or(d.retention),
+            rotation_grace: args
+                .rotation_grace
+                .or(file.rotation_grace)
+                .unwrap_or(d.rotation_grace),
             retry: RetryPolicy {
                 base: args.retry_base.or(file.retry_base).unwrap_or(d.retry.base),
                 max_delay: args

@@ -38,9 +38,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Secret rotation grace period: the old secret keeps signing this long.
-pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateEndpoint {
     /// `http://` or `https://` URL.
@@ -391,7 +388,8 @@ pub struct RotateSecret {
 }
 
 /// Rotate the signing secret. The old secret keeps signing (both signatures are sent) for
-/// 24 hours, so receivers can switch without losing a delivery.
+/// the grace period (`--rotation-grace`, 24 hours by default), so receivers can switch
+/// without losing a delivery.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{id}/rotate-secret", tag = "endpoints",
     params(("tenant" = String, Path), ("id" = String, Path)), request_body = Option<RotateSecret>,
     responses((status = 200, body = EndpointOut), (status = 404, body = super::ErrorBody)),
@@ -414,7 +412,8 @@ pub async fn rotate_secret(
     };
     let now = domain::now();
     ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));
-    ep.previous_secret_expires_at = Some(now + ROTATION_GRACE);
+    let grace = chrono::Duration::from_std(state.config.rotation_grace).unwrap_or_default();
+    ep.previous_secret_expires_at = Some(now + grace);
     ep.updated_at = now;
     if !state.store.update_endpoint(&ep).await? {
         return Err(ApiError::not_found("endpoint"));

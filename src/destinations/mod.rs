@@ -60,10 +60,11 @@ pub fn payload(event: &Event) -> Vec<u8> {
 }
 
 impl Message {
-    /// Builds and signs the message for `event` to `endpoint`, timestamped `now_secs`.
-    pub fn new(event: &Event, endpoint: &Endpoint, now_secs: i64) -> Self {
+    /// Builds and signs the message for `event` to `endpoint` at `now`.
+    pub fn new(event: &Event, endpoint: &Endpoint, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let now_secs = now.timestamp();
         let body = payload(event);
-        let secrets = endpoint.signing_secrets(crate::domain::from_millis(now_secs * 1000));
+        let secrets = endpoint.signing_secrets(now);
         let signature = signing::sign(&secrets, &event.id, now_secs, &body);
         let mut headers: BTreeMap<String, String> = endpoint
             .headers

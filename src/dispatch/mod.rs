@@ -239,7 +239,7 @@ impl Dispatcher {
         } = claimed;
         let started_at = domain::now();
         let clock = std::time::Instant::now();
-        let message = Message::new(&event, &endpoint, started_at.timestamp());
+        let message = Message::new(&event, &endpoint, started_at);
         let result = self.http.send(&endpoint, &message).await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let attempt_number = delivery.attempts + 1;

@@ -315,7 +315,57 @@ async fn failed_deliveries_replay_in_bulk_with_their_ids(backend: Backend) {
     app.stop().await;
 }
 
+async fn rotation_signs_with_both_secrets_during_the_grace_period(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.rotation_grace = Duration::from_secs(1)).await;
+    let r = Receiver::ok().await;
+    let ep = app.endpoint(json!({"url": r.url})).await;
+    let old = ep["secret"].as_str().unwrap().to_owned();
+    let path = format!(
+        "/v1/tenants/default/endpoints/{}/rotate-secret",
+        ep["id"].as_str().unwrap()
+    );
+    let (s, rotated) = app.post(&path, json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    let grace_ends = time(&rotated["previous_secret_expires_at"]);
+    let verifies = |req: &Received, secret: &str| {
+        hookrelay::signing::verify(
+            &[secret],
+            Some(req.header("webhook-id")),
+            Some(req.header("webhook-timestamp")),
+            Some(req.header("webhook-signature")),
+            &req.body,
+            chrono::Utc::now().timestamp(),
+        )
+        .is_ok()
+    };
+    app.event("rotation.test", json!({})).await;
+    let during = r.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        verifies(&during[0], &old),
+        "the old secret verifies during the grace period"
+    );
+    assert!(
+        verifies(&during[0], &new),
+        "the new secret verifies during the grace period"
+    );
+    // The grace period is a time: wait for it to end.
+    let left = (grace_ends - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(50)).await;
+    app.event("rotation.test", json!({})).await;
+    let after = r.wait_for(2, Duration::from_secs(10)).await;
+    assert!(
+        !verifies(&after[1], &old),
+        "the old secret no longer verifies"
+    );
+    assert!(verifies(&after[1], &new));
+    app.stop().await;
+}
+
 crate::both_stores!(
+    rotation_signs_with_both_secrets_during_the_grace_period,
     failed_deliveries_replay_in_bulk_with_their_ids,
     breaker_opens_waits_probes_and_survives_a_restart,
     failing_longer_than_the_window_disables_and_reenabling_resumes,
