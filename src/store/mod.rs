@@ -325,6 +325,27 @@ impl ProbeClock {
     }
 }
 
+/// Splits the endpoints of a batch: those whose last attempt in it succeeded, whose breaker
+/// simply resets (no need to read it), and the others, whose breaker must be read and moved
+/// on with [`breaker_updates`].
+pub fn breaker_plan(completions: &[Completion]) -> (Vec<String>, Vec<String>) {
+    let mut last: std::collections::BTreeMap<&str, (DateTime<Utc>, bool)> = Default::default();
+    for c in completions {
+        let finished = c.attempt.started_at
+            + chrono::Duration::milliseconds(i64::try_from(c.attempt.duration_ms).unwrap_or(0));
+        let ok = c.status == DeliveryStatus::Delivered;
+        let entry = last.entry(c.endpoint_id.as_str()).or_insert((finished, ok));
+        if finished >= entry.0 {
+            *entry = (finished, ok);
+        }
+    }
+    let (reset, read): (Vec<_>, Vec<_>) = last.into_iter().partition(|(_, (_, ok))| *ok);
+    (
+        reset.into_iter().map(|(id, _)| id.to_owned()).collect(),
+        read.into_iter().map(|(id, _)| id.to_owned()).collect(),
+    )
+}
+
 /// The breakers a batch of completions moves on: for each endpoint in the batch (given its
 /// current breaker), the new breaker and, when it must be disabled, why.
 pub fn breaker_updates(

@@ -1251,19 +1251,35 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The endpoints' breakers: locked (in id order, so two batches cannot deadlock; NO
         // KEY UPDATE does not block ingests holding them in KEY SHARE mode) and moved on.
-        let endpoint_ids = distinct(completions.iter().map(|c| &c.endpoint_id));
+        let (reset, read) = super::breaker_plan(completions);
+        // Every endpoint of the batch is locked first, in id order, so that two batches
+        // cannot deadlock; only those whose last attempt failed need their state.
         let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ANY($1) ORDER BY id \
              FOR NO KEY UPDATE"
         ))
-        .bind(&endpoint_ids)
+        .bind(reset.iter().chain(&read).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
         let current: std::collections::HashMap<String, Breaker> = collect::<_, Endpoint>(rows)?
             .into_iter()
+            .filter(|e| read.contains(&e.id))
             .map(|e| (e.id, e.breaker))
             .collect();
+        if !reset.is_empty() {
+            // A last success resets the breaker; rows already closed are not written.
+            sqlx::query(
+                "UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
+                 breaker_until = NULL, failing_since = NULL \
+                 WHERE id = ANY($1) AND (breaker_state <> 'closed' \
+                 OR consecutive_failures <> 0 OR failing_since IS NOT NULL)",
+            )
+            .bind(&reset)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         // Attempts are inserted once even if this batch is
         // written again (the first commit's answer was lost), and not at all for a delivery
         // deleted meanwhile (its tenant was deleted): neither may block the batch. Only the

@@ -994,19 +994,35 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        // The endpoints' breakers, moved on by this batch's outcomes.
-        let endpoint_ids: Vec<&str> = completions.iter().map(|c| c.endpoint_id.as_str()).collect();
-        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
-        ))
-        .bind(to_json(&endpoint_ids)?)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let current: HashMap<String, Breaker> = collect::<_, Endpoint>(rows)?
-            .into_iter()
-            .map(|e| (e.id, e.breaker))
-            .collect();
+        // The endpoints' breakers, moved on by this batch's outcomes: a last success resets
+        // one (a no-op write when it is already closed), a last failure needs its state.
+        let (reset, read) = super::breaker_plan(completions);
+        if !reset.is_empty() {
+            sqlx::query(
+                "UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
+                 breaker_until = NULL, failing_since = NULL \
+                 WHERE id IN (SELECT value FROM json_each(?)) AND (breaker_state <> 'closed' \
+                 OR consecutive_failures <> 0 OR failing_since IS NOT NULL)",
+            )
+            .bind(to_json(&reset)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let mut current: HashMap<String, Breaker> = HashMap::new();
+        if !read.is_empty() {
+            let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(to_json(&read)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            current = collect::<_, Endpoint>(rows)?
+                .into_iter()
+                .map(|e| (e.id, e.breaker))
+                .collect();
+        }
         for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
             sqlx::query(
                 "UPDATE endpoints SET breaker_state = ?, consecutive_failures = ?, \
