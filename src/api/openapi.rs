@@ -13,7 +13,8 @@ use super::{deliveries, endpoints, events, tenants};
     info(title = "hookrelay", description = "Webhook and event delivery: signed, retried, logged."),
     paths(
         tenants::create_tenant, tenants::list_tenants, tenants::get_tenant,
-        tenants::delete_tenant, tenants::create_token,
+        tenants::delete_tenant, tenants::create_token, tenants::list_tokens,
+        tenants::revoke_token,
         tenants::create_event_type, tenants::list_event_types,
         endpoints::create_endpoint, endpoints::list_endpoints, endpoints::get_endpoint,
         endpoints::update_endpoint, endpoints::delete_endpoint, endpoints::rotate_secret,

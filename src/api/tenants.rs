@@ -1,6 +1,11 @@
 //! Tenants, tenant-scoped tokens and the event-type catalog.
 
-use axum::{extract::State, http::StatusCode, routing::get, routing::post, Router};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    routing::{delete, get, post},
+    Router,
+};
 use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -20,7 +25,11 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}",
             get(get_tenant).delete(delete_tenant),
         )
-        .route("/v1/tenants/{tenant}/tokens", post(create_token))
+        .route(
+            "/v1/tenants/{tenant}/tokens",
+            post(create_token).get(list_tokens),
+        )
+        .route("/v1/tenants/{tenant}/tokens/{id}", delete(revoke_token))
         .route(
             "/v1/event-types",
             post(create_event_type).get(list_event_types),
@@ -234,4 +243,60 @@ pub async fn list_event_types(
         data,
         next_cursor: None,
     }))
+}
+
+/// A tenant token as listed: never the token itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub tenant_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// List a tenant's tokens (admin).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = List<TokenInfo>), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<List<TokenInfo>>, ApiError> {
+    principal.require_admin()?;
+    principal.tenant(&state, &tenant).await?;
+    let data = state
+        .store
+        .list_tokens(&tenant)
+        .await?
+        .into_iter()
+        .map(|t| TokenInfo {
+            id: t.id,
+            tenant_id: tenant.clone(),
+            created_at: t.created_at,
+        })
+        .collect();
+    Ok(axum::Json(List {
+        data,
+        next_cursor: None,
+    }))
+}
+
+/// Revoke a tenant token (admin): it stops working at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{id}", tag = "tenants",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    principal.tenant(&state, &tenant).await?;
+    if state.store.delete_token(&tenant, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token"))
+    }
 }

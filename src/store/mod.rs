@@ -207,6 +207,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: &TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// A tenant's tokens (hashes only), newest first.
+    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>>;
+    /// Revokes a tenant's token. `false` when it did not exist.
+    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool>;
     /// Whether any admin token is stored (the generated one).
     async fn has_admin_token(&self) -> Result<bool>;
 

@@ -526,6 +526,33 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
+        if has_nul(&[tenant_id]) {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = $1 ORDER BY id DESC"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
+    }
+
+    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn replay(
         &self,
         tenant_id: &str,

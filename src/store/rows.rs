@@ -225,3 +225,14 @@ where
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
+
+impl From<TokenRow> for super::TokenRecord {
+    fn from(r: TokenRow) -> Self {
+        super::TokenRecord {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            hash: r.hash,
+            created_at: from_millis(r.created_at),
+        }
+    }
+}

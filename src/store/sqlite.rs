@@ -357,6 +357,28 @@ fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
+        let rows: Vec<TokenRow> = sqlx::query_as(
+            "SELECT id, tenant_id, hash, created_at FROM tokens WHERE tenant_id = ? \
+             ORDER BY id DESC",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
+    }
+
+    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn replay(
         &self,
         tenant_id: &str,

@@ -94,6 +94,29 @@ async fn tenant_tokens_see_only_their_tenant(backend: Backend) {
     // The default endpoint still exists.
     let (s, _) = app.get(&path).await;
     assert_eq!(s, StatusCode::OK);
+
+    // Tokens are listed without their value, and a revoked token stops working at once.
+    let (s, listed) = app.get("/v1/tenants/acme/tokens").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(listed["data"][0]["id"], tok["id"]);
+    assert!(listed["data"][0].get("token").is_none());
+    let (s, _) = send(as_acme(
+        Method::DELETE,
+        &format!("/v1/tenants/acme/tokens/{}", tok["id"].as_str().unwrap()),
+    ))
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a tenant token cannot revoke tokens"
+    );
+    let revoke = format!("/v1/tenants/acme/tokens/{}", tok["id"].as_str().unwrap());
+    let (s, _) = send(app.req(Method::DELETE, &revoke)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = send(as_acme(Method::GET, "/v1/tenants/acme/endpoints")).await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED);
+    let (s, _) = send(app.req(Method::DELETE, &revoke)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 
