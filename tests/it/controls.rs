@@ -1,12 +1,6 @@
 //! Delivery controls: the persisted circuit breaker and auto-disable.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use axum::{http::StatusCode, response::IntoResponse};
 use chrono::{DateTime, Utc};
@@ -26,16 +20,7 @@ async fn breaker_opens_waits_probes_and_survives_a_restart(backend: Backend) {
         c.retry.max_delay = Duration::from_millis(200);
     })
     .await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let flag = healthy.clone();
-    let r = Receiver::start(Duration::ZERO, move |_, _| {
-        if flag.load(Ordering::SeqCst) {
-            StatusCode::OK.into_response()
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    })
-    .await;
+    let (r, healthy) = Receiver::switchable(StatusCode::INTERNAL_SERVER_ERROR).await;
     let ep = app.endpoint(json!({"url": r.url})).await;
     let ep_path = format!(
         "/v1/tenants/default/endpoints/{}",
@@ -95,16 +80,7 @@ async fn failing_longer_than_the_window_disables_and_reenabling_resumes(backend:
         c.retry.max_delay = Duration::from_millis(100);
     })
     .await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let flag = healthy.clone();
-    let r = Receiver::start(Duration::ZERO, move |_, _| {
-        if flag.load(Ordering::SeqCst) {
-            StatusCode::OK.into_response()
-        } else {
-            StatusCode::BAD_GATEWAY.into_response()
-        }
-    })
-    .await;
+    let (r, healthy) = Receiver::switchable(StatusCode::BAD_GATEWAY).await;
     let ep = app.endpoint(json!({"url": r.url})).await;
     let ep_path = format!(
         "/v1/tenants/default/endpoints/{}",
@@ -239,16 +215,7 @@ async fn a_slow_endpoint_cannot_take_every_slot(backend: Backend) {
 async fn failed_deliveries_replay_in_bulk_with_their_ids(backend: Backend) {
     // Six failures in a row would open the breaker (threshold 5): keep it out of the way.
     let app = spawn_app_on(backend, |c| c.breaker.threshold = 100).await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let flag = healthy.clone();
-    let r = Receiver::start(Duration::ZERO, move |_, _| {
-        if flag.load(Ordering::SeqCst) {
-            StatusCode::OK.into_response()
-        } else {
-            StatusCode::BAD_GATEWAY.into_response()
-        }
-    })
-    .await;
+    let (r, healthy) = Receiver::switchable(StatusCode::BAD_GATEWAY).await;
     let ep = app.endpoint(json!({"url": r.url, "max_attempts": 2})).await;
     let ep_path = format!(
         "/v1/tenants/default/endpoints/{}",

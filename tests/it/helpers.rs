@@ -351,6 +351,21 @@ impl Receiver {
         }
     }
 
+    /// Answers `failing` until the returned switch is set, then 200.
+    pub async fn switchable(failing: StatusCode) -> (Self, Arc<std::sync::atomic::AtomicBool>) {
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = healthy.clone();
+        let r = Self::start(Duration::ZERO, move |_, _| {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                StatusCode::OK.into_response()
+            } else {
+                failing.into_response()
+            }
+        })
+        .await;
+        (r, healthy)
+    }
+
     /// Always 200.
     pub async fn ok() -> Self {
         Self::start(Duration::ZERO, |_, _| {
