@@ -59,7 +59,7 @@ async fn setup(store: &dyn Store) -> String {
         created_at: now,
         updated_at: now,
     };
-    store.create_endpoint(&endpoint).await.unwrap();
+    store.create_endpoint(&endpoint, u32::MAX).await.unwrap();
     let mut last = String::new();
     for i in 0..PENDING {
         let event = Event {

@@ -135,6 +135,9 @@ pub enum EndpointCmd {
         event_types: Vec<String>,
         #[arg(long)]
         secret: Option<String>,
+        /// `hmac-sha256` (default) or `ed25519` (v1a signatures; receivers get a public key).
+        #[arg(long)]
+        signing_scheme: Option<String>,
         #[arg(long)]
         description: Option<String>,
         #[arg(long)]
@@ -258,7 +261,8 @@ pub enum DeliveriesCmd {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Endpoint secret, whsec_… (repeat during a rotation).
+    /// Key to verify with (repeat during a rotation): the endpoint secret whsec_… (HMAC),
+    /// or the public key whpk_… of an ed25519 endpoint.
     #[arg(
         long,
         required = true,
@@ -505,6 +509,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     url,
                     event_types,
                     secret,
+                    signing_scheme,
                     description,
                     max_attempts,
                     rate_limit,
@@ -515,6 +520,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     "/endpoints".to_owned(),
                     Some(json!({
                         "url": url, "event_types": event_types, "secret": secret,
+                        "signing_scheme": signing_scheme,
                         "description": description, "max_attempts": max_attempts,
                         "rate_limit": rate_limit,
                     })),

@@ -139,6 +139,31 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_ROTATION_GRACE", value_parser = parse_duration)]
     pub rotation_grace: Option<Duration>,
 
+    /// Key that encrypts endpoint secrets at rest: base64 of 32 random bytes (e.g.
+    /// `openssl rand -base64 32`). Repeatable: the first encrypts, all decrypt, so a key
+    /// can be rotated; secrets are re-encrypted with the first key at start.
+    #[arg(
+        long = "encryption-key",
+        value_name = "BASE64",
+        env = "HOOKRELAY_ENCRYPTION_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub encryption_keys: Vec<String>,
+
+    /// Refuse events (and endpoint filters) naming a type that is not in the catalog.
+    #[arg(long, env = "HOOKRELAY_STRICT_EVENT_TYPES")]
+    pub strict_event_types: bool,
+
+    /// Most endpoints one tenant may have. [default: 1000]
+    #[arg(long, env = "HOOKRELAY_MAX_ENDPOINTS_PER_TENANT")]
+    pub max_endpoints_per_tenant: Option<u32>,
+
+    /// DNS server that resolves HTTP destination hosts (IP:PORT, UDP and TCP) instead of
+    /// the system resolver. [default: the system resolver]
+    #[arg(long, env = "HOOKRELAY_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+
     /// Consecutive failures that open an endpoint's circuit breaker. [default: 5]
     #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD")]
     pub breaker_threshold: Option<u32>,
@@ -190,6 +215,11 @@ struct FileConfig {
     breaker_cooldown: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
     disable_after: Option<Duration>,
+    #[serde(default)]
+    encryption_keys: Vec<String>,
+    strict_event_types: Option<bool>,
+    max_endpoints_per_tenant: Option<u32>,
+    dns_server: Option<SocketAddr>,
 }
 
 mod humantime_opt {
@@ -231,6 +261,12 @@ pub struct Config {
     pub retention: Duration,
     /// How long the previous secret keeps signing after a rotation.
     pub rotation_grace: Duration,
+    /// Keys for endpoint secrets at rest, base64; the first encrypts. Empty: plaintext.
+    pub encryption_keys: Vec<String>,
+    pub strict_event_types: bool,
+    pub max_endpoints_per_tenant: u32,
+    /// Resolver for HTTP destinations; `None` is the system resolver.
+    pub dns_server: Option<SocketAddr>,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub dispatch: DispatchConfig,
@@ -251,6 +287,10 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
             rotation_grace: Duration::from_secs(24 * 3600),
+            encryption_keys: Vec::new(),
+            strict_event_types: false,
+            max_endpoints_per_tenant: 1000,
+            dns_server: None,
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             dispatch: DispatchConfig {
@@ -303,6 +343,18 @@ impl Config {
                 .rotation_grace
                 .or(file.rotation_grace)
                 .unwrap_or(d.rotation_grace),
+            encryption_keys: if args.encryption_keys.is_empty() {
+                file.encryption_keys
+            } else {
+                args.encryption_keys
+            },
+            strict_event_types: args.strict_event_types
+                || file.strict_event_types.unwrap_or(d.strict_event_types),
+            max_endpoints_per_tenant: args
+                .max_endpoints_per_tenant
+                .or(file.max_endpoints_per_tenant)
+                .unwrap_or(d.max_endpoints_per_tenant),
+            dns_server: args.dns_server.or(file.dns_server),
             retry: RetryPolicy {
                 base: args.retry_base.or(file.retry_base).unwrap_or(d.retry.base),
                 max_delay: args

@@ -24,6 +24,9 @@ pub enum IngestError {
     Schema(String),
     #[error("tenant {0} not found")]
     UnknownTenant(String),
+    /// The strict catalog is on and the type is not in it.
+    #[error("event type {0} is not in the catalog")]
+    UnknownEventType(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -33,6 +36,7 @@ impl From<StoreError> for IngestError {
         match e {
             StoreError::InvalidData(m) => IngestError::Schema(m),
             StoreError::UnknownTenant(t) => IngestError::UnknownTenant(t),
+            StoreError::UnknownEventType(t) => IngestError::UnknownEventType(t),
             other => IngestError::Store(other),
         }
     }
@@ -87,9 +91,19 @@ pub fn valid_traceparent(tp: &str) -> bool {
 #[derive(Default)]
 pub struct SchemaCache {
     compiled: Mutex<HashMap<String, (String, Arc<jsonschema::Validator>)>>,
+    /// Refuse events whose type is not in the catalog.
+    strict: bool,
 }
 
 impl SchemaCache {
+    /// A cache that also enforces the strict catalog when `strict` is true.
+    pub fn new(strict: bool) -> Self {
+        Self {
+            strict,
+            ..Self::default()
+        }
+    }
+
     /// Validates `data` against `schema` (the stored schema of `event_type`).
     pub fn check(
         &self,
@@ -137,6 +151,10 @@ impl DataCheck for SchemaCache {
             }
             None => Ok(()),
         }
+    }
+
+    fn accepts_unknown_types(&self) -> bool {
+        !self.strict
     }
 }
 

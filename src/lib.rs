@@ -16,6 +16,7 @@ pub mod destinations;
 pub mod dispatch;
 pub mod domain;
 pub mod ingest;
+pub mod secrets;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
@@ -39,6 +40,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
+    #[error("invalid --encryption-key")]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// A built, not yet running, hookrelay server: listener bound, store open and migrated.
@@ -54,7 +57,18 @@ impl App {
     /// Opens the store, applies migrations, binds the listener (port 0 picks a free port)
     /// and prepares the dispatcher, as `config.role` asks.
     pub async fn build(mut config: Config) -> Result<Self, StartError> {
-        let store = store::connect(&config.database_url, config.database_pool_size).await?;
+        let mut store = store::connect(&config.database_url, config.database_pool_size).await?;
+        if let Some(keys) = secrets::Keyring::from_base64(&config.encryption_keys)? {
+            let sealed = store::sealed::SealedStore::new(store, keys);
+            let rewritten = sealed.seal_all().await?;
+            if rewritten > 0 {
+                tracing::info!(
+                    endpoints = rewritten,
+                    "endpoint secrets sealed with the current encryption key"
+                );
+            }
+            store = Arc::new(sealed);
+        }
         store
             .set_default_max_attempts(config.retry.max_attempts)
             .await?;
@@ -63,7 +77,11 @@ impl App {
             // Also accept it in this process without a store round trip.
             config.admin_token = Some(token.clone());
         }
-        let policy = Arc::new(NetworkPolicy::new(config.allow_networks.clone()));
+        let mut policy = NetworkPolicy::new(config.allow_networks.clone());
+        if let Some(server) = config.dns_server {
+            policy = policy.with_lookup(destinations::net::Lookup::server(server));
+        }
+        let policy = Arc::new(policy);
         let waker = Waker::default();
         let dispatcher = if config.role.runs_dispatcher() {
             // Commits by other processes (and by dispatch_webhook in applications'

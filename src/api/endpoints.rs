@@ -44,8 +44,11 @@ pub struct CreateEndpoint {
     pub url: String,
     /// Exact names or `prefix.*` wildcards; absent or empty means every type.
     pub event_types: Option<Vec<String>>,
-    /// `whsec_<base64>`; generated when absent.
+    /// `whsec_<base64>` (HMAC) or `whsk_<base64>` (Ed25519); generated when absent.
     pub secret: Option<String>,
+    /// `hmac-sha256` (the default, `v1` signatures) or `ed25519` (`v1a` signatures,
+    /// verified with the answer's `public_key`). Must match `secret` when both are given.
+    pub signing_scheme: Option<SigningScheme>,
     pub description: Option<String>,
     /// Deliveries per second.
     pub rate_limit: Option<u32>,
@@ -54,6 +57,62 @@ pub struct CreateEndpoint {
     /// Extra headers sent with every delivery.
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+}
+
+/// How deliveries to an endpoint are signed (Standard Webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningScheme {
+    /// HMAC-SHA256 with a shared `whsec_` secret: `v1,<base64>` signatures.
+    HmacSha256,
+    /// Ed25519 with a `whsk_` secret key: `v1a,<base64>` signatures; receivers hold only
+    /// the `whpk_` public key.
+    Ed25519,
+}
+
+impl From<SigningScheme> for signing::Scheme {
+    fn from(s: SigningScheme) -> Self {
+        match s {
+            SigningScheme::HmacSha256 => Self::Hmac,
+            SigningScheme::Ed25519 => Self::Ed25519,
+        }
+    }
+}
+
+impl From<signing::Scheme> for SigningScheme {
+    fn from(s: signing::Scheme) -> Self {
+        match s {
+            signing::Scheme::Hmac => Self::HmacSha256,
+            signing::Scheme::Ed25519 => Self::Ed25519,
+        }
+    }
+}
+
+/// The secret to use: the given one (validated, and matching `scheme` if both are given),
+/// or a new one of `scheme`.
+fn choose_secret(
+    given: Option<String>,
+    scheme: Option<SigningScheme>,
+    default: signing::Scheme,
+) -> Result<String, ApiError> {
+    match given {
+        Some(s) => {
+            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
+            if let Some(want) = scheme {
+                if signing::Scheme::of(&s) != want.into() {
+                    return Err(ApiError::invalid(format!(
+                        "secret does not match signing_scheme {}: whsec_ secrets are hmac-sha256, whsk_ keys are ed25519",
+                        signing::Scheme::from(want).as_str()
+                    )));
+                }
+            }
+            Ok(s)
+        }
+        None => Ok(scheme
+            .map(signing::Scheme::from)
+            .unwrap_or(default)
+            .generate()),
+    }
 }
 
 /// Fields to change; absent fields stay as they are, `null` clears a nullable one.
@@ -97,6 +156,10 @@ pub struct EndpointOut {
     /// The circuit breaker: `closed` (flowing), `open` (deliveries wait until
     /// `open_until`, then one probe), `half_open` (the probe is in flight).
     pub breaker: Breaker,
+    pub signing_scheme: SigningScheme,
+    /// For `ed25519` endpoints, the `whpk_` public key receivers verify with (not secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -110,6 +173,8 @@ pub struct EndpointOut {
 impl EndpointOut {
     fn new(ep: Endpoint, with_secret: bool) -> Self {
         Self {
+            signing_scheme: signing::Scheme::of(&ep.secret).into(),
+            public_key: signing::public_key(&ep.secret),
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -158,6 +223,20 @@ fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
                 "invalid event_types entry {t:?}: use an event type name, \"prefix.*\" or \"*\""
             ))
         })?;
+    }
+    Ok(())
+}
+
+/// With the strict catalog, every exact type an endpoint names must be in the catalog
+/// (wildcards may match types created later).
+async fn check_catalog(state: &AppState, types: &[String]) -> Result<(), ApiError> {
+    if !state.config.strict_event_types {
+        return Ok(());
+    }
+    for t in types.iter().filter(|t| *t != "*" && !t.ends_with(".*")) {
+        if state.store.get_event_type(t).await?.is_none() {
+            return Err(super::unknown_event_type(t));
+        }
     }
     Ok(())
 }
@@ -225,17 +304,12 @@ pub async fn create_endpoint(
     principal.tenant(&state, &tenant).await?;
     let event_types = body.event_types.unwrap_or_default();
     validate_event_types(&event_types)?;
+    check_catalog(&state, &event_types).await?;
     let headers = body.headers.unwrap_or_default();
     validate_headers(&headers)?;
     validate_limits(body.rate_limit, body.max_attempts)?;
     validate_description(body.description.as_ref())?;
-    let secret = match body.secret {
-        Some(s) => {
-            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
-            s
-        }
-        None => signing::generate_secret(),
-    };
+    let secret = choose_secret(body.secret, body.signing_scheme, signing::Scheme::Hmac)?;
     check_url(&state, &body.url).await?;
     let now = domain::now();
     let endpoint = Endpoint {
@@ -256,7 +330,10 @@ pub async fn create_endpoint(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_endpoint(&endpoint).await?;
+    state
+        .store
+        .create_endpoint(&endpoint, state.config.max_endpoints_per_tenant)
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(EndpointOut::new(endpoint, true)),
@@ -325,6 +402,7 @@ pub async fn update_endpoint(
     let mut ep = load(&state, &tenant, &id).await?;
     if let Some(types) = body.event_types {
         validate_event_types(&types)?;
+        check_catalog(&state, &types).await?;
         ep.event_types = types;
     }
     if let Some(headers) = body.headers {
@@ -383,8 +461,11 @@ pub async fn delete_endpoint(
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
 pub struct RotateSecret {
-    /// The new secret, `whsec_<base64>`; generated when absent.
+    /// The new secret, `whsec_<base64>` or `whsk_<base64>`; generated when absent.
     pub secret: Option<String>,
+    /// The scheme of the new secret; by default the endpoint's current one. Switching
+    /// schemes is a rotation like any other: both signatures are sent during the grace.
+    pub signing_scheme: Option<SigningScheme>,
 }
 
 /// Rotate the signing secret. The old secret keeps signing (both signatures are sent) for
@@ -403,13 +484,11 @@ pub async fn rotate_secret(
     principal.tenant(&state, &tenant).await?;
     let body: RotateSecret = super::optional_json(&body)?;
     let mut ep = load(&state, &tenant, &id).await?;
-    let new_secret = match body.secret {
-        Some(s) => {
-            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
-            s
-        }
-        None => signing::generate_secret(),
-    };
+    let new_secret = choose_secret(
+        body.secret,
+        body.signing_scheme,
+        signing::Scheme::of(&ep.secret),
+    )?;
     let now = domain::now();
     ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));
     let grace = chrono::Duration::from_std(state.config.rotation_grace).unwrap_or_default();

@@ -65,12 +65,13 @@ impl AppState {
         waker: Waker,
     ) -> Self {
         let admin_hash = config.admin_token.as_deref().map(hash_token);
+        let schemas = Arc::new(SchemaCache::new(config.strict_event_types));
         Self(Arc::new(Inner {
             store,
             config,
             policy,
             waker,
-            schemas: Arc::new(SchemaCache::default()),
+            schemas,
             admin_hash,
         }))
     }
@@ -197,11 +198,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// 400 for a type outside the strict catalog.
+pub(crate) fn unknown_event_type(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_event_type",
+        format!(
+            "event type {name:?} is not in the catalog and strict event types are on; create it with POST /v1/event-types first"
+        ),
+    )
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             StoreError::UnknownTenant(_) => ApiError::not_found("tenant"),
+            StoreError::UnknownEventType(t) => unknown_event_type(&t),
+            StoreError::LimitReached(m) => ApiError::new(StatusCode::CONFLICT, "limit_reached", m),
             StoreError::InvalidData(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "schema_validation_failed", m)
             }
@@ -229,6 +243,7 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "schema_validation_failed", m)
             }
             IngestError::UnknownTenant(_) => ApiError::not_found("tenant"),
+            IngestError::UnknownEventType(t) => unknown_event_type(&t),
             IngestError::Store(s) => s.into(),
         }
     }

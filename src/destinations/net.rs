@@ -12,11 +12,80 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Default)]
 pub struct NetworkPolicy {
     allowed: Vec<IpNet>,
+    lookup: Lookup,
+}
+
+/// How destination host names are resolved.
+#[derive(Clone, Default)]
+pub enum Lookup {
+    /// The system resolver (`getaddrinfo`: /etc/hosts, then resolv.conf).
+    #[default]
+    System,
+    /// A given DNS server, asked directly, without caching (every attempt asks again).
+    Server(SocketAddr, Arc<hickory_resolver::TokioResolver>),
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::System => f.write_str("System"),
+            Self::Server(addr, _) => write!(f, "Server({addr})"),
+        }
+    }
+}
+
+impl Lookup {
+    /// Resolves through the DNS server at `server` (UDP, then TCP for long answers).
+    pub fn server(server: SocketAddr) -> Self {
+        use hickory_resolver::{
+            config::{NameServerConfigGroup, ResolverConfig, ResolverOpts},
+            name_server::TokioConnectionProvider,
+            Resolver,
+        };
+        let group = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+        let mut opts = ResolverOpts::default();
+        opts.cache_size = 0;
+        let resolver = Resolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], group),
+            TokioConnectionProvider::default(),
+        )
+        .with_options(opts)
+        .build();
+        Self::Server(server, Arc::new(resolver))
+    }
+
+    /// The addresses of `host`.
+    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        match self {
+            Self::System => Ok(tokio::net::lookup_host((host, port))
+                .await?
+                .map(|a| a.ip())
+                .collect()),
+            Self::Server(_, resolver) => {
+                // A trailing dot: the name is absolute, no search domains are tried.
+                let fqdn = format!("{}.", host.trim_end_matches('.'));
+                let found = resolver
+                    .lookup_ip(fqdn)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(found.iter().collect())
+            }
+        }
+    }
 }
 
 impl NetworkPolicy {
     pub fn new(allowed: Vec<IpNet>) -> Self {
-        Self { allowed }
+        Self {
+            allowed,
+            lookup: Lookup::System,
+        }
+    }
+
+    /// Resolves destination names with `lookup` instead of the system resolver.
+    pub fn with_lookup(mut self, lookup: Lookup) -> Self {
+        self.lookup = lookup;
+        self
     }
 
     /// Whether a destination may be reached at `ip`.
@@ -98,9 +167,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs: Vec<SocketAddr> = policy
+                .lookup
+                .resolve(&host, 0)
                 .await?
-                .filter(|a| policy.permits(a.ip()))
+                .into_iter()
+                .filter(|ip| policy.permits(*ip))
+                .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
             if addrs.is_empty() {
                 let err: Box<dyn std::error::Error + Send + Sync> =
@@ -119,8 +192,8 @@ pub async fn check_host(policy: &NetworkPolicy, host: &str, port: u16) -> Result
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<IpAddr> = match literal.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => found.map(|a| a.ip()).collect(),
+        Err(_) => match policy.lookup.resolve(host, port).await {
+            Ok(found) => found,
             // A name that does not resolve now may later; every attempt is checked again.
             Err(_) => return Ok(()),
         },

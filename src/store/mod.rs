@@ -17,6 +17,7 @@ use crate::domain::{
 
 pub mod postgres;
 mod rows;
+pub mod sealed;
 pub mod sqlite;
 
 /// Why a store operation failed.
@@ -43,6 +44,12 @@ pub enum StoreError {
     /// An event's data fails its type's schema (the message says where and why).
     #[error("{0}")]
     InvalidData(String),
+    /// A limit would be exceeded; the message says which.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The strict catalog is on and the event's type is not in it.
+    #[error("event type {0} is not in the catalog")]
+    UnknownEventType(String),
     /// The URL names no supported database.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
@@ -149,6 +156,12 @@ pub enum Ingested {
 pub trait DataCheck: Send + Sync {
     /// `Err` with a message naming the failing path.
     fn check(&self, event_type: &EventType, data: &serde_json::Value) -> Result<(), String>;
+
+    /// Whether events of a type missing from the catalog are accepted; `false` is the
+    /// strict catalog, where the store refuses them with [`StoreError::UnknownEventType`].
+    fn accepts_unknown_types(&self) -> bool {
+        true
+    }
 }
 
 /// A delivery claimed by a dispatcher, with what it needs to send it.
@@ -218,7 +231,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_event_types(&self) -> Result<Vec<EventType>>;
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
 
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+    /// Creates an endpoint unless its tenant already has `max_per_tenant` of them
+    /// ([`StoreError::LimitReached`]); the count and the insert are one atomic step.
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()>;
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
     /// Replaces the endpoint's mutable fields. `false` when it did not exist.
@@ -308,6 +323,13 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries of enabled endpoints with a closed breaker, or the end of an open
     /// breaker's cool-down where the endpoint has pending deliveries.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// The error of a create that would exceed the endpoints-per-tenant limit.
+pub(crate) fn endpoint_limit(tenant_id: &str, max: u32) -> StoreError {
+    StoreError::LimitReached(format!(
+        "tenant {tenant_id} already has {max} endpoints, the most allowed (--max-endpoints-per-tenant); delete one first"
+    ))
 }
 
 /// Spaces out the breaker-probe check that claims make: open breakers wait minutes, so

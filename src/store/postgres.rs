@@ -38,8 +38,8 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
-    Result, Store, StoreError, TokenRecord,
+    endpoint_limit, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page,
+    ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
     self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
@@ -120,7 +120,7 @@ impl PostgresStore {
                      AND e.idempotency_key = $3) AS existing_id, \
                     et.name, et.description, et.schema::text AS schema, ",
             ms_col!("et.created_at", "created_at"),
-            " FROM tenants t LEFT JOIN event_types et ON et.name = $2 AND et.schema IS NOT NULL \
+            " FROM tenants t LEFT JOIN event_types et ON et.name = $2 \
              WHERE t.id = $1"
         ))
         .bind(&event.tenant_id)
@@ -136,18 +136,22 @@ impl PostgresStore {
             let existing = load_event_with_deliveries(&mut conn, id).await?;
             return Ok(existing.map(|(e, ds)| Ingested::Existing(e, ds)));
         }
-        if let (Some(name), Some(schema), Some(created_at)) =
-            (head.name, head.schema, head.created_at)
-        {
-            let event_type = EventType::try_from(EventTypeRow {
-                name,
-                description: head.description,
-                schema: Some(schema),
-                created_at,
-            })?;
-            check
-                .check(&event_type, &event.data)
-                .map_err(StoreError::InvalidData)?;
+        match (head.name, head.created_at) {
+            (Some(name), Some(created_at)) => {
+                let event_type = EventType::try_from(EventTypeRow {
+                    name,
+                    description: head.description,
+                    schema: head.schema,
+                    created_at,
+                })?;
+                check
+                    .check(&event_type, &event.data)
+                    .map_err(StoreError::InvalidData)?;
+            }
+            _ if !check.accepts_unknown_types() => {
+                return Err(StoreError::UnknownEventType(event.event_type.clone()));
+            }
+            _ => {}
         }
 
         // The tenant's endpoints as they are now: one that a create call returned before
@@ -852,7 +856,24 @@ impl Store for PostgresStore {
         row.map(EventType::try_from).transpose()
     }
 
-    async fn create_endpoint(&self, ep: &Endpoint) -> Result<()> {
+    async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Locking the tenant row serializes creates of one tenant. The count is a statement
+        // of its own, after the lock, so its snapshot includes the creates it waited for.
+        sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(&ep.tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
+                .bind(&ep.tenant_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if count >= i64::from(max_per_tenant) {
+            return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
+        }
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
@@ -875,9 +896,10 @@ impl Store for PostgresStore {
         .bind(&ep.disabled_reason)
         .bind(ms(ep.created_at))
         .bind(ms(ep.updated_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(write_error)?;
+        tx.commit().await.map_err(write_error)?;
         Ok(())
     }
 
@@ -1617,7 +1639,7 @@ mod tests {
         let db = TestDb::new().await;
         let store = &db.store;
         store
-            .create_endpoint(&endpoint("default", &[]))
+            .create_endpoint(&endpoint("default", &[]), u32::MAX)
             .await
             .unwrap();
         for _ in 0..200 {
@@ -1675,7 +1697,7 @@ mod tests {
         let db = TestDb::new().await;
         let store = &db.store;
         let ep = endpoint("default", &["user.*"]);
-        store.create_endpoint(&ep).await.unwrap();
+        store.create_endpoint(&ep, u32::MAX).await.unwrap();
         ingest(store, event("default", "user.joined", None))
             .await
             .unwrap();
@@ -1755,7 +1777,7 @@ mod tests {
         let db = TestDb::new().await;
         let store = &db.store;
         let ep = endpoint("default", &["user.joined"]);
-        store.create_endpoint(&ep).await.unwrap();
+        store.create_endpoint(&ep, u32::MAX).await.unwrap();
 
         let Ingested::Created(first, deliveries) =
             ingest(store, event("default", "user.joined", Some("k1")))
@@ -1880,7 +1902,7 @@ mod tests {
             &disabled,
             &foreign,
         ] {
-            store.create_endpoint(ep).await.unwrap();
+            store.create_endpoint(ep, u32::MAX).await.unwrap();
         }
         let waker = Waker::default();
         store.listen(waker.clone()).await.unwrap();
@@ -2002,7 +2024,7 @@ mod tests {
         let store = &db.store;
         let mut ep = endpoint("default", &[]);
         ep.enabled = false;
-        store.create_endpoint(&ep).await.unwrap();
+        store.create_endpoint(&ep, u32::MAX).await.unwrap();
         let waker = Waker::default();
         store.listen(waker.clone()).await.unwrap();
         woken(&waker, "first connection").await;
@@ -2163,7 +2185,7 @@ mod tests {
         ep.previous_secret_expires_at = Some(domain::now());
         ep.rate_limit = Some(5);
         ep.max_attempts = Some(4);
-        store.create_endpoint(&ep).await.unwrap();
+        store.create_endpoint(&ep, u32::MAX).await.unwrap();
         assert_eq!(
             store.get_endpoint(&ep.tenant_id, &ep.id).await.unwrap(),
             Some(ep.clone())

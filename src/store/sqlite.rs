@@ -23,8 +23,8 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
-    Result, Store, StoreError, TokenRecord,
+    endpoint_limit, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page,
+    ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
     self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
@@ -156,7 +156,7 @@ async fn ingest_batch(
     let event_types: Vec<EventType> = collect(
         sqlx::query_as::<_, EventTypeRow>(
             "SELECT name, description, schema, created_at FROM event_types \
-             WHERE schema IS NOT NULL AND name IN (SELECT value FROM json_each(?))",
+             WHERE name IN (SELECT value FROM json_each(?))",
         )
         .bind(to_json(&types)?)
         .fetch_all(reader)
@@ -168,7 +168,10 @@ async fn ingest_batch(
         if !known.contains(&e.tenant_id) {
             return Some(StoreError::UnknownTenant(e.tenant_id.clone()));
         }
-        let et = event_types.iter().find(|t| t.name == e.event_type)?;
+        let Some(et) = event_types.iter().find(|t| t.name == e.event_type) else {
+            return (!job.check.accepts_unknown_types())
+                .then(|| StoreError::UnknownEventType(e.event_type.clone()));
+        };
         job.check
             .check(et, &e.data)
             .err()
@@ -616,12 +619,14 @@ impl Store for SqliteStore {
         row.map(EventType::try_from).transpose()
     }
 
-    async fn create_endpoint(&self, ep: &Endpoint) -> Result<()> {
-        sqlx::query(
+    async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        // One writer: the count and the insert cannot interleave with another create.
+        let done = sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
              enabled, disabled_reason, created_at, updated_at) \
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15 \
+             WHERE (SELECT count(*) FROM endpoints WHERE tenant_id = ?2) < ?16",
         )
         .bind(&ep.id)
         .bind(&ep.tenant_id)
@@ -638,9 +643,13 @@ impl Store for SqliteStore {
         .bind(&ep.disabled_reason)
         .bind(ms(ep.created_at))
         .bind(ms(ep.updated_at))
+        .bind(i64::from(max_per_tenant))
         .execute(&self.writer)
         .await
         .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
+        }
         Ok(())
     }
 

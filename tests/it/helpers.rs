@@ -213,11 +213,28 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new one on the same database (a restart).
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// A restart with changed settings.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
         self.halt().await;
         let pg = self.pg_database.take();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        start(self.config.clone(), dir, pg).await
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        start(config, dir, pg).await
+    }
+
+    /// The settings this app runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops the server but keeps its database, for a test to open directly.
+    pub async fn halt_keeping_data(&mut self) {
+        self.halt().await;
     }
 
     async fn halt(&mut self) {

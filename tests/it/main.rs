@@ -8,4 +8,5 @@ mod crash;
 mod delivery;
 mod helpers;
 mod scale;
+mod security;
 mod store;

@@ -1,0 +1,193 @@
+//! Endpoint secrets at rest: sealed with XChaCha20-Poly1305 when the operator configures a
+//! key, so a copy of the database (a backup, a replica, a stolen disk) does not hand out
+//! the keys that sign webhooks.
+//!
+//! A sealed value reads `enc1:<key id>:<base64 nonce ‖ ciphertext>`. The key id (the first
+//! eight hex digits of the key's SHA-256) says which configured key opens it, so keys can
+//! be rotated: the first configured key seals, every configured key opens. The endpoint id
+//! is the associated data: a sealed secret copied onto another endpoint does not open.
+//! Values without the prefix are plaintext (written before a key was configured) and are
+//! read as they are.
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use chacha20poly1305::{
+    aead::{Aead, KeyInit, Payload},
+    XChaCha20Poly1305, XNonce,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+const PREFIX: &str = "enc1:";
+
+/// Why a key or a sealed value was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretsError {
+    #[error("encryption key must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)")]
+    InvalidKey,
+    #[error("a secret is sealed with key {0}, which is not configured (--encryption-key)")]
+    UnknownKey(String),
+    #[error("a sealed secret is corrupt or belongs to another endpoint")]
+    Corrupt,
+}
+
+struct Key {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+/// The configured keys; the first seals.
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+    }
+}
+
+impl Keyring {
+    /// Keys from their base64 form; `Ok(None)` when there are none (secrets stay plaintext).
+    pub fn from_base64(keys: &[String]) -> Result<Option<Self>, SecretsError> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let bytes = B64.decode(k.trim()).map_err(|_| SecretsError::InvalidKey)?;
+                let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::InvalidKey)?;
+                Ok(Key {
+                    id: hex::encode(&Sha256::digest(bytes)[..4]),
+                    cipher: XChaCha20Poly1305::new(&bytes.into()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Self { keys }))
+    }
+
+    fn sealing(&self) -> &Key {
+        // `from_base64` never builds an empty ring.
+        &self.keys[0]
+    }
+
+    /// Seals `plain` for the endpoint `endpoint_id`.
+    pub fn seal(&self, endpoint_id: &str, plain: &str) -> String {
+        let key = self.sealing();
+        let mut nonce = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: endpoint_id.as_bytes(),
+        };
+        // Encryption with a valid key and nonce only fails for messages over 256 GiB.
+        let sealed = key
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        format!("{PREFIX}{}:{}", key.id, B64.encode(out))
+    }
+
+    /// Opens a value read from the store; plaintext passes through.
+    pub fn open(&self, endpoint_id: &str, stored: &str) -> Result<String, SecretsError> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(stored.to_owned());
+        };
+        let (id, data) = rest.split_once(':').ok_or(SecretsError::Corrupt)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| SecretsError::UnknownKey(id.to_owned()))?;
+        let data = B64.decode(data).map_err(|_| SecretsError::Corrupt)?;
+        if data.len() < 24 {
+            return Err(SecretsError::Corrupt);
+        }
+        let (nonce, sealed) = data.split_at(24);
+        let payload = Payload {
+            msg: sealed,
+            aad: endpoint_id.as_bytes(),
+        };
+        let plain = key
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), payload)
+            .map_err(|_| SecretsError::Corrupt)?;
+        String::from_utf8(plain).map_err(|_| SecretsError::Corrupt)
+    }
+
+    /// Whether `stored` is already sealed with the sealing key (nothing to rewrite).
+    pub fn is_current(&self, stored: &str) -> bool {
+        stored
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(id, _)| id == self.sealing().id)
+    }
+}
+
+/// Whether a stored value is sealed (by any key).
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        let mut k = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut k);
+        B64.encode(k)
+    }
+
+    #[test]
+    fn seals_and_opens_bound_to_the_endpoint() {
+        let ring = Keyring::from_base64(&[key()]).unwrap().unwrap();
+        let sealed = ring.seal("ep_1", "whsec_abc");
+        assert!(is_sealed(&sealed) && !sealed.contains("whsec_abc"));
+        assert!(ring.is_current(&sealed));
+        assert_eq!(ring.open("ep_1", &sealed).unwrap(), "whsec_abc");
+        assert_eq!(ring.open("ep_2", &sealed), Err(SecretsError::Corrupt));
+        // Two seals of one value differ (random nonce).
+        assert_ne!(sealed, ring.seal("ep_1", "whsec_abc"));
+        // Plaintext from before the key passes through.
+        assert_eq!(ring.open("ep_1", "whsec_plain").unwrap(), "whsec_plain");
+        // A flipped byte is caught.
+        let mut bad = sealed.clone().into_bytes();
+        let at = bad.len() - 3;
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert_eq!(ring.open("ep_1", &bad), Err(SecretsError::Corrupt));
+    }
+
+    #[test]
+    fn rotated_rings_open_old_values_and_seal_with_the_first_key() {
+        let (old, new) = (key(), key());
+        let before = Keyring::from_base64(std::slice::from_ref(&old))
+            .unwrap()
+            .unwrap();
+        let sealed = before.seal("ep_1", "whsec_abc");
+        let after = Keyring::from_base64(&[new.clone(), old]).unwrap().unwrap();
+        assert!(!after.is_current(&sealed));
+        assert_eq!(after.open("ep_1", &sealed).unwrap(), "whsec_abc");
+        assert!(after.is_current(&after.seal("ep_1", "x")));
+        let only_new = Keyring::from_base64(&[new]).unwrap().unwrap();
+        assert!(matches!(
+            only_new.open("ep_1", &sealed),
+            Err(SecretsError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert!(Keyring::from_base64(&[]).unwrap().is_none());
+        for bad in ["", "not base64!", "c2hvcnQ="] {
+            assert_eq!(
+                Keyring::from_base64(&[bad.to_owned()]).unwrap_err(),
+                SecretsError::InvalidKey
+            );
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! [`SealedStore`]: endpoint secrets encrypted at rest around any [`Store`].
+//!
+//! Secrets are sealed on their way in (`create_endpoint`, `update_endpoint`) and opened on
+//! their way out (`get_endpoint`, `list_endpoints`, `claim`), so neither the stores nor
+//! their callers deal with ciphertext. Everything else passes through.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
+    Result, Store, StoreError, TokenRecord,
+};
+use crate::{
+    domain::{Attempt, BreakerPolicy, Delivery, Endpoint, Event, EventType, Tenant},
+    secrets::Keyring,
+};
+
+/// A store whose endpoint secrets are sealed with `keys`.
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    keys: Keyring,
+}
+
+impl SealedStore {
+    pub fn new(inner: Arc<dyn Store>, keys: Keyring) -> Self {
+        Self { inner, keys }
+    }
+
+    fn seal(&self, ep: &Endpoint) -> Endpoint {
+        let mut sealed = ep.clone();
+        sealed.secret = self.keys.seal(&ep.id, &ep.secret);
+        sealed.previous_secret = ep
+            .previous_secret
+            .as_deref()
+            .map(|s| self.keys.seal(&ep.id, s));
+        sealed
+    }
+
+    fn open(&self, mut ep: Endpoint) -> Result<Endpoint> {
+        let unreadable = |e: crate::secrets::SecretsError| {
+            StoreError::Corrupt(format!("secret of endpoint {}: {e}", ep.id))
+        };
+        ep.secret = self.keys.open(&ep.id, &ep.secret).map_err(unreadable)?;
+        if let Some(prev) = &ep.previous_secret {
+            ep.previous_secret = Some(self.keys.open(&ep.id, prev).map_err(unreadable)?);
+        }
+        Ok(ep)
+    }
+
+    /// Rewrites every endpoint whose secrets are plaintext or sealed with an older key, so
+    /// that after a start with a (new) key, the database holds no other kind. Returns how
+    /// many endpoints were rewritten.
+    pub async fn seal_all(&self) -> Result<u64> {
+        let mut rewritten = 0;
+        let mut tenants = Page {
+            limit: 500,
+            after_id: None,
+        };
+        loop {
+            let batch = self.inner.list_tenants(&tenants).await?;
+            for tenant in &batch {
+                let mut page = Page {
+                    limit: 500,
+                    after_id: None,
+                };
+                loop {
+                    let endpoints = self.inner.list_endpoints(&tenant.id, &page).await?;
+                    for raw in &endpoints {
+                        let current = self.keys.is_current(&raw.secret)
+                            && raw
+                                .previous_secret
+                                .as_deref()
+                                .is_none_or(|s| self.keys.is_current(s));
+                        if !current {
+                            let plain = self.open(raw.clone())?;
+                            if self.inner.update_endpoint(&self.seal(&plain)).await? {
+                                rewritten += 1;
+                            }
+                        }
+                    }
+                    match endpoints.last() {
+                        Some(last) if endpoints.len() == page.limit as usize => {
+                            page.after_id = Some(last.id.clone());
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            match batch.last() {
+                Some(last) if batch.len() == tenants.limit as usize => {
+                    tenants.after_id = Some(last.id.clone());
+                }
+                _ => break,
+            }
+        }
+        Ok(rewritten)
+    }
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
+        self.inner.listen(waker).await
+    }
+    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
+        self.inner.set_default_max_attempts(n).await
+    }
+    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.inner.prune_attempts(older_than, limit).await
+    }
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        self.inner.create_tenant(tenant).await
+    }
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
+        self.inner.list_tenants(page).await
+    }
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        self.inner.get_tenant(id).await
+    }
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        self.inner.delete_tenant(id).await
+    }
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        self.inner.create_token(token).await
+    }
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.inner.find_token(hash).await
+    }
+    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
+        self.inner.list_tokens(tenant_id).await
+    }
+    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        self.inner.delete_token(tenant_id, id).await
+    }
+    async fn has_admin_token(&self) -> Result<bool> {
+        self.inner.has_admin_token().await
+    }
+    async fn create_event_type(&self, event_type: &EventType) -> Result<()> {
+        self.inner.create_event_type(event_type).await
+    }
+    async fn list_event_types(&self) -> Result<Vec<EventType>> {
+        self.inner.list_event_types().await
+    }
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        self.inner.get_event_type(name).await
+    }
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        self.inner
+            .create_endpoint(&self.seal(endpoint), max_per_tenant)
+            .await
+    }
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
+        self.inner
+            .list_endpoints(tenant_id, page)
+            .await?
+            .into_iter()
+            .map(|e| self.open(e))
+            .collect()
+    }
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        self.inner
+            .get_endpoint(tenant_id, id)
+            .await?
+            .map(|e| self.open(e))
+            .transpose()
+    }
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool> {
+        self.inner.update_endpoint(&self.seal(endpoint)).await
+    }
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        self.inner.delete_endpoint(tenant_id, id).await
+    }
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested> {
+        self.inner.ingest(event, default_max_attempts, check).await
+    }
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
+        self.inner.list_events(tenant_id, filter).await
+    }
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        self.inner.get_event(tenant_id, id).await
+    }
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        self.inner.list_deliveries(tenant_id, filter).await
+    }
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        self.inner.get_delivery(tenant_id, id).await
+    }
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        self.inner.list_attempts(delivery_id).await
+    }
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Delivery>> {
+        self.inner
+            .retry_delivery(tenant_id, id, now, extra_attempts)
+            .await
+    }
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+        limit: u32,
+    ) -> Result<u64> {
+        self.inner
+            .replay(tenant_id, filter, now, extra_attempts, limit)
+            .await
+    }
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        lease_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Claimed>> {
+        let claimed = self.inner.claim(now, lease_until, lease_id, limit).await?;
+        let mut opened = Vec::with_capacity(claimed.len());
+        for mut c in claimed {
+            match self.open(c.endpoint.clone()) {
+                Ok(ep) => {
+                    c.endpoint = ep;
+                    opened.push(c);
+                }
+                // An unreadable secret must not sign anything, nor stop other deliveries:
+                // the lease runs out and the operator sees the error.
+                Err(e) => {
+                    tracing::error!(error = %e, delivery = %c.delivery.id, "cannot open secret")
+                }
+            }
+        }
+        Ok(opened)
+    }
+    async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
+        self.inner.complete(completions, policy).await
+    }
+    async fn reserve_sends(
+        &self,
+        endpoint_id: &str,
+        rate: u32,
+        want: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, Vec<DateTime<Utc>>)> {
+        self.inner.reserve_sends(endpoint_id, rate, want, now).await
+    }
+    async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()> {
+        self.inner.release(items).await
+    }
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        self.inner.next_due().await
+    }
+}
