@@ -56,6 +56,7 @@ async fn setup(store: &dyn Store) -> String {
         enabled: true,
         disabled_reason: None,
         breaker: Default::default(),
+        routing: Default::default(),
         created_at: now,
         updated_at: now,
     };

@@ -53,7 +53,11 @@ pub enum Command {
 }
 
 /// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic.
-pub const OUTBOX_SQL: &str = include_str!("../migrations/postgres/0002_dispatch_webhook.sql");
+pub const OUTBOX_SQL: &str = concat!(
+    include_str!("../migrations/postgres/0002_dispatch_webhook.sql"),
+    "\n",
+    include_str!("../migrations/postgres/0021_dispatch_webhook_routing.sql")
+);
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]

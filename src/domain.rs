@@ -81,6 +81,9 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     /// The circuit breaker, as stored (shared by every dispatcher process).
     pub breaker: Breaker,
+    /// Payload filter, ordering and transformation, compiled ([`crate::routing`]).
+    #[serde(skip)]
+    pub routing: std::sync::Arc<crate::routing::Routing>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -234,8 +237,9 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
-/// The deliveries of a new event: one per endpoint that subscribes to its type, due at
-/// `deliver_at` or at once. `default_max_attempts` applies where the endpoint sets none.
+/// The deliveries of a new event: one per endpoint that subscribes to its type and whose
+/// payload filter it passes, due at `deliver_at` or at once. `default_max_attempts`
+/// applies where the endpoint sets none.
 pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32) -> Vec<Delivery> {
     let due = event
         .deliver_at
@@ -243,8 +247,15 @@ pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32)
         .unwrap_or(event.created_at);
     endpoints
         .iter()
-        .filter(|ep| ep.enabled && ep.tenant_id == event.tenant_id && ep.accepts(&event.event_type))
+        .filter(|ep| {
+            ep.enabled
+                && ep.tenant_id == event.tenant_id
+                && ep.accepts(&event.event_type)
+                && ep.routing.matches(event)
+        })
         .map(|ep| Delivery {
+            ordering_key: ep.routing.ordering_key(event),
+            ordering_blocks: ep.routing.blocks_on_failure(),
             id: new_id(prefix::DELIVERY),
             tenant_id: event.tenant_id.clone(),
             event_id: event.id.clone(),
@@ -354,6 +365,13 @@ pub struct Delivery {
     /// When the next attempt is due (pending deliveries only).
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// For an ordered endpoint: the event's ordering key. Deliveries of one endpoint and
+    /// key are attempted one at a time, in the order they were created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// Whether this delivery, failed for good, holds back later ones of its key.
+    #[serde(skip)]
+    pub ordering_blocks: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

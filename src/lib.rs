@@ -16,6 +16,7 @@ pub mod destinations;
 pub mod dispatch;
 pub mod domain;
 pub mod ingest;
+pub mod routing;
 pub mod secrets;
 pub mod signing;
 pub mod store;

@@ -1,6 +1,6 @@
 //! Endpoints: CRUD and secret rotation.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, routing::get, routing::post, Router};
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use crate::{
     destinations::validate_url,
     domain::{self, new_id, prefix, Breaker, DeliveryStatus, Endpoint},
     ingest::validate_type_name,
+    routing::{OrderingSpec, Routing, RoutingSpec},
     signing,
     store::ReplayFilter,
 };
@@ -57,6 +58,15 @@ pub struct CreateEndpoint {
     /// Extra headers sent with every delivery.
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    /// Payload filter: events that do not match get no delivery here (see the README's
+    /// *Routing*), e.g. `{"field": "data.amount", "gt": 100}`.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
+    /// Ordered delivery per key, e.g. `{"key": "data.order_id"}`.
+    pub ordering: Option<OrderingSpec>,
+    /// Steps that reshape the delivered body, e.g. `[{"rename": {"data.message": "text"}}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub transform: Option<serde_json::Value>,
 }
 
 /// How deliveries to an endpoint are signed (Standard Webhooks).
@@ -131,6 +141,15 @@ pub struct UpdateEndpoint {
     pub max_attempts: Option<Option<u32>>,
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Value>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<OrderingSpec>)]
+    pub ordering: Option<Option<OrderingSpec>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub transform: Option<Option<serde_json::Value>>,
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
@@ -157,6 +176,14 @@ pub struct EndpointOut {
     /// `open_until`, then one probe), `half_open` (the probe is in flight).
     pub breaker: Breaker,
     pub signing_scheme: SigningScheme,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub transform: Option<serde_json::Value>,
     /// For `ed25519` endpoints, the `whpk_` public key receivers verify with (not secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
@@ -172,7 +199,11 @@ pub struct EndpointOut {
 
 impl EndpointOut {
     fn new(ep: Endpoint, with_secret: bool) -> Self {
+        let spec = ep.routing.spec.clone();
         Self {
+            filter: spec.filter,
+            ordering: spec.ordering,
+            transform: spec.transform,
             signing_scheme: signing::Scheme::of(&ep.secret).into(),
             public_key: signing::public_key(&ep.secret),
             secret: with_secret.then_some(ep.secret),
@@ -225,6 +256,17 @@ fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
         })?;
     }
     Ok(())
+}
+
+/// Compiles an endpoint's routing; a bad filter, ordering or transformation is a 400 that
+/// names the failing part.
+fn compile_routing(spec: RoutingSpec) -> Result<Arc<Routing>, ApiError> {
+    if spec == RoutingSpec::default() {
+        return Ok(Arc::default());
+    }
+    Routing::compile(spec)
+        .map(Arc::new)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_routing", m))
 }
 
 /// With the strict catalog, every exact type an endpoint names must be in the catalog
@@ -310,6 +352,11 @@ pub async fn create_endpoint(
     validate_limits(body.rate_limit, body.max_attempts)?;
     validate_description(body.description.as_ref())?;
     let secret = choose_secret(body.secret, body.signing_scheme, signing::Scheme::Hmac)?;
+    let routing = compile_routing(RoutingSpec {
+        filter: body.filter,
+        ordering: body.ordering,
+        transform: body.transform,
+    })?;
     check_url(&state, &body.url).await?;
     let now = domain::now();
     let endpoint = Endpoint {
@@ -327,6 +374,7 @@ pub async fn create_endpoint(
         enabled: body.enabled.unwrap_or(true),
         disabled_reason: None,
         breaker: Default::default(),
+        routing,
         created_at: now,
         updated_at: now,
     };
@@ -420,6 +468,19 @@ pub async fn update_endpoint(
         ep.max_attempts = m;
     }
     validate_limits(ep.rate_limit, ep.max_attempts)?;
+    if body.filter.is_some() || body.ordering.is_some() || body.transform.is_some() {
+        let mut spec = ep.routing.spec.clone();
+        if let Some(f) = body.filter {
+            spec.filter = f;
+        }
+        if let Some(o) = body.ordering {
+            spec.ordering = o;
+        }
+        if let Some(t) = body.transform {
+            spec.transform = t;
+        }
+        ep.routing = compile_routing(spec)?;
+    }
     if let Some(url) = body.url {
         check_url(&state, &url).await?;
         ep.url = url;

@@ -60,10 +60,17 @@ pub fn payload(event: &Event) -> Vec<u8> {
 }
 
 impl Message {
-    /// Builds and signs the message for `event` to `endpoint` at `now`.
+    /// Builds and signs the message for `event` to `endpoint` at `now`. An endpoint with a
+    /// transformation gets the transformed body, and the signature covers it as sent.
     pub fn new(event: &Event, endpoint: &Endpoint, now: chrono::DateTime<chrono::Utc>) -> Self {
         let now_secs = now.timestamp();
-        let body = payload(event);
+        let body = if endpoint.routing.has_transform() {
+            let envelope = serde_json::from_slice(&payload(event)).unwrap_or_default();
+            // Serializing a JSON value cannot fail.
+            serde_json::to_vec(&endpoint.routing.transform(envelope)).unwrap_or_default()
+        } else {
+            payload(event)
+        };
         let secrets = endpoint.signing_secrets(now);
         let signature = signing::sign(&secrets, &event.id, now_secs, &body);
         let mut headers: BTreeMap<String, String> = endpoint

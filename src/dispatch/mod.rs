@@ -313,6 +313,7 @@ impl Dispatcher {
             "attempt"
         );
         Completion {
+            ordered: delivery.ordering_key.is_some(),
             delivery_id: delivery.id.clone(),
             endpoint_id: endpoint.id.clone(),
             lease_id,
@@ -413,8 +414,12 @@ async fn write_completions(
                 }
             }
         }
-        if batch.iter().any(|c| c.status == DeliveryStatus::Pending) {
-            // A retry may be due sooner than the claim loop's current sleep.
+        if batch
+            .iter()
+            .any(|c| c.status == DeliveryStatus::Pending || c.ordered)
+        {
+            // A retry may be due sooner than the claim loop's current sleep, and a finished
+            // ordered delivery lets the next one of its key go.
             waker.wake();
         }
         batch.clear();

@@ -186,6 +186,8 @@ pub struct Completion {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Disable the endpoint with this reason (e.g. `410 Gone`).
     pub disable_endpoint: Option<String>,
+    /// The delivery has an ordering key: finishing it may free the next one of its key.
+    pub ordered: bool,
 }
 
 /// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres).
@@ -323,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries of enabled endpoints with a closed breaker, or the end of an open
     /// breaker's cool-down where the endpoint has pending deliveries.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// An endpoint's routing as stored: its specification's JSON, or `None` when it has none.
+pub(crate) fn routing_text(ep: &Endpoint) -> Option<String> {
+    let spec = &ep.routing.spec;
+    if *spec == crate::routing::RoutingSpec::default() {
+        return None;
+    }
+    serde_json::to_string(spec).ok()
 }
 
 /// The error of a create that would exceed the endpoints-per-tenant limit.

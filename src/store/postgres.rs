@@ -38,8 +38,8 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    endpoint_limit, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page,
-    ReplayFilter, Result, Store, StoreError, TokenRecord,
+    endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
+    Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
     self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
@@ -186,17 +186,20 @@ impl PostgresStore {
              ), targets AS ( \
                SELECT d.* \
                FROM ev, UNNEST($10::text[], $11::text[], $12::text[], $13::int8[], \
-                               $14::int8[], $15::int8[], $16::int8[], $17::int8[]) \
+                               $14::int8[], $15::int8[], $16::int8[], $17::int8[], \
+                               $18::text[], $19::bool[]) \
                     AS d(id, endpoint_id, status, attempts, max_attempts, next_attempt_at, \
-                         created_at, updated_at) \
+                         created_at, updated_at, ordering_key, ordering_blocks) \
                     JOIN endpoints e ON e.id = d.endpoint_id \
                FOR KEY SHARE OF e \
              ), dl AS ( \
                INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
-                                       max_attempts, next_attempt_at, created_at, updated_at) \
+                                       max_attempts, next_attempt_at, created_at, updated_at, \
+                                       ordering_key, ordering_blocks) \
                SELECT t.id, $2, $1, t.endpoint_id, t.status, t.attempts, t.max_attempts, \
                       to_timestamp(t.next_attempt_at / 1000.0), \
-                      to_timestamp(t.created_at / 1000.0), to_timestamp(t.updated_at / 1000.0) \
+                      to_timestamp(t.created_at / 1000.0), to_timestamp(t.updated_at / 1000.0), \
+                      t.ordering_key, t.ordering_blocks \
                FROM targets t \
                RETURNING id \
              ) \
@@ -252,6 +255,18 @@ impl PostgresStore {
             deliveries
                 .iter()
                 .map(|d| ms(d.updated_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.ordering_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.ordering_blocks)
                 .collect::<Vec<_>>(),
         )
         .fetch_one(&mut *conn)
@@ -481,7 +496,7 @@ const ENDPOINT_COLUMNS: &str = concat!(
     ms_col!("breaker_until"),
     ", ",
     ms_col!("failing_since"),
-    ", ",
+    ", routing, ",
     ms_col!("created_at"),
     ", ",
     ms_col!("updated_at")
@@ -497,11 +512,20 @@ const EVENT_COLUMNS: &str = concat!(
 const DELIVERY_COLUMNS: &str = concat!(
     "id, tenant_id, event_id, endpoint_id, status, attempts, max_attempts, ",
     ms_col!("next_attempt_at"),
-    ", last_error, ",
+    ", last_error, ordering_key, ordering_blocks, ",
     ms_col!("created_at"),
     ", ",
     ms_col!("updated_at")
 );
+
+/// Claimable as far as ordering goes (for a delivery `d`): unordered, or no delivery of the
+/// same endpoint and key created before it is still pending (in flight counts: a leased
+/// delivery is pending) or, where it blocks, failed for good. Several processes agree
+/// without locks: the earlier delivery is visible to every claim until it is finished.
+const IN_ORDER: &str = "(d.ordering_key IS NULL OR NOT EXISTS ( \
+     SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
+     AND p.ordering_key = d.ordering_key AND p.seq < d.seq \
+     AND (p.status = 'pending' OR (p.status = 'failed' AND p.ordering_blocks))))";
 
 const ATTEMPT_COLUMNS: &str = concat!(
     "id, delivery_id, attempt_number, ",
@@ -877,9 +901,9 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at) \
+             enabled, disabled_reason, created_at, updated_at, routing) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, to_timestamp($8 / 1000.0), $9, $10, \
-             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0))",
+             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0), $16)",
         )
         .bind(&ep.id)
         .bind(&ep.tenant_id)
@@ -896,6 +920,7 @@ impl Store for PostgresStore {
         .bind(&ep.disabled_reason)
         .bind(ms(ep.created_at))
         .bind(ms(ep.updated_at))
+        .bind(routing_text(ep))
         .execute(&mut *tx)
         .await
         .map_err(write_error)?;
@@ -944,7 +969,8 @@ impl Store for PostgresStore {
              consecutive_failures = CASE WHEN NOT enabled AND $10 THEN 0 \
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
-             failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END \
+             failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
+             routing = $15 \
              WHERE tenant_id = $13 AND id = $14 \
              RETURNING CASE WHEN enabled THEN pg_notify('hookrelay_wake', '') END",
         )
@@ -962,6 +988,7 @@ impl Store for PostgresStore {
         .bind(ms(ep.updated_at))
         .bind(&ep.tenant_id)
         .bind(&ep.id)
+        .bind(routing_text(ep))
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -1197,9 +1224,10 @@ impl Store for PostgresStore {
                 "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), \
                         lease_id = $2 \
                  WHERE id = ( \
-                   SELECT id FROM deliveries WHERE endpoint_id = $3 AND status = 'pending' \
-                     AND next_attempt_at <= to_timestamp($4 / 1000.0) \
-                   ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                   SELECT d.id FROM deliveries d WHERE d.endpoint_id = $3 \
+                     AND d.status = 'pending' AND d.next_attempt_at <= to_timestamp($4 / 1000.0) \
+                     AND {IN_ORDER} \
+                   ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING {DELIVERY_COLUMNS}"
             ))
             .bind(ms(lease_until))
@@ -1217,7 +1245,7 @@ impl Store for PostgresStore {
              WHERE id IN ( \
                SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= to_timestamp($3 / 1000.0) \
-                 AND e.enabled AND e.breaker_state = 'closed' \
+                 AND e.enabled AND e.breaker_state = 'closed' AND {IN_ORDER} \
                ORDER BY d.next_attempt_at LIMIT $4 \
                FOR UPDATE OF d SKIP LOCKED) \
              RETURNING {DELIVERY_COLUMNS}"
@@ -1414,17 +1442,18 @@ impl Store for PostgresStore {
         // The first due delivery of a flowing endpoint (walking the partial index of
         // pending rows in order), and the end of the earliest cool-down of an open breaker
         // whose endpoint has something pending.
-        let row: (Option<i64>, Option<i64>) = sqlx::query_as(
+        // Deliveries waiting for an earlier one of their key are not due.
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
             "SELECT (SELECT (extract(epoch FROM d.next_attempt_at) * 1000)::int8 \
                FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
-                 AND e.breaker_state = 'closed' \
+                 AND e.breaker_state = 'closed' AND {IN_ORDER} \
                ORDER BY d.next_attempt_at LIMIT 1), \
              (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
                FROM endpoints e, LATERAL (SELECT min(d.next_attempt_at) AS t FROM deliveries d \
                  WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
-               WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)",
-        )
+               WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"
+        ))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
@@ -1575,6 +1604,7 @@ mod tests {
             enabled: true,
             disabled_reason: None,
             breaker: Default::default(),
+            routing: Default::default(),
             created_at: now,
             updated_at: now,
         }
@@ -1601,6 +1631,7 @@ mod tests {
     fn completion(c: &Claimed, status: DeliveryStatus, lease_id: &str) -> Completion {
         let now = domain::now();
         Completion {
+            ordered: false,
             delivery_id: c.delivery.id.clone(),
             endpoint_id: c.endpoint.id.clone(),
             lease_id: lease_id.to_owned(),

@@ -49,6 +49,7 @@ pub(super) struct EndpointRow {
     pub(super) consecutive_failures: i64,
     pub(super) breaker_until: Option<i64>,
     pub(super) failing_since: Option<i64>,
+    pub(super) routing: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -78,6 +79,8 @@ pub(super) struct DeliveryRow {
     pub(super) max_attempts: i64,
     pub(super) next_attempt_at: Option<i64>,
     pub(super) last_error: Option<String>,
+    pub(super) ordering_key: Option<String>,
+    pub(super) ordering_blocks: bool,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -126,6 +129,7 @@ impl TryFrom<EndpointRow> for Endpoint {
     type Error = StoreError;
     fn try_from(r: EndpointRow) -> Result<Self> {
         Ok(Endpoint {
+            routing: crate::routing::compiled(r.routing.as_deref()),
             event_types: serde_json::from_str(&r.event_types)
                 .map_err(|e| corrupt("endpoints.event_types", e))?,
             headers: serde_json::from_str(&r.headers)
@@ -190,6 +194,8 @@ impl TryFrom<DeliveryRow> for Delivery {
                 None
             },
             last_error: r.last_error,
+            ordering_key: r.ordering_key,
+            ordering_blocks: r.ordering_blocks,
             created_at: from_millis(r.created_at),
             updated_at: from_millis(r.updated_at),
         })

@@ -23,8 +23,8 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    endpoint_limit, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page,
-    ReplayFilter, Result, Store, StoreError, TokenRecord,
+    endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
+    Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
     self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
@@ -274,7 +274,9 @@ async fn ingest_batch(
                 d.max_attempts,
                 d.next_attempt_at.map(ms),
                 ms(d.created_at),
-                ms(d.updated_at)
+                ms(d.updated_at),
+                d.ordering_key,
+                d.ordering_blocks
             ]));
         }
         if let Some(k) = key {
@@ -298,10 +300,12 @@ async fn ingest_batch(
     if !delivery_rows.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
-             max_attempts, next_attempt_at, created_at, updated_at) SELECT \
+             max_attempts, next_attempt_at, created_at, updated_at, ordering_key, \
+             ordering_blocks) SELECT \
              j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
              j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
-             j.value ->> '$[8]', j.value ->> '$[9]' FROM json_each(?) j",
+             j.value ->> '$[8]', j.value ->> '$[9]', j.value ->> '$[10]', \
+             coalesce(j.value ->> '$[11]', 0) FROM json_each(?) j",
         )
         .bind(to_json(&delivery_rows)?)
         .execute(&mut *tx)
@@ -341,13 +345,22 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
      previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, \
      disabled_reason, breaker_state, consecutive_failures, breaker_until, failing_since, \
-     created_at, updated_at";
+     routing, created_at, updated_at";
 
 const EVENT_COLUMNS: &str =
     "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, status, attempts, \
-     max_attempts, next_attempt_at, last_error, created_at, updated_at";
+     max_attempts, next_attempt_at, last_error, ordering_key, ordering_blocks, created_at, \
+     updated_at";
+
+/// Claimable as far as ordering goes (for a delivery `d`): unordered, or no delivery of the
+/// same endpoint and key inserted before it (rowid order) is still pending (in flight
+/// counts: a leased delivery is pending) or, where it blocks, failed for good.
+const IN_ORDER: &str = "(d.ordering_key IS NULL OR NOT EXISTS ( \
+     SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
+     AND p.ordering_key = d.ordering_key AND p.rowid < d.rowid \
+     AND (p.status = 'pending' OR (p.status = 'failed' AND p.ordering_blocks))))";
 
 /// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
 fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
@@ -624,8 +637,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at) \
-             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15 \
+             enabled, disabled_reason, created_at, updated_at, routing) \
+             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17 \
              WHERE (SELECT count(*) FROM endpoints WHERE tenant_id = ?2) < ?16",
         )
         .bind(&ep.id)
@@ -644,6 +657,7 @@ impl Store for SqliteStore {
         .bind(ms(ep.created_at))
         .bind(ms(ep.updated_at))
         .bind(i64::from(max_per_tenant))
+        .bind(routing_text(ep))
         .execute(&self.writer)
         .await
         .map_err(db)?;
@@ -689,7 +703,7 @@ impl Store for SqliteStore {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE failing_since END, \
-             enabled = ?10, disabled_reason = ?11, updated_at = ?12 \
+             enabled = ?10, disabled_reason = ?11, updated_at = ?12, routing = ?16 \
              WHERE tenant_id = ?13 AND id = ?15",
         )
         .bind(&ep.url)
@@ -708,6 +722,7 @@ impl Store for SqliteStore {
         // Re-enabling starts the endpoint afresh: breaker closed, failure window reset.
         .bind(ep.enabled)
         .bind(&ep.id)
+        .bind(routing_text(ep))
         .execute(&self.writer)
         .await
         .map_err(db)?;
@@ -903,8 +918,9 @@ impl Store for SqliteStore {
         for (endpoint_id,) in &probing {
             let probe: Option<DeliveryRow> = sqlx::query_as(&format!(
                 "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id = ( \
-                   SELECT id FROM deliveries WHERE endpoint_id = ? AND status = 'pending' \
-                   AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 1) \
+                   SELECT d.id FROM deliveries d WHERE d.endpoint_id = ? \
+                   AND d.status = 'pending' AND d.next_attempt_at <= ? AND {IN_ORDER} \
+                   ORDER BY d.next_attempt_at LIMIT 1) \
                  RETURNING {DELIVERY_COLUMNS}"
             ))
             .bind(ms(lease_until))
@@ -922,7 +938,7 @@ impl Store for SqliteStore {
             "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id IN ( \
                SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
-               AND e.breaker_state = 'closed' \
+               AND e.breaker_state = 'closed' AND {IN_ORDER} \
                ORDER BY d.next_attempt_at LIMIT ?) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
@@ -1091,16 +1107,18 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let row: (Option<i64>,) = sqlx::query_as(
+        // Deliveries waiting for an earlier one of their key are not due.
+        let row: (Option<i64>,) = sqlx::query_as(&format!(
             "SELECT MIN(t) FROM ( \
                SELECT MIN(d.next_attempt_at) AS t FROM deliveries d \
                JOIN endpoints e ON e.id = d.endpoint_id \
                WHERE d.status = 'pending' AND e.enabled = 1 AND e.breaker_state = 'closed' \
+               AND {IN_ORDER} \
                UNION ALL \
                SELECT MIN(max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
                    WHERE d.endpoint_id = e.id AND d.status = 'pending'))) \
-               FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')",
-        )
+               FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')"
+        ))
         .fetch_one(&self.reader)
         .await
         .map_err(db)?;

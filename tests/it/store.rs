@@ -50,6 +50,7 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
                 enabled: true,
                 disabled_reason: None,
                 breaker: Default::default(),
+                routing: Default::default(),
                 created_at: now,
                 updated_at: now,
             },
@@ -92,6 +93,7 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
         .iter()
         .zip(plan)
         .map(|(c, (status, started_at))| Completion {
+            ordered: false,
             delivery_id: c.delivery.id.clone(),
             endpoint_id: c.endpoint.id.clone(),
             lease_id: c.lease_id.clone(),
