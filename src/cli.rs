@@ -52,8 +52,13 @@ pub enum Command {
     InstallSql,
 }
 
-/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic.
-pub const OUTBOX_SQL: &str = include_str!("../migrations/postgres/0002_dispatch_webhook.sql");
+/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic (the function as
+/// first installed, then its current form with the optional `traceparent` argument).
+pub const OUTBOX_SQL: &str = concat!(
+    include_str!("../migrations/postgres/0002_dispatch_webhook.sql"),
+    "\n",
+    include_str!("../migrations/postgres/0006_dispatch_webhook_traceparent.sql")
+);
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]

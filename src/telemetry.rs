@@ -17,6 +17,7 @@ pub fn init() {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_span_list(false)
             .try_init()
     };
 }

@@ -15,9 +15,12 @@ use crate::domain::{
     Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 
+pub mod ops;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+
+pub use ops::OpsStore;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +178,10 @@ pub struct Completion {
     pub disable_endpoint: Option<String>,
 }
 
-/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres).
+/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
+/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OpsStore + Send + Sync + 'static {
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
 

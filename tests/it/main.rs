@@ -7,5 +7,6 @@ mod controls;
 mod crash;
 mod delivery;
 mod helpers;
+mod ops;
 mod scale;
 mod store;
