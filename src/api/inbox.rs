@@ -256,6 +256,18 @@ struct Received {
     verification: Verification,
 }
 
+/// A new message id. Monotonic within this process, so that messages arriving in the same
+/// millisecond still list in the order they came.
+fn message_id() -> String {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let next = GENERATOR.lock().ok().and_then(|mut g| g.generate().ok());
+    match next {
+        Some(ulid) => format!("msg_{ulid}"),
+        None => new_id("msg"),
+    }
+}
+
 /// Text that every store can keep: no NUL characters.
 fn storable(s: String) -> String {
     if s.contains('\0') {
@@ -310,7 +322,7 @@ async fn receive(
     // A cut that splits a character shows as U+FFFD, like any invalid UTF-8.
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]).into_owned();
     let message = InboxMessage {
-        id: new_id("msg"),
+        id: message_id(),
         inbox_id: inbox.id,
         received_at: domain::now(),
         method: method.to_string(),

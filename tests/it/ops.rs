@@ -841,3 +841,64 @@ crate::both_stores!(
     the_test_endpoint_sends_now_and_returns_the_attempt,
     retention_deletes_old_history_but_never_pending_work,
 );
+
+/// `hookrelay inbox tail` prints what arrives; `hookrelay health` prints the report.
+#[tokio::test]
+async fn the_cli_follows_an_inbox_and_shows_health() {
+    let app = spawn_app().await;
+    let (_, inbox) = app.post("/v1/tenants/default/inboxes", json!({})).await;
+    let id = inbox["id"].as_str().unwrap().to_owned();
+    let url = app.url(inbox["path"].as_str().unwrap());
+    let (s, _) = send(app.http.post(&url).body("first")).await;
+    assert_eq!(s, StatusCode::OK);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+                .args(&args)
+                .env("HOOKRELAY_TOKEN", ADMIN)
+                .output()
+                .unwrap()
+        })
+    };
+    let base = app.base.clone();
+    // Follows: the message already there, then one that arrives while it waits.
+    let tail = run(vec![
+        "inbox".into(),
+        "tail".into(),
+        id.clone(),
+        "--count".into(),
+        "2".into(),
+        "--interval".into(),
+        "100ms".into(),
+        "--server".into(),
+        base.clone(),
+    ]);
+    let (s, _) = send(app.http.post(&url).body("second")).await;
+    assert_eq!(s, StatusCode::OK);
+    let out = tail.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("unsigned") && lines[0].ends_with("first"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("second"), "{text}");
+
+    let out = run(vec!["health".into(), "--server".into(), base])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["healthy"], true);
+    app.stop().await;
+}
