@@ -100,7 +100,7 @@ impl Dispatcher {
                     &lease_id,
                     u32::try_from(limit).unwrap_or(1),
                 )
-                .instrument(tracing::debug_span!("claim", limit, lease_id = %lease_id))
+                .instrument(tracing::info_span!("claim", limit, lease_id = %lease_id))
                 .await
             {
                 Ok(c) => {
@@ -276,7 +276,11 @@ pub async fn attempt(
     async move {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
-        let message = crate::ops::alerts::message_for(&event, &endpoint, started_at);
+        let mut message = crate::ops::alerts::message_for(&event, &endpoint, started_at);
+        // With traces exported, the receiver's spans join the trace under this attempt.
+        if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current()) {
+            message.headers.insert("traceparent".into(), tp);
+        }
         let result = destination.send(&endpoint, &message).await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
 

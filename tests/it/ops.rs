@@ -484,11 +484,19 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
     // The announcements are signed deliveries of the system tenant, in its log.
     let first = &sink.requests()[0];
     assert!(first.header("webhook-signature").starts_with("v1,"));
-    let (s, list) = app
-        .get("/v1/tenants/hookrelay/deliveries?status=delivered&limit=250")
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(list["data"].as_array().unwrap().len(), got.len());
+    // (A receiver sees a request before its attempt is recorded: wait for the records.)
+    let recorded = eventually(WAIT, || async {
+        let (s, list) = app
+            .get("/v1/tenants/hookrelay/deliveries?status=delivered&limit=250")
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        (list["data"].as_array().unwrap().len() == got.len()).then_some(())
+    })
+    .await;
+    assert!(
+        recorded.is_some(),
+        "every announcement is a delivered delivery"
+    );
     app.stop().await;
 }
 
@@ -901,4 +909,85 @@ async fn the_cli_follows_an_inbox_and_shows_health() {
     let h: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(h["healthy"], true);
     app.stop().await;
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the binary exports its spans over OTLP/HTTP, the
+/// attempt span in the producer's trace, and the receiver gets that span as its parent.
+#[tokio::test]
+async fn spans_are_exported_over_otlp_and_the_receiver_joins_the_trace() {
+    use std::io::{BufRead, BufReader};
+    let collector = Receiver::ok().await;
+    let collector_base = collector.url.trim_end_matches("/hook").to_owned();
+    let r = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("otlp.db").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args(["--admin-token", ADMIN, "--allow-network", "127.0.0.0/8"])
+        .env("RUST_LOG", "info")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_base)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hookrelay started") {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let (s, _) = send(
+        http.post(format!("{base}/v1/tenants/default/endpoints"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"url": r.url})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let producer = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (s, _) = send(
+        http.post(format!("{base}/v1/tenants/default/events"))
+            .bearer_auth(ADMIN)
+            .header("traceparent", &producer)
+            .json(&json!({"type": "order.paid", "data": {}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let got = r.wait_for(1, WAIT).await;
+    let tp = got[0].header("traceparent").to_owned();
+    assert_eq!(&tp[3..35], trace, "same trace: {tp}");
+    assert_ne!(tp, producer, "the parent is the attempt span: {tp}");
+    // The collector receives spans of that trace (protobuf carries the id's 16 bytes).
+    let id = hex::decode(trace).unwrap();
+    let exported = eventually(WAIT, || async {
+        collector
+            .requests()
+            .iter()
+            .any(|q| q.body.windows(16).any(|w| w == id.as_slice()))
+            .then_some(())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "OTLP: delivered traceparent {tp}, {} export requests",
+        collector.count()
+    );
+    assert!(
+        exported.is_some(),
+        "no span of the trace reached the collector ({} requests)",
+        collector.count()
+    );
+    assert_eq!(
+        collector.requests()[0].header("content-type"),
+        "application/x-protobuf"
+    );
 }
