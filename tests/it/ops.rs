@@ -848,6 +848,7 @@ crate::both_stores!(
     inbox_keeps_messages_and_judges_signatures,
     the_test_endpoint_sends_now_and_returns_the_attempt,
     retention_deletes_old_history_but_never_pending_work,
+    health_stays_fast_with_a_long_history,
 );
 
 /// `hookrelay inbox tail` prints what arrives; `hookrelay health` prints the report.
@@ -990,4 +991,118 @@ async fn spans_are_exported_over_otlp_and_the_receiver_joins_the_trace() {
         collector.requests()[0].header("content-type"),
         "application/x-protobuf"
     );
+}
+
+/// `/v1/health` reads no history: with 100,000 finished deliveries (and attempts), 1,000
+/// pending ones and a full day of per-minute counters it still answers quickly.
+async fn health_stays_fast_with_a_long_history(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let r = Receiver::ok().await;
+    let ep = app.endpoint(json!({"url": r.url, "enabled": false})).await;
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let minute = now_ms / 60_000;
+    // One statement per table, generated in the database.
+    let (series, day, pad, ts) = match backend {
+        Backend::Sqlite => (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 101000)",
+            "WITH RECURSIVE m(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM m WHERE i < 1439)",
+            "printf('%026d', i)",
+            "?1",
+        ),
+        Backend::Postgres => (
+            "WITH n(i) AS (SELECT generate_series(1, 101000))",
+            "WITH m(i) AS (SELECT generate_series(0, 1439))",
+            "lpad(i::text, 26, '0')",
+            "to_timestamp(?1 / 1000.0)",
+        ),
+    };
+    let statements = [
+        format!(
+            "{series} INSERT INTO events (id, tenant_id, type, data, created_at) \
+             SELECT 'evt_' || {pad}, 'default', 'bulk.x', '{{}}', {ts} FROM n"
+        ),
+        format!(
+            "{series} INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
+             attempts, max_attempts, next_attempt_at, created_at, updated_at) \
+             SELECT 'dlv_' || {pad}, 'default', 'evt_' || {pad}, ?2, \
+                    CASE WHEN i <= 100000 THEN 'delivered' ELSE 'pending' END, 1, 5, \
+                    CASE WHEN i <= 100000 THEN NULL ELSE {ts} END, {ts}, {ts} FROM n"
+        ),
+        format!(
+            "{series} INSERT INTO attempts (id, delivery_id, attempt_number, started_at, \
+             duration_ms, status_code, outcome) \
+             SELECT 'att_' || {pad}, 'dlv_' || {pad}, 1, {ts}, 12, 200, 'success' FROM n \
+             WHERE i <= 100000"
+        ),
+        format!(
+            "{day} INSERT INTO stats_minutely (minute, dispatcher, delivered, attempts, e2e_b02) \
+             SELECT ?3 - i, 'dsp_bulk', 70, 70, 70 FROM m"
+        ),
+    ];
+    let (mut pg, mut sqlite) = match backend {
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let c = sqlx::PgConnection::connect(app.database_url())
+                .await
+                .unwrap();
+            (Some(c), None)
+        }
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let c = sqlx::SqliteConnection::connect(app.database_url())
+                .await
+                .unwrap();
+            (None, Some(c))
+        }
+    };
+    let started = std::time::Instant::now();
+    for sql in &statements {
+        let sql = match backend {
+            Backend::Postgres => sql
+                .replace("?1", "$1")
+                .replace("?2", "$2")
+                .replace("?3", "$3"),
+            Backend::Sqlite => sql.clone(),
+        };
+        macro_rules! run {
+            ($c:expr) => {
+                sqlx::query(&sql)
+                    .bind(now_ms)
+                    .bind(&ep_id)
+                    .bind(minute)
+                    .execute($c)
+                    .await
+                    .unwrap()
+            };
+        }
+        if let Some(c) = pg.as_mut() {
+            run!(c);
+        } else if let Some(c) = sqlite.as_mut() {
+            run!(c);
+        }
+    }
+    if let Some(c) = pg.as_mut() {
+        sqlx::query("ANALYZE").execute(c).await.unwrap();
+    }
+    eprintln!("{backend:?}: history written in {:?}", started.elapsed());
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        let (s, h) = app.get("/v1/health").await;
+        times.push(t.elapsed());
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["pending"], 1000, "{h}");
+        // (The oldest minute may have left the window meanwhile.)
+        let day = h["stats"]["last_24_hours"]["delivered"].as_u64().unwrap();
+        assert!((1439 * 70..=1440 * 70).contains(&day), "{day}");
+    }
+    times.sort();
+    eprintln!(
+        "{backend:?}: GET /v1/health with 100,000 finished and 1,000 pending deliveries, 1,440 minutes of counters: p50 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    assert!(times[times.len() / 2] < Duration::from_millis(500));
+    app.stop().await;
 }
