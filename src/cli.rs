@@ -45,6 +45,11 @@ pub enum Command {
     Deliveries(DeliveriesCmd),
     /// Verify a received webhook (receiver side): exit 0 when the signature is valid.
     Verify(VerifyArgs),
+    /// Show the server's health: totals, pending, latency, breakers, dispatchers, alerts.
+    Health(ClientArgs),
+    /// The built-in test receiver: create inboxes, read and follow what they received.
+    #[command(subcommand)]
+    Inbox(InboxCmd),
     /// Print the OpenAPI document.
     Openapi,
     /// Print the SQL that installs `dispatch_webhook()` (the transactional outbox) for
@@ -52,9 +57,12 @@ pub enum Command {
     InstallSql,
 }
 
-/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic.
+/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic (the function as
+/// first installed, then with the optional `traceparent` argument, then honouring routing).
 pub const OUTBOX_SQL: &str = concat!(
     include_str!("../migrations/postgres/0002_dispatch_webhook.sql"),
+    "\n",
+    include_str!("../migrations/postgres/0006_dispatch_webhook_traceparent.sql"),
     "\n",
     include_str!("../migrations/postgres/0021_dispatch_webhook_routing.sql")
 );
@@ -417,10 +425,152 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum InboxCmd {
+    /// Create an inbox; prints its URL and the secret to give the endpoint.
+    Create {
+        /// Secret to verify signatures with (`whsec_…`); generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the tenant's inboxes.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print an inbox's newest messages (JSON).
+    Messages {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow an inbox: print its last messages, then each new one as it arrives.
+    Tail {
+        id: String,
+        /// Messages already received to print first.
+        #[arg(long, default_value_t = 10)]
+        last: u32,
+        /// How often to look for new messages.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after printing this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Print each message as one JSON line instead of a summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// One line about a received message: time, verdict, method, webhook-id, body excerpt.
+fn summary(m: &Value) -> String {
+    let body: String = m["body"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect();
+    format!(
+        "{} {:<9} {} {} {}",
+        m["received_at"].as_str().unwrap_or_default(),
+        m["verification"].as_str().unwrap_or_default(),
+        m["method"].as_str().unwrap_or_default(),
+        m["headers"]["webhook-id"].as_str().unwrap_or("-"),
+        body.replace('\n', " ")
+    )
+}
+
+async fn run_inbox(cmd: InboxCmd) -> Result<(), CliError> {
+    use reqwest::Method as M;
+    match cmd {
+        InboxCmd::Create {
+            secret,
+            description,
+            client,
+        } => {
+            let c = Client::new(client);
+            let body = json!({"secret": secret, "description": description});
+            print(
+                &c.call(M::POST, &c.tenant_path("/inboxes"), Some(body))
+                    .await?,
+            );
+        }
+        InboxCmd::List { client } => {
+            let c = Client::new(client);
+            print(&c.call(M::GET, &c.tenant_path("/inboxes"), None).await?);
+        }
+        InboxCmd::Messages { id, limit, client } => {
+            let c = Client::new(client);
+            let path = c.tenant_path(&format!("/inboxes/{id}/messages?limit={limit}"));
+            print(&c.call(M::GET, &path, None).await?);
+        }
+        InboxCmd::Tail {
+            id,
+            last,
+            interval,
+            count,
+            json,
+            client,
+        } => {
+            let c = Client::new(client);
+            // Ids of messages already printed (or skipped at the start). Ids sort by time,
+            // but two arriving in one millisecond may sort either way: remember them all
+            // rather than only the newest.
+            let mut seen: std::collections::HashSet<String> = Default::default();
+            let mut printed = 0usize;
+            let mut first = true;
+            loop {
+                let limit = if first { last.clamp(1, 250) } else { 250 };
+                let path = c.tenant_path(&format!("/inboxes/{id}/messages?limit={limit}"));
+                let page = c.call(M::GET, &path, None).await?;
+                let data = page["data"].as_array().cloned().unwrap_or_default();
+                // Newest first from the API: print oldest first.
+                let fresh: Vec<Value> = data
+                    .into_iter()
+                    .rev()
+                    .filter(|m| seen.insert(m["id"].as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let skip = first && last == 0;
+                first = false;
+                if seen.len() > 10_000 {
+                    seen.clear();
+                }
+                for m in fresh.iter().filter(|_| !skip) {
+                    if json {
+                        println!("{}", serde_json::to_string(m).unwrap_or_default());
+                    } else {
+                        println!("{}", summary(m));
+                    }
+                    printed += 1;
+                    if count.is_some_and(|n| printed >= n) {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs a client command (everything but `serve` and `migrate`).
 pub async fn run_client(command: Command) -> Result<(), CliError> {
     use reqwest::Method as M;
     match command {
+        Command::Health(client) => {
+            let c = Client::new(client);
+            print(&c.call(M::GET, "/v1/health", None).await?);
+            Ok(())
+        }
+        Command::Inbox(cmd) => run_inbox(cmd).await,
         Command::Serve(_) | Command::Migrate(_) => {
             Err(CliError::Usage("not a client command".into()))
         }

@@ -9,7 +9,14 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::{dispatch::retry::RetryPolicy, domain::BreakerPolicy};
+use crate::{
+    dispatch::retry::RetryPolicy,
+    domain::BreakerPolicy,
+    ops::{
+        alerts::{AlertConfig, AlertFormat},
+        health::Thresholds,
+    },
+};
 
 /// Why configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +186,48 @@ pub struct ServeArgs {
     /// Safety-net poll interval of the dispatcher (wake-ups are immediate). [default: 5s]
     #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+}
+
+/// Alert settings of `hookrelay serve`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct AlertArgs {
+    /// URL that alerts are delivered to, signed and retried like any delivery (repeatable).
+    #[arg(
+        long = "alert-sink",
+        value_name = "URL",
+        env = "HOOKRELAY_ALERT_SINKS",
+        value_delimiter = ','
+    )]
+    pub alert_sinks: Vec<url::Url>,
+
+    /// Body of alert deliveries: `json` (the webhook envelope) or `slack` (`{"text": …}`).
+    /// [default: json]
+    #[arg(long, env = "HOOKRELAY_ALERT_FORMAT", value_enum)]
+    pub alert_format: Option<AlertFormat>,
+
+    /// How often the alert rules are checked. [default: 30s]
+    #[arg(long, env = "HOOKRELAY_ALERT_INTERVAL", value_parser = parse_duration)]
+    pub alert_interval: Option<Duration>,
+
+    /// Percentage of failed attempts in the last hour above which the failure-rate alert
+    /// fires. [default: 50]
+    #[arg(long, env = "HOOKRELAY_ALERT_FAILURE_RATE")]
+    pub alert_failure_rate: Option<f64>,
+
+    /// Attempts in the last hour below which the failure rate is not judged. [default: 10]
+    #[arg(long, env = "HOOKRELAY_ALERT_MIN_ATTEMPTS")]
+    pub alert_min_attempts: Option<u64>,
+
+    /// Pending deliveries above which the pending alert fires. [default: 100]
+    #[arg(long, env = "HOOKRELAY_ALERT_PENDING")]
+    pub alert_pending: Option<u64>,
+
+    /// A running dispatcher silent for longer than this is stalled. [default: 5m]
+    #[arg(long, env = "HOOKRELAY_ALERT_STALL", value_parser = parse_duration)]
+    pub alert_stall: Option<Duration>,
 }
 
 /// The TOML file: the same keys as the flags, in snake_case.
@@ -220,6 +269,16 @@ struct FileConfig {
     strict_event_types: Option<bool>,
     max_endpoints_per_tenant: Option<u32>,
     dns_server: Option<SocketAddr>,
+    #[serde(default)]
+    alert_sinks: Vec<url::Url>,
+    alert_format: Option<AlertFormat>,
+    #[serde(default, with = "humantime_opt")]
+    alert_interval: Option<Duration>,
+    alert_failure_rate: Option<f64>,
+    alert_min_attempts: Option<u64>,
+    alert_pending: Option<u64>,
+    #[serde(default, with = "humantime_opt")]
+    alert_stall: Option<Duration>,
 }
 
 mod humantime_opt {
@@ -270,6 +329,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub dispatch: DispatchConfig,
+    /// Alert sinks, format and rule thresholds.
+    pub alerts: AlertConfig,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookrelay.db";
@@ -302,6 +363,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(10),
             },
+            alerts: AlertConfig::default(),
         }
     }
 }
@@ -309,11 +371,12 @@ impl Default for Config {
 impl Config {
     /// Resolves flags and environment (already in `args`) over the optional file over defaults.
     pub fn resolve(args: ServeArgs, file: Option<&Path>) -> Result<Self, ConfigError> {
-        let file = match file {
+        let mut file = match file {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
         let d = Config::default();
+        let alerts = resolve_alerts(args.alerts, &mut file, d.alerts.clone());
         let allow_networks = if args.allow_networks.is_empty() {
             file.allow_networks
         } else {
@@ -401,6 +464,7 @@ impl Config {
                     .unwrap_or(d.dispatch.request_timeout),
                 connect_timeout: d.dispatch.connect_timeout,
             },
+            alerts,
         };
         config.validate()?;
         Ok(config)
@@ -455,11 +519,67 @@ impl Config {
         if self.dispatch.poll_interval.is_zero() {
             return invalid("poll_interval", "must be above zero");
         }
+        if !(0.0..=1.0).contains(&self.alerts.thresholds.failure_rate) {
+            return invalid("alert_failure_rate", "must be a percentage from 0 to 100");
+        }
+        if self.alerts.interval.is_zero() || self.alerts.thresholds.stall.is_zero() {
+            return invalid(
+                "alert_interval",
+                "the alert interval and stall time must be above zero",
+            );
+        }
+        if self
+            .alerts
+            .sinks
+            .iter()
+            .any(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return invalid(
+                "alert_sinks",
+                "alert sinks must be http:// or https:// URLs",
+            );
+        }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             return invalid("database_url", "must start with sqlite:// or postgres://");
         }
         Ok(())
+    }
+}
+
+/// Alert settings: flags and environment over the file over defaults.
+fn resolve_alerts(args: AlertArgs, file: &mut FileConfig, d: AlertConfig) -> AlertConfig {
+    let sinks = if args.alert_sinks.is_empty() {
+        std::mem::take(&mut file.alert_sinks)
+    } else {
+        args.alert_sinks
+    };
+    AlertConfig {
+        sinks,
+        format: args.alert_format.or(file.alert_format).unwrap_or(d.format),
+        interval: args
+            .alert_interval
+            .or(file.alert_interval)
+            .unwrap_or(d.interval),
+        thresholds: Thresholds {
+            failure_rate: args
+                .alert_failure_rate
+                .or(file.alert_failure_rate)
+                .map(|p| p / 100.0)
+                .unwrap_or(d.thresholds.failure_rate),
+            min_attempts: args
+                .alert_min_attempts
+                .or(file.alert_min_attempts)
+                .unwrap_or(d.thresholds.min_attempts),
+            pending: args
+                .alert_pending
+                .or(file.alert_pending)
+                .unwrap_or(d.thresholds.pending),
+            stall: args
+                .alert_stall
+                .or(file.alert_stall)
+                .unwrap_or(d.thresholds.stall),
+        },
     }
 }
 

@@ -16,6 +16,7 @@ pub mod destinations;
 pub mod dispatch;
 pub mod domain;
 pub mod ingest;
+pub mod ops;
 pub mod routing;
 pub mod secrets;
 pub mod signing;
@@ -43,6 +44,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("invalid --encryption-key")]
     Secrets(#[from] secrets::SecretsError),
+    #[error("cannot set up the metrics")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A built, not yet running, hookrelay server: listener bound, store open and migrated.
@@ -84,23 +87,27 @@ impl App {
         }
         let policy = Arc::new(policy);
         let waker = Waker::default();
+        let http: Arc<HttpDestination> = Arc::new(HttpDestination::new(
+            policy.clone(),
+            config.dispatch.request_timeout,
+            config.dispatch.connect_timeout,
+        )?);
+        let ops = Arc::new(ops::Ops::new(http.clone())?);
         let dispatcher = if config.role.runs_dispatcher() {
             // Commits by other processes (and by dispatch_webhook in applications'
             // transactions) wake this process's dispatcher too.
             store.listen(waker.clone()).await?;
-            let http = HttpDestination::new(
-                policy.clone(),
-                config.dispatch.request_timeout,
-                config.dispatch.connect_timeout,
-            )?;
-            Some(Dispatcher::new(
-                store.clone(),
-                Arc::new(http),
-                config.retry,
-                config.breaker,
-                config.dispatch.clone(),
-                waker.clone(),
-            ))
+            Some(
+                Dispatcher::new(
+                    store.clone(),
+                    http,
+                    config.retry,
+                    config.breaker,
+                    config.dispatch.clone(),
+                    waker.clone(),
+                )
+                .with_ops(ops.clone()),
+            )
         } else {
             None
         };
@@ -120,7 +127,7 @@ impl App {
         } else {
             (None, config.listen)
         };
-        let state = api::AppState::new(store, config, policy, waker);
+        let state = api::AppState::new(store, config, policy, waker, ops);
         Ok(Self {
             listener,
             addr,
@@ -164,12 +171,27 @@ impl App {
             let rx = stop_rx.clone();
             tokio::spawn(d.run(rx))
         });
+        let mut heartbeat = None;
         if self.state.config.role.runs_dispatcher() {
-            tokio::spawn(prune(
-                self.state.store.clone(),
+            let store = self.state.store.clone();
+            tokio::spawn(ops::retention::run(
+                store.clone(),
                 self.state.config.retention,
                 stop_rx.clone(),
             ));
+            heartbeat = Some(tokio::spawn(ops::heartbeat(
+                store.clone(),
+                self.state.ops.dispatcher_id.clone(),
+                stop_rx.clone(),
+            )));
+            let evaluator = ops::alerts::Evaluator {
+                store,
+                config: self.state.config.alerts.clone(),
+                waker: self.state.waker.clone(),
+                default_max_attempts: self.state.config.retry.max_attempts,
+                ops: Some(self.state.ops.clone()),
+            };
+            tokio::spawn(evaluator.run(stop_rx.clone()));
         }
         let api = self.listener.map(|listener| {
             let mut rx = stop_rx.clone();
@@ -198,38 +220,11 @@ impl App {
                 error!(error = %e, "dispatcher task failed");
             }
         }
-        Ok(())
-    }
-}
-
-/// Retention: deletes attempts of delivered deliveries older than `retention`, 1,000 at a
-/// time, so a live system never sees a long delete; then rests a minute.
-async fn prune(
-    store: Arc<dyn Store>,
-    retention: std::time::Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    const BATCH: u32 = 1000;
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    while !*stop.borrow() {
-        let cutoff = domain::now() - retention;
-        let rest = match store.prune_attempts(cutoff, BATCH).await {
-            Ok(n) if n >= u64::from(BATCH) => std::time::Duration::from_millis(50),
-            Ok(n) => {
-                if n > 0 {
-                    info!(pruned = n, "retention: old attempts deleted");
-                }
-                std::time::Duration::from_secs(60)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "retention: pruning failed");
-                std::time::Duration::from_secs(60)
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(rest) => {}
-            _ = stop.changed() => {}
+        if let Some(h) = heartbeat {
+            // Records the clean stop, so this dispatcher is not taken for stalled.
+            let _ = h.await;
         }
+        Ok(())
     }
 }
 

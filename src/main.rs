@@ -28,7 +28,14 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    telemetry::init();
+    let telemetry = telemetry::init();
+    let result = run_server(args, file).await;
+    // Flushing blocks until the exporter's thread has sent what it holds.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn run_server(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let config = Config::resolve(args, file.as_deref()).context("invalid configuration")?;
     let role = config.role;
     let database = redact(&config.database_url);

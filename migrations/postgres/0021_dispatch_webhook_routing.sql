@@ -1,7 +1,7 @@
 -- dispatch_webhook() honouring endpoints' routing: payload filters (evaluated here with
 -- the same semantics as hookrelay::routing) and ordering keys. Like 0002, nothing is
--- schema-qualified and re-running it is harmless; `hookrelay install-sql` prints 0002 and
--- this file.
+-- schema-qualified and re-running it is harmless; `hookrelay install-sql` prints 0002, 0006
+-- and this file.
 
 -- The value at a dot path (type, actor, id, data, data.a.b, data.items.0) of an event, as
 -- hookrelay::routing reads it; NULL when missing.
@@ -107,18 +107,28 @@ BEGIN
 END
 $$;
 
--- dispatch_webhook() as in 0002, now honouring endpoints' payload filters and ordering.
+-- dispatch_webhook() as in 0006 (with the optional traceparent), now honouring endpoints'
+-- payload filters and ordering.
 CREATE OR REPLACE FUNCTION dispatch_webhook(
     event_type text,
     event_data jsonb,
     actor text DEFAULT NULL,
-    tenant text DEFAULT 'default'
+    tenant text DEFAULT 'default',
+    traceparent text DEFAULT NULL
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_now timestamptz := date_trunc('milliseconds', clock_timestamp());
     v_event_id text := hookrelay_ulid('evt', v_now);
     v_default_max bigint;
+    -- A W3C trace context is kept only when well formed (as the HTTP API does): version,
+    -- 32 hex digits of trace id, 16 of parent id, 2 of flags; all-zero ids are invalid.
+    v_traceparent text := CASE
+        WHEN dispatch_webhook.traceparent COLLATE "C" ~* '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+             AND lower(left(dispatch_webhook.traceparent, 2)) <> 'ff'
+             AND substr(dispatch_webhook.traceparent, 4, 32) <> repeat('0', 32)
+             AND substr(dispatch_webhook.traceparent, 37, 16) <> repeat('0', 16)
+        THEN dispatch_webhook.traceparent END;
 BEGIN
     IF dispatch_webhook.event_type IS NULL
         OR length(dispatch_webhook.event_type) > 128
@@ -145,9 +155,9 @@ BEGIN
 
     SELECT s.value::bigint INTO v_default_max FROM settings s WHERE s.key = 'default_max_attempts';
 
-    INSERT INTO events (id, tenant_id, type, data, actor, created_at)
+    INSERT INTO events (id, tenant_id, type, data, actor, traceparent, created_at)
     VALUES (v_event_id, dispatch_webhook.tenant, dispatch_webhook.event_type, event_data::json,
-            dispatch_webhook.actor, v_now);
+            dispatch_webhook.actor, v_traceparent, v_now);
 
     INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts,
                             max_attempts, next_attempt_at, created_at, updated_at,

@@ -119,17 +119,29 @@ pub async fn create_event(
         deliver_at: body.deliver_at,
         traceparent: header("traceparent")?,
     };
-    let result = ingest(
-        state.store.as_ref(),
-        state.schemas.clone(),
-        &state.waker,
-        &tenant,
-        state.config.retry.max_attempts,
-        new,
+    let span = crate::ops::trace::ingest_span(&tenant, new.traceparent.as_deref());
+    let result = tracing::Instrument::instrument(
+        ingest(
+            state.store.as_ref(),
+            state.schemas.clone(),
+            &state.waker,
+            &tenant,
+            state.config.retry.max_attempts,
+            new,
+        ),
+        span,
     )
     .await?;
     let (event, deliveries, replayed) = match result {
-        Ingested::Created(e, d) => (e, d, false),
+        Ingested::Created(e, d) => {
+            state.ops.metrics.events_ingested.inc();
+            state
+                .ops
+                .metrics
+                .deliveries_created
+                .inc_by(u64::try_from(d.len()).unwrap_or(0));
+            (e, d, false)
+        }
         Ingested::Existing(e, d) => (e, d, true),
     };
     let body = Accepted {

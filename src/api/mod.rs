@@ -33,7 +33,9 @@ use crate::{
 mod deliveries;
 mod endpoints;
 mod events;
+mod inbox;
 pub mod openapi;
+mod ops;
 mod tenants;
 
 /// Everything a handler needs.
@@ -46,6 +48,8 @@ pub struct Inner {
     pub policy: Arc<NetworkPolicy>,
     pub waker: Waker,
     pub schemas: Arc<SchemaCache>,
+    /// Metrics, the dispatcher id and the destination of the test endpoint.
+    pub ops: Arc<crate::ops::Ops>,
     /// SHA-256 of the configured admin token, if one is configured.
     admin_hash: Option<[u8; 32]>,
 }
@@ -63,6 +67,7 @@ impl AppState {
         config: Config,
         policy: Arc<NetworkPolicy>,
         waker: Waker,
+        ops: Arc<crate::ops::Ops>,
     ) -> Self {
         let admin_hash = config.admin_token.as_deref().map(hash_token);
         let schemas = Arc::new(SchemaCache::new(config.strict_event_types));
@@ -72,6 +77,7 @@ impl AppState {
             policy,
             waker,
             schemas,
+            ops,
             admin_hash,
         }))
     }
@@ -85,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .merge(endpoints::router())
         .merge(events::router())
         .merge(deliveries::router())
+        .merge(ops::router())
+        .merge(inbox::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))

@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{deliveries, endpoints, events, tenants};
+use super::{deliveries, endpoints, events, inbox, ops, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,11 +21,14 @@ use super::{deliveries, endpoints, events, tenants};
         endpoints::replay_endpoint, events::replay_event,
         events::create_event, events::list_events, events::get_event,
         deliveries::list_deliveries, deliveries::get_delivery, deliveries::retry_delivery,
+        ops::health, ops::test_endpoint,
+        inbox::create_inbox, inbox::list_inboxes, inbox::get_inbox, inbox::delete_inbox,
+        inbox::list_messages,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants"), (name = "event-types"), (name = "endpoints"),
-        (name = "events"), (name = "deliveries"),
+        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"),
     )
 )]
 pub struct ApiDoc;

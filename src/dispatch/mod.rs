@@ -11,13 +11,14 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::{
     config::DispatchConfig,
-    destinations::{Destination, Message, SendError},
+    destinations::{Destination, SendError},
     domain::{self, new_id, Attempt, AttemptOutcome, BreakerPolicy, DeliveryStatus},
-    store::{Claimed, Completion, Store},
+    ops::Ops,
+    store::{ops::MinuteStats, Claimed, Completion, Store},
 };
 
 pub mod retry;
@@ -34,6 +35,7 @@ pub struct Dispatcher {
     breaker: BreakerPolicy,
     config: DispatchConfig,
     waker: Waker,
+    ops: Option<Arc<Ops>>,
 }
 
 impl Dispatcher {
@@ -52,18 +54,27 @@ impl Dispatcher {
             breaker,
             config,
             waker,
+            ops: None,
         }
+    }
+
+    /// Reports to these metrics and per-minute statistics (under the process's dispatcher
+    /// id); without them the dispatcher only delivers.
+    pub fn with_ops(mut self, ops: Arc<Ops>) -> Self {
+        self.ops = Some(ops);
+        self
     }
 
     /// Runs until `shutdown` turns true, then finishes what is in flight and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.concurrency));
-        let (done_tx, done_rx) = mpsc::channel::<Completion>(this.config.concurrency * 2);
+        let (done_tx, done_rx) = mpsc::channel::<Done>(this.config.concurrency * 2);
         let writer = tokio::spawn(write_completions(
             this.store.clone(),
             this.breaker,
             this.waker.clone(),
+            this.ops.as_ref().map(|o| o.dispatcher_id.clone()),
             done_rx,
         ));
         let mut store_errors = 0u32;
@@ -89,6 +100,7 @@ impl Dispatcher {
                     &lease_id,
                     u32::try_from(limit).unwrap_or(1),
                 )
+                .instrument(tracing::info_span!("claim", limit, lease_id = %lease_id))
                 .await
             {
                 Ok(c) => {
@@ -230,19 +242,47 @@ impl Dispatcher {
     }
 
     /// One attempt of one claimed delivery; never fails: every outcome is a completion.
-    async fn deliver(&self, claimed: Claimed) -> Completion {
-        let Claimed {
-            delivery,
-            event,
-            endpoint,
-            lease_id,
-        } = claimed;
+    async fn deliver(&self, claimed: Claimed) -> Done {
+        let metrics = self.ops.as_ref().map(|o| &o.metrics);
+        attempt(self.http.as_ref(), &self.retry, claimed, metrics).await
+    }
+}
+
+/// An attempt's result on its way to the completion writer.
+pub struct Done {
+    pub completion: Completion,
+    /// End-to-end latency, when the attempt delivered the message.
+    pub e2e_ms: Option<u64>,
+}
+
+/// Sends one claimed delivery once, through `destination`, and says what follows: the
+/// attempt to record and the delivery's new state. Logs one line per attempt and counts it
+/// in `metrics`. The dispatcher and the test endpoint both send through here.
+pub async fn attempt(
+    destination: &dyn Destination,
+    retry: &RetryPolicy,
+    claimed: Claimed,
+    metrics: Option<&crate::ops::metrics::Metrics>,
+) -> Done {
+    let Claimed {
+        delivery,
+        event,
+        endpoint,
+        lease_id,
+    } = claimed;
+    let attempt_number = delivery.attempts + 1;
+    let kind = crate::ops::metrics::destination_kind(&endpoint.url);
+    let span = crate::ops::trace::attempt_span(&event, &endpoint.id, &delivery.id, attempt_number);
+    async move {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
-        let message = Message::new(&event, &endpoint, started_at);
-        let result = self.http.send(&endpoint, &message).await;
+        let mut message = crate::destinations::Message::new(&event, &endpoint, started_at);
+        // With traces exported, the receiver's spans join the trace under this attempt.
+        if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current()) {
+            message.headers.insert("traceparent".into(), tp);
+        }
+        let result = destination.send(&endpoint, &message).await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let attempt_number = delivery.attempts + 1;
 
         let (outcome, status, next_attempt_at, disable, error, status_code, response) = match result
         {
@@ -263,7 +303,7 @@ impl Dispatcher {
                     SendError::Retryable { retry_after, .. }
                         if attempt_number < delivery.max_attempts =>
                     {
-                        let delay = self.retry.delay(attempt_number, retry_after);
+                        let delay = retry.delay(attempt_number, retry_after);
                         let at = started_at + to_chrono(delay);
                         (
                             AttemptOutcome::Retry,
@@ -300,40 +340,59 @@ impl Dispatcher {
                 }
             }
         };
+        // End to end: from when the event was due (created, or its deliver_at) to now.
+        let e2e_ms = (status == DeliveryStatus::Delivered).then(|| {
+            let due = event
+                .deliver_at
+                .unwrap_or(event.created_at)
+                .max(event.created_at);
+            let finished = started_at + to_chrono(Duration::from_millis(duration_ms));
+            u64::try_from((finished - due).num_milliseconds()).unwrap_or(0)
+        });
+        if let Some(m) = metrics {
+            m.attempt(kind, outcome, status, duration_ms, e2e_ms);
+        }
         info!(
             event_id = %event.id,
             endpoint_id = %endpoint.id,
             delivery_id = %delivery.id,
             tenant = %event.tenant_id,
+            destination = kind,
             attempt = attempt_number,
             outcome = outcome.as_str(),
             status = status_code,
             latency_ms = duration_ms,
+            trace_id = crate::ops::trace::trace_id(event.traceparent.as_deref()),
             error = error.as_deref(),
             "attempt"
         );
-        Completion {
-            ordered: delivery.ordering_key.is_some(),
-            delivery_id: delivery.id.clone(),
-            endpoint_id: endpoint.id.clone(),
-            lease_id,
-            status,
-            next_attempt_at,
-            disable_endpoint: disable,
-            attempt: Attempt {
-                id: new_id(domain::prefix::ATTEMPT),
-                delivery_id: delivery.id,
-                attempt_number,
-                started_at,
-                duration_ms,
-                status_code,
-                response,
-                error,
-                outcome,
+        Done {
+            e2e_ms,
+            completion: Completion {
+                ordered: delivery.ordering_key.is_some(),
+                delivery_id: delivery.id.clone(),
+                endpoint_id: endpoint.id.clone(),
+                lease_id,
+                status,
                 next_attempt_at,
+                disable_endpoint: disable,
+                attempt: Attempt {
+                    id: new_id(domain::prefix::ATTEMPT),
+                    delivery_id: delivery.id,
+                    attempt_number,
+                    started_at,
+                    duration_ms,
+                    status_code,
+                    response,
+                    error,
+                    outcome,
+                    next_attempt_at,
+                },
             },
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Deliveries in flight per endpoint in this process.
@@ -392,13 +451,21 @@ async fn write_completions(
     store: Arc<dyn Store>,
     policy: BreakerPolicy,
     waker: Waker,
-    mut rx: mpsc::Receiver<Completion>,
+    dispatcher_id: Option<String>,
+    mut rx: mpsc::Receiver<Done>,
 ) {
+    let mut done = Vec::with_capacity(WRITE_BATCH);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    while rx.recv_many(&mut done, WRITE_BATCH).await > 0 {
+        let stats = minute_stats(&done);
+        batch.extend(done.drain(..).map(|d| d.completion));
         let mut failures = 0u32;
         loop {
-            match store.complete(&batch, &policy).await {
+            let written = match &dispatcher_id {
+                Some(id) => store.complete_with_stats(&batch, &policy, id, &stats).await,
+                None => store.complete(&batch, &policy).await,
+            };
+            match written {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;
@@ -424,4 +491,22 @@ async fn write_completions(
         }
         batch.clear();
     }
+}
+
+/// The per-minute counters of a batch of attempts (by the minute each attempt finished).
+pub fn minute_stats(done: &[Done]) -> Vec<MinuteStats> {
+    let mut by_minute: std::collections::BTreeMap<i64, MinuteStats> = Default::default();
+    for d in done {
+        let a = &d.completion.attempt;
+        let finished = a.started_at + to_chrono(Duration::from_millis(a.duration_ms));
+        let minute = crate::store::ops::minute_of(finished);
+        by_minute
+            .entry(minute)
+            .or_insert_with(|| MinuteStats {
+                minute,
+                ..Default::default()
+            })
+            .add(d.completion.status, a.duration_ms, d.e2e_ms);
+    }
+    by_minute.into_values().collect()
 }

@@ -15,10 +15,13 @@ use crate::domain::{
     Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 
+pub mod ops;
 pub mod postgres;
 mod rows;
 pub mod sealed;
 pub mod sqlite;
+
+pub use ops::OpsStore;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -190,9 +193,10 @@ pub struct Completion {
     pub ordered: bool,
 }
 
-/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres).
+/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
+/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OpsStore + Send + Sync + 'static {
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
 

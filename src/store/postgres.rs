@@ -57,6 +57,9 @@ macro_rules! ms_col {
     };
 }
 
+// After `ms_col!`, which it uses.
+mod ops;
+
 /// The channel on which committed deliveries (and manual retries, re-enabled endpoints)
 /// are announced to the dispatchers of every process.
 pub const WAKE_CHANNEL: &str = "hookrelay_wake";
@@ -1283,6 +1286,77 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
+        self.complete_in(completions, policy, None).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        // The first due delivery of a flowing endpoint (walking the partial index of
+        // pending rows in order), and the end of the earliest cool-down of an open breaker
+        // whose endpoint has something pending.
+        // Deliveries waiting for an earlier one of their key are not due.
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT (SELECT (extract(epoch FROM d.next_attempt_at) * 1000)::int8 \
+               FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
+                 AND e.breaker_state = 'closed' AND {IN_ORDER} \
+               ORDER BY d.next_attempt_at LIMIT 1), \
+             (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
+               FROM endpoints e, LATERAL (SELECT min(d.next_attempt_at) AS t FROM deliveries d \
+                 WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
+               WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(match row {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(from_millis))
+    }
+}
+
+/// Joins claimed deliveries with their events and endpoints. A delivery whose endpoint or
+/// event is gone (deleted since the claim, which cancelled or deleted the delivery too) is
+/// left out rather than failing the whole batch.
+fn assemble_claims(
+    deliveries: Vec<Delivery>,
+    events: Vec<Event>,
+    endpoints: Vec<Endpoint>,
+    lease_id: &str,
+) -> Vec<Claimed> {
+    let events: HashMap<String, Event> = events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let endpoints: HashMap<String, Endpoint> =
+        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    deliveries
+        .into_iter()
+        .filter_map(|delivery| {
+            let event = events.get(&delivery.event_id).cloned();
+            let endpoint = endpoints.get(&delivery.endpoint_id).cloned();
+            let (Some(event), Some(endpoint)) = (event, endpoint) else {
+                debug!(delivery = %delivery.id, "claimed delivery lost its endpoint or event meanwhile");
+                return None;
+            };
+            Some(Claimed {
+                delivery,
+                event,
+                endpoint,
+                lease_id: lease_id.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Completion writes shared by [`Store::complete`] and [`super::ops::OpsStore::complete_with_stats`].
+impl PostgresStore {
+    /// [`Store::complete`], adding `stats` to the dispatcher's per-minute counters in the
+    /// same transaction.
+    async fn complete_in(
+        &self,
+        completions: &[Completion],
+        policy: &BreakerPolicy,
+        stats: Option<(&str, &[super::ops::MinuteStats])>,
+    ) -> Result<()> {
         if completions.is_empty() {
             return Ok(());
         }
@@ -1434,66 +1508,12 @@ impl Store for PostgresStore {
             .await
             .map_err(db)?;
         }
+        if let Some((dispatcher, stats)) = stats {
+            ops::add_stats(&mut tx, dispatcher, stats).await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(())
     }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        // The first due delivery of a flowing endpoint (walking the partial index of
-        // pending rows in order), and the end of the earliest cool-down of an open breaker
-        // whose endpoint has something pending.
-        // Deliveries waiting for an earlier one of their key are not due.
-        let row: (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
-            "SELECT (SELECT (extract(epoch FROM d.next_attempt_at) * 1000)::int8 \
-               FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
-                 AND e.breaker_state = 'closed' AND {IN_ORDER} \
-               ORDER BY d.next_attempt_at LIMIT 1), \
-             (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
-               FROM endpoints e, LATERAL (SELECT min(d.next_attempt_at) AS t FROM deliveries d \
-                 WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
-               WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"
-        ))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(match row {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(from_millis))
-    }
-}
-
-/// Joins claimed deliveries with their events and endpoints. A delivery whose endpoint or
-/// event is gone (deleted since the claim, which cancelled or deleted the delivery too) is
-/// left out rather than failing the whole batch.
-fn assemble_claims(
-    deliveries: Vec<Delivery>,
-    events: Vec<Event>,
-    endpoints: Vec<Endpoint>,
-    lease_id: &str,
-) -> Vec<Claimed> {
-    let events: HashMap<String, Event> = events.into_iter().map(|e| (e.id.clone(), e)).collect();
-    let endpoints: HashMap<String, Endpoint> =
-        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
-    deliveries
-        .into_iter()
-        .filter_map(|delivery| {
-            let event = events.get(&delivery.event_id).cloned();
-            let endpoint = endpoints.get(&delivery.endpoint_id).cloned();
-            let (Some(event), Some(endpoint)) = (event, endpoint) else {
-                debug!(delivery = %delivery.id, "claimed delivery lost its endpoint or event meanwhile");
-                return None;
-            };
-            Some(Claimed {
-                delivery,
-                event,
-                endpoint,
-                lease_id: lease_id.to_owned(),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
-    Result, Store, StoreError, TokenRecord,
+    ops::{
+        AlertRecord, DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, MinuteStats,
+        PendingSummary,
+    },
+    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
+    ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::{
     domain::{Attempt, BreakerPolicy, Delivery, Endpoint, Event, EventType, Tenant},
@@ -267,5 +271,104 @@ impl Store for SealedStore {
     }
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due().await
+    }
+}
+
+#[async_trait]
+impl OpsStore for SealedStore {
+    async fn complete_with_stats(
+        &self,
+        completions: &[Completion],
+        policy: &BreakerPolicy,
+        dispatcher: &str,
+        stats: &[MinuteStats],
+    ) -> Result<()> {
+        self.inner
+            .complete_with_stats(completions, policy, dispatcher, stats)
+            .await
+    }
+    async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
+        self.inner.stats_since(since_minute).await
+    }
+    async fn pending_summary(&self) -> Result<PendingSummary> {
+        self.inner.pending_summary().await
+    }
+    async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>> {
+        self.inner.flagged_endpoints(limit).await
+    }
+    async fn heartbeat(&self, beat: &DispatcherBeat) -> Result<()> {
+        self.inner.heartbeat(beat).await
+    }
+    async fn list_dispatchers(&self, since: DateTime<Utc>) -> Result<Vec<DispatcherBeat>> {
+        self.inner.list_dispatchers(since).await
+    }
+    async fn insert_leased(
+        &self,
+        event: &Event,
+        delivery: &Delivery,
+        lease_id: &str,
+    ) -> Result<()> {
+        self.inner.insert_leased(event, delivery, lease_id).await
+    }
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>> {
+        self.inner.list_alerts().await
+    }
+    async fn open_alert(&self, alert: &AlertRecord) -> Result<bool> {
+        self.inner.open_alert(alert).await
+    }
+    async fn resolve_alert(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.inner.resolve_alert(rule, subject, episode, at).await
+    }
+    async fn alert_sent(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        resolved: bool,
+    ) -> Result<()> {
+        self.inner
+            .alert_sent(rule, subject, episode, resolved)
+            .await
+    }
+    async fn create_inbox(&self, inbox: &Inbox) -> Result<()> {
+        self.inner.create_inbox(inbox).await
+    }
+    async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
+        self.inner.list_inboxes(tenant_id, page).await
+    }
+    async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
+        self.inner.get_inbox(tenant_id, id).await
+    }
+    async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>> {
+        self.inner.find_inbox(token).await
+    }
+    async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        self.inner.delete_inbox(tenant_id, id).await
+    }
+    async fn add_inbox_message(&self, message: &InboxMessage, keep: u32) -> Result<()> {
+        self.inner.add_inbox_message(message, keep).await
+    }
+    async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
+        self.inner.list_inbox_messages(inbox_id, page).await
+    }
+    async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.inner.prune_events(older_than, limit).await
+    }
+    async fn prune_operations(
+        &self,
+        older_than: DateTime<Utc>,
+        stats_before_minute: i64,
+        dispatchers_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        self.inner
+            .prune_operations(older_than, stats_before_minute, dispatchers_before, limit)
+            .await
     }
 }

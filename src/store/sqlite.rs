@@ -18,6 +18,8 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 
+mod ops;
+
 use super::rows::{
     collect, corrupt, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow, TenantRow,
     TokenRow,
@@ -981,6 +983,71 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
+        self.complete_in(completions, policy, None).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        // Deliveries waiting for an earlier one of their key are not due.
+        let row: (Option<i64>,) = sqlx::query_as(&format!(
+            "SELECT MIN(t) FROM ( \
+               SELECT MIN(d.next_attempt_at) AS t FROM deliveries d \
+               JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND e.enabled = 1 AND e.breaker_state = 'closed' \
+               AND {IN_ORDER} \
+               UNION ALL \
+               SELECT MIN(max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending'))) \
+               FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')"
+        ))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.0.map(from_millis))
+    }
+}
+
+/// Joins claimed deliveries with their events and endpoints.
+fn assemble_claims(
+    deliveries: Vec<Delivery>,
+    events: Vec<Event>,
+    endpoints: Vec<Endpoint>,
+    lease_id: &str,
+) -> Result<Vec<Claimed>> {
+    let events: std::collections::HashMap<String, Event> =
+        events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let endpoints: std::collections::HashMap<String, Endpoint> =
+        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            let event = events
+                .get(&delivery.event_id)
+                .cloned()
+                .ok_or_else(|| corrupt("delivery without event", &delivery.id))?;
+            let endpoint = endpoints
+                .get(&delivery.endpoint_id)
+                .cloned()
+                .ok_or_else(|| corrupt("delivery without endpoint", &delivery.id))?;
+            Ok(Claimed {
+                delivery,
+                event,
+                endpoint,
+                lease_id: lease_id.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Completion writes shared by [`Store::complete`] and [`super::ops::OpsStore::complete_with_stats`].
+impl SqliteStore {
+    /// [`Store::complete`], adding `stats` to the dispatcher's per-minute counters in the
+    /// same transaction.
+    async fn complete_in(
+        &self,
+        completions: &[Completion],
+        policy: &BreakerPolicy,
+        stats: Option<(&str, &[super::ops::MinuteStats])>,
+    ) -> Result<()> {
         if completions.is_empty() {
             return Ok(());
         }
@@ -1102,58 +1169,10 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             }
         }
+        if let Some((dispatcher, stats)) = stats {
+            ops::add_stats(&mut tx, dispatcher, stats).await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(())
     }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        // Deliveries waiting for an earlier one of their key are not due.
-        let row: (Option<i64>,) = sqlx::query_as(&format!(
-            "SELECT MIN(t) FROM ( \
-               SELECT MIN(d.next_attempt_at) AS t FROM deliveries d \
-               JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND e.enabled = 1 AND e.breaker_state = 'closed' \
-               AND {IN_ORDER} \
-               UNION ALL \
-               SELECT MIN(max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
-                   WHERE d.endpoint_id = e.id AND d.status = 'pending'))) \
-               FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')"
-        ))
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db)?;
-        Ok(row.0.map(from_millis))
-    }
-}
-
-/// Joins claimed deliveries with their events and endpoints.
-fn assemble_claims(
-    deliveries: Vec<Delivery>,
-    events: Vec<Event>,
-    endpoints: Vec<Endpoint>,
-    lease_id: &str,
-) -> Result<Vec<Claimed>> {
-    let events: std::collections::HashMap<String, Event> =
-        events.into_iter().map(|e| (e.id.clone(), e)).collect();
-    let endpoints: std::collections::HashMap<String, Endpoint> =
-        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
-    deliveries
-        .into_iter()
-        .map(|delivery| {
-            let event = events
-                .get(&delivery.event_id)
-                .cloned()
-                .ok_or_else(|| corrupt("delivery without event", &delivery.id))?;
-            let endpoint = endpoints
-                .get(&delivery.endpoint_id)
-                .cloned()
-                .ok_or_else(|| corrupt("delivery without endpoint", &delivery.id))?;
-            Ok(Claimed {
-                delivery,
-                event,
-                endpoint,
-                lease_id: lease_id.to_owned(),
-            })
-        })
-        .collect()
 }

@@ -28,6 +28,8 @@ fn every_command_has_help() {
         &["deliveries"],
         &["deliveries", "retry"],
         &["verify"],
+        &["health"],
+        &["inbox", "tail"],
     ];
     for args in commands {
         let out = hookrelay().args(*args).arg("--help").output().unwrap();

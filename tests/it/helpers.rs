@@ -86,6 +86,8 @@ macro_rules! both_stores {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// The app's own store (for what the API does not show, e.g. a foreign heartbeat).
+    pub store: std::sync::Arc<dyn hookrelay::store::Store>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     pg_database: Option<String>,
@@ -138,6 +140,7 @@ async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<Strin
         .await
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
+    let store = app.store();
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         app.run(async {
@@ -148,6 +151,7 @@ async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<Strin
     });
     TestApp {
         base,
+        store,
         http: reqwest::Client::new(),
         stop: Some(tx),
         done: Some(done),
@@ -158,6 +162,11 @@ async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<Strin
 }
 
 impl TestApp {
+    /// The database this app runs on.
+    pub fn database_url(&self) -> &str {
+        &self.config.database_url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -7,6 +7,7 @@ mod controls;
 mod crash;
 mod delivery;
 mod helpers;
+mod ops;
 mod routing;
 mod scale;
 mod security;

@@ -386,11 +386,14 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
         .await;
     let (s, victim_token) = app.post("/v1/tenants/default/tokens", json!({})).await;
     assert_eq!(s, StatusCode::CREATED);
+    let (s, inbox) = app.post("/v1/tenants/default/inboxes", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{inbox}");
     let victim: std::collections::HashMap<&str, String> = [
         ("endpoints", ep["id"].as_str().unwrap().to_owned()),
         ("events", event["id"].as_str().unwrap().to_owned()),
         ("deliveries", delivery["id"].as_str().unwrap().to_owned()),
         ("tokens", victim_token["id"].as_str().unwrap().to_owned()),
+        ("inboxes", inbox["id"].as_str().unwrap().to_owned()),
     ]
     .into();
     // The attacker: tenant `acme` with its own token.
@@ -474,7 +477,9 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
                 }
             } else {
                 let (s, b) = call(template.clone()).await;
-                if method == Method::GET {
+                if method == Method::GET && s != StatusCode::FORBIDDEN {
+                    // A shared read (the catalog, the caller's own tenants) shows nothing
+                    // of the victim's; an operator-only one is refused.
                     assert_eq!(s, StatusCode::OK, "{method} {template}: {b}");
                     let text = b.to_string();
                     assert!(
@@ -517,6 +522,13 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(r.count(), 1);
+    let (s, _) = app
+        .get(&format!(
+            "/v1/tenants/default/inboxes/{}",
+            victim["inboxes"]
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "the victim's inbox is still there");
     app.stop().await;
 }
 

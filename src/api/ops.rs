@@ -1,0 +1,238 @@
+//! Operations routes: `GET /v1/health`, `GET /metrics`, and the endpoint test
+//! (`POST …/endpoints/{id}/test`).
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::error;
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Path, Principal};
+use crate::{
+    dispatch::{attempt, minute_stats},
+    domain::{self, new_id, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
+    ingest::valid_traceparent,
+    ops::health::{HealthReport, Snapshot},
+    store::Claimed,
+};
+
+/// Event type of the messages sent by the endpoint test.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{id}/test",
+            post(test_endpoint),
+        )
+}
+
+/// Health: totals of the last hour and day, pending deliveries, latency, open breakers,
+/// disabled endpoints, dispatcher heartbeats, firing alerts; `healthy: false` with the
+/// reasons when a rule fails. Admin token only.
+#[utoipa::path(get, path = "/v1/health", tag = "operations",
+    responses((status = 200, body = HealthReport), (status = 403, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn health(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<axum::Json<HealthReport>, ApiError> {
+    principal.require_admin()?;
+    let snapshot = Snapshot::read(state.store.as_ref()).await?;
+    Ok(axum::Json(snapshot.report(&state.config.alerts.thresholds)))
+}
+
+/// Prometheus metrics, text exposition format (no authentication, like `/healthz`).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.ops.metrics;
+    // The store's gauges are read at scrape time, so every process reports the same.
+    let store = state.store.as_ref();
+    match tokio::try_join!(
+        store.pending_summary(),
+        store.flagged_endpoints(100_000),
+        store.list_alerts()
+    ) {
+        Ok((pending, flagged, alerts)) => {
+            let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            m.pending
+                .set(i64::try_from(pending.count).unwrap_or(i64::MAX));
+            m.oldest_pending_age.set(
+                pending
+                    .oldest_created_at
+                    .map(|t| (domain::now() - t).num_seconds().max(0))
+                    .unwrap_or(0),
+            );
+            m.open_breakers.set(as_i64(
+                flagged
+                    .iter()
+                    .filter(|e| e.breaker_state != "closed")
+                    .count(),
+            ));
+            m.disabled_endpoints
+                .set(as_i64(flagged.iter().filter(|e| !e.enabled).count()));
+            m.alerts_firing.set(as_i64(
+                alerts.iter().filter(|a| a.resolved_at.is_none()).count(),
+            ));
+        }
+        Err(e) => error!(error = %e, "metrics: cannot read the store's gauges"),
+    }
+    match m.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            error!(error = %e, "metrics: cannot render");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// Optional body of an endpoint test.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct TestRequest {
+    /// The test event's data; a small message by default.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What the test attempt did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// The `webhook.test` event (its `webhook-id`).
+    pub event_id: String,
+    /// The delivery, kept in the log like any other.
+    pub delivery_id: String,
+    /// `delivered` or `failed`.
+    pub status: DeliveryStatus,
+    /// `success` or `failed`.
+    pub outcome: AttemptOutcome,
+    /// The endpoint's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Duration of the attempt.
+    pub latency_ms: u64,
+    /// The first KiB of the answer.
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Test an endpoint: sends a `webhook.test` event to it now, through the same destination
+/// and signing as any delivery (whatever its breaker or enabled state), records the attempt
+/// in the log, and answers with the result. The event goes to this endpoint only.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints/{id}/test", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path),
+           ("traceparent" = Option<String>, Header, description = "W3C trace context")),
+    request_body = Option<TestRequest>,
+    responses((status = 200, body = TestResult), (status = 400, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn test_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<TestResult>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let req: TestRequest = super::optional_json(&body)?;
+    let endpoint = state
+        .store
+        .get_endpoint(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let now = domain::now();
+    let data = match req.data {
+        Some(serde_json::Value::Null) | None => serde_json::json!({
+            "message": "Test event from hookrelay",
+            "endpoint_id": endpoint.id,
+        }),
+        Some(d) => d,
+    };
+    let event = Event {
+        id: new_id(prefix::EVENT),
+        tenant_id: tenant.clone(),
+        event_type: TEST_EVENT_TYPE.into(),
+        data,
+        actor: None,
+        idempotency_key: None,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|tp| valid_traceparent(tp))
+            .map(str::to_owned),
+        created_at: now,
+        deliver_at: None,
+    };
+    let lease_id = new_id("lse");
+    let lease = chrono::Duration::from_std(state.config.dispatch.lease).unwrap_or_default();
+    let delivery = Delivery {
+        id: new_id(prefix::DELIVERY),
+        tenant_id: tenant,
+        event_id: event.id.clone(),
+        endpoint_id: endpoint.id.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        // One attempt: a test is not retried.
+        max_attempts: 1,
+        // Leased to this request, so no dispatcher takes it meanwhile.
+        next_attempt_at: Some(now + lease),
+        last_error: None,
+        ordering_key: None,
+        ordering_blocks: false,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .store
+        .insert_leased(&event, &delivery, &lease_id)
+        .await?;
+    let claimed = Claimed {
+        delivery,
+        event,
+        endpoint,
+        lease_id,
+    };
+    let event_id = claimed.event.id.clone();
+    let done = attempt(
+        state.ops.destination.as_ref(),
+        &state.config.retry,
+        claimed,
+        Some(&state.ops.metrics),
+    )
+    .await;
+    let stats = minute_stats(std::slice::from_ref(&done));
+    let c = done.completion;
+    state
+        .store
+        .complete_with_stats(
+            std::slice::from_ref(&c),
+            &state.config.breaker,
+            &state.ops.dispatcher_id,
+            &stats,
+        )
+        .await?;
+    Ok(axum::Json(TestResult {
+        event_id,
+        delivery_id: c.delivery_id,
+        status: c.status,
+        outcome: c.attempt.outcome,
+        status_code: c.attempt.status_code,
+        latency_ms: c.attempt.duration_ms,
+        response: c.attempt.response,
+        error: c.attempt.error,
+        started_at: c.attempt.started_at,
+    }))
+}

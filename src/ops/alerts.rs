@@ -1,0 +1,376 @@
+//! Alerts: the health rules, checked periodically, announced to alert sinks through
+//! hookrelay's own delivery pipeline, so alerts are signed, retried and logged like any
+//! delivery.
+//!
+//! - Each configured sink is an endpoint of the internal tenant [`SYSTEM_TENANT`],
+//!   subscribed to `hookrelay.alert.*`, managed from the configuration (`--alert-sink`).
+//! - A failing rule about a subject (an endpoint, a dispatcher, or `global`) opens an alert
+//!   row in the store; only the process whose insert wins announces it, as an event
+//!   `hookrelay.alert.fired` whose idempotency key derives from the alert's episode, so a
+//!   crash between the two steps cannot announce it twice, and a restart does not announce
+//!   it again. While it stays open nothing more is sent (no alert storm). When the rule
+//!   passes again, one `hookrelay.alert.resolved` follows and the row goes.
+//! - With `--alert-format slack` the sinks receive the event's data alone, `{"text": …}`,
+//!   which Slack (and Slack-compatible chat webhooks) accept; with `json` (the default)
+//!   they receive the standard envelope `{"id", "type", "timestamp", "data"}`.
+//!
+//! If every dispatcher is down, alerts wait in the store like any delivery and go out when
+//! one is back: watch `/v1/health` or `/metrics` from outside for that case.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use clap::ValueEnum;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::health::{Snapshot, Thresholds};
+use crate::{
+    dispatch::Waker,
+    domain::{self, Endpoint, EventType, Tenant},
+    ingest::{self, NewEvent, SchemaCache},
+    signing,
+    store::{ops::AlertRecord, Page, Store, StoreError},
+};
+
+/// The internal tenant whose endpoints are the alert sinks.
+pub const SYSTEM_TENANT: &str = "hookrelay";
+/// Event type of an alert that fired.
+pub const FIRED: &str = "hookrelay.alert.fired";
+/// Event type of an alert that cleared.
+pub const RESOLVED: &str = "hookrelay.alert.resolved";
+
+const JSON_SINK_PREFIX: &str = "ep_jsonsink_";
+const SLACK_SINK_PREFIX: &str = "ep_slacksink_";
+
+/// What the sinks receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// The standard webhook envelope; `data` holds the alert.
+    #[default]
+    Json,
+    /// `{"text": "…"}` alone, for Slack-compatible incoming webhooks.
+    Slack,
+}
+
+/// Alert settings.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    pub sinks: Vec<url::Url>,
+    pub format: AlertFormat,
+    /// How often the rules are checked.
+    pub interval: Duration,
+    pub thresholds: Thresholds,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            format: AlertFormat::Json,
+            interval: Duration::from_secs(30),
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// The id of the managed endpoint of a sink: the format and a hash of the URL, so every
+/// process derives the same one.
+pub fn sink_endpoint_id(url: &str, format: AlertFormat) -> String {
+    let hash = hex::encode(Sha256::digest(url.as_bytes()));
+    let prefix = match format {
+        AlertFormat::Json => JSON_SINK_PREFIX,
+        AlertFormat::Slack => SLACK_SINK_PREFIX,
+    };
+    format!("{prefix}{}", &hash[..24])
+}
+
+fn is_managed_sink(id: &str) -> bool {
+    id.starts_with(JSON_SINK_PREFIX) || id.starts_with(SLACK_SINK_PREFIX)
+}
+
+/// The routing of a sink endpoint: Slack-format sinks get the event's `{"text": …}` alone,
+/// through the same transformation any endpoint can have (so it is signed as sent).
+fn sink_routing(format: AlertFormat) -> std::sync::Arc<crate::routing::Routing> {
+    match format {
+        AlertFormat::Json => Default::default(),
+        AlertFormat::Slack => {
+            let spec = crate::routing::RoutingSpec {
+                transform: Some(serde_json::json!([
+                    {"rename": {"data.text": "text"}},
+                    {"pick": ["text"]}
+                ])),
+                ..Default::default()
+            };
+            // A constant, valid transformation: compiling it cannot fail.
+            crate::routing::Routing::compile(spec)
+                .map(std::sync::Arc::new)
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Makes the system tenant, the alert event types and one endpoint per configured sink
+/// exist, and removes managed sink endpoints that are no longer configured. Safe to run
+/// from several processes at once.
+pub async fn install_sinks(store: &dyn Store, config: &AlertConfig) -> Result<(), StoreError> {
+    let now = domain::now();
+    if config.sinks.is_empty() {
+        if store.get_tenant(SYSTEM_TENANT).await?.is_none() {
+            return Ok(());
+        }
+    } else {
+        ignore_conflict(
+            store
+                .create_tenant(&Tenant {
+                    id: SYSTEM_TENANT.into(),
+                    name: "hookrelay alerts".into(),
+                    created_at: now,
+                })
+                .await,
+        )?;
+        for (name, what) in [(FIRED, "fired"), (RESOLVED, "resolved")] {
+            ignore_conflict(
+                store
+                    .create_event_type(&EventType {
+                        name: name.into(),
+                        description: Some(format!("A hookrelay alert {what} (see /v1/health).")),
+                        schema: None,
+                        created_at: now,
+                    })
+                    .await,
+            )?;
+        }
+    }
+    let wanted: Vec<(String, &url::Url)> = config
+        .sinks
+        .iter()
+        .map(|u| (sink_endpoint_id(u.as_str(), config.format), u))
+        .collect();
+    for (id, url) in &wanted {
+        if store.get_endpoint(SYSTEM_TENANT, id).await?.is_some() {
+            continue;
+        }
+        let endpoint = Endpoint {
+            id: id.clone(),
+            tenant_id: SYSTEM_TENANT.into(),
+            url: url.to_string(),
+            description: Some("alert sink (managed by --alert-sink)".into()),
+            event_types: vec!["hookrelay.alert.*".into()],
+            secret: signing::generate_secret(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            rate_limit: None,
+            max_attempts: None,
+            headers: Default::default(),
+            enabled: true,
+            disabled_reason: None,
+            breaker: Default::default(),
+            routing: sink_routing(config.format),
+            created_at: now,
+            updated_at: now,
+        };
+        if let Err(e) = store.create_endpoint(&endpoint, u32::MAX).await {
+            // Another process may have created it meanwhile.
+            if store.get_endpoint(SYSTEM_TENANT, id).await?.is_none() {
+                return Err(e);
+            }
+        }
+    }
+    let keep: HashSet<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+    let existing = store
+        .list_endpoints(
+            SYSTEM_TENANT,
+            &Page {
+                after_id: None,
+                limit: 250,
+            },
+        )
+        .await?;
+    for ep in existing {
+        if is_managed_sink(&ep.id) && !keep.contains(ep.id.as_str()) {
+            store.delete_endpoint(SYSTEM_TENANT, &ep.id).await?;
+        }
+    }
+    Ok(())
+}
+
+fn ignore_conflict(r: Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Err(StoreError::Conflict(_)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Checks the rules and announces what changed, every `config.interval`, until `stop`.
+pub struct Evaluator {
+    pub store: Arc<dyn Store>,
+    pub config: AlertConfig,
+    pub waker: Waker,
+    pub default_max_attempts: u32,
+    pub ops: Option<Arc<super::Ops>>,
+}
+
+impl Evaluator {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        if let Err(e) = install_sinks(self.store.as_ref(), &self.config).await {
+            warn!(error = %e, "cannot set up the alert sinks; alerts are kept but not sent");
+        }
+        let schemas = Arc::new(SchemaCache::default());
+        while !*stop.borrow() {
+            if let Err(e) = self.evaluate(&schemas).await {
+                warn!(error = %e, "alert evaluation failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One round: open alerts for failing rules, resolve cleared ones, announce.
+    pub async fn evaluate(&self, schemas: &Arc<SchemaCache>) -> Result<(), StoreError> {
+        let store = self.store.as_ref();
+        let snapshot = Snapshot::read(store).await?;
+        let findings = snapshot.findings(&self.config.thresholds);
+        let now = snapshot.now;
+        for f in &findings {
+            let open = snapshot
+                .alerts
+                .iter()
+                .any(|a| a.rule == f.rule && a.subject == f.subject);
+            if !open {
+                let record = AlertRecord {
+                    rule: f.rule.into(),
+                    subject: f.subject.clone(),
+                    episode: domain::new_id("alr"),
+                    message: f.message.clone(),
+                    details: f.details.clone(),
+                    fired_at: now,
+                    fired_sent: false,
+                    resolved_at: None,
+                };
+                if store.open_alert(&record).await? {
+                    warn!(rule = f.rule, subject = %f.subject, message = %f.message, "alert fired");
+                }
+            }
+        }
+        for a in snapshot.alerts.iter().filter(|a| a.resolved_at.is_none()) {
+            let failing = findings
+                .iter()
+                .any(|f| f.rule == a.rule && f.subject == a.subject);
+            if !failing {
+                store
+                    .resolve_alert(&a.rule, &a.subject, &a.episode, now)
+                    .await?;
+                info!(rule = %a.rule, subject = %a.subject, "alert resolved");
+            }
+        }
+        let alerts = store.list_alerts().await?;
+        if let Some(ops) = &self.ops {
+            let firing = alerts.iter().filter(|a| a.resolved_at.is_none()).count();
+            ops.metrics
+                .alerts_firing
+                .set(i64::try_from(firing).unwrap_or(i64::MAX));
+        }
+        for a in alerts {
+            if !a.fired_sent {
+                self.announce(schemas, &a, false).await?;
+                store
+                    .alert_sent(&a.rule, &a.subject, &a.episode, false)
+                    .await?;
+            }
+            if a.resolved_at.is_some() {
+                self.announce(schemas, &a, true).await?;
+                store
+                    .alert_sent(&a.rule, &a.subject, &a.episode, true)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands an announcement to the pipeline: an event of the system tenant, fanned out to
+    /// the sinks. Its idempotency key makes a repeat (after a crash, or by a second process)
+    /// the same event.
+    async fn announce(
+        &self,
+        schemas: &Arc<SchemaCache>,
+        a: &AlertRecord,
+        resolved: bool,
+    ) -> Result<(), StoreError> {
+        if self.config.sinks.is_empty() {
+            return Ok(());
+        }
+        let (event_type, state) = if resolved {
+            (RESOLVED, "resolved")
+        } else {
+            (FIRED, "firing")
+        };
+        let text = if resolved {
+            format!("[hookrelay] RESOLVED {}: {}", a.rule, a.message)
+        } else {
+            format!("[hookrelay] ALERT {}: {}", a.rule, a.message)
+        };
+        let data = match self.config.format {
+            AlertFormat::Slack => serde_json::json!({ "text": text }),
+            AlertFormat::Json => serde_json::json!({
+                "text": text,
+                "rule": a.rule,
+                "subject": a.subject,
+                "state": state,
+                "message": a.message,
+                "details": a.details,
+                "episode": a.episode,
+                "fired_at": a.fired_at,
+                "resolved_at": a.resolved_at,
+            }),
+        };
+        let new = NewEvent {
+            event_type: event_type.into(),
+            data,
+            idempotency_key: Some(format!("{}-{state}", a.episode)),
+            ..Default::default()
+        };
+        match ingest::ingest(
+            self.store.as_ref(),
+            schemas.clone(),
+            &self.waker,
+            SYSTEM_TENANT,
+            self.default_max_attempts,
+            new,
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(ingest::IngestError::Store(e)) => Err(e),
+            Err(e) => {
+                // A refusal cannot get better by trying again: log it and move on.
+                warn!(error = %e, rule = %a.rule, "alert announcement refused");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_ids_are_stable_and_say_their_format() {
+        let a = sink_endpoint_id("https://hooks.slack.com/x", AlertFormat::Slack);
+        assert_eq!(
+            a,
+            sink_endpoint_id("https://hooks.slack.com/x", AlertFormat::Slack)
+        );
+        assert!(a.starts_with(SLACK_SINK_PREFIX) && is_managed_sink(&a));
+        assert!(a.len() <= 64);
+        assert_ne!(
+            a,
+            sink_endpoint_id("https://hooks.slack.com/x", AlertFormat::Json)
+        );
+    }
+}

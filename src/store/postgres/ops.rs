@@ -1,0 +1,461 @@
+//! [`OpsStore`] on PostgreSQL: statistics, heartbeats, alerts, inbox and retention.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use super::{db, has_nul, ms, push_page, to_json, write_error, PostgresStore};
+use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
+use crate::store::{
+    ops::{
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BeatRow,
+        DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats,
+        OpsStore, PendingSummary,
+    },
+    Completion, Page, Result,
+};
+
+/// Adds per-minute counters inside the completion transaction. Each dispatcher has rows
+/// of its own, so concurrent processes never wait for each other here.
+pub(super) async fn add_stats(
+    tx: &mut PgConnection,
+    dispatcher: &str,
+    stats: &[MinuteStats],
+) -> Result<()> {
+    if stats.is_empty() {
+        return Ok(());
+    }
+    let cols = counter_columns();
+    let select: Vec<String> = (0..cols.len())
+        .map(|i| format!("(x ->> {})::int8", i + 2))
+        .collect();
+    let update: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{c} = stats_minutely.{c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO stats_minutely (minute, dispatcher, {}) \
+         SELECT (x ->> 0)::int8, x ->> 1, {} FROM jsonb_array_elements($1::jsonb) x \
+         ON CONFLICT (minute, dispatcher) DO UPDATE SET {}",
+        cols.join(", "),
+        select.join(", "),
+        update.join(", ")
+    );
+    let rows: Vec<serde_json::Value> = stats.iter().map(|s| stats_to_json(dispatcher, s)).collect();
+    sqlx::query(&sql)
+        .bind(to_json(&rows, "stats")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+const BEAT_COLUMNS: &str = concat!(
+    "id, hostname, pid, ",
+    ms_col!("started_at"),
+    ", ",
+    ms_col!("last_heartbeat"),
+    ", ",
+    ms_col!("stopped_at")
+);
+
+const ALERT_COLUMNS: &str = concat!(
+    "rule, subject, episode, message, details::text AS details, ",
+    ms_col!("fired_at"),
+    ", fired_sent, ",
+    ms_col!("resolved_at")
+);
+
+const INBOX_COLUMNS: &str = concat!(
+    "id, tenant_id, token, secret, description, ",
+    ms_col!("created_at")
+);
+
+const MESSAGE_COLUMNS: &str = concat!(
+    "id, inbox_id, ",
+    ms_col!("received_at"),
+    ", method, headers::text AS headers, body, truncated, verification, verify_error"
+);
+
+#[async_trait]
+impl OpsStore for PostgresStore {
+    async fn complete_with_stats(
+        &self,
+        completions: &[Completion],
+        policy: &BreakerPolicy,
+        dispatcher: &str,
+        stats: &[MinuteStats],
+    ) -> Result<()> {
+        self.complete_in(completions, policy, Some((dispatcher, stats)))
+            .await
+    }
+
+    async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
+        let cols = counter_columns();
+        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})::int8")).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT minute, {} FROM stats_minutely WHERE minute >= $1 GROUP BY minute \
+             ORDER BY minute",
+            sums.join(", ")
+        ))
+        .bind(since_minute)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let values = (0..=cols.len())
+                    .map(|i| r.try_get::<i64, _>(i))
+                    .collect::<std::result::Result<Vec<i64>, _>>()
+                    .map_err(db)?;
+                Ok(stats_from_row(&values))
+            })
+            .collect()
+    }
+
+    async fn pending_summary(&self) -> Result<PendingSummary> {
+        // Both read only the partial indexes of pending rows (deliveries_due for the count,
+        // deliveries_pending_created for the oldest): the finished history is never read.
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
+                    (SELECT (extract(epoch FROM min(created_at)) * 1000)::int8 \
+                     FROM deliveries WHERE status = 'pending')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(PendingSummary {
+            count: u64::try_from(count).unwrap_or(0),
+            oldest_created_at: oldest.map(from_millis),
+        })
+    }
+
+    async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>> {
+        let rows: Vec<(String, String, bool, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, tenant_id, enabled, disabled_reason, breaker_state FROM endpoints \
+             WHERE breaker_state <> 'closed' OR NOT enabled ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, tenant_id, enabled, disabled_reason, breaker_state)| FlaggedEndpoint {
+                    id,
+                    tenant_id,
+                    enabled,
+                    disabled_reason,
+                    breaker_state,
+                },
+            )
+            .collect())
+    }
+
+    async fn heartbeat(&self, b: &DispatcherBeat) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO dispatchers (id, hostname, pid, started_at, last_heartbeat, stopped_at) \
+             VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0), \
+                     to_timestamp($6 / 1000.0)) \
+             ON CONFLICT (id) DO UPDATE SET last_heartbeat = excluded.last_heartbeat, \
+             stopped_at = excluded.stopped_at",
+        )
+        .bind(&b.id)
+        .bind(&b.hostname)
+        .bind(i64::from(b.pid))
+        .bind(ms(b.started_at))
+        .bind(ms(b.last_heartbeat))
+        .bind(b.stopped_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_dispatchers(&self, since: DateTime<Utc>) -> Result<Vec<DispatcherBeat>> {
+        let rows: Vec<BeatRow> = sqlx::query_as(&format!(
+            "SELECT {BEAT_COLUMNS} FROM dispatchers \
+             WHERE last_heartbeat >= to_timestamp($1 / 1000.0) OR stopped_at IS NULL \
+             ORDER BY started_at, id"
+        ))
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(DispatcherBeat::from).collect())
+    }
+
+    async fn insert_leased(&self, e: &Event, d: &Delivery, lease_id: &str) -> Result<()> {
+        sqlx::query(
+            "WITH ev AS ( \
+               INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
+                                   traceparent, created_at, deliver_at) \
+               VALUES ($1, $2, $3, $4::json, $5, $6, $7, to_timestamp($8 / 1000.0), \
+                       to_timestamp($9 / 1000.0)) RETURNING id) \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+                                     max_attempts, next_attempt_at, lease_id, created_at, \
+                                     updated_at) \
+             SELECT $10, $2, ev.id, $11, $12, $13, $14, to_timestamp($15 / 1000.0), $16, \
+                    to_timestamp($17 / 1000.0), to_timestamp($18 / 1000.0) FROM ev",
+        )
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.event_type)
+        .bind(e.data.to_string())
+        .bind(&e.actor)
+        .bind(&e.idempotency_key)
+        .bind(&e.traceparent)
+        .bind(ms(e.created_at))
+        .bind(e.deliver_at.map(ms))
+        .bind(&d.id)
+        .bind(&d.endpoint_id)
+        .bind(d.status.as_str())
+        .bind(i64::from(d.attempts))
+        .bind(i64::from(d.max_attempts))
+        .bind(d.next_attempt_at.map(ms))
+        .bind(lease_id)
+        .bind(ms(d.created_at))
+        .bind(ms(d.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>> {
+        let rows: Vec<AlertRow> = sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts ORDER BY fired_at, rule, subject"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(AlertRecord::try_from).collect()
+    }
+
+    async fn open_alert(&self, a: &AlertRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO alerts (rule, subject, episode, message, details, fired_at, fired_sent) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, to_timestamp($6 / 1000.0), false) \
+             ON CONFLICT (rule, subject) DO NOTHING",
+        )
+        .bind(&a.rule)
+        .bind(&a.subject)
+        .bind(&a.episode)
+        .bind(&a.message)
+        .bind(a.details.to_string())
+        .bind(ms(a.fired_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn resolve_alert(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE alerts SET resolved_at = to_timestamp($1 / 1000.0) \
+             WHERE rule = $2 AND subject = $3 AND episode = $4 AND resolved_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(rule)
+        .bind(subject)
+        .bind(episode)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn alert_sent(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        resolved: bool,
+    ) -> Result<()> {
+        let sql = if resolved {
+            "DELETE FROM alerts WHERE rule = $1 AND subject = $2 AND episode = $3"
+        } else {
+            "UPDATE alerts SET fired_sent = true WHERE rule = $1 AND subject = $2 AND episode = $3"
+        };
+        sqlx::query(sql)
+            .bind(rule)
+            .bind(subject)
+            .bind(episode)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_inbox(&self, i: &Inbox) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO inboxes (id, tenant_id, token, secret, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, to_timestamp($6 / 1000.0))",
+        )
+        .bind(&i.id)
+        .bind(&i.tenant_id)
+        .bind(&i.token)
+        .bind(&i.secret)
+        .bind(&i.description)
+        .bind(ms(i.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
+        if has_nul(&[tenant_id, page.after_id.as_deref().unwrap_or_default()]) {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<InboxRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(Inbox::from).collect())
+    }
+
+    async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let row: Option<InboxRow> = sqlx::query_as(&format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Inbox::from))
+    }
+
+    async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>> {
+        if has_nul(&[token]) {
+            return Ok(None);
+        }
+        let row: Option<InboxRow> = sqlx::query_as(&format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE token = $1"
+        ))
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Inbox::from))
+    }
+
+    async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM inboxes WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_inbox_message(&self, m: &InboxMessage, keep: u32) -> Result<()> {
+        // One statement: the new message in, the oldest beyond `keep` out.
+        sqlx::query(&format!(
+            "WITH added AS ( \
+               INSERT INTO inbox_messages ({}) \
+               VALUES ($1, $2, to_timestamp($3 / 1000.0), $4, $5::jsonb, $6, $7, $8, $9) \
+               RETURNING id) \
+             DELETE FROM inbox_messages WHERE inbox_id = $2 AND id < ( \
+               SELECT id FROM inbox_messages WHERE inbox_id = $2 \
+               ORDER BY id DESC OFFSET $10 LIMIT 1) \
+             AND EXISTS (SELECT 1 FROM added)",
+            "id, inbox_id, received_at, method, headers, body, truncated, verification, \
+             verify_error"
+        ))
+        .bind(&m.id)
+        .bind(&m.inbox_id)
+        .bind(ms(m.received_at))
+        .bind(&m.method)
+        .bind(to_json(&m.headers, "headers")?)
+        .bind(&m.body)
+        .bind(m.truncated)
+        .bind(m.verification.as_str())
+        .bind(&m.verify_error)
+        // The statement sees the table as it was before the insert: keep one fewer.
+        .bind(i64::from(keep.max(2)) - 2)
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
+        if has_nul(&[inbox_id, page.after_id.as_deref().unwrap_or_default()]) {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM inbox_messages WHERE inbox_id = "
+        ));
+        q.push_bind(inbox_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<MessageRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        rows.into_iter().map(InboxMessage::try_from).collect()
+    }
+
+    async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Ids are time-ordered (ULIDs), so "created before" is a range of the primary key.
+        // Events being pruned by another process are skipped, not waited for.
+        let before = crate::store::ops::id_at("evt", older_than);
+        let done = sqlx::query(
+            "DELETE FROM events WHERE id IN ( \
+               SELECT e.id FROM events e WHERE e.id < $1 AND NOT EXISTS ( \
+                 SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+               ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_operations(
+        &self,
+        older_than: DateTime<Utc>,
+        stats_before_minute: i64,
+        dispatchers_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        let messages = crate::store::ops::id_at("msg", older_than);
+        let row = sqlx::query(
+            "WITH m AS (DELETE FROM inbox_messages WHERE id IN ( \
+                 SELECT id FROM inbox_messages WHERE id < $1 LIMIT $4) RETURNING 1), \
+             s AS (DELETE FROM stats_minutely WHERE (minute, dispatcher) IN ( \
+                 SELECT minute, dispatcher FROM stats_minutely WHERE minute < $2 LIMIT $4) \
+                 RETURNING 1), \
+             d AS (DELETE FROM dispatchers WHERE id IN ( \
+                 SELECT id FROM dispatchers \
+                 WHERE last_heartbeat < to_timestamp($3 / 1000.0) LIMIT $4) RETURNING 1) \
+             SELECT (SELECT count(*) FROM m) + (SELECT count(*) FROM s) + \
+                    (SELECT count(*) FROM d)",
+        )
+        .bind(messages)
+        .bind(stats_before_minute)
+        .bind(ms(dispatchers_before))
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let n: i64 = row.try_get(0).map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

@@ -1,0 +1,437 @@
+//! [`OpsStore`] on SQLite: statistics, heartbeats, alerts, inbox and retention.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{db, ms, push_page, to_json, SqliteStore};
+use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
+use crate::store::{
+    ops::{
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BeatRow,
+        DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats,
+        OpsStore, PendingSummary,
+    },
+    Completion, Page, Result,
+};
+
+/// Adds per-minute counters inside the completion transaction.
+pub(super) async fn add_stats(
+    tx: &mut SqliteConnection,
+    dispatcher: &str,
+    stats: &[MinuteStats],
+) -> Result<()> {
+    if stats.is_empty() {
+        return Ok(());
+    }
+    let cols = counter_columns();
+    let select: Vec<String> = (0..cols.len() + 2)
+        .map(|i| format!("j.value ->> '$[{i}]'"))
+        .collect();
+    let update: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO stats_minutely (minute, dispatcher, {}) SELECT {} FROM json_each(?) j \
+         WHERE true ON CONFLICT (minute, dispatcher) DO UPDATE SET {}",
+        cols.join(", "),
+        select.join(", "),
+        update.join(", ")
+    );
+    let rows: Vec<serde_json::Value> = stats.iter().map(|s| stats_to_json(dispatcher, s)).collect();
+    sqlx::query(&sql)
+        .bind(to_json(&rows)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+const INBOX_COLUMNS: &str = "id, tenant_id, token, secret, description, created_at";
+const MESSAGE_COLUMNS: &str =
+    "id, inbox_id, received_at, method, headers, body, truncated, verification, verify_error";
+
+#[async_trait]
+impl OpsStore for SqliteStore {
+    async fn complete_with_stats(
+        &self,
+        completions: &[Completion],
+        policy: &BreakerPolicy,
+        dispatcher: &str,
+        stats: &[MinuteStats],
+    ) -> Result<()> {
+        self.complete_in(completions, policy, Some((dispatcher, stats)))
+            .await
+    }
+
+    async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
+        let cols = counter_columns();
+        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})")).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT minute, {} FROM stats_minutely WHERE minute >= ? GROUP BY minute \
+             ORDER BY minute",
+            sums.join(", ")
+        ))
+        .bind(since_minute)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let values = (0..=cols.len())
+                    .map(|i| r.try_get::<i64, _>(i))
+                    .collect::<std::result::Result<Vec<i64>, _>>()
+                    .map_err(db)?;
+                Ok(stats_from_row(&values))
+            })
+            .collect()
+    }
+
+    async fn pending_summary(&self) -> Result<PendingSummary> {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'), \
+                    (SELECT min(created_at) FROM deliveries WHERE status = 'pending')",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(PendingSummary {
+            count: u64::try_from(count).unwrap_or(0),
+            oldest_created_at: oldest.map(from_millis),
+        })
+    }
+
+    async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>> {
+        let rows: Vec<(String, String, bool, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, tenant_id, enabled, disabled_reason, breaker_state FROM endpoints \
+             WHERE id IN (SELECT id FROM endpoints WHERE breaker_state <> 'closed' \
+                          UNION SELECT id FROM endpoints WHERE enabled = 0) \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, tenant_id, enabled, disabled_reason, breaker_state)| FlaggedEndpoint {
+                    id,
+                    tenant_id,
+                    enabled,
+                    disabled_reason,
+                    breaker_state,
+                },
+            )
+            .collect())
+    }
+
+    async fn heartbeat(&self, b: &DispatcherBeat) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO dispatchers (id, hostname, pid, started_at, last_heartbeat, stopped_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             last_heartbeat = excluded.last_heartbeat, stopped_at = excluded.stopped_at",
+        )
+        .bind(&b.id)
+        .bind(&b.hostname)
+        .bind(i64::from(b.pid))
+        .bind(ms(b.started_at))
+        .bind(ms(b.last_heartbeat))
+        .bind(b.stopped_at.map(ms))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_dispatchers(&self, since: DateTime<Utc>) -> Result<Vec<DispatcherBeat>> {
+        let rows: Vec<BeatRow> = sqlx::query_as(
+            "SELECT id, hostname, pid, started_at, last_heartbeat, stopped_at FROM dispatchers \
+             WHERE last_heartbeat >= ? OR stopped_at IS NULL ORDER BY started_at, id",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(DispatcherBeat::from).collect())
+    }
+
+    async fn insert_leased(&self, e: &Event, d: &Delivery, lease_id: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, traceparent, \
+             created_at, deliver_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.event_type)
+        .bind(e.data.to_string())
+        .bind(&e.actor)
+        .bind(&e.idempotency_key)
+        .bind(&e.traceparent)
+        .bind(ms(e.created_at))
+        .bind(e.deliver_at.map(ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             max_attempts, next_attempt_at, lease_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.tenant_id)
+        .bind(&d.event_id)
+        .bind(&d.endpoint_id)
+        .bind(d.status.as_str())
+        .bind(i64::from(d.attempts))
+        .bind(i64::from(d.max_attempts))
+        .bind(d.next_attempt_at.map(ms))
+        .bind(lease_id)
+        .bind(ms(d.created_at))
+        .bind(ms(d.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>> {
+        let rows: Vec<AlertRow> = sqlx::query_as(
+            "SELECT rule, subject, episode, message, details, fired_at, fired_sent, resolved_at \
+             FROM alerts ORDER BY fired_at, rule, subject",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(AlertRecord::try_from).collect()
+    }
+
+    async fn open_alert(&self, a: &AlertRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO alerts (rule, subject, episode, message, details, fired_at, fired_sent) \
+             VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (rule, subject) DO NOTHING",
+        )
+        .bind(&a.rule)
+        .bind(&a.subject)
+        .bind(&a.episode)
+        .bind(&a.message)
+        .bind(a.details.to_string())
+        .bind(ms(a.fired_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn resolve_alert(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE alerts SET resolved_at = ? WHERE rule = ? AND subject = ? AND episode = ? \
+             AND resolved_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(rule)
+        .bind(subject)
+        .bind(episode)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn alert_sent(
+        &self,
+        rule: &str,
+        subject: &str,
+        episode: &str,
+        resolved: bool,
+    ) -> Result<()> {
+        let sql = if resolved {
+            "DELETE FROM alerts WHERE rule = ? AND subject = ? AND episode = ?"
+        } else {
+            "UPDATE alerts SET fired_sent = 1 WHERE rule = ? AND subject = ? AND episode = ?"
+        };
+        sqlx::query(sql)
+            .bind(rule)
+            .bind(subject)
+            .bind(episode)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_inbox(&self, i: &Inbox) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO inboxes ({INBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&i.id)
+        .bind(&i.tenant_id)
+        .bind(&i.token)
+        .bind(&i.secret)
+        .bind(&i.description)
+        .bind(ms(i.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
+        let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = "
+        ));
+        q.push_bind(tenant_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<InboxRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(Inbox::from).collect())
+    }
+
+    async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
+        let row: Option<InboxRow> = sqlx::query_as(&format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Inbox::from))
+    }
+
+    async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>> {
+        let row: Option<InboxRow> = sqlx::query_as(&format!(
+            "SELECT {INBOX_COLUMNS} FROM inboxes WHERE token = ?"
+        ))
+        .bind(token)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Inbox::from))
+    }
+
+    async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM inboxes WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_inbox_message(&self, m: &InboxMessage, keep: u32) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO inbox_messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&m.id)
+        .bind(&m.inbox_id)
+        .bind(ms(m.received_at))
+        .bind(&m.method)
+        .bind(to_json(&m.headers)?)
+        .bind(&m.body)
+        .bind(m.truncated)
+        .bind(m.verification.as_str())
+        .bind(&m.verify_error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM inbox_messages WHERE inbox_id = ?1 AND id < ( \
+               SELECT id FROM inbox_messages WHERE inbox_id = ?1 \
+               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(&m.inbox_id)
+        .bind(i64::from(keep.max(1)) - 1)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
+        let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM inbox_messages WHERE inbox_id = "
+        ));
+        q.push_bind(inbox_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<MessageRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(InboxMessage::try_from).collect()
+    }
+
+    async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Ids are time-ordered (ULIDs), so "created before" is a range of the primary key.
+        let before = crate::store::ops::id_at("evt", older_than);
+        let done = sqlx::query(
+            "DELETE FROM events WHERE id IN ( \
+               SELECT e.id FROM events e WHERE e.id < ? AND NOT EXISTS ( \
+                 SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+               ORDER BY e.id LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_operations(
+        &self,
+        older_than: DateTime<Utc>,
+        stats_before_minute: i64,
+        dispatchers_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        let messages = crate::store::ops::id_at("msg", older_than);
+        let mut total = 0;
+        for (sql, bind) in [
+            (
+                "DELETE FROM inbox_messages WHERE id IN (SELECT id FROM inbox_messages \
+                 WHERE id < ? LIMIT ?)",
+                serde_json::json!(messages),
+            ),
+            (
+                "DELETE FROM stats_minutely WHERE rowid IN (SELECT rowid FROM stats_minutely \
+                 WHERE minute < ? LIMIT ?)",
+                serde_json::json!(stats_before_minute),
+            ),
+            (
+                "DELETE FROM dispatchers WHERE id IN (SELECT id FROM dispatchers \
+                 WHERE last_heartbeat < ? LIMIT ?)",
+                serde_json::json!(ms(dispatchers_before)),
+            ),
+        ] {
+            let q = sqlx::query(sql);
+            let q = match bind {
+                serde_json::Value::String(s) => q.bind(s),
+                other => q.bind(other.as_i64().unwrap_or(0)),
+            };
+            let done = q
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
+            total += done.rows_affected();
+        }
+        Ok(total)
+    }
+}
