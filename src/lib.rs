@@ -22,7 +22,7 @@ pub mod telemetry;
 pub mod wake;
 
 use config::Config;
-use destinations::{http::HttpDestination, net::NetworkPolicy};
+use destinations::{http::HttpDestination, net::NetworkPolicy, BrokerSettings, Destinations};
 use dispatch::{Dispatcher, Waker};
 use store::Store;
 
@@ -74,9 +74,14 @@ impl App {
                 config.dispatch.request_timeout,
                 config.dispatch.connect_timeout,
             )?;
+            let brokers = BrokerSettings {
+                timeout: config.dispatch.request_timeout,
+                connect_timeout: config.dispatch.connect_timeout,
+                pubsub_emulator_host: config.dispatch.pubsub_emulator_host.clone(),
+            };
             Some(Dispatcher::new(
                 store.clone(),
-                Arc::new(http),
+                Arc::new(Destinations::new(http, brokers)),
                 config.retry,
                 config.breaker,
                 config.dispatch.clone(),

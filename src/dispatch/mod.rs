@@ -29,7 +29,8 @@ pub use crate::wake::Waker;
 /// Delivers due deliveries until shut down.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    http: Arc<dyn Destination>,
+    /// Every destination, by URL scheme (see [`crate::destinations::Destinations`]).
+    destination: Arc<dyn Destination>,
     retry: RetryPolicy,
     breaker: BreakerPolicy,
     config: DispatchConfig,
@@ -39,7 +40,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        http: Arc<dyn Destination>,
+        destination: Arc<dyn Destination>,
         retry: RetryPolicy,
         breaker: BreakerPolicy,
         config: DispatchConfig,
@@ -47,7 +48,7 @@ impl Dispatcher {
     ) -> Self {
         Self {
             store,
-            http,
+            destination,
             retry,
             breaker,
             config,
@@ -240,7 +241,7 @@ impl Dispatcher {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
         let message = Message::new(&event, &endpoint, started_at);
-        let result = self.http.send(&endpoint, &message).await;
+        let result = self.destination.send(&endpoint, &message).await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         let attempt_number = delivery.attempts + 1;
 
