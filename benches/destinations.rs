@@ -82,9 +82,47 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-/// Prepares a destination; returns its URL, the extra environment for hookrelay, and
-/// whatever must live as long as the run.
-async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
+/// What a run leaves on the machine's brokers, removed after it.
+enum Cleanup {
+    None,
+    NatsStream(String),
+    RedisKey(String),
+    AmqpQueue(String),
+}
+
+async fn cleanup(c: Cleanup) {
+    match c {
+        Cleanup::None => {}
+        Cleanup::NatsStream(name) => {
+            let js =
+                async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+            js.delete_stream(&name).await.unwrap();
+        }
+        Cleanup::RedisKey(key) => {
+            let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        Cleanup::AmqpQueue(queue) => {
+            let conn = lapin::Connection::connect(
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                lapin::ConnectionProperties::default(),
+            )
+            .await
+            .unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_delete(&queue, Default::default()).await.unwrap();
+        }
+    }
+}
+
+/// Prepares a destination; returns its URL, the extra environment for hookrelay,
+/// whatever must live as long as the run, and what to remove after it.
+async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>, Cleanup) {
     match kind {
         "http" => {
             let count = Arc::new(AtomicUsize::new(0));
@@ -95,16 +133,17 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
                 async { StatusCode::OK }
             });
             tokio::spawn(async move { axum::serve(listener, app).await });
-            (format!("http://{addr}/hook"), vec![], vec![])
+            (format!("http://{addr}/hook"), vec![], vec![], Cleanup::None)
         }
-        "redis" => (
-            format!(
-                "redis://127.0.0.1:6379/0?stream={}&maxlen=100000",
-                unique("bench-")
-            ),
-            vec![],
-            vec![],
-        ),
+        "redis" => {
+            let stream = unique("bench-");
+            (
+                format!("redis://127.0.0.1:6379/0?stream={stream}&maxlen=100000"),
+                vec![],
+                vec![],
+                Cleanup::RedisKey(stream),
+            )
+        }
         "nats" => {
             let subject = format!("bench.{}", unique("s"));
             let js =
@@ -117,7 +156,12 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
             })
             .await
             .unwrap();
-            (format!("nats://127.0.0.1:4222/{subject}"), vec![], vec![])
+            (
+                format!("nats://127.0.0.1:4222/{subject}"),
+                vec![],
+                vec![],
+                Cleanup::NatsStream(subject.replace('.', "_")),
+            )
         }
         "amqp" => {
             use lapin::{options::QueueDeclareOptions, types::FieldTable};
@@ -144,12 +188,14 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
                 format!("amqp://guest:guest@127.0.0.1:5672/%2f?routing_key={queue}"),
                 vec![],
                 vec![],
+                Cleanup::AmqpQueue(queue),
             )
         }
         "mqtt" => (
             format!("mqtt://127.0.0.1:1883/bench/{}", unique("t")),
             vec![],
             vec![],
+            Cleanup::None,
         ),
         "kafka" => {
             let lib = venv().join("lib");
@@ -186,6 +232,7 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
                 format!("kafka://127.0.0.1:{port}/{topic}"),
                 vec![],
                 vec![server],
+                Cleanup::None,
             )
         }
         "sqs" => {
@@ -210,6 +257,7 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
                     ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
                 ],
                 vec![server],
+                Cleanup::None,
             )
         }
         "pubsub" => {
@@ -250,6 +298,7 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>) {
                 format!("pubsub://bench/{topic}"),
                 vec![("PUBSUB_EMULATOR_HOST".into(), format!("127.0.0.1:{port}"))],
                 vec![server],
+                Cleanup::None,
             )
         }
         other => panic!("unknown destination {other}"),
@@ -282,7 +331,7 @@ fn start(db: &str, env: &[(String, String)]) -> (Killed, String) {
 }
 
 async fn run(kind: &str, events: usize, producers: usize) -> f64 {
-    let (url, env, _servers) = prepare(kind).await;
+    let (url, env, _servers, leftovers) = prepare(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let (_hookrelay, base) = start(&db, &env);
@@ -357,6 +406,7 @@ async fn run(kind: &str, events: usize, producers: usize) -> f64 {
         failed["data"].as_array().is_some_and(|a| a.is_empty()),
         "{kind}: deliveries failed: {failed}"
     );
+    cleanup(leftovers).await;
     let rate = events as f64 / secs;
     println!(
         "{kind:>7}: {rate:>7.0} deliveries/s ({events} events in {secs:.2} s; ingest alone {:.0} events/s)",

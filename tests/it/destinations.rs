@@ -878,6 +878,21 @@ async fn rabbit_bind(channel: &lapin::Channel, key: &str) -> (String, String) {
     (exchange, queue)
 }
 
+/// Deletes what [`rabbit_bind`] declared on the machine's server.
+async fn rabbit_delete(channel: &lapin::Channel, exchange: &str, queue: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    channel
+        .queue_delete(queue, QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    if !exchange.is_empty() {
+        channel
+            .exchange_delete(exchange, ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
 async fn rabbit_read(channel: &lapin::Channel, queue: &str) -> Vec<Got> {
     use lapin::{options::BasicGetOptions, types::AMQPValue};
     let mut got = Vec::new();
@@ -950,6 +965,7 @@ async fn amqp_delivers_persistent_signed_messages_with_headers() {
         })
         .expect("one message signed with the second endpoint's secret");
     check(mine, &secret, &event_id);
+    rabbit_delete(&channel, &exchange, &queue).await;
     app.stop().await;
 }
 
@@ -971,6 +987,7 @@ async fn amqp_outage_retries_then_delivers() {
     let got = rabbit_read(&channel, &queue).await;
     assert_eq!(got.len(), 2, "{got:?}");
     check(&got[1], &secret, &event_id);
+    rabbit_delete(&channel, &exchange, &queue).await;
     app.stop().await;
 }
 
@@ -1020,7 +1037,11 @@ async fn nats_delivers_to_jetstream_with_msg_id() {
     let got = nats_read(&stream, 1).await;
     assert_eq!(got.headers["nats-msg-id"], event_id);
     check(&got, &secret, &event_id);
-    stream.delete_message(1).await.ok();
+    // The machine's server keeps streams on disk: leave nothing behind.
+    async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap())
+        .delete_stream(&stream.cached_info().config.name)
+        .await
+        .unwrap();
     app.stop().await;
 }
 
@@ -1045,6 +1066,16 @@ async fn nats_outage_retries_then_delivers() {
 
 // ---------------------------------------------------------------------------------
 // Redis Streams
+
+async fn redis_delete(port: u16, stream: &str) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
 
 async fn redis_read(port: u16, stream: &str) -> Vec<(String, Got)> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
@@ -1090,6 +1121,7 @@ async fn redis_delivers_stream_entries_and_trims() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(ack(&d), format!("stream {stream} entry {}", got[0].0));
     check(&got[0].1, &secret, &event_id);
+    redis_delete(6379, &stream).await;
     app.stop().await;
 }
 
@@ -1311,7 +1343,7 @@ async fn only_admins_create_broker_endpoints_and_passwords_stay_hidden() {
 
     // The admin may; the password never shows in answers.
     let channel = rabbit().await;
-    let (_, queue) = rabbit_bind(&channel, "unused").await;
+    let (exchange, queue) = rabbit_bind(&channel, "unused").await;
     let broker = format!("amqp://guest:guest@{RABBIT}/%2f?routing_key={queue}");
     let shown = format!("amqp://guest:***@{RABBIT}/%2f?routing_key={queue}");
     let created = app.endpoint(json!({"url": broker})).await;
@@ -1337,5 +1369,6 @@ async fn only_admins_create_broker_endpoints_and_passwords_stay_hidden() {
     let (_, dlv) = event(&app, 1).await;
     app.wait_delivery(&dlv, "delivered").await;
     assert_eq!(rabbit_read(&channel, &queue).await.len(), 1);
+    rabbit_delete(&channel, &exchange, &queue).await;
     app.stop().await;
 }
