@@ -19,7 +19,7 @@ use super::{
 };
 
 /// A parsed `amqp://` URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AmqpConfig {
     /// The URI handed to the client: the URL without hookrelay's options.
     connection: String,
@@ -34,6 +34,17 @@ const CLIENT_OPTIONS: &[&str] = &[
     "channel_max",
     "frame_max",
 ];
+
+/// Debug output never shows the password.
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("connection", &super::options::redact(&self.connection))
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .finish()
+    }
+}
 
 impl AmqpConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {

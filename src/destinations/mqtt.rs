@@ -30,13 +30,26 @@ use super::{
 };
 
 /// A parsed `mqtt://` URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MqttConfig {
     host: String,
     port: u16,
     user: Option<String>,
     password: Option<String>,
     pub topic: String,
+}
+
+/// Debug output never shows the password.
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("topic", &self.topic)
+            .finish()
+    }
 }
 
 impl MqttConfig {

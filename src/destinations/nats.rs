@@ -13,13 +13,25 @@ use super::{
 };
 
 /// A parsed `nats://` URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsConfig {
     /// `nats://HOST:PORT`: the server, without credentials.
     server: String,
     user: Option<String>,
     password: Option<String>,
     pub subject: String,
+}
+
+/// Debug output never shows the password.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("subject", &self.subject)
+            .finish()
+    }
 }
 
 impl NatsConfig {

@@ -14,13 +14,24 @@ use super::{
 pub const BODY_FIELD: &str = "body";
 
 /// A parsed `redis://` URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// The connection URL, without hookrelay's options.
     connection: String,
     pub stream: String,
     /// Approximate most entries kept (`MAXLEN ~ N`).
     pub maxlen: Option<u64>,
+}
+
+/// Debug output never shows the password.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("connection", &super::options::redact(&self.connection))
+            .field("stream", &self.stream)
+            .field("maxlen", &self.maxlen)
+            .finish()
+    }
 }
 
 impl RedisConfig {

@@ -271,3 +271,31 @@ pub async fn within<T>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_targets_never_show_passwords() {
+        for url in [
+            "amqp://u:s3cret@h:5672/%2f?routing_key=q",
+            "redis://:s3cret@h:6379/0?stream=s",
+            "nats://u:s3cret@h:4222/a.b",
+            "mqtt://u:s3cret@h:1883/a/b",
+        ] {
+            let shown = format!("{:?}", Target::parse(url).unwrap());
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn schemes_are_recognised() {
+        assert_eq!(Scheme::of("HTTPS://x"), Some(Scheme::Http));
+        assert_eq!(Scheme::of("kafka://h:1/t"), Some(Scheme::Kafka));
+        assert_eq!(Scheme::of("amqps://h/"), None);
+        assert_eq!(Scheme::of("no scheme"), None);
+        assert!(super::super::is_broker_url("redis://h/0?stream=s"));
+        assert!(!super::super::is_broker_url("https://example.com/"));
+    }
+}
