@@ -304,6 +304,9 @@ pub struct DispatchConfig {
     pub poll_interval: Duration,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `host:port` of a Pub/Sub emulator: from `PUBSUB_EMULATOR_HOST`, as Google's clients
+    /// read it; `pubsub://` destinations then go there, without credentials.
+    pub pubsub_emulator_host: Option<String>,
 }
 
 /// Fully resolved configuration of a server process.
@@ -362,6 +365,7 @@ impl Default for Config {
                 poll_interval: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(10),
+                pubsub_emulator_host: None,
             },
             alerts: AlertConfig::default(),
         }
@@ -463,6 +467,9 @@ impl Config {
                     .or(file.request_timeout)
                     .unwrap_or(d.dispatch.request_timeout),
                 connect_timeout: d.dispatch.connect_timeout,
+                pubsub_emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
+                    .ok()
+                    .filter(|h| !h.is_empty()),
             },
             alerts,
         };

@@ -25,7 +25,7 @@ pub mod telemetry;
 pub mod wake;
 
 use config::Config;
-use destinations::{http::HttpDestination, net::NetworkPolicy};
+use destinations::{http::HttpDestination, net::NetworkPolicy, BrokerSettings, Destinations};
 use dispatch::{Dispatcher, Waker};
 use store::Store;
 
@@ -87,12 +87,19 @@ impl App {
         }
         let policy = Arc::new(policy);
         let waker = Waker::default();
-        let http: Arc<HttpDestination> = Arc::new(HttpDestination::new(
+        let http = HttpDestination::new(
             policy.clone(),
             config.dispatch.request_timeout,
             config.dispatch.connect_timeout,
-        )?);
-        let ops = Arc::new(ops::Ops::new(http.clone())?);
+        )?;
+        let brokers = BrokerSettings {
+            timeout: config.dispatch.request_timeout,
+            connect_timeout: config.dispatch.connect_timeout,
+            pubsub_emulator_host: config.dispatch.pubsub_emulator_host.clone(),
+        };
+        // Every destination, by URL scheme; shared by the dispatcher and the endpoint test.
+        let destinations: Arc<Destinations> = Arc::new(Destinations::new(http, brokers));
+        let ops = Arc::new(ops::Ops::new(destinations.clone())?);
         let dispatcher = if config.role.runs_dispatcher() {
             // Commits by other processes (and by dispatch_webhook in applications'
             // transactions) wake this process's dispatcher too.
@@ -100,7 +107,7 @@ impl App {
             Some(
                 Dispatcher::new(
                     store.clone(),
-                    http,
+                    destinations,
                     config.retry,
                     config.breaker,
                     config.dispatch.clone(),

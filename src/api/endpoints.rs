@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
-    destinations::validate_url,
+    destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
     domain::{self, new_id, prefix, Breaker, DeliveryStatus, Endpoint},
     ingest::validate_type_name,
     routing::{OrderingSpec, Routing, RoutingSpec},
@@ -41,7 +41,9 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateEndpoint {
-    /// `http://` or `https://` URL.
+    /// Where events go: `https://…` (or `http://`), or a broker URL (`sqs://`, `pubsub://`,
+    /// `kafka://`, `amqp://`, `nats://`, `redis://`, `mqtt://`; admin token only). A
+    /// password in the URL is shown as `***` in answers.
     pub url: String,
     /// Exact names or `prefix.*` wildcards; absent or empty means every type.
     pub event_types: Option<Vec<String>>,
@@ -212,7 +214,7 @@ impl EndpointOut {
                 .filter(|t| *t > domain::now()),
             id: ep.id,
             tenant_id: ep.tenant_id,
-            url: ep.url,
+            url: redact_url(&ep.url).into_owned(),
             description: ep.description,
             event_types: ep.event_types,
             rate_limit: ep.rate_limit,
@@ -327,8 +329,24 @@ fn validate_description(d: Option<&String>) -> Result<(), ApiError> {
 async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     validate_url(url, &state.policy)
         .await
-        .map(|_| ())
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", m))
+}
+
+/// Broker destinations point into the operator's own infrastructure: only the admin token
+/// may create one, point an endpoint at one, or change one.
+fn check_broker_access(principal: &Principal, urls: &[&str]) -> Result<(), ApiError> {
+    if urls.iter().any(|u| is_broker_url(u)) {
+        principal.require_admin().map_err(|_| {
+            ApiError::forbidden(
+                "broker destinations (sqs, pubsub, kafka, amqp, nats, redis, mqtt) need the admin token",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_headers_for(url: &str, headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    validate_headers_for(url, headers.len()).map_err(ApiError::invalid)
 }
 
 /// Create an endpoint.
@@ -344,6 +362,7 @@ pub async fn create_endpoint(
     Json(body): Json<CreateEndpoint>,
 ) -> Result<(StatusCode, axum::Json<EndpointOut>), ApiError> {
     principal.tenant(&state, &tenant).await?;
+    check_broker_access(&principal, &[&body.url])?;
     let event_types = body.event_types.unwrap_or_default();
     validate_event_types(&event_types)?;
     check_catalog(&state, &event_types).await?;
@@ -358,6 +377,7 @@ pub async fn create_endpoint(
         transform: body.transform,
     })?;
     check_url(&state, &body.url).await?;
+    check_headers_for(&body.url, &headers)?;
     let now = domain::now();
     let endpoint = Endpoint {
         id: new_id(prefix::ENDPOINT),
@@ -448,6 +468,7 @@ pub async fn update_endpoint(
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let mut ep = load(&state, &tenant, &id).await?;
+    check_broker_access(&principal, &[&ep.url, body.url.as_deref().unwrap_or("")])?;
     if let Some(types) = body.event_types {
         validate_event_types(&types)?;
         check_catalog(&state, &types).await?;
@@ -482,9 +503,15 @@ pub async fn update_endpoint(
         ep.routing = compile_routing(spec)?;
     }
     if let Some(url) = body.url {
-        check_url(&state, &url).await?;
-        ep.url = url;
+        // The URL as answers show it (password as ***) sent back unchanged keeps the
+        // stored one, password included.
+        let unchanged = url.contains("***") && redact_url(&url) == redact_url(&ep.url);
+        if !unchanged {
+            check_url(&state, &url).await?;
+            ep.url = url;
+        }
     }
+    check_headers_for(&ep.url, &ep.headers)?;
     let resumed = body.enabled == Some(true) && !ep.enabled;
     if let Some(enabled) = body.enabled {
         ep.enabled = enabled;

@@ -15,8 +15,20 @@ use crate::{
     signing,
 };
 
+pub mod amqp;
 pub mod http;
+pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 pub mod net;
+pub mod options;
+pub mod pubsub;
+pub mod redis;
+pub mod router;
+pub mod sqs;
+
+pub use options::redact as redact_url;
+pub use router::{BrokerSettings, Destinations};
 
 /// Longest response excerpt kept in the attempt log.
 pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
@@ -31,6 +43,9 @@ pub struct Message {
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature`, `traceparent` when known, and
     /// the endpoint's custom headers.
     pub headers: BTreeMap<String, String>,
+    /// The delivery's ordering key, for an ordered endpoint: brokers with native ordering
+    /// use it by default (Kafka record key, SQS FIFO message group, Pub/Sub ordering key).
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +103,7 @@ impl Message {
             id: event.id.clone(),
             body,
             headers,
+            ordering_key: None,
         }
     }
 }
@@ -143,17 +159,80 @@ pub trait Destination: Send + Sync {
     async fn send(&self, endpoint: &Endpoint, message: &Message) -> Result<Ack, SendError>;
 }
 
-/// The schemes hookrelay can deliver to today.
-pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
+/// The schemes hookrelay can deliver to.
+pub const SUPPORTED_SCHEMES: &[&str] = &[
+    "http", "https", "sqs", "pubsub", "kafka", "amqp", "nats", "redis", "mqtt",
+];
 
-/// Validates an endpoint URL: syntax, scheme and, for HTTP, the network policy.
-pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<url::Url, String> {
+/// The kind of destination a URL names, from its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Sqs,
+    Pubsub,
+    Kafka,
+    Amqp,
+    Nats,
+    Redis,
+    Mqtt,
+}
+
+impl Scheme {
+    /// The scheme of `url` (case-insensitive), without parsing the rest.
+    pub fn of(url: &str) -> Option<Self> {
+        let (scheme, _) = url.split_once("://")?;
+        let is = |name: &str| scheme.eq_ignore_ascii_case(name);
+        Some(if is("https") || is("http") {
+            Self::Http
+        } else if is("sqs") {
+            Self::Sqs
+        } else if is("pubsub") {
+            Self::Pubsub
+        } else if is("kafka") {
+            Self::Kafka
+        } else if is("amqp") {
+            Self::Amqp
+        } else if is("nats") {
+            Self::Nats
+        } else if is("redis") {
+            Self::Redis
+        } else if is("mqtt") {
+            Self::Mqtt
+        } else {
+            return None;
+        })
+    }
+
+    /// Its name, as in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Sqs => "sqs",
+            Self::Pubsub => "pubsub",
+            Self::Kafka => "kafka",
+            Self::Amqp => "amqp",
+            Self::Nats => "nats",
+            Self::Redis => "redis",
+            Self::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// Whether `url` names a broker (operator infrastructure: only the admin token may point
+/// an endpoint at one).
+pub fn is_broker_url(url: &str) -> bool {
+    matches!(Scheme::of(url), Some(s) if s != Scheme::Http)
+}
+
+/// Validates an endpoint URL: syntax, scheme, the scheme's options and, for HTTP, the
+/// network policy. The message says precisely what is wrong, without the URL's password.
+pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<(), String> {
     if raw.len() > 2048 {
         return Err("url is longer than 2048 characters".into());
     }
-    let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-    match url.scheme() {
-        "http" | "https" => {
+    match Scheme::of(raw) {
+        Some(Scheme::Http) => {
+            let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
             let host = url
                 .host_str()
                 .filter(|h| !h.is_empty())
@@ -163,13 +242,31 @@ pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<url:
             }
             let port = url.port_or_known_default().unwrap_or(443);
             net::check_host(policy, host, port).await?;
-            Ok(url)
+            Ok(())
         }
-        other => Err(format!(
-            "url scheme {other:?} is not supported; supported schemes: {}",
-            SUPPORTED_SCHEMES.join(", ")
-        )),
+        Some(_) => router::Target::parse(raw)
+            .map(|_| ())
+            .map_err(|e| options::scrub(e, raw)),
+        None => {
+            let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+            Err(format!(
+                "url scheme {:?} is not supported; supported schemes: {}",
+                url.scheme(),
+                SUPPORTED_SCHEMES.join(", ")
+            ))
+        }
     }
+}
+
+/// Checks an endpoint's custom headers against what its destination can carry.
+pub fn validate_headers_for(url: &str, custom_headers: usize) -> Result<(), String> {
+    if Scheme::of(url) == Some(Scheme::Sqs) && custom_headers > sqs::MAX_CUSTOM_HEADERS {
+        return Err(format!(
+            "sqs:// endpoints carry at most {} custom headers (SQS allows 10 message attributes, 4 are the webhook headers)",
+            sqs::MAX_CUSTOM_HEADERS
+        ));
+    }
+    Ok(())
 }
 
 /// Cuts a response to at most [`RESPONSE_EXCERPT_BYTES`], on a character boundary.

@@ -30,7 +30,8 @@ pub use crate::wake::Waker;
 /// Delivers due deliveries until shut down.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    http: Arc<dyn Destination>,
+    /// Every destination, by URL scheme (see [`crate::destinations::Destinations`]).
+    destination: Arc<dyn Destination>,
     retry: RetryPolicy,
     breaker: BreakerPolicy,
     config: DispatchConfig,
@@ -41,7 +42,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        http: Arc<dyn Destination>,
+        destination: Arc<dyn Destination>,
         retry: RetryPolicy,
         breaker: BreakerPolicy,
         config: DispatchConfig,
@@ -49,7 +50,7 @@ impl Dispatcher {
     ) -> Self {
         Self {
             store,
-            http,
+            destination,
             retry,
             breaker,
             config,
@@ -244,7 +245,7 @@ impl Dispatcher {
     /// One attempt of one claimed delivery; never fails: every outcome is a completion.
     async fn deliver(&self, claimed: Claimed) -> Done {
         let metrics = self.ops.as_ref().map(|o| &o.metrics);
-        attempt(self.http.as_ref(), &self.retry, claimed, metrics).await
+        attempt(self.destination.as_ref(), &self.retry, claimed, metrics).await
     }
 }
 
@@ -277,6 +278,7 @@ pub async fn attempt(
         let started_at = domain::now();
         let clock = std::time::Instant::now();
         let mut message = crate::destinations::Message::new(&event, &endpoint, started_at);
+        message.ordering_key = delivery.ordering_key.clone();
         // With traces exported, the receiver's spans join the trace under this attempt.
         if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current()) {
             message.headers.insert("traceparent".into(), tp);
