@@ -627,6 +627,38 @@ mod tests {
     }
 
     #[test]
+    fn alert_settings_come_from_flags_and_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "alert_sinks = [\"https://hooks.example.com/a\"]\nalert_format = \"slack\"\nalert_pending = 7\nalert_stall = \"2m\""
+        )
+        .unwrap();
+        let args = ServeArgs {
+            alerts: AlertArgs {
+                alert_failure_rate: Some(25.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = Config::resolve(args, Some(file.path())).unwrap();
+        assert_eq!(c.alerts.sinks.len(), 1);
+        assert_eq!(c.alerts.format, AlertFormat::Slack);
+        assert_eq!(c.alerts.thresholds.pending, 7);
+        assert_eq!(c.alerts.thresholds.stall, Duration::from_secs(120));
+        assert_eq!(c.alerts.thresholds.failure_rate, 0.25);
+        assert_eq!(c.alerts.interval, Duration::from_secs(30));
+        let args = ServeArgs {
+            alerts: AlertArgs {
+                alert_failure_rate: Some(150.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(Config::resolve(args, None).is_err());
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "lisen = \"127.0.0.1:9000\"").unwrap();

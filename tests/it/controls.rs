@@ -269,6 +269,17 @@ async fn failed_deliveries_replay_in_bulk_with_their_ids(backend: Backend) {
         .await;
     assert!(failed["data"].as_array().unwrap().is_empty());
 
+    // (A receiver sees a request before its attempt is recorded: wait for the records, or
+    // the event's delivery may still be pending and not replayable.)
+    eventually(Duration::from_secs(20), || async {
+        let (_, d) = app
+            .get("/v1/tenants/default/deliveries?status=delivered")
+            .await;
+        (d["data"].as_array().map(Vec::len) == Some(3)).then_some(())
+    })
+    .await
+    .expect("the replayed deliveries were recorded");
+
     // Replaying one event sends it once more.
     let (s, b) = app
         .post(

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{db, has_nul, ms, push_page, to_json, write_error, PostgresStore};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
@@ -15,16 +15,10 @@ use crate::store::{
     Completion, Page, Result,
 };
 
-/// Adds per-minute counters inside the completion transaction. Each dispatcher has rows
-/// of its own, so concurrent processes never wait for each other here.
-pub(super) async fn add_stats(
-    tx: &mut PgConnection,
-    dispatcher: &str,
-    stats: &[MinuteStats],
-) -> Result<()> {
-    if stats.is_empty() {
-        return Ok(());
-    }
+/// A CTE of the completion statement, `counted`, that adds the per-minute counters in
+/// `$18` (JSON rows of [`stats_json`]) to the dispatcher's rows. Each dispatcher has rows of
+/// its own, so concurrent processes never wait for each other here.
+pub(super) static STATS_CTE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let cols = counter_columns();
     let select: Vec<String> = (0..cols.len())
         .map(|i| format!("(x ->> {})::int8", i + 2))
@@ -33,21 +27,20 @@ pub(super) async fn add_stats(
         .iter()
         .map(|c| format!("{c} = stats_minutely.{c} + excluded.{c}"))
         .collect();
-    let sql = format!(
-        "INSERT INTO stats_minutely (minute, dispatcher, {}) \
-         SELECT (x ->> 0)::int8, x ->> 1, {} FROM jsonb_array_elements($1::jsonb) x \
-         ON CONFLICT (minute, dispatcher) DO UPDATE SET {}",
+    format!(
+        "counted AS (INSERT INTO stats_minutely (minute, dispatcher, {}) \
+         SELECT (x ->> 0)::int8, x ->> 1, {} FROM jsonb_array_elements($18::jsonb) x \
+         ON CONFLICT (minute, dispatcher) DO UPDATE SET {} RETURNING 1)",
         cols.join(", "),
         select.join(", "),
         update.join(", ")
-    );
+    )
+});
+
+/// The `$18` parameter of [`STATS_CTE`].
+pub(super) fn stats_json(dispatcher: &str, stats: &[MinuteStats]) -> Result<String> {
     let rows: Vec<serde_json::Value> = stats.iter().map(|s| stats_to_json(dispatcher, s)).collect();
-    sqlx::query(&sql)
-        .bind(to_json(&rows, "stats")?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    Ok(())
+    to_json(&rows, "stats")
 }
 
 const BEAT_COLUMNS: &str = concat!(
