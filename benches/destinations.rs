@@ -242,13 +242,26 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>, Cle
             let server = spawn(c);
             wait_port(port).await;
             let queue = unique("bench-");
-            let resp = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{port}/"))
-                .form(&[("Action", "CreateQueue"), ("QueueName", queue.as_str())])
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https();
+            let conf = aws_sdk_sqs::Config::builder()
+                .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .endpoint_url(format!("http://127.0.0.1:{port}"))
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "bench", "bench", None, None, "bench",
+                ))
+                .http_client(http)
+                .build();
+            aws_sdk_sqs::Client::from_conf(conf)
+                .create_queue()
+                .queue_name(&queue)
                 .send()
                 .await
                 .unwrap();
-            assert!(resp.status().is_success());
             (
                 format!("sqs://{queue}?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A{port}"),
                 vec![
@@ -371,6 +384,7 @@ async fn run(kind: &str, events: usize, producers: usize) -> f64 {
     }
     let ingest_secs = started.elapsed().as_secs_f64();
     let pending = format!("{base}/v1/tenants/default/deliveries?status=pending&limit=1");
+    let mut last_report = Instant::now();
     loop {
         let v: Value = http
             .get(&pending)
@@ -383,6 +397,10 @@ async fn run(kind: &str, events: usize, producers: usize) -> f64 {
             .unwrap();
         if v["data"].as_array().is_some_and(|a| a.is_empty()) {
             break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = Instant::now();
+            eprintln!("{kind}: still pending, e.g. {}", v["data"][0]);
         }
         assert!(
             started.elapsed() < Duration::from_secs(900),

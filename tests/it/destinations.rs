@@ -1366,7 +1366,23 @@ async fn only_admins_create_broker_endpoints_and_passwords_stay_hidden() {
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["url"], shown.as_str());
-    let (_, dlv) = event(&app, 1).await;
+    let (s, ev) = app
+        .post(
+            "/v1/tenants/default/events",
+            json!({"type": "user.joined_community", "data": {}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ev}");
+    // The tenant's HTTP endpoint gets the event too: follow the broker endpoint's delivery.
+    let dlv = ev["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["endpoint_id"] == id)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.wait_delivery(&dlv, "delivered").await;
     assert_eq!(rabbit_read(&channel, &queue).await.len(), 1);
     rabbit_delete(&channel, &exchange, &queue).await;
