@@ -12,3 +12,4 @@ mod routing;
 mod scale;
 mod security;
 mod store;
+mod ui;
