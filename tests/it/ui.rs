@@ -117,6 +117,20 @@ impl Browser {
             .len()
     }
 
+    /// Waits (up to 10 s) until `n` elements match: the page may still be loading.
+    async fn wait_count(&self, selector: &str, n: usize) {
+        let found = eventually(Duration::from_secs(10), || async {
+            (self.count(selector).await == n).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "{selector}: {} elements, not {n}, on {}",
+            self.count(selector).await,
+            self.url().await
+        );
+    }
+
     async fn click(&self, selector: &str) {
         self.css(selector).await.click().await.unwrap();
     }
@@ -177,7 +191,7 @@ async fn dashboard_walkthrough() {
 
     b.fill("#token", "not-a-token").await;
     b.click("#login").await;
-    assert!(b.body().await.contains("Invalid token"));
+    assert!(b.text("p.flash.bad").await.contains("Invalid token"));
 
     b.login(&app, ADMIN).await;
     assert!(
@@ -233,11 +247,11 @@ async fn dashboard_walkthrough() {
     b.click("header nav a[href$='/deliveries']").await;
     b.fill("input[name=endpoint]", &endpoint_id).await;
     b.click("form.filters button").await;
-    assert_eq!(b.count("#deliveries a.delivery").await, 1);
+    b.wait_count("#deliveries a.delivery", 1).await;
     b.shot("deliveries").await;
     b.click("#deliveries a.delivery").await;
     b.css("#delivery-id").await;
-    assert_eq!(b.count("tr.attempt").await, 1);
+    b.wait_count("tr.attempt", 1).await;
     assert!(b.text("#delivery-status").await.contains("delivered"));
     b.shot("delivery").await;
 
@@ -260,7 +274,7 @@ async fn dashboard_walkthrough() {
     assert!(b.text("#events").await.contains("webhook.test"));
     b.shot("events").await;
     b.goto(&inbox_page).await;
-    assert_eq!(b.count("article.message").await, 2);
+    b.wait_count("article.message", 2).await;
     assert_eq!(b.count("article.message .badge.valid").await, 2);
     b.shot("inbox").await;
 
