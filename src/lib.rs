@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod wake;
 
 use config::Config;

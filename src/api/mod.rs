@@ -30,13 +30,13 @@ use crate::{
     store::{cursor, Page, Store, StoreError},
 };
 
-mod deliveries;
-mod endpoints;
-mod events;
-mod inbox;
+pub(crate) mod deliveries;
+pub(crate) mod endpoints;
+pub(crate) mod events;
+pub(crate) mod inbox;
 pub mod openapi;
-mod ops;
-mod tenants;
+pub(crate) mod ops;
+pub(crate) mod tenants;
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(ops::router())
         .merge(inbox::router())
+        .merge(crate::ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))
@@ -354,20 +355,31 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("Authorization header must be Bearer <token>"))?;
-        let hash = hash_token(token);
-        if let Some(admin) = &state.admin_hash {
-            if bool::from(admin.ct_eq(&hash)) {
-                return Ok(Principal::Admin);
-            }
-        }
-        match state.store.find_token(&hex::encode(hash)).await? {
-            Some(record) => Ok(match record.tenant_id {
-                None => Principal::Admin,
-                Some(t) => Principal::Tenant(t),
-            }),
-            None => Err(unauthorized("invalid token")),
+        principal_for_hash(state, &hash_token(token))
+            .await?
+            .ok_or_else(|| unauthorized("invalid token"))
+    }
+}
+
+/// Who holds the token whose SHA-256 is `hash`: the configured admin token, or a stored
+/// admin or tenant token. `None` when no token has that hash.
+pub(crate) async fn principal_for_hash(
+    state: &AppState,
+    hash: &[u8; 32],
+) -> Result<Option<Principal>, StoreError> {
+    if let Some(admin) = &state.admin_hash {
+        if bool::from(admin.ct_eq(hash)) {
+            return Ok(Some(Principal::Admin));
         }
     }
+    Ok(state
+        .store
+        .find_token(&hex::encode(hash))
+        .await?
+        .map(|record| match record.tenant_id {
+            None => Principal::Admin,
+            Some(t) => Principal::Tenant(t),
+        }))
 }
 
 impl Principal {

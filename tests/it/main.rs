@@ -13,3 +13,4 @@ mod routing;
 mod scale;
 mod security;
 mod store;
+mod ui;

@@ -1,0 +1,476 @@
+//! Endpoints: the list (success rate, breaker, rate limit, last attempt) with a create
+//! form, and the detail page (recent attempts, test, enable/disable, rotate secret, bulk
+//! replay). Every action goes through the API's handler.
+
+use axum::{
+    extract::{Query, State},
+    http::HeaderMap,
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Router,
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::future::try_join_all;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::{
+    badge, layout, next_link, non_empty, opt_time, page_after, time, Ctx, Form, Nav, Session,
+    UiError, UiResult,
+};
+use crate::{
+    api::{
+        endpoints::{self as api_ep, CreateEndpoint, UpdateEndpoint},
+        ops::test_endpoint,
+        AppState, Json, Path,
+    },
+    domain::{Attempt, Delivery, DeliveryStatus, Endpoint},
+    store::{DeliveryFilter, Page},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ui/t/{tenant}/endpoints", get(list).post(create))
+        .route("/ui/t/{tenant}/endpoints/{id}", get(detail))
+        .route("/ui/t/{tenant}/endpoints/{id}/test", post(test))
+        .route("/ui/t/{tenant}/endpoints/{id}/enabled", post(set_enabled))
+        .route("/ui/t/{tenant}/endpoints/{id}/rotate-secret", post(rotate))
+        .route("/ui/t/{tenant}/endpoints/{id}/replay", post(replay))
+}
+
+/// Deliveries looked at for an endpoint's success rate.
+const RATE_WINDOW: u32 = 50;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    after: Option<String>,
+}
+
+/// Success rate over the last finished deliveries, and when it was last attempted.
+struct Recent {
+    rate: Option<(u64, u64)>,
+    last_attempt: Option<DateTime<Utc>>,
+}
+
+async fn recent(state: &AppState, tenant: &str, ep: &Endpoint) -> UiResult<Recent> {
+    let deliveries = state
+        .store
+        .list_deliveries(
+            tenant,
+            &DeliveryFilter {
+                endpoint_id: Some(ep.id.clone()),
+                page: Page {
+                    after_id: None,
+                    limit: RATE_WINDOW,
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    let delivered = deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Delivered)
+        .count() as u64;
+    let finished = deliveries
+        .iter()
+        .filter(|d| matches!(d.status, DeliveryStatus::Delivered | DeliveryStatus::Failed))
+        .count() as u64;
+    Ok(Recent {
+        rate: (finished > 0).then_some((delivered, finished)),
+        last_attempt: deliveries
+            .iter()
+            .filter(|d| d.attempts > 0)
+            .map(|d| d.updated_at)
+            .max(),
+    })
+}
+
+fn rate_text(r: &Recent) -> String {
+    match r.rate {
+        Some((ok, n)) => format!("{:.0} % ({ok}/{n})", ok as f64 * 100.0 / n as f64),
+        None => "–".into(),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    Path(tenant): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> UiResult {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    list_page(&state, &ctx, q.after.as_deref(), None).await
+}
+
+async fn list_page(
+    state: &AppState,
+    ctx: &Ctx,
+    after: Option<&str>,
+    error: Option<String>,
+) -> UiResult {
+    let page = page_after(after)?;
+    let endpoints = state.store.list_endpoints(&ctx.tenant, &page).await?;
+    let recents = try_join_all(endpoints.iter().map(|e| recent(state, &ctx.tenant, e))).await?;
+    let content = html! {
+        @if let Some(e) = &error { p.flash.bad id="error" { (e) } }
+        section.card {
+            h2 { "New endpoint" }
+            form.inline method="post" action=(ctx.href("/endpoints")) id="create-endpoint" {
+                (ctx.csrf_field())
+                label { "URL " input type="url" name="url" id="endpoint-url" required placeholder="https://example.com/webhooks" size="40"; }
+                label { "Event types " input type="text" name="event_types" id="endpoint-types" placeholder="user.*, order.paid (empty: all)"; }
+                label { "Rate limit/s " input type="number" name="rate_limit" min="1" max="100000"; }
+                label { "Description " input type="text" name="description" maxlength="1024"; }
+                label { "Secret (optional) " input type="text" name="secret" id="endpoint-secret-input" placeholder="whsec_… (generated when empty)"; }
+                button type="submit" id="create-endpoint-submit" { "Create" }
+            }
+        }
+        table.list id="endpoints" {
+            thead { tr {
+                th { "URL" } th { "Enabled" } th { "Breaker" } th { "Rate limit" }
+                th { "Success (last " (RATE_WINDOW) ")" } th { "Last attempt" }
+            } }
+            tbody {
+                @for (ep, r) in endpoints.iter().zip(&recents) {
+                    tr {
+                        td { a href=(ctx.href(&format!("/endpoints/{}", ep.id))) { (ep.url) } br; small.id { (ep.id) } }
+                        td { @if ep.enabled { (badge("enabled")) } @else { (badge("disabled")) } }
+                        td { (badge(ep.breaker.state.as_str())) }
+                        td { (ep.rate_limit.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".into())) }
+                        td { (rate_text(r)) }
+                        td { (opt_time(r.last_attempt)) }
+                    }
+                }
+                @if endpoints.is_empty() { tr { td colspan="6" { "No endpoints yet." } } }
+            }
+        }
+        (next_link(&endpoints, |e| &e.id, &ctx.href("/endpoints"), ""))
+    };
+    Ok(layout(state, ctx, Nav::Endpoints, "Endpoints", content).await)
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    url: String,
+    event_types: Option<String>,
+    rate_limit: Option<String>,
+    description: Option<String>,
+    secret: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Form(session, f): Form<CreateForm>,
+) -> Result<Response, UiError> {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    let rate_limit = match non_empty(&f.rate_limit) {
+        None => None,
+        Some(r) => Some(
+            r.parse::<u32>()
+                .map_err(|_| UiError::bad_request("rate limit must be a whole number"))?,
+        ),
+    };
+    let event_types: Vec<String> = f
+        .event_types
+        .unwrap_or_default()
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let body = CreateEndpoint {
+        url: f.url.trim().to_owned(),
+        event_types: Some(event_types),
+        secret: non_empty(&f.secret),
+        signing_scheme: None,
+        description: non_empty(&f.description),
+        rate_limit,
+        max_attempts: None,
+        headers: None,
+        enabled: None,
+        filter: None,
+        ordering: None,
+        transform: None,
+    };
+    match api_ep::create_endpoint(
+        State(state.clone()),
+        ctx.session.principal.clone(),
+        Path(ctx.tenant.clone()),
+        Json(body),
+    )
+    .await
+    {
+        Ok((_, axum::Json(ep))) => {
+            Ok(Redirect::to(&ctx.href(&format!("/endpoints/{}", ep.id))).into_response())
+        }
+        Err(e) if e.status.is_client_error() => {
+            let page = list_page(&state, &ctx, None, Some(e.message)).await?;
+            Ok((e.status, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn load(state: &AppState, ctx: &Ctx, id: &str) -> UiResult<Endpoint> {
+    state
+        .store
+        .get_endpoint(&ctx.tenant, id)
+        .await?
+        .ok_or_else(|| UiError::not_found("endpoint"))
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    session: Session,
+    Path((tenant, id)): Path<(String, String)>,
+) -> UiResult {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    detail_page(&state, &ctx, &id, None).await
+}
+
+/// Deliveries shown on the detail page; the attempts of the first few are listed.
+const RECENT_DELIVERIES: u32 = 20;
+const WITH_ATTEMPTS: usize = 10;
+
+async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Markup>) -> UiResult {
+    let ep = load(state, ctx, id).await?;
+    let deliveries = state
+        .store
+        .list_deliveries(
+            &ctx.tenant,
+            &DeliveryFilter {
+                endpoint_id: Some(ep.id.clone()),
+                page: Page {
+                    after_id: None,
+                    limit: RECENT_DELIVERIES,
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    let attempts: Vec<Vec<Attempt>> = try_join_all(
+        deliveries
+            .iter()
+            .take(WITH_ATTEMPTS)
+            .map(|d| state.store.list_attempts(&d.id)),
+    )
+    .await?;
+    let mut recent_attempts: Vec<(&Delivery, Attempt)> = deliveries
+        .iter()
+        .zip(attempts)
+        .flat_map(|(d, atts)| atts.into_iter().map(move |a| (d, a)))
+        .collect();
+    recent_attempts.sort_by_key(|b| std::cmp::Reverse(b.1.started_at));
+    let base = ctx.href(&format!("/endpoints/{}", ep.id));
+    let content = html! {
+        @if let Some(n) = notice { (n) }
+        section.card {
+            table.kv {
+                tr { th { "ID" } td id="endpoint-id" { (ep.id) } }
+                tr { th { "URL" } td { (ep.url) } }
+                tr { th { "Description" } td { (ep.description.as_deref().unwrap_or("")) } }
+                tr { th { "Event types" } td { @if ep.event_types.is_empty() { "all" } @else { (ep.event_types.join(", ")) } } }
+                tr { th { "Enabled" } td id="endpoint-enabled" {
+                    @if ep.enabled { (badge("enabled")) } @else { (badge("disabled")) " " (ep.disabled_reason.as_deref().unwrap_or("")) }
+                } }
+                tr { th { "Circuit breaker" } td { (badge(ep.breaker.state.as_str())) " "
+                    (ep.breaker.consecutive_failures) " consecutive failures"
+                    @if let Some(t) = ep.breaker.open_until { " · probe at " (time(t)) } } }
+                tr { th { "Rate limit" } td { (ep.rate_limit.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".into())) } }
+                tr { th { "Max attempts" } td { (ep.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| format!("server default ({})", state.config.retry.max_attempts))) } }
+                tr { th { "Signing secret" } td { details { summary { "show" } code id="endpoint-secret" { (ep.secret) } }
+                    @if let Some(t) = ep.previous_secret_expires_at.filter(|t| *t > crate::domain::now()) {
+                        " previous secret also signs until " (time(t))
+                    } } }
+                tr { th { "Created" } td { (time(ep.created_at)) } }
+            }
+        }
+        section.card.actions {
+            h2 { "Actions" }
+            form method="post" action=(format!("{base}/test")) {
+                (ctx.csrf_field())
+                button type="submit" id="send-test" { "Send test event" }
+            }
+            form method="post" action=(format!("{base}/enabled")) {
+                (ctx.csrf_field())
+                @if ep.enabled {
+                    input type="hidden" name="enabled" value="false";
+                    button type="submit" id="disable" { "Disable" }
+                } @else {
+                    input type="hidden" name="enabled" value="true";
+                    button type="submit" id="enable" { "Enable" }
+                }
+            }
+            form method="post" action=(format!("{base}/rotate-secret")) {
+                (ctx.csrf_field())
+                button type="submit" id="rotate-secret" { "Rotate secret" }
+            }
+            form.inline method="post" action=(format!("{base}/replay")) id="replay-form" {
+                (ctx.csrf_field())
+                strong { "Bulk replay " }
+                label { "status " select name="status" {
+                    option value="failed" selected { "failed" }
+                    option value="delivered" { "delivered" }
+                    option value="cancelled" { "cancelled" }
+                } }
+                label { "from (UTC) " input type="datetime-local" name="since"; }
+                label { "until (UTC) " input type="datetime-local" name="until"; }
+                button type="submit" id="replay" { "Replay" }
+            }
+            p { a href=(ctx.href(&format!("/deliveries?endpoint={}", ep.id))) id="endpoint-deliveries" { "All deliveries to this endpoint →" } }
+        }
+        section.card {
+            h2 { "Recent attempts" }
+            table.list id="recent-attempts" {
+                thead { tr { th { "Started" } th { "Delivery" } th { "#" } th { "Outcome" } th { "HTTP" } th { "Latency" } th { "Error" } } }
+                tbody {
+                    @for (d, a) in &recent_attempts {
+                        tr {
+                            td { (time(a.started_at)) }
+                            td { a href=(ctx.href(&format!("/deliveries/{}", d.id))) { (d.id) } }
+                            td { (a.attempt_number) }
+                            td { (badge(a.outcome.as_str())) }
+                            td { (a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "–".into())) }
+                            td { (a.duration_ms) " ms" }
+                            td.clip { (a.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                    @if recent_attempts.is_empty() { tr { td colspan="7" { "No attempts yet." } } }
+                }
+            }
+        }
+    };
+    let title = format!("Endpoint {}", ep.url);
+    Ok(layout(state, ctx, Nav::Endpoints, &title, content).await)
+}
+
+async fn test(
+    State(state): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+    Form(session, _): Form<serde::de::IgnoredAny>,
+) -> UiResult {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    let axum::Json(r) = test_endpoint(
+        State(state.clone()),
+        ctx.session.principal.clone(),
+        Path((ctx.tenant.clone(), id.clone())),
+        HeaderMap::new(),
+        axum::body::Bytes::new(),
+    )
+    .await?;
+    let ok = r.status == DeliveryStatus::Delivered;
+    let notice = html! {
+        section.card.flash.good[ok].bad[!ok] id="test-result" {
+            h2 { "Test event " (r.status.as_str()) }
+            table.kv {
+                tr { th { "HTTP status" } td id="test-status" { (r.status_code.map(|c| c.to_string()).unwrap_or_else(|| "no answer".into())) } }
+                tr { th { "Latency" } td { (r.latency_ms) " ms" } }
+                tr { th { "Delivery" } td { a id="test-delivery" href=(ctx.href(&format!("/deliveries/{}", r.delivery_id))) { (r.delivery_id) } } }
+                @if let Some(resp) = &r.response { tr { th { "Response" } td { pre.excerpt { (resp) } } } }
+                @if let Some(e) = &r.error { tr { th { "Error" } td { (e) } } }
+            }
+        }
+    };
+    detail_page(&state, &ctx, &id, Some(notice)).await
+}
+
+#[derive(Deserialize)]
+struct EnabledForm {
+    enabled: bool,
+}
+
+async fn set_enabled(
+    State(state): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+    Form(session, f): Form<EnabledForm>,
+) -> Result<Redirect, UiError> {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    api_ep::update_endpoint(
+        State(state.clone()),
+        ctx.session.principal.clone(),
+        Path((ctx.tenant.clone(), id.clone())),
+        Json(UpdateEndpoint {
+            enabled: Some(f.enabled),
+            ..Default::default()
+        }),
+    )
+    .await
+    .map(drop)?;
+    Ok(Redirect::to(&ctx.href(&format!("/endpoints/{id}"))))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+    Form(session, _): Form<serde::de::IgnoredAny>,
+) -> UiResult {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    let axum::Json(ep) = api_ep::rotate_secret(
+        State(state.clone()),
+        ctx.session.principal.clone(),
+        Path((ctx.tenant.clone(), id.clone())),
+        axum::body::Bytes::new(),
+    )
+    .await?;
+    let notice = html! {
+        p.flash.good id="rotated" {
+            "Secret rotated. The new secret is " code { (ep.secret.as_deref().unwrap_or("")) }
+            @if let Some(t) = ep.previous_secret_expires_at { "; the previous one keeps signing until " (time(t)) }
+            "."
+        }
+    };
+    detail_page(&state, &ctx, &id, Some(notice)).await
+}
+
+#[derive(Deserialize)]
+struct ReplayForm {
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// A `datetime-local` value (or RFC 3339), read as UTC.
+pub(super) fn parse_time(s: &Option<String>) -> UiResult<Option<DateTime<Utc>>> {
+    let Some(s) = non_empty(s) else {
+        return Ok(None);
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(&s, f).ok())
+        .map(|t| Some(t.and_utc()))
+        .ok_or_else(|| UiError::bad_request(format!("invalid time {s:?}")))
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+    Form(session, f): Form<ReplayForm>,
+) -> UiResult {
+    let ctx = Ctx::new(&state, session, tenant).await?;
+    let mut body = serde_json::Map::new();
+    if let Some(s) = non_empty(&f.status) {
+        body.insert("status".into(), s.into());
+    }
+    if let Some(t) = parse_time(&f.since)? {
+        body.insert("since".into(), t.to_rfc3339().into());
+    }
+    if let Some(t) = parse_time(&f.until)? {
+        body.insert("until".into(), t.to_rfc3339().into());
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|_| UiError::bad_request("invalid form"))?;
+    let (_, axum::Json(r)) = api_ep::replay_endpoint(
+        State(state.clone()),
+        ctx.session.principal.clone(),
+        Path((ctx.tenant.clone(), id.clone())),
+        bytes.into(),
+    )
+    .await?;
+    let notice = html! {
+        p.flash.good id="replayed" { (r.replayed) " deliveries replayed; they are due now." }
+    };
+    detail_page(&state, &ctx, &id, Some(notice)).await
+}
