@@ -6,6 +6,7 @@ mod cli;
 mod controls;
 mod crash;
 mod delivery;
+mod faults;
 mod helpers;
 mod ops;
 mod routing;
