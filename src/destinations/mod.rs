@@ -148,6 +148,22 @@ pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
 
 /// Validates an endpoint URL: syntax, scheme and, for HTTP, the network policy.
 pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<url::Url, String> {
+    let parsed = parse_url(raw)?;
+    net::check_host(policy, &parsed.host, parsed.port).await?;
+    Ok(parsed.url)
+}
+
+/// An endpoint URL that passed the syntax and scheme checks, before the network policy.
+#[derive(Debug, Clone)]
+pub struct ParsedUrl {
+    pub url: url::Url,
+    /// The host as written in the URL (IPv6 literals keep their brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// The syntax and scheme checks of [`validate_url`], without any network look-up.
+pub fn parse_url(raw: &str) -> Result<ParsedUrl, String> {
     if raw.len() > 2048 {
         return Err("url is longer than 2048 characters".into());
     }
@@ -157,13 +173,13 @@ pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<url:
             let host = url
                 .host_str()
                 .filter(|h| !h.is_empty())
-                .ok_or("url has no host")?;
+                .ok_or("url has no host")?
+                .to_owned();
             if !url.username().is_empty() || url.password().is_some() {
                 return Err("url must not carry credentials; use endpoint headers".into());
             }
             let port = url.port_or_known_default().unwrap_or(443);
-            net::check_host(policy, host, port).await?;
-            Ok(url)
+            Ok(ParsedUrl { url, host, port })
         }
         other => Err(format!(
             "url scheme {other:?} is not supported; supported schemes: {}",
