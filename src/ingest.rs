@@ -166,15 +166,8 @@ pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validato
     jsonschema::validator_for(schema).map_err(|e| e.to_string())
 }
 
-/// Validates and stores an event for `tenant_id`, fanning it out; wakes the dispatcher.
-pub async fn ingest(
-    store: &dyn Store,
-    schemas: Arc<SchemaCache>,
-    waker: &Waker,
-    tenant_id: &str,
-    default_max_attempts: u32,
-    new: NewEvent,
-) -> Result<Ingested, IngestError> {
+/// The checks of an event that need no store: type name, actor, idempotency key, data.
+pub fn validate(new: &NewEvent) -> Result<(), IngestError> {
     validate_type_name(&new.event_type).map_err(IngestError::Invalid)?;
     if let Some(actor) = &new.actor {
         if actor.len() > 256 {
@@ -193,6 +186,19 @@ pub async fn ingest(
     if new.data.is_null() {
         return Err(IngestError::Invalid("data is required".into()));
     }
+    Ok(())
+}
+
+/// Validates and stores an event for `tenant_id`, fanning it out; wakes the dispatcher.
+pub async fn ingest(
+    store: &dyn Store,
+    schemas: Arc<SchemaCache>,
+    waker: &Waker,
+    tenant_id: &str,
+    default_max_attempts: u32,
+    new: NewEvent,
+) -> Result<Ingested, IngestError> {
+    validate(&new)?;
     let now = domain::now();
     let event = Event {
         id: new_id(prefix::EVENT),

@@ -38,6 +38,9 @@ pub mod openapi;
 pub(crate) mod ops;
 pub(crate) mod tenants;
 
+/// The body of `POST /v1/tenants/{tenant}/events` (public for the fuzz targets).
+pub use events::CreateEvent;
+
 /// Everything a handler needs.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);

@@ -25,7 +25,7 @@ use super::{deliveries, endpoints, events, inbox, ops, tenants};
         inbox::create_inbox, inbox::list_inboxes, inbox::get_inbox, inbox::delete_inbox,
         inbox::list_messages,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "tenants"), (name = "event-types"), (name = "endpoints"),
         (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"),
@@ -42,6 +42,61 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The errors every route can answer through its extractors, documented on each operation
+/// that can produce them (found by schemathesis: undocumented 400, 401, 413 and 415):
+/// 401 where a bearer token is required, 400 where there are parameters or a body (a bad
+/// query, path or JSON), 413 and 415 where there is a body.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{path::Operation, ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation, code: &str, description: &str| {
+            op.responses
+                .responses
+                .entry(code.to_owned())
+                .or_insert_with(|| error(description).into());
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add(op, "401", "missing or invalid bearer token");
+                }
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                if has_params || op.request_body.is_some() {
+                    add(op, "400", "invalid request");
+                }
+                if op.request_body.is_some() {
+                    add(op, "413", "request body is larger than the limit");
+                    add(
+                        op,
+                        "415",
+                        "the body is not JSON (Content-Type: application/json)",
+                    );
+                }
+            }
+        }
     }
 }
 

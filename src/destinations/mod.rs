@@ -236,12 +236,13 @@ pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<(), 
             let host = url
                 .host_str()
                 .filter(|h| !h.is_empty())
-                .ok_or("url has no host")?;
+                .ok_or("url has no host")?
+                .to_owned();
             if !url.username().is_empty() || url.password().is_some() {
                 return Err("url must not carry credentials; use endpoint headers".into());
             }
             let port = url.port_or_known_default().unwrap_or(443);
-            net::check_host(policy, host, port).await?;
+            net::check_host(policy, &host, port).await?;
             Ok(())
         }
         Some(_) => router::Target::parse(raw)

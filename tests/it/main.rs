@@ -7,6 +7,7 @@ mod controls;
 mod crash;
 mod delivery;
 mod destinations;
+mod faults;
 mod helpers;
 mod ops;
 mod routing;
