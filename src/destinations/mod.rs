@@ -61,7 +61,12 @@ struct Payload<'a> {
 
 /// The delivered body: `{"id", "type", "timestamp", "data"}` plus `actor` where given.
 pub fn payload(event: &Event) -> Vec<u8> {
-    let p = Payload {
+    // Serializing a struct of strings and a JSON value cannot fail.
+    serde_json::to_vec(&envelope(event)).unwrap_or_default()
+}
+
+fn envelope(event: &Event) -> Payload<'_> {
+    Payload {
         id: &event.id,
         event_type: &event.event_type,
         timestamp: event
@@ -69,9 +74,7 @@ pub fn payload(event: &Event) -> Vec<u8> {
             .to_rfc3339_opts(SecondsFormat::Millis, true),
         data: &event.data,
         actor: event.actor.as_deref(),
-    };
-    // Serializing a struct of strings and a JSON value cannot fail.
-    serde_json::to_vec(&p).unwrap_or_default()
+    }
 }
 
 impl Message {
@@ -80,7 +83,8 @@ impl Message {
     pub fn new(event: &Event, endpoint: &Endpoint, now: chrono::DateTime<chrono::Utc>) -> Self {
         let now_secs = now.timestamp();
         let body = if endpoint.routing.has_transform() {
-            let envelope = serde_json::from_slice(&payload(event)).unwrap_or_default();
+            // Built as a JSON value directly, not serialized and parsed back.
+            let envelope = serde_json::to_value(envelope(event)).unwrap_or_default();
             // Serializing a JSON value cannot fail.
             serde_json::to_vec(&endpoint.routing.transform(envelope)).unwrap_or_default()
         } else {
