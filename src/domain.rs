@@ -25,6 +25,22 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new())
 }
 
+/// A new id made at `t`: its time part is `t`, so filtering by creation time can use the id.
+/// Events and deliveries get their ids this way from their `created_at`.
+pub fn new_id_at(prefix: &str, t: DateTime<Utc>) -> String {
+    format!("{prefix}_{}", ulid::Ulid::from_datetime(t.into()))
+}
+
+/// The smallest id with this prefix that [`new_id`] can make at `t`: ids made at or after `t`
+/// sort at or after it, ids made before sort before it. Turns a time window into an id range,
+/// which the stores' `(tenant_id, id)` indexes answer without a scan.
+pub fn first_id_at(prefix: &str, t: DateTime<Utc>) -> String {
+    // A ULID holds 48 bits of milliseconds; times outside that clamp to its ends.
+    const MAX_MS: u64 = (1 << 48) - 1;
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0).min(MAX_MS);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
 /// Id prefixes, one per kind of object.
 pub mod prefix {
     pub const EVENT: &str = "evt";
@@ -256,7 +272,7 @@ pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32)
         .map(|ep| Delivery {
             ordering_key: ep.routing.ordering_key(event),
             ordering_blocks: ep.routing.blocks_on_failure(),
-            id: new_id(prefix::DELIVERY),
+            id: new_id_at(prefix::DELIVERY, event.created_at),
             tenant_id: event.tenant_id.clone(),
             event_id: event.id.clone(),
             endpoint_id: ep.id.clone(),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     dispatch::Waker,
-    domain::{self, new_id, prefix, Event, EventType},
+    domain::{self, new_id_at, prefix, Event, EventType},
     store::{DataCheck, Ingested, Store, StoreError},
 };
 
@@ -201,7 +201,7 @@ pub async fn ingest(
     validate(&new)?;
     let now = domain::now();
     let event = Event {
-        id: new_id(prefix::EVENT),
+        id: new_id_at(prefix::EVENT, now),
         tenant_id: tenant_id.to_owned(),
         event_type: new.event_type,
         data: new.data,

@@ -6,6 +6,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -34,6 +35,10 @@ pub struct DeliveriesQuery {
     pub endpoint: Option<String>,
     /// Only deliveries of this event id.
     pub event: Option<String>,
+    /// Only deliveries created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only deliveries created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -60,6 +65,8 @@ pub async fn list_deliveries(
         status: q.status,
         endpoint_id: q.endpoint,
         event_id: q.event,
+        since: q.since,
+        until: q.until,
         page: page.clone(),
     };
     let data = state.store.list_deliveries(&tenant, &filter).await?;

@@ -167,6 +167,8 @@ pub struct EventsQuery {
     pub event_type: Option<String>,
     /// Only events created at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
+    /// Only events created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -192,6 +194,7 @@ pub async fn list_events(
     let filter = EventFilter {
         event_type: q.event_type,
         since: q.since,
+        until: q.until,
         page: page.clone(),
     };
     let data = state.store.list_events(&tenant, &filter).await?;

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, Path, Principal};
 use crate::{
     dispatch::{attempt, minute_stats},
-    domain::{self, new_id, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
+    domain::{self, new_id, new_id_at, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
     ingest::valid_traceparent,
     ops::health::{HealthReport, Snapshot},
     store::Claimed,
@@ -162,7 +162,7 @@ pub async fn test_endpoint(
         Some(d) => d,
     };
     let event = Event {
-        id: new_id(prefix::EVENT),
+        id: new_id_at(prefix::EVENT, now),
         tenant_id: tenant.clone(),
         event_type: TEST_EVENT_TYPE.into(),
         data,
@@ -179,7 +179,7 @@ pub async fn test_endpoint(
     let lease_id = new_id("lse");
     let lease = chrono::Duration::from_std(state.config.dispatch.lease).unwrap_or_default();
     let delivery = Delivery {
-        id: new_id(prefix::DELIVERY),
+        id: new_id_at(prefix::DELIVERY, now),
         tenant_id: tenant,
         event_id: event.id.clone(),
         endpoint_id: endpoint.id.clone(),

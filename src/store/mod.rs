@@ -119,7 +119,10 @@ pub mod cursor {
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub event_type: Option<String>,
+    /// Events created at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Events created before this time.
+    pub until: Option<DateTime<Utc>>,
     pub page: Page,
 }
 
@@ -129,6 +132,10 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub endpoint_id: Option<String>,
     pub event_id: Option<String>,
+    /// Deliveries created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Deliveries created before this time.
+    pub until: Option<DateTime<Utc>>,
     pub page: Page,
 }
 

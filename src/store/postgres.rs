@@ -42,8 +42,8 @@ use super::{
     Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
-    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
-    EventType, Tenant,
+    self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
+    DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
@@ -544,6 +544,21 @@ fn push_page(q: &mut QueryBuilder<'_, Postgres>, page: &Page) {
     }
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(page.limit));
+}
+
+/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
+fn push_created(
+    q: &mut QueryBuilder<'_, Postgres>,
+    prefix: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) {
+    if let Some(t) = since {
+        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
+    }
+    if let Some(t) = until {
+        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
+    }
 }
 
 /// Distinct values, in first-seen order.
@@ -1063,11 +1078,7 @@ impl Store for PostgresStore {
         if let Some(t) = &filter.event_type {
             q.push(" AND type = ").push_bind(t.clone());
         }
-        if let Some(since) = filter.since {
-            q.push(" AND created_at >= to_timestamp(")
-                .push_bind(ms(since))
-                .push(" / 1000.0)");
-        }
+        push_created(&mut q, prefix::EVENT, filter.since, filter.until);
         push_page(&mut q, &filter.page);
         let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
         collect(rows)
@@ -1114,6 +1125,7 @@ impl Store for PostgresStore {
         if let Some(e) = &filter.event_id {
             q.push(" AND event_id = ").push_bind(e.clone());
         }
+        push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
         push_page(&mut q, &filter.page);
         let rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
         collect(rows)
@@ -1635,15 +1647,16 @@ mod tests {
     }
 
     fn event(tenant: &str, event_type: &str, key: Option<&str>) -> Event {
+        let now = domain::now();
         Event {
-            id: new_id(prefix::EVENT),
+            id: domain::new_id_at(prefix::EVENT, now),
             tenant_id: tenant.to_owned(),
             event_type: event_type.to_owned(),
             data: serde_json::json!({"user_id": "u_42", "n": 1}),
             actor: Some("u_42".into()),
             idempotency_key: key.map(str::to_owned),
             traceparent: None,
-            created_at: domain::now(),
+            created_at: now,
             deliver_at: None,
         }
     }
@@ -2305,12 +2318,36 @@ mod tests {
                 &EventFilter {
                     event_type: Some("user.joined".into()),
                     since: Some(e.created_at),
+                    until: None,
                     page: page(10),
                 },
             )
             .await
             .unwrap();
         assert_eq!(typed, vec![e.clone()]);
+        // The time window is half-open: `since` includes, `until` excludes.
+        let window = |since, until| EventFilter {
+            since,
+            until,
+            page: page(10),
+            ..Default::default()
+        };
+        for (since, until, want) in [
+            (Some(e2.created_at), None, vec![e2.clone()]),
+            (None, Some(e2.created_at), vec![e.clone()]),
+            (Some(e.created_at), Some(e2.created_at), vec![e.clone()]),
+            (
+                Some(e2.created_at + chrono::Duration::milliseconds(1)),
+                None,
+                vec![],
+            ),
+        ] {
+            let got = store
+                .list_events(&e.tenant_id, &window(since, until))
+                .await
+                .unwrap();
+            assert_eq!(got, want, "events since {since:?} until {until:?}");
+        }
         let pending = store
             .list_deliveries(
                 &e.tenant_id,
@@ -2319,11 +2356,40 @@ mod tests {
                     endpoint_id: Some(ep.id.clone()),
                     event_id: Some(e.id.clone()),
                     page: page(10),
+                    ..Default::default()
                 },
             )
             .await
             .unwrap();
         assert_eq!(pending, ds);
+        for (since, until, want) in [
+            (Some(e.created_at), None, ds.len()),
+            (None, Some(e.created_at), 0),
+            (
+                None,
+                Some(e.created_at + chrono::Duration::milliseconds(1)),
+                ds.len(),
+            ),
+        ] {
+            let got = store
+                .list_deliveries(
+                    &e.tenant_id,
+                    &DeliveryFilter {
+                        event_id: Some(e.id.clone()),
+                        since,
+                        until,
+                        page: page(10),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                got.len(),
+                want,
+                "deliveries since {since:?} until {until:?}"
+            );
+        }
 
         // Retry only moves deliveries that are not pending.
         let now = domain::now();

@@ -29,8 +29,8 @@ use super::{
     Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
 };
 use crate::domain::{
-    self, from_millis, Attempt, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
-    EventType, Tenant,
+    self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
+    DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 
 /// The SQLite implementation of [`Store`].
@@ -371,6 +371,21 @@ fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
     }
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(page.limit));
+}
+
+/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
+fn push_created(
+    q: &mut QueryBuilder<'_, Sqlite>,
+    prefix: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) {
+    if let Some(t) = since {
+        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
+    }
+    if let Some(t) = until {
+        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
+    }
 }
 
 #[async_trait]
@@ -781,9 +796,7 @@ impl Store for SqliteStore {
         if let Some(t) = &filter.event_type {
             q.push(" AND type = ").push_bind(t.clone());
         }
-        if let Some(since) = filter.since {
-            q.push(" AND created_at >= ").push_bind(ms(since));
-        }
+        push_created(&mut q, prefix::EVENT, filter.since, filter.until);
         push_page(&mut q, &filter.page);
         let rows: Vec<EventRow> = q
             .build_query_as()
@@ -823,6 +836,7 @@ impl Store for SqliteStore {
         if let Some(e) = &filter.event_id {
             q.push(" AND event_id = ").push_bind(e.clone());
         }
+        push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
         push_page(&mut q, &filter.page);
         let rows: Vec<DeliveryRow> = q
             .build_query_as()

@@ -7,12 +7,13 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use chrono::{DateTime, Utc};
 use maud::html;
 use serde::Deserialize;
 
 use super::{
-    badge, layout, next_link, non_empty, opt_time, page_after, time, urlencode, Ctx, Form, Nav,
-    Session, UiError, UiResult,
+    badge, endpoints::parse_time, layout, next_link, non_empty, opt_time, page_after, time,
+    urlencode, Ctx, Form, Nav, Session, UiError, UiResult,
 };
 use crate::{
     api::{deliveries::retry_delivery, events::replay_event, AppState, Path},
@@ -57,11 +58,48 @@ pub async fn search(
     Ok(Redirect::to(&ctx.href(&to)))
 }
 
+/// A creation-time window from the filter form: `since` inclusive, `until` exclusive, UTC.
+struct Window {
+    since_text: Option<String>,
+    until_text: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    fn parse(since: &Option<String>, until: &Option<String>) -> UiResult<Self> {
+        let (since_text, until_text) = (non_empty(since), non_empty(until));
+        Ok(Self {
+            since: parse_time(&since_text)?,
+            until: parse_time(&until_text)?,
+            since_text,
+            until_text,
+        })
+    }
+
+    /// The window as query parameters for the next page's link.
+    fn push_query(&self, query: &mut String) {
+        for (k, v) in [("since", &self.since_text), ("until", &self.until_text)] {
+            if let Some(v) = v {
+                query.push_str(&format!("{k}={}&", urlencode(v)));
+            }
+        }
+    }
+
+    fn fields(&self) -> maud::Markup {
+        html! {
+            label { "Since (UTC) " input type="datetime-local" name="since" value=(self.since_text.as_deref().unwrap_or("")); }
+            label { "Until (UTC) " input type="datetime-local" name="until" value=(self.until_text.as_deref().unwrap_or("")); }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct EventsQuery {
     #[serde(rename = "type")]
     event_type: Option<String>,
     since: Option<String>,
+    until: Option<String>,
     after: Option<String>,
 }
 
@@ -73,8 +111,7 @@ async fn events(
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
     let event_type = non_empty(&q.event_type);
-    let since_text = non_empty(&q.since);
-    let since = super::endpoints::parse_time(&since_text)?;
+    let window = Window::parse(&q.since, &q.until)?;
     let page = page_after(q.after.as_deref())?;
     let list = state
         .store
@@ -82,7 +119,8 @@ async fn events(
             &ctx.tenant,
             &EventFilter {
                 event_type: event_type.clone(),
-                since,
+                since: window.since,
+                until: window.until,
                 page,
             },
         )
@@ -91,13 +129,11 @@ async fn events(
     if let Some(t) = &event_type {
         query.push_str(&format!("type={}&", urlencode(t)));
     }
-    if let Some(s) = &since_text {
-        query.push_str(&format!("since={}&", urlencode(s)));
-    }
+    window.push_query(&mut query);
     let content = html! {
         form.filters method="get" action=(ctx.href("/events")) {
             label { "Type " input type="text" name="type" value=(event_type.as_deref().unwrap_or("")) placeholder="user.created"; }
-            label { "Since (UTC) " input type="datetime-local" name="since" value=(since_text.as_deref().unwrap_or("")); }
+            (window.fields())
             button type="submit" { "Filter" }
         }
         table.list id="events" {
@@ -218,6 +254,8 @@ struct DeliveriesQuery {
     status: Option<String>,
     endpoint: Option<String>,
     event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     after: Option<String>,
 }
 
@@ -238,6 +276,7 @@ async fn deliveries(
     };
     let endpoint = non_empty(&q.endpoint);
     let event = non_empty(&q.event);
+    let window = Window::parse(&q.since, &q.until)?;
     let list = state
         .store
         .list_deliveries(
@@ -246,6 +285,8 @@ async fn deliveries(
                 status,
                 endpoint_id: endpoint.clone(),
                 event_id: event.clone(),
+                since: window.since,
+                until: window.until,
                 page: page_after(q.after.as_deref())?,
             },
         )
@@ -260,6 +301,7 @@ async fn deliveries(
             query.push_str(&format!("{k}={}&", urlencode(v)));
         }
     }
+    window.push_query(&mut query);
     let statuses = ["pending", "delivered", "failed", "cancelled"];
     let content = html! {
         form.filters method="get" action=(ctx.href("/deliveries")) {
@@ -269,6 +311,7 @@ async fn deliveries(
             } }
             label { "Endpoint " input type="text" name="endpoint" value=(endpoint.as_deref().unwrap_or("")) placeholder="ep_…"; }
             label { "Event " input type="text" name="event" value=(event.as_deref().unwrap_or("")) placeholder="evt_…"; }
+            (window.fields())
             button type="submit" { "Filter" }
         }
         (delivery_table(&ctx, &list))

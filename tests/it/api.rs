@@ -438,6 +438,10 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             app.req(Method::GET, "/v1/tenants/default/deliveries?status=lost"),
             StatusCode::BAD_REQUEST,
         ),
+        (
+            app.req(Method::GET, "/v1/tenants/default/deliveries?until=tomorrow"),
+            StatusCode::BAD_REQUEST,
+        ),
         // Unknown routes and methods.
         (
             app.req(Method::GET, "/v1/nothing-here"),
@@ -622,6 +626,38 @@ async fn lists_paginate_by_cursor_and_filter(backend: Backend) {
         .get("/v1/tenants/default/deliveries?status=failed")
         .await;
     assert!(failed["data"].as_array().unwrap().is_empty());
+    // A time window [since, until) on creation time.
+    let created: chrono::DateTime<chrono::Utc> =
+        ev["created_at"].as_str().unwrap().parse().unwrap();
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let window = |since, until| {
+        format!(
+            "/v1/tenants/default/deliveries?endpoint={ep_id}&limit=250&since={since}&until={until}"
+        )
+    };
+    let ids_in = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, inside) = app
+        .get(&window(
+            at(created),
+            at(created + chrono::Duration::milliseconds(1)),
+        ))
+        .await;
+    assert!(ids_in(&inside).contains(&dlv.to_owned()), "{inside}");
+    let (_, before) = app
+        .get(&window(
+            at(created - chrono::Duration::hours(1)),
+            at(created),
+        ))
+        .await;
+    assert!(!ids_in(&before).contains(&dlv.to_owned()), "{before}");
     let since = "2999-01-01T00:00:00Z";
     let (_, none) = app
         .get(&format!("/v1/tenants/default/events?since={since}"))

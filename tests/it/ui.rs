@@ -249,6 +249,12 @@ async fn dashboard_walkthrough() {
     b.click("form.filters button").await;
     b.wait_count("#deliveries a.delivery", 1).await;
     b.shot("deliveries").await;
+    // The time window filters too: nothing before 2000, the delivery since then.
+    let log = app.url(&format!("/ui/t/default/deliveries?endpoint={endpoint_id}"));
+    b.goto(&format!("{log}&until=2000-01-01T00:00")).await;
+    assert!(b.text("#deliveries").await.contains("No deliveries."));
+    b.goto(&format!("{log}&since=2000-01-01T00:00")).await;
+    b.wait_count("#deliveries a.delivery", 1).await;
     b.click("#deliveries a.delivery").await;
     b.css("#delivery-id").await;
     b.wait_count("tr.attempt", 1).await;
