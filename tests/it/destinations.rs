@@ -403,6 +403,19 @@ async fn deliver(app: &TestApp, url: &str) -> (String, String, Value) {
     (secret, ev["id"].as_str().unwrap().to_owned(), d)
 }
 
+/// Delivers one event to an endpoint ordered by `data.user_id` (no broker key option), on an
+/// app of its own; returns the delivery's detail, whose `ordering_key` is `u_1`.
+async fn deliver_ordered(app: &TestApp, url: &str) -> Value {
+    let ep = app
+        .endpoint(json!({"url": url, "ordering": {"key": "data.user_id"}}))
+        .await;
+    assert_eq!(ep["ordering"]["key"], "data.user_id", "{ep}");
+    let (_, dlv) = event(app, 1).await;
+    let d = app.wait_delivery(&dlv, "delivered").await;
+    assert_eq!(d["ordering_key"], "u_1", "{d}");
+    d
+}
+
 /// The message verifies with the endpoint's secret (official Standard Webhooks library
 /// and hookrelay's verifier) and carries what hookrelay sent.
 fn check(got: &Got, secret: &str, event_id: &str) {
@@ -616,6 +629,37 @@ async fn sqs_fifo_delivers_signed_messages_with_attributes() {
     app.stop().await;
 }
 
+/// An ordered endpoint to a FIFO queue without `message_group_id`: the ordering key is the
+/// message group, so SQS keeps each key's messages in order.
+#[tokio::test]
+async fn sqs_fifo_groups_by_the_ordering_key() {
+    aws_env();
+    let server = moto().await;
+    let client = sqs_client(server.port);
+    let name = format!("{}.fifo", unique("hr"));
+    let queue_url = sqs_create(&client, &name).await;
+    let app = app().await;
+    deliver_ordered(&app, &sqs_url(&name, server.port)).await;
+    let out = client
+        .receive_message()
+        .queue_url(&queue_url)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+        )
+        .send()
+        .await
+        .unwrap();
+    let msgs = out.messages.unwrap_or_default();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let group = msgs[0]
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+        .cloned();
+    assert_eq!(group.as_deref(), Some("u_1"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn sqs_outage_retries_then_delivers() {
     aws_env();
@@ -696,6 +740,26 @@ async fn pubsub_delivers_signed_messages_with_attributes() {
     let got = pubsub_read(&sub).await;
     assert_eq!(got.len(), 1, "{got:?}");
     check(&got[0], &secret, &event_id);
+    app.stop().await;
+}
+
+/// An ordered endpoint without an `ordering_key` option publishes with the delivery's
+/// ordering key.
+#[tokio::test]
+async fn pubsub_publishes_with_the_ordering_key() {
+    let server = cloudbox().await;
+    let port = server.port;
+    let project = "hookrelay-test";
+    let client = pubsub_client(port, project).await;
+    let topic = unique("hr");
+    let sub = pubsub_create(&client, &topic).await;
+    let app =
+        app_with(|c| c.dispatch.pubsub_emulator_host = Some(format!("127.0.0.1:{port}"))).await;
+    deliver_ordered(&app, &format!("pubsub://{project}/{topic}")).await;
+    let msgs = sub.pull(10, None).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].message.ordering_key, "u_1");
+    msgs[0].ack().await.unwrap();
     app.stop().await;
 }
 
@@ -791,6 +855,21 @@ async fn kafka_delivers_keyed_signed_records_with_headers() {
         "key from data.user_id"
     );
     check(&got[0].1, &secret, &event_id);
+    app.stop().await;
+}
+
+/// An ordered endpoint without a `key` option keys records by the ordering key: one key,
+/// one partition, in order.
+#[tokio::test]
+async fn kafka_keys_records_by_the_ordering_key() {
+    let server = tansu().await;
+    let topic = unique("hr");
+    kafka_create(server.port, &topic).await;
+    let app = app().await;
+    deliver_ordered(&app, &format!("kafka://127.0.0.1:{}/{topic}", server.port)).await;
+    let got = kafka_read(server.port, &topic).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0.as_deref(), Some(&b"u_1"[..]));
     app.stop().await;
 }
 
