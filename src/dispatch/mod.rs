@@ -10,7 +10,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn, Instrument};
 
 use crate::{
@@ -70,7 +70,9 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.concurrency));
-        let (done_tx, done_rx) = mpsc::channel::<Done>(this.config.concurrency * 2);
+        // A slot is held from the claim until the attempt is written: a crash can repeat at
+        // most `concurrency` sends that reached their destination but not the store.
+        let (done_tx, done_rx) = mpsc::channel::<Written>(this.config.concurrency);
         let writer = tokio::spawn(write_completions(
             this.store.clone(),
             this.breaker,
@@ -142,9 +144,9 @@ impl Dispatcher {
                     let completion = this.deliver(c).await;
                     drop(slot);
                     // The writer lives until every sender is gone; a failed send means the
-                    // process is stopping and the lease will hand the delivery on.
-                    let _ = done.send(completion).await;
-                    drop(permit);
+                    // process is stopping and the lease will hand the delivery on. The
+                    // writer frees the slot once the attempt is in the store.
+                    let _ = done.send((completion, permit)).await;
                 });
             }
             if got >= limit {
@@ -446,6 +448,9 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 /// Most completions written in one transaction.
 const WRITE_BATCH: usize = 512;
 
+/// A finished attempt on its way to the store, with the concurrency slot it still holds.
+type Written = (Done, OwnedSemaphorePermit);
+
 /// Writes completions in batches: whatever has arrived while the previous batch was being
 /// written goes into the next transaction, so the store sees few, large commits under load
 /// and an immediate one when idle.
@@ -454,13 +459,16 @@ async fn write_completions(
     policy: BreakerPolicy,
     waker: Waker,
     dispatcher_id: Option<String>,
-    mut rx: mpsc::Receiver<Done>,
+    mut rx: mpsc::Receiver<Written>,
 ) {
-    let mut done = Vec::with_capacity(WRITE_BATCH);
+    let mut received = Vec::with_capacity(WRITE_BATCH);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut done, WRITE_BATCH).await > 0 {
+    let mut slots = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        let (done, held): (Vec<Done>, Vec<_>) = received.drain(..).unzip();
+        slots.extend(held);
         let stats = minute_stats(&done);
-        batch.extend(done.drain(..).map(|d| d.completion));
+        batch.extend(done.into_iter().map(|d| d.completion));
         let mut failures = 0u32;
         loop {
             let written = match &dispatcher_id {
@@ -492,6 +500,8 @@ async fn write_completions(
             waker.wake();
         }
         batch.clear();
+        // Written (or given up on, to expire as leases): the slots are free for new claims.
+        slots.clear();
     }
 }
 
