@@ -4,7 +4,8 @@
 //! `cargo bench --bench throughput` (env: BENCH_DATABASE, `sqlite` (default) or `postgres`
 //! (a fresh database on BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432);
 //! BENCH_DISPATCHERS, processes sharing the database, default 1; BENCH_EVENTS, default 20000; BENCH_RATE, default
-//! 1000 events/s; BENCH_SECONDS, default 10; BENCH_PRODUCERS, default 64).
+//! 1000 events/s; BENCH_SECONDS, default 10; BENCH_PRODUCERS, default 64; BENCH_BINARY, the
+//! hookrelay binary to run instead of this build's).
 //!
 //! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate
 //! and the delivery rate (events per second from the first post to the last receipt).
@@ -218,7 +219,10 @@ async fn admin_sql(server: &str, sql: &str) {
 /// Starts `hookrelay serve` with `role`; returns the child and, when it serves the API,
 /// its base URL.
 fn start(db: &str, role: &str) -> (Child, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    // BENCH_BINARY runs another build (e.g. the previous commit's) for a side-by-side run.
+    let binary = std::env::var("BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookrelay").to_owned());
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--listen",
