@@ -40,26 +40,11 @@ async fn measure(store: &dyn Store) -> (f64, f64) {
 }
 
 async fn setup(store: &dyn Store) -> String {
-    let now = domain::now();
-    let endpoint = Endpoint {
-        id: new_id(prefix::ENDPOINT),
-        tenant_id: "default".into(),
-        url: "http://127.0.0.1:9/".into(),
-        description: None,
-        event_types: vec![],
-        secret: hookrelay::signing::generate_secret(),
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        rate_limit: None,
-        max_attempts: None,
-        headers: Default::default(),
-        enabled: true,
-        disabled_reason: None,
-        breaker: Default::default(),
-        routing: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
+    let endpoint = Endpoint::new(
+        "default",
+        "http://127.0.0.1:9/",
+        hookrelay::signing::generate_secret(),
+    );
     store.create_endpoint(&endpoint, u32::MAX).await.unwrap();
     let mut last = String::new();
     for i in 0..PENDING {

@@ -41,29 +41,18 @@ fn events() -> usize {
 }
 
 fn endpoint(event_types: Vec<String>, filter: Option<serde_json::Value>) -> Endpoint {
-    let now = domain::now();
     let spec = RoutingSpec {
         filter,
         ..Default::default()
     };
     Endpoint {
-        id: new_id(prefix::ENDPOINT),
-        tenant_id: "default".into(),
-        url: "http://127.0.0.1:9/".into(),
-        description: None,
         event_types,
-        secret: hookrelay::signing::generate_secret(),
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        rate_limit: None,
-        max_attempts: None,
-        headers: Default::default(),
-        enabled: true,
-        disabled_reason: None,
-        breaker: Default::default(),
         routing: Arc::new(Routing::compile(spec).unwrap()),
-        created_at: now,
-        updated_at: now,
+        ..Endpoint::new(
+            "default",
+            "http://127.0.0.1:9/",
+            hookrelay::signing::generate_secret(),
+        )
     }
 }
 

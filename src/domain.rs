@@ -219,6 +219,32 @@ impl Breaker {
 }
 
 impl Endpoint {
+    /// A new enabled endpoint of `tenant_id` to `url`, signing with `secret`, made now: every
+    /// event type, no limits, no extra headers, no routing, a closed breaker. Callers set the
+    /// rest with struct update syntax (`Endpoint { rate_limit: Some(5), ..Endpoint::new(…) }`).
+    pub fn new(tenant_id: impl Into<String>, url: impl Into<String>, secret: String) -> Self {
+        let now = now();
+        Self {
+            id: new_id(prefix::ENDPOINT),
+            tenant_id: tenant_id.into(),
+            url: url.into(),
+            description: None,
+            event_types: Vec::new(),
+            secret,
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            rate_limit: None,
+            max_attempts: None,
+            headers: Default::default(),
+            enabled: true,
+            disabled_reason: None,
+            breaker: Default::default(),
+            routing: Default::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The secrets to sign with at `now`: the current one, and the previous one during the
     /// grace period after a rotation (receivers accept either signature).
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
-    domain::{self, new_id, prefix, Breaker, DeliveryStatus, Endpoint},
+    domain::{self, Breaker, DeliveryStatus, Endpoint},
     ingest::validate_type_name,
     routing::{OrderingSpec, Routing, RoutingSpec},
     signing,
@@ -378,25 +378,15 @@ pub async fn create_endpoint(
     })?;
     check_url(&state, &body.url).await?;
     check_headers_for(&body.url, &headers)?;
-    let now = domain::now();
     let endpoint = Endpoint {
-        id: new_id(prefix::ENDPOINT),
-        tenant_id: tenant,
-        url: body.url,
         description: body.description,
         event_types,
-        secret,
-        previous_secret: None,
-        previous_secret_expires_at: None,
         rate_limit: body.rate_limit,
         max_attempts: body.max_attempts,
         headers,
         enabled: body.enabled.unwrap_or(true),
-        disabled_reason: None,
-        breaker: Default::default(),
         routing,
-        created_at: now,
-        updated_at: now,
+        ..Endpoint::new(tenant, body.url, secret)
     };
     state
         .store

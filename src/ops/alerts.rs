@@ -155,22 +155,10 @@ pub async fn install_sinks(store: &dyn Store, config: &AlertConfig) -> Result<()
         }
         let endpoint = Endpoint {
             id: id.clone(),
-            tenant_id: SYSTEM_TENANT.into(),
-            url: url.to_string(),
             description: Some("alert sink (managed by --alert-sink)".into()),
             event_types: vec!["hookrelay.alert.*".into()],
-            secret: signing::generate_secret(),
-            previous_secret: None,
-            previous_secret_expires_at: None,
-            rate_limit: None,
-            max_attempts: None,
-            headers: Default::default(),
-            enabled: true,
-            disabled_reason: None,
-            breaker: Default::default(),
             routing: sink_routing(config.format),
-            created_at: now,
-            updated_at: now,
+            ..Endpoint::new(SYSTEM_TENANT, url.as_str(), signing::generate_secret())
         };
         if let Err(e) = store.create_endpoint(&endpoint, u32::MAX).await {
             // Another process may have created it meanwhile.

@@ -1624,25 +1624,11 @@ mod tests {
     }
 
     fn endpoint(tenant: &str, event_types: &[&str]) -> Endpoint {
-        let now = domain::now();
         Endpoint {
-            id: new_id(prefix::ENDPOINT),
-            tenant_id: tenant.to_owned(),
-            url: "https://example.com/hook".into(),
             description: Some("test".into()),
             event_types: event_types.iter().map(|s| s.to_string()).collect(),
-            secret: "whsec_dGVzdA==".into(),
-            previous_secret: None,
-            previous_secret_expires_at: None,
-            rate_limit: None,
-            max_attempts: None,
             headers: [("x-test".to_string(), "1".to_string())].into(),
-            enabled: true,
-            disabled_reason: None,
-            breaker: Default::default(),
-            routing: Default::default(),
-            created_at: now,
-            updated_at: now,
+            ..Endpoint::new(tenant, "https://example.com/hook", "whsec_dGVzdA==".into())
         }
     }
 

@@ -35,25 +35,11 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
     let now = domain::now();
     store
         .create_endpoint(
-            &Endpoint {
-                id: new_id(prefix::ENDPOINT),
-                tenant_id: "default".into(),
-                url: "http://127.0.0.1:9/".into(),
-                description: None,
-                event_types: vec![],
-                secret: hookrelay::signing::generate_secret(),
-                previous_secret: None,
-                previous_secret_expires_at: None,
-                rate_limit: None,
-                max_attempts: None,
-                headers: Default::default(),
-                enabled: true,
-                disabled_reason: None,
-                breaker: Default::default(),
-                routing: Default::default(),
-                created_at: now,
-                updated_at: now,
-            },
+            &Endpoint::new(
+                "default",
+                "http://127.0.0.1:9/",
+                hookrelay::signing::generate_secret(),
+            ),
             u32::MAX,
         )
         .await
