@@ -85,6 +85,31 @@ pub fn start_server(db: &str, extra: &[&str]) -> Server {
     }
 }
 
+/// How often the receiver got each `webhook-id`.
+fn webhook_ids(r: &Receiver) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for req in r.requests() {
+        *seen.entry(req.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    seen
+}
+
+/// Waits until no delivery is pending: after recovery nothing may stay stuck.
+async fn assert_nothing_pending(http: &reqwest::Client, base: &str) {
+    let pending = eventually(Duration::from_secs(30), || async {
+        let (_, list) = send(
+            http.get(format!(
+                "{base}/v1/tenants/default/deliveries?status=pending"
+            ))
+            .bearer_auth(ADMIN),
+        )
+        .await;
+        list["data"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert!(pending.is_some(), "deliveries stuck pending after recovery");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_with_1000_events_in_flight_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,39 +176,25 @@ async fn kill_9_with_1000_events_in_flight_loses_nothing() {
     );
 
     let mut server = start_server(&db, &flags);
-    let unique = |r: &Receiver| {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for req in r.requests() {
-            *seen.entry(req.header("webhook-id").to_owned()).or_default() += 1;
-        }
-        seen
-    };
     let seen = eventually(Duration::from_secs(60), || async {
-        let seen = unique(&receiver);
+        let seen = webhook_ids(&receiver);
         (seen.len() >= 1000).then_some(seen)
     })
     .await
-    .unwrap_or_else(|| panic!("only {} of 1000 events arrived", unique(&receiver).len()));
+    .unwrap_or_else(|| {
+        panic!(
+            "only {} of 1000 events arrived",
+            webhook_ids(&receiver).len()
+        )
+    });
     for id in &ingested {
         assert!(seen.contains_key(id), "event {id} was lost");
     }
 
     // Nothing stays pending.
-    let pending = eventually(Duration::from_secs(30), || async {
-        let (_, list) = send(
-            http.get(format!(
-                "{}/v1/tenants/default/deliveries?status=pending",
-                server.base
-            ))
-            .bearer_auth(ADMIN),
-        )
-        .await;
-        list["data"].as_array().unwrap().is_empty().then_some(())
-    })
-    .await;
-    assert!(pending.is_some(), "deliveries stuck pending after recovery");
+    assert_nothing_pending(&http, &server.base).await;
     // Duplicates are bounded by what was in flight (the concurrency) and keep their id.
-    let duplicates: usize = unique(&receiver).values().map(|n| n - 1).sum();
+    let duplicates: usize = webhook_ids(&receiver).values().map(|n| n - 1).sum();
     eprintln!("kill -9: {at_kill} received before the kill, {duplicates} duplicates after restart, 0 lost");
     assert!(
         duplicates <= 64,
@@ -310,22 +321,15 @@ async fn kill_9_at_random_moments(store: &str, db: &str) {
     let (ingested, retries) = producer.await.unwrap();
     assert!(!ingested.is_empty());
 
-    let unique = |r: &Receiver| {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for req in r.requests() {
-            *seen.entry(req.header("webhook-id").to_owned()).or_default() += 1;
-        }
-        seen
-    };
     let all_arrived = eventually(Duration::from_secs(120), || async {
-        let seen = unique(&receiver);
+        let seen = webhook_ids(&receiver);
         ingested
             .iter()
             .all(|id| seen.contains_key(id))
             .then_some(())
     })
     .await;
-    let seen = unique(&receiver);
+    let seen = webhook_ids(&receiver);
     let lost: Vec<_> = ingested
         .iter()
         .filter(|id| !seen.contains_key(*id))
@@ -337,19 +341,7 @@ async fn kill_9_at_random_moments(store: &str, db: &str) {
         ingested.len(),
         lost.first()
     );
-    let pending = eventually(Duration::from_secs(30), || async {
-        let (_, list) = send(
-            http.get(format!(
-                "{}/v1/tenants/default/deliveries?status=pending",
-                server.base
-            ))
-            .bearer_auth(ADMIN),
-        )
-        .await;
-        list["data"].as_array().unwrap().is_empty().then_some(())
-    })
-    .await;
-    assert!(pending.is_some(), "deliveries stuck pending after recovery");
+    assert_nothing_pending(&http, &server.base).await;
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     // Events the producer never saw answered may still have been stored and delivered.
     let extra = seen.len() - ingested.len();
