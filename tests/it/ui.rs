@@ -168,7 +168,9 @@ impl Browser {
         self.goto(&app.url("/ui/login")).await;
         self.fill("#token", token).await;
         self.click("#login").await;
-        self.css("main h1").await;
+        // Only pages behind the login have the logout button (the login page has a heading
+        // too, so waiting for one would race the navigation).
+        self.css("#logout").await;
     }
 
     async fn close(self) {
