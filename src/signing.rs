@@ -1,8 +1,10 @@
 //! Standard Webhooks signing and verification.
 //!
-//! The HMAC itself comes from the official `standardwebhooks` crate; this module adds what
-//! hookrelay needs around it: secret generation, several secrets at once (rotation), and a
-//! verifier that takes plain header values (for the CLI and receivers that are not `http`-based).
+//! Secret generation, signing with several secrets at once (rotation), and a verifier that
+//! takes plain header values (for the CLI, the inbox and receivers that are not `http`-based).
+//! Signatures are over the body's bytes, whatever they are: the official `standardwebhooks`
+//! crate refuses bodies that are not UTF-8, so the HMAC is computed here; the tests check it
+//! against the specification's reference vector and the official crate.
 //!
 //! Two schemes, told apart by the key's prefix as the specification does:
 //! - `whsec_<base64 key>`: HMAC-SHA256, signatures `v1,<base64>`; sender and receiver share it.
@@ -12,8 +14,9 @@
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
-use standardwebhooks::Webhook;
+use sha2::Sha256;
 
 /// Header names, as the specification spells them.
 pub const HEADER_ID: &str = "webhook-id";
@@ -160,16 +163,20 @@ fn signed_content(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
 /// Secrets are validated when they are stored; an unusable one is skipped here rather
 /// than failing the delivery, and if none is usable the result is empty.
 pub fn sign(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut content = None;
+    let content = signed_content(msg_id, timestamp, body);
     secrets
         .iter()
         .filter_map(|s| match Scheme::of(s) {
-            Scheme::Hmac => Webhook::new(s).ok()?.sign(msg_id, timestamp, body).ok(),
+            Scheme::Hmac => {
+                let key = decode(s.strip_prefix(SECRET_PREFIX).unwrap_or(s))?;
+                // HMAC takes a key of any length.
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).ok()?;
+                mac.update(&content);
+                Some(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
+            }
             Scheme::Ed25519 => {
                 let key = ed25519_signing_key(s)?;
-                let content =
-                    content.get_or_insert_with(|| signed_content(msg_id, timestamp, body));
-                Some(format!("v1a,{}", B64.encode(key.sign(content).to_bytes())))
+                Some(format!("v1a,{}", B64.encode(key.sign(&content).to_bytes())))
             }
         })
         .collect::<Vec<_>>()
@@ -274,6 +281,40 @@ mod tests {
     #[test]
     fn reference_vector_signs() {
         assert_eq!(sign(&[SECRET], MSG_ID, TS, BODY), SIG);
+    }
+
+    /// Found by the `signature` fuzz target: a body that is not UTF-8 got an empty signature.
+    #[test]
+    fn bodies_that_are_not_utf8_sign_and_verify() {
+        let body = b"\x00\xff\xfe binary \xc3\x28";
+        for secret in [SECRET.to_owned(), generate_ed25519_secret()] {
+            let sig = sign(&[&secret], MSG_ID, TS, body);
+            assert!(!sig.is_empty(), "{secret}");
+            let key = public_key(&secret).unwrap_or(secret);
+            let ts = TS.to_string();
+            assert_eq!(
+                verify(&[&key], Some(MSG_ID), Some(&ts), Some(&sig), body, TS),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn the_official_crate_verifies_what_hookrelay_signs() {
+        let secret = generate_secret();
+        let body = br#"{"type":"user.created","data":{"n":1}}"#;
+        let now = chrono::Utc::now().timestamp();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(HEADER_ID, http::HeaderValue::from_static("msg_1"));
+        headers.insert(HEADER_TIMESTAMP, now.to_string().parse().unwrap());
+        headers.insert(
+            HEADER_SIGNATURE,
+            sign(&[&secret], "msg_1", now, body).parse().unwrap(),
+        );
+        standardwebhooks::Webhook::new(&secret)
+            .unwrap()
+            .verify(body, &headers)
+            .unwrap();
     }
 
     #[test]
