@@ -15,6 +15,8 @@ pub mod config;
 pub mod destinations;
 pub mod dispatch;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod ops;
 pub mod routing;
