@@ -1214,6 +1214,21 @@ impl Store for PostgresStore {
         let probing: Vec<(String,)> = if !self.probe_check.due(now) {
             Vec::new()
         } else {
+            // Deliveries due to an endpoint whose breaker holds them wait, out of the claim's
+            // way, until the breaker lets a probe through (see the SQLite store).
+            sqlx::query(
+                "UPDATE deliveries d SET next_attempt_at = e.breaker_until FROM endpoints e \
+                 WHERE e.id = d.endpoint_id AND d.id IN ( \
+                   SELECT x.id FROM deliveries x JOIN endpoints y ON y.id = x.endpoint_id \
+                   WHERE y.enabled AND y.breaker_state <> 'closed' \
+                     AND y.breaker_until > to_timestamp($1 / 1000.0) \
+                     AND x.status = 'pending' AND x.next_attempt_at <= to_timestamp($1 / 1000.0) \
+                   FOR UPDATE OF x SKIP LOCKED)",
+            )
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
             sqlx::query_as(
                 "UPDATE endpoints e SET breaker_state = 'half_open', \
                     breaker_until = to_timestamp($1 / 1000.0) \
@@ -1431,6 +1446,18 @@ impl PostgresStore {
             .map(|e| (e.id, e.breaker))
             .collect();
         if !reset.is_empty() {
+            // A breaker that closes lets the deliveries it held (and retries it deferred) go
+            // now; deliveries in flight keep their lease.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = now() \
+                 WHERE status = 'pending' AND lease_id IS NULL AND next_attempt_at > now() \
+                 AND endpoint_id IN (SELECT id FROM endpoints \
+                   WHERE id = ANY($1) AND breaker_state <> 'closed')",
+            )
+            .bind(&reset)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             // A last success resets the breaker; rows already closed are not written.
             sqlx::query(
                 "UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \

@@ -916,6 +916,21 @@ impl Store for SqliteStore {
         let probing: Vec<(String,)> = if !self.probe_check.due(now) {
             Vec::new()
         } else {
+            // Deliveries due to an endpoint whose breaker holds them wait, out of the claim's
+            // way, until the breaker lets a probe through: otherwise every claim would step
+            // over the whole backlog of a dead endpoint, and delivery to every other endpoint
+            // would slow down as that backlog grew.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = \
+                   (SELECT e.breaker_until FROM endpoints e WHERE e.id = deliveries.endpoint_id) \
+                 WHERE status = 'pending' AND next_attempt_at <= ?1 AND endpoint_id IN \
+                   (SELECT id FROM endpoints WHERE enabled = 1 AND breaker_state <> 'closed' \
+                    AND breaker_until > ?1)",
+            )
+            .bind(ms(now))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
             sqlx::query_as(
                 "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
              WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
@@ -1126,6 +1141,19 @@ impl SqliteStore {
         // one (a no-op write when it is already closed), a last failure needs its state.
         let (reset, read) = super::breaker_plan(completions);
         if !reset.is_empty() {
+            // A breaker that closes lets the deliveries it held (and retries it deferred) go
+            // now; deliveries in flight keep their lease.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = ?2 \
+                 WHERE status = 'pending' AND lease_id IS NULL AND next_attempt_at > ?2 \
+                 AND endpoint_id IN (SELECT id FROM endpoints \
+                   WHERE id IN (SELECT value FROM json_each(?1)) AND breaker_state <> 'closed')",
+            )
+            .bind(to_json(&reset)?)
+            .bind(ms(domain::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             sqlx::query(
                 "UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
                  breaker_until = NULL, failing_since = NULL \
