@@ -229,7 +229,8 @@ impl Dispatcher {
     /// Sleeps until woken, until the earliest pending delivery is due, or the poll interval.
     async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
         let mut wait = self.config.poll_interval;
-        if let Ok(Some(due)) = self.store.next_due().await {
+        let horizon = Utc::now() + to_chrono(wait);
+        if let Ok(Some(due)) = self.store.next_due(horizon).await {
             let until = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until);
         }

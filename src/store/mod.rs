@@ -332,10 +332,12 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     /// Hands leased deliveries back without an attempt: `(delivery id, lease id, due at)`.
     async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()>;
 
-    /// When the dispatcher next has work: the earliest `next_attempt_at` among pending
-    /// deliveries of enabled endpoints with a closed breaker, or the end of an open
-    /// breaker's cool-down where the endpoint has pending deliveries.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// When the dispatcher next has work, if that is at or before `horizon`: the earliest
+    /// `next_attempt_at` among pending deliveries of enabled endpoints with a closed breaker,
+    /// or the end of an open breaker's cool-down where the endpoint has pending deliveries.
+    /// The horizon (the dispatcher's next poll) bounds the walk over pending rows, which
+    /// would otherwise step over every delivery an open breaker holds.
+    async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// An endpoint's routing as stored: its specification's JSON, or `None` when it has none.

@@ -1316,7 +1316,7 @@ impl Store for PostgresStore {
         self.complete_in(completions, policy, None).await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         // The first due delivery of a flowing endpoint (walking the partial index of
         // pending rows in order), and the end of the earliest cool-down of an open breaker
         // whose endpoint has something pending.
@@ -1324,7 +1324,8 @@ impl Store for PostgresStore {
         let row: (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
             "SELECT (SELECT (extract(epoch FROM d.next_attempt_at) * 1000)::int8 \
                FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL AND e.enabled \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= to_timestamp($1 / 1000.0) \
+                 AND e.enabled \
                  AND e.breaker_state = 'closed' AND {IN_ORDER} \
                ORDER BY d.next_attempt_at LIMIT 1), \
              (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
@@ -1332,6 +1333,7 @@ impl Store for PostgresStore {
                  WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
                WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"
         ))
+        .bind(ms(horizon))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
@@ -1674,6 +1676,11 @@ mod tests {
         }
     }
 
+    /// A horizon beyond anything a test schedules.
+    fn far() -> DateTime<Utc> {
+        domain::now() + chrono::Duration::days(365)
+    }
+
     async fn ingest(store: &PostgresStore, e: Event) -> Result<Ingested> {
         store.ingest(e, 15, Arc::new(NoCheck)).await
     }
@@ -1770,7 +1777,9 @@ mod tests {
         let rest: HashSet<String> = rest.into_iter().map(|c| c.delivery.id).collect();
         let locked: HashSet<String> = locked.into_iter().map(|(id,)| id).collect();
         assert_eq!(rest, locked);
-        assert_eq!(store.next_due().await.unwrap(), Some(lease_until));
+        assert_eq!(store.next_due(far()).await.unwrap(), Some(lease_until));
+        // Beyond the horizon is not looked at.
+        assert_eq!(store.next_due(domain::now()).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -1844,7 +1853,7 @@ mod tests {
         assert!(!ep.enabled);
         assert_eq!(ep.disabled_reason.as_deref(), Some("410 Gone"));
         // Deliveries of a disabled endpoint are neither due nor claimable.
-        assert_eq!(store.next_due().await.unwrap(), None);
+        assert_eq!(store.next_due(far()).await.unwrap(), None);
         let later = t1 + chrono::Duration::hours(1);
         assert!(store
             .claim(later, later, "lse_3", 10)
@@ -2304,7 +2313,7 @@ mod tests {
             store.get_event(&e.tenant_id, &e.id).await.unwrap(),
             Some(e.clone())
         );
-        assert_eq!(store.next_due().await.unwrap(), e.deliver_at);
+        assert_eq!(store.next_due(far()).await.unwrap(), e.deliver_at);
         // A later millisecond: ids of one millisecond need not sort in order of creation.
         tokio::time::sleep(Duration::from_millis(2)).await;
         let e2 = match ingest(store, event(&made[0].id, "user.left", None))

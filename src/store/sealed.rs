@@ -269,8 +269,8 @@ impl Store for SealedStore {
     async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()> {
         self.inner.release(items).await
     }
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        self.inner.next_due().await
+    async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        self.inner.next_due(horizon).await
     }
 }
 

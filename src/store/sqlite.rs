@@ -1015,19 +1015,20 @@ impl Store for SqliteStore {
         self.complete_in(completions, policy, None).await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         // Deliveries waiting for an earlier one of their key are not due.
         let row: (Option<i64>,) = sqlx::query_as(&format!(
             "SELECT MIN(t) FROM ( \
                SELECT MIN(d.next_attempt_at) AS t FROM deliveries d \
                JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND e.enabled = 1 AND e.breaker_state = 'closed' \
-               AND {IN_ORDER} \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
+               AND e.breaker_state = 'closed' AND {IN_ORDER} \
                UNION ALL \
                SELECT MIN(max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
                    WHERE d.endpoint_id = e.id AND d.status = 'pending'))) \
                FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')"
         ))
+        .bind(ms(horizon))
         .fetch_one(&self.reader)
         .await
         .map_err(db)?;
