@@ -27,7 +27,8 @@ use std::{
 use axum::{http::StatusCode, Router};
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+mod common;
+use common::{create_endpoint, produce, TOKEN};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -352,36 +353,16 @@ async fn run(kind: &str, events: usize, producers: usize) -> f64 {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let resp = http
-        .post(format!("{base}/v1/tenants/default/endpoints"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"url": url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let ingest = format!("{base}/v1/tenants/default/events");
+    create_endpoint(&http, &base, &url).await;
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..producers {
-        let (http, ingest, next) = (http.clone(), ingest.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < events {
-                let r = http
-                    .post(&ingest)
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"type": "bench.event", "actor": "u_1", "data": {"n": 1}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    produce(
+        &http,
+        &base,
+        producers,
+        events,
+        json!({"type": "bench.event", "actor": "u_1", "data": {"n": 1}}),
+    )
+    .await;
     let ingest_secs = started.elapsed().as_secs_f64();
     let pending = format!("{base}/v1/tenants/default/deliveries?status=pending&limit=1");
     let mut last_report = Instant::now();

@@ -26,7 +26,8 @@ use std::{
 use axum::{body::Bytes, extract::State, http::StatusCode, Router};
 use serde_json::json;
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+mod common;
+use common::{create_endpoint, produce, TOKEN};
 
 struct Sink {
     count: AtomicUsize,
@@ -107,38 +108,19 @@ async fn main() {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let resp = http
-        .post(format!("{base}/v1/tenants/default/endpoints"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"url": format!("http://{recv_addr}/hook")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    create_endpoint(&http, &base, &format!("http://{recv_addr}/hook")).await;
     let url = format!("{base}/v1/tenants/default/events");
 
     // Phase 1: as fast as possible.
     let start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut producers = Vec::new();
-    for _ in 0..concurrency {
-        let (http, url, next) = (http.clone(), url.clone(), next.clone());
-        producers.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < events {
-                let r = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"type": "bench.event", "data": {"n": 1}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        }));
-    }
-    for p in producers {
-        p.await.unwrap();
-    }
+    produce(
+        &http,
+        &base,
+        usize::try_from(concurrency).unwrap(),
+        events,
+        json!({"type": "bench.event", "data": {"n": 1}}),
+    )
+    .await;
     let ingest_secs = start.elapsed().as_secs_f64();
     while sink.count.load(Ordering::Relaxed) < events {
         tokio::time::sleep(Duration::from_millis(5)).await;
