@@ -25,6 +25,10 @@ impl HttpDestination {
         connect_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            // Never through a proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
+            // ALL_PROXY): the proxy would resolve the name, and the guard never see where
+            // the request goes.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(request_timeout)
             .connect_timeout(connect_timeout)
@@ -92,6 +96,8 @@ impl Destination for HttpDestination {
             request = request.header(name.as_str(), value.as_str());
         }
         let mut response = request.send().await.map_err(|e| {
+            // The URL may be a credential (a capability URL): the error names no URL.
+            let e = e.without_url();
             let kind = if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {
