@@ -167,18 +167,40 @@ pub fn redact(raw: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Removes the URL's password (raw and decoded) from an error text.
+/// Removes the URL's secrets from an error text, for attempt records and logs: its password
+/// (raw and decoded), and for HTTP(S) URLs the path and query, which capability URLs
+/// (`https://hooks.example.com/services/T0/B0/XXXX`, `…?token=…`) use as the credential.
+/// Short paths and queries (under 8 and 4 bytes) are left alone: they carry no secret and
+/// would match ordinary words of the message.
 pub fn scrub(text: String, url: &str) -> String {
     let Ok(parsed) = url::Url::parse(url) else {
         return text;
     };
-    let Some(raw) = parsed.password().filter(|p| p.len() >= 2) else {
-        return text;
-    };
-    let decoded = decode(raw);
-    let mut text = text.replace(raw, "***");
-    if decoded.len() >= 2 {
-        text = text.replace(&decoded, "***");
+    let mut text = text;
+    if let Some(raw) = parsed.password().filter(|p| p.len() >= 2) {
+        let decoded = decode(raw);
+        text = text.replace(raw, "***");
+        if decoded.len() >= 2 {
+            text = text.replace(&decoded, "***");
+        }
+    }
+    if matches!(parsed.scheme(), "http" | "https") {
+        let path = parsed.path();
+        let query = parsed.query().unwrap_or_default();
+        let mut secrets = vec![];
+        if path.len() >= 8 {
+            secrets.push((path.to_owned(), "/***"));
+            let decoded = decode(path);
+            if decoded != path {
+                secrets.push((decoded, "/***"));
+            }
+        }
+        if query.len() >= 4 {
+            secrets.push((query.to_owned(), "***"));
+        }
+        for (secret, mask) in secrets {
+            text = text.replace(&secret, mask);
+        }
     }
     text
 }
@@ -203,6 +225,28 @@ mod tests {
         assert_eq!(
             scrub("auth failed for s3cret".into(), "amqp://u:s3cret@h/"),
             "auth failed for ***"
+        );
+    }
+
+    #[test]
+    fn capability_urls_are_scrubbed_from_errors() {
+        let url = "https://hooks.example.com/services/T0/B0/XXXXsecret?token=abcd1234";
+        let err = format!("error sending request for url ({url}): connection refused");
+        let out = scrub(err, url);
+        assert!(
+            !out.contains("XXXXsecret") && !out.contains("abcd1234"),
+            "{out}"
+        );
+        assert!(out.contains("hooks.example.com") && out.contains("connection refused"));
+        // Percent-encoded paths too, and short ordinary paths are left as they are.
+        let enc = "http://h.example/in/s%20cret-token";
+        assert_eq!(
+            scrub("failed at /in/s cret-token".into(), enc),
+            "failed at /***"
+        );
+        assert_eq!(
+            scrub("HTTP 500 /hook".into(), "http://h/hook"),
+            "HTTP 500 /hook"
         );
     }
 
