@@ -95,28 +95,30 @@ impl NetworkPolicy {
     }
 }
 
-/// Unwraps IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible IPv6 forms, so that
-/// `::ffff:127.0.0.1` is judged as the loopback address it is.
+/// Unwraps the IPv6 forms that carry an IPv4 address the packet may end up at, so that
+/// `::ffff:127.0.0.1` is judged as the loopback address it is: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`, which
+/// a 6to4 relay turns into a.b.c.d: `2002:a9fe:a9fe::` is 169.254.169.254).
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                    IpAddr::V4(Ipv4Addr::new(
-                        (s[6] >> 8) as u8,
-                        s[6] as u8,
-                        (s[7] >> 8) as u8,
-                        s[7] as u8,
-                    ))
-                } else {
-                    IpAddr::V6(v6)
-                }
-            }
-        },
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
     }
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    };
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+        return v4(s[6], s[7]);
+    }
+    if s[0] == 0x2002 {
+        return v4(s[1], s[2]);
+    }
+    ip
 }
 
 /// Loopback, private, link-local (cloud metadata), shared, multicast, broadcast,
@@ -140,6 +142,7 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || o[0] == 0 // "this network"
         || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
         || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast (192.88.99.0/24)
         || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
         || o[0] >= 240 // reserved
 }
@@ -152,7 +155,9 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (first & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
-        || (first == 0x64 && ip.segments()[1] == 0xff9b) // NAT64 64:ff9b::/96
+        || (first == 0x64 && ip.segments()[1] == 0xff9b) // NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+        || (first == 0x2001 && ip.segments()[1] == 0) // Teredo 2001::/32 (wraps any IPv4)
+        || (first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]) // discard-only 100::/64
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
 }
 
@@ -236,6 +241,14 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "ff02::1",
+            // 6to4 wrapping internal IPv4 (169.254.169.254, 127.0.0.1), the relay anycast,
+            // Teredo (which wraps an obfuscated IPv4), discard-only, local-use NAT64.
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            "192.88.99.1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "64:ff9b:1::a9fe:a9fe",
         ] {
             assert!(!p.permits(ip(bad)), "{bad} should be refused");
         }
@@ -243,6 +256,8 @@ mod tests {
             "93.184.216.34",
             "2606:2800:220:1:248:1893:25c8:1946",
             "8.8.8.8",
+            // 6to4 around a public IPv4 address is judged as that address.
+            "2002:808:808::1",
         ] {
             assert!(p.permits(ip(good)), "{good} should be allowed");
         }
