@@ -53,8 +53,33 @@ pub async fn health(
 /// Prometheus metrics, text exposition format (no authentication, like `/healthz`).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.ops.metrics;
-    // The store's gauges are read at scrape time, so every process reports the same.
-    let store = state.store.as_ref();
+    // The store's gauges are read at scrape time (so every process reports the same), at
+    // most once per STORE_GAUGES_MAX_AGE: the route is open, and counting is not free.
+    let mut read_at = m.store_read_at.lock().await;
+    if read_at.is_none_or(|at| at.elapsed() >= crate::ops::metrics::STORE_GAUGES_MAX_AGE) {
+        refresh_store_gauges(state.store.as_ref(), m).await;
+        *read_at = Some(std::time::Instant::now());
+    }
+    drop(read_at);
+    match m.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            error!(error = %e, "metrics: cannot render");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// Reads the store's gauges into `m` (pending deliveries, the oldest one's age, breakers,
+/// disabled endpoints, firing alerts).
+async fn refresh_store_gauges(store: &dyn crate::store::Store, m: &crate::ops::metrics::Metrics) {
     match tokio::try_join!(
         store.pending_summary(),
         store.flagged_endpoints(100_000),
@@ -83,20 +108,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             ));
         }
         Err(e) => error!(error = %e, "metrics: cannot read the store's gauges"),
-    }
-    match m.render() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => {
-            error!(error = %e, "metrics: cannot render");
-            ApiError::internal().into_response()
-        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! Counters and histograms are this process's (one registry per [`crate::App`], so several
 //! apps in one process never mix their numbers); the gauges of the store (pending
 //! deliveries, oldest pending age, open breakers, disabled endpoints) are read from the
-//! store at scrape time and are the same from every process.
+//! store at scrape time and are the same from every process. `/metrics` needs no
+//! authentication, so those reads are shared: at most one every [`STORE_GAUGES_MAX_AGE`],
+//! whatever the number of scrapes.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -22,9 +24,16 @@ const E2E_BUCKETS: &[f64] = &[
     21600.0,
 ];
 
+/// How old the store's gauges may be when scraped: no scrape rate makes the store count
+/// its pending deliveries more often than this.
+pub const STORE_GAUGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every metric hookrelay exports.
 pub struct Metrics {
     registry: Registry,
+    /// When the store's gauges were last read; held while they are read, so concurrent
+    /// scrapes wait for one read instead of each making their own.
+    pub store_read_at: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Deliveries that finished, by `outcome` (`delivered`, `failed`) and `destination`.
     pub deliveries: IntCounterVec,
     /// Attempts by `outcome` (`success`, `retry`, `failed`) and `destination`.
@@ -125,6 +134,7 @@ impl Metrics {
         ))?;
         Ok(Self {
             registry,
+            store_read_at: tokio::sync::Mutex::new(None),
             deliveries,
             attempts,
             attempt_duration,

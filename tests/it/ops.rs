@@ -173,7 +173,9 @@ async fn metrics_parse_and_their_counters_move() {
             "hookrelay_deliveries_total",
             &[("outcome", "delivered")],
         ) == 4.0
-            && value(&s, "hookrelay_attempts_total", &[("outcome", "retry")]) >= 1.0)
+            && value(&s, "hookrelay_attempts_total", &[("outcome", "retry")]) >= 1.0
+            // The store's gauges are read at most every few seconds.
+            && value(&s, "hookrelay_pending_deliveries", &[]) == 1.0)
             .then_some(s)
     })
     .await
@@ -215,7 +217,8 @@ async fn metrics_parse_and_their_counters_move() {
             &s,
             "hookrelay_deliveries_total",
             &[("outcome", "delivered")],
-        ) == 5.0)
+        ) == 5.0
+            && value(&s, "hookrelay_pending_deliveries", &[]) == 0.0)
             .then_some(s)
     })
     .await
@@ -229,6 +232,37 @@ async fn metrics_parse_and_their_counters_move() {
         ),
         0.0
     );
+    app.stop().await;
+}
+
+/// `/metrics` is open to anyone who can reach it: scrapes share one read of the store's
+/// gauges per few seconds instead of counting every pending delivery each time.
+#[tokio::test]
+async fn metrics_scrapes_share_the_store_read() {
+    let app = spawn_app_on(Backend::Sqlite, |_| {}).await;
+    let (down, _) = Receiver::switchable(StatusCode::SERVICE_UNAVAILABLE).await;
+    app.endpoint(json!({"url": down.url, "max_attempts": 100}))
+        .await;
+    let first = metrics_text(&app).await;
+    let read = std::time::Instant::now();
+    assert_eq!(value(&first, "hookrelay_pending_deliveries", &[]), 0.0);
+    for i in 0..3 {
+        app.event("order.paid", json!({"i": i})).await;
+    }
+    // Many scrapes right away: all answered from the same read.
+    let scrapes = futures::future::join_all((0..20).map(|_| metrics_text(&app))).await;
+    if read.elapsed() < hookrelay::ops::metrics::STORE_GAUGES_MAX_AGE {
+        for s in &scrapes {
+            assert_eq!(value(s, "hookrelay_pending_deliveries", &[]), 0.0);
+        }
+    }
+    // And a later scrape sees the store as it is.
+    eventually(WAIT, || async {
+        let s = metrics_text(&app).await;
+        (value(&s, "hookrelay_pending_deliveries", &[]) == 3.0).then_some(())
+    })
+    .await
+    .expect("the gauges are read again");
     app.stop().await;
 }
 
