@@ -630,6 +630,11 @@ async fn ssrf_guard_follows_dns_changes() {
         "fe80::1",
         "fd00::1",
         "::ffff:169.254.169.254",
+        // 6to4 around 169.254.169.254, the 6to4 relay anycast, Teredo, discard-only.
+        "2002:a9fe:a9fe::1",
+        "192.88.99.1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "100::1",
     ];
     let dns = Dns::start(NAME, "127.0.0.1");
     // Loopback is allowed for the receiver's sake, but only 127.0.0.1/32: the rest of
@@ -689,5 +694,101 @@ async fn ssrf_guard_follows_dns_changes() {
     assert_eq!(r.count(), 1);
     let (_, list) = app.get("/v1/tenants/default/endpoints").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "{ep}");
+    app.stop().await;
+}
+
+/// A proxy from the environment never carries a delivery: it would resolve the name itself,
+/// past the SSRF guard. The "proxy" here is a plain receiver on loopback; the endpoint's
+/// name does not resolve at all, so only a proxy could deliver to it.
+#[tokio::test]
+async fn deliveries_ignore_proxies_from_the_environment() {
+    use std::io::{BufRead, BufReader};
+    let proxy = Receiver::ok().await;
+    let proxy_url = proxy.url.trim_end_matches("/hook").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("proxy.db").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args(["--admin-token", ADMIN])
+        .env("RUST_LOG", "info")
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hookrelay started") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let base = format!("http://{addr}");
+    // The test's own client must not use the proxy either.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (s, b) = send(
+        http.post(format!("{base}/v1/tenants/default/endpoints"))
+            .bearer_auth(ADMIN)
+            .json(
+                &json!({"url": "http://metadata.hookrelay-test.invalid/hook", "max_attempts": 1}),
+            ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, event) = send(
+        http.post(format!("{base}/v1/tenants/default/events"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"type": "order.paid", "data": {}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{event}");
+    let id = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let detail = eventually(Duration::from_secs(30), || async {
+        let (_, d) = send(
+            http.get(format!("{base}/v1/tenants/default/deliveries/{id}"))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        (d["status"] != "pending").then_some(d)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let detail = detail.expect("the delivery finished");
+    assert_eq!(proxy.count(), 0, "the proxy carried a delivery: {detail}");
+    assert_eq!(detail["status"], "failed", "{detail}");
+}
+
+/// A capability URL (the credential in its path or query) never shows in an attempt's
+/// error, which tenants and logs see.
+#[tokio::test]
+async fn attempt_errors_do_not_show_capability_urls() {
+    let app = spawn_app().await;
+    // Nothing listens on port 1: the attempt fails with a connection error.
+    let url = "http://127.0.0.1:1/services/T0/B0/s3cretPathToken?token=s3cretQuery";
+    let ep = app.endpoint(json!({"url": url, "max_attempts": 1})).await;
+    assert!(ep["id"].is_string(), "{ep}");
+    let event = app.event("order.paid", json!({})).await;
+    let id = event["deliveries"][0]["id"].as_str().unwrap();
+    app.wait_delivery(id, "failed").await;
+    let (_, detail) = app
+        .get(&format!("/v1/tenants/default/deliveries/{id}"))
+        .await;
+    let error = detail["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("connection"), "{error}");
+    let text = detail.to_string();
+    assert!(
+        !text.contains("s3cretPathToken") && !text.contains("s3cretQuery"),
+        "{text}"
+    );
     app.stop().await;
 }
