@@ -5,11 +5,16 @@
 //!
 //! Not an API: public only so that the fuzz crate can reach it.
 
+use std::sync::Arc;
+
 use crate::{
     api::CreateEvent,
     destinations::{self, net::NetworkPolicy},
-    ingest, signing,
-    store::cursor,
+    domain::{self, Endpoint, Event},
+    ingest,
+    routing::{self, Routing, RoutingSpec},
+    signing,
+    store::{self, cursor},
 };
 
 /// Splits fuzz input into `n` fields at `0xFF` bytes (never valid UTF-8, so a field never
@@ -157,6 +162,90 @@ pub fn cursor(data: &[u8]) {
     assert_eq!(round.is_some(), valid, "{text:?}");
 }
 
+/// Endpoint routings from the wire and from the store, and an event delivered through them:
+/// nothing panics or overflows the stack (which aborts the process). A document the API
+/// accepts (parsed as the endpoint API does, validated by `Routing::compile`) is stored as
+/// the store writes it and read back as the store reads it, and must come back the same and
+/// usable; any text at all, as a row written past hookrelay, is read back the same way and
+/// delivered through too (failing cleanly where it is unusable). Delivering is what the
+/// dispatcher does: fan-out (filter and ordering key), then the signed message (transform).
+///
+/// Fields: routing document, event data.
+pub fn routing(data: &[u8]) {
+    let f = fields(data, 2);
+    let event = Event {
+        id: "evt_1".into(),
+        tenant_id: "t".into(),
+        event_type: "order.updated".into(),
+        // The API's parser bounds the depth of event data, as here.
+        data: serde_json::from_slice(f[1]).unwrap_or_else(|_| serde_json::json!({"a": 1})),
+        actor: Some("u_1".into()),
+        idempotency_key: None,
+        traceparent: None,
+        created_at: chrono::DateTime::from_timestamp(NOW, 0).unwrap_or_default(),
+        deliver_at: None,
+    };
+    if let Ok(spec) = serde_json::from_slice::<RoutingSpec>(f[0]) {
+        if let Ok(accepted) = Routing::compile(spec) {
+            let accepted = endpoint(Arc::new(accepted));
+            let stored = store::routing_text(&accepted);
+            let read = routing::compiled(stored.as_deref());
+            assert_eq!(
+                read.error(),
+                None,
+                "an accepted routing is unusable once stored"
+            );
+            assert!(
+                *read == *accepted.routing,
+                "stored routing changed: {stored:?}"
+            );
+            deliver(&event, &endpoint(read));
+        }
+    }
+    if let Some(row) = text(f[0]) {
+        let read = routing::compiled(Some(row));
+        let ep = endpoint(read.clone());
+        deliver(&event, &ep);
+        if read.error().is_some() {
+            assert_eq!(
+                store::routing_text(&ep).as_deref(),
+                Some(row),
+                "kept as stored"
+            );
+        }
+    }
+}
+
+fn endpoint(routing: Arc<Routing>) -> Endpoint {
+    Endpoint {
+        routing,
+        ..Endpoint::new(
+            "t",
+            "http://127.0.0.1:9/",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        )
+    }
+}
+
+fn deliver(event: &Event, ep: &Endpoint) {
+    let now = chrono::DateTime::from_timestamp(NOW, 0).unwrap_or_default();
+    let fanned = domain::fan_out(event, std::slice::from_ref(ep), 5);
+    match destinations::Message::new(event, ep, now) {
+        Ok(message) => {
+            assert!(ep.routing.error().is_none());
+            assert!(!message.body.is_empty());
+        }
+        Err(e) => assert!(
+            ep.routing.error() == Some(e.as_str()) || e.contains("nest more than"),
+            "unexpected failure: {e}"
+        ),
+    }
+    // An unusable routing lets every event through, to fail visibly.
+    if ep.routing.error().is_some() {
+        assert_eq!(fanned.len(), 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -299,6 +388,46 @@ mod tests {
                 br##"{"type":"x","data":{"$ref":"#/definitions/a","pattern":"^(a+)+$"}}"##,
             ],
         );
+    }
+
+    #[test]
+    fn routings_never_crash_delivery() {
+        let long = vec!["a"; 40].join(".");
+        let deep_value = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        let deep_data = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+        let renames: Vec<String> = (0..8)
+            .map(|_| {
+                format!(
+                    r#"{{"rename":{{"data":"data.{}"}}}}"#,
+                    vec!["b"; 30].join(".")
+                )
+            })
+            .collect();
+        let seeds: Vec<Vec<u8>> = vec![
+            [
+                &br#"{"filter":{"and":[{"field":"data.status","eq":"paid"},{"not":{"field":"actor","exists":false}}]},"ordering":{"key":"data.order.id","on_failure":"skip"},"transform":[{"rename":{"data.message":"text"}},{"set":{"a.b":{"c":[1,2]}}},{"pick":["text","a"]}]}"#[..],
+                b"\xff",
+                br#"{"status":"paid","order":{"id":"o1"},"message":"hi"}"#,
+            ]
+            .concat(),
+            [
+                &br#"{"filter":{"or":[{"field":"data.n","in":[1,2,3]},{"field":"data.items.0.sku","prefix":"A-"},{"field":"data.n","gte":1.5}]}}"#[..],
+                b"\xff",
+                br#"{"n":2,"items":[{"sku":"A-1"}]}"#,
+            ]
+            .concat(),
+            format!(r#"{{"transform":[{{"set":{{"{long}":{deep_value}}}}}]}}"#).into_bytes(),
+            format!(r#"{{"transform":[{}]}}"#, renames.join(",")).into_bytes(),
+            [
+                format!(r#"{{"transform":[{{"rename":{{"data":"{long}"}}}}]}}"#).as_bytes(),
+                b"\xff",
+                deep_data.as_bytes(),
+            ]
+            .concat(),
+            br#"{"filter":{"field":"data.a","eq":{"x":[[[[1]]]]}},"transform":[{"pick":["data.a.x.0"]}]}"#.to_vec(),
+        ];
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        campaign(routing, &seeds);
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //!
 //! Paths are dot-separated: `type`, `actor`, `id`, `timestamp`, `data`, `data.order.id`,
 //! `data.items.0.sku` (a number steps into an array).
+//!
+//! Everything a tenant can store is bounded (the `MAX_*` constants below), and nothing on the
+//! delivery path recurses without a bound: a transformation whose result would nest deeper
+//! than [`MAX_BODY_DEPTH`] fails the delivery instead of overflowing the stack when the body
+//! is serialized or dropped. A stored routing that no longer compiles (e.g. saved before
+//! these bounds) is kept as [`Routing::error`]: deliveries through it fail for good with
+//! that error, and nothing else is affected.
 
 use std::{
     collections::HashMap,
@@ -22,10 +29,27 @@ use utoipa::ToSchema;
 use crate::domain::Event;
 
 /// Most conditions one filter may hold, and how deep it may nest.
-const MAX_CONDITIONS: usize = 100;
-const MAX_DEPTH: usize = 16;
+pub const MAX_CONDITIONS: usize = 100;
+pub const MAX_DEPTH: usize = 16;
 /// Most steps a transformation may have.
-const MAX_STEPS: usize = 50;
+pub const MAX_STEPS: usize = 50;
+/// Most steps in a path (`data.order.id` has three), and its longest text in bytes.
+pub const MAX_PATH_STEPS: usize = 32;
+pub const MAX_PATH_BYTES: usize = 256;
+/// Most items in an `in` list.
+pub const MAX_IN_ITEMS: usize = 1000;
+/// Largest `eq`, `ne` or `set` value (and `in` item) as JSON, in bytes, and its deepest
+/// nesting of arrays and objects.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+pub const MAX_VALUE_DEPTH: usize = 32;
+/// Largest routing (filter, ordering and transform together) as stored JSON, in bytes.
+pub const MAX_ROUTING_BYTES: usize = 64 * 1024;
+/// Deepest nesting a transformed body may reach; a delivery whose transformation would go
+/// deeper fails instead.
+pub const MAX_BODY_DEPTH: usize = 256;
+/// Deepest nesting of a whole routing document: filters nested [`MAX_DEPTH`] levels (two
+/// JSON levels each) around a condition with a value of [`MAX_VALUE_DEPTH`], with room.
+const MAX_DOCUMENT_DEPTH: usize = 2 * MAX_DEPTH + MAX_VALUE_DEPTH + 8;
 
 /// Routing as the API takes and shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +97,14 @@ pub struct Routing {
     filter: Option<Filter>,
     transform: Vec<Step>,
     ordering_key: Option<Path>,
+    /// Set when a stored routing does not compile: why, and the text as stored.
+    unusable: Option<Unusable>,
+}
+
+#[derive(Debug)]
+struct Unusable {
+    error: String,
+    stored: String,
 }
 
 impl PartialEq for Routing {
@@ -82,8 +114,19 @@ impl PartialEq for Routing {
 }
 
 impl Routing {
-    /// Validates and compiles `spec`; the error names the failing part.
+    /// Validates and compiles `spec`; the error names the failing part (and the limit, for
+    /// one beyond the bounds).
     pub fn compile(spec: RoutingSpec) -> Result<Self, String> {
+        for (name, part) in [("filter", &spec.filter), ("transform", &spec.transform)] {
+            if part
+                .as_ref()
+                .is_some_and(|v| deeper_than(v, MAX_DOCUMENT_DEPTH))
+            {
+                return Err(format!(
+                    "{name}: nested more than {MAX_DOCUMENT_DEPTH} levels deep"
+                ));
+            }
+        }
         let filter = match &spec.filter {
             Some(f) => {
                 let mut budget = MAX_CONDITIONS;
@@ -100,28 +143,64 @@ impl Routing {
                 let path = Path::parse(&o.key).map_err(|e| format!("ordering.key: {e}"))?;
                 if !matches!(path.root.as_str(), "actor" | "data") {
                     return Err(format!(
-                        "ordering.key: {:?} must be \"actor\" or a path into data (\"data.…\")",
-                        o.key
+                        "ordering.key: {} must be \"actor\" or a path into data (\"data.…\")",
+                        shown(&o.key)
                     ));
                 }
                 Some(path)
             }
             None => None,
         };
+        // The parts are within bounds, so serializing them is too.
+        let size = serde_json::to_string(&spec).map_or(usize::MAX, |t| t.len());
+        if size > MAX_ROUTING_BYTES {
+            return Err(format!(
+                "routing: {size} bytes of JSON, more than the {MAX_ROUTING_BYTES} allowed"
+            ));
+        }
         Ok(Self {
             spec,
             filter,
             transform,
             ordering_key,
+            unusable: None,
         })
+    }
+
+    /// A stored routing that cannot be used: deliveries through it fail with `error`, and
+    /// the stored text is written back unchanged until the routing is replaced.
+    fn unusable(spec: RoutingSpec, error: String, stored: &str) -> Self {
+        Self {
+            spec,
+            unusable: Some(Unusable {
+                error,
+                stored: stored.to_owned(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Why this stored routing cannot be used, if it cannot: every delivery through it
+    /// fails with this.
+    pub fn error(&self) -> Option<&str> {
+        self.unusable.as_ref().map(|u| u.error.as_str())
+    }
+
+    /// The stored text of an unusable routing, kept as it is until replaced.
+    pub fn unusable_text(&self) -> Option<&str> {
+        self.unusable.as_ref().map(|u| u.stored.as_str())
     }
 
     /// Whether the routing does anything (an endpoint without one skips all of this).
     pub fn is_empty(&self) -> bool {
-        self.filter.is_none() && self.transform.is_empty() && self.ordering_key.is_none()
+        self.filter.is_none()
+            && self.transform.is_empty()
+            && self.ordering_key.is_none()
+            && self.unusable.is_none()
     }
 
-    /// Whether `event` passes the filter (always, without one).
+    /// Whether `event` passes the filter (always, without one). An unusable routing lets
+    /// every event through, so that its deliveries fail visibly rather than vanish.
     pub fn matches(&self, event: &Event) -> bool {
         self.filter.as_ref().is_none_or(|f| f.eval(event))
     }
@@ -151,45 +230,143 @@ impl Routing {
             .is_some_and(|o| o.on_failure == OnFailure::Block)
     }
 
-    /// Applies the transformation to the delivered envelope (unchanged without one).
-    pub fn transform(&self, mut body: Value) -> Value {
-        for step in &self.transform {
-            body = step.apply(body);
+    /// Applies the transformation to the delivered envelope (unchanged without one). Fails
+    /// for an unusable routing, and when the body would nest deeper than
+    /// [`MAX_BODY_DEPTH`] (each step deepens it by a bounded amount, and this is checked
+    /// after each, so the body never gets deep enough to overflow anything).
+    pub fn transform(&self, mut body: Value) -> Result<Value, String> {
+        if let Some(e) = self.error() {
+            return Err(e.to_owned());
         }
-        body
+        for (i, step) in self.transform.iter().enumerate() {
+            body = step.apply(body);
+            if !matches!(step, Step::Pick(_)) && deeper_than(&body, MAX_BODY_DEPTH) {
+                return Err(format!(
+                    "transform[{i}]: the body would nest more than {MAX_BODY_DEPTH} levels deep"
+                ));
+            }
+        }
+        Ok(body)
     }
 }
 
-/// The compiled routing for a stored text, compiled once and shared. A text that no longer
-/// compiles (it was valid when saved) yields an empty routing rather than stopping
-/// deliveries; `None` text is the empty routing.
+/// Whether `v` nests arrays and objects more than `limit` levels deep (a scalar is level
+/// 0). Walks without recursion, and stops as soon as it knows.
+pub fn deeper_than(v: &Value, limit: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        // `v` sits `depth` levels down; an array or object adds one more.
+        let level = depth + 1;
+        match v {
+            Value::Array(a) if !a.is_empty() || level > limit => {
+                if level > limit {
+                    return true;
+                }
+                stack.extend(a.iter().map(|c| (c, level)));
+            }
+            Value::Object(m) if !m.is_empty() || level > limit => {
+                if level > limit {
+                    return true;
+                }
+                stack.extend(m.values().map(|c| (c, level)));
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A tenant's text in an error message: quoted, and cut short when long.
+fn shown(raw: &str) -> String {
+    const MAX: usize = 40;
+    match raw.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &raw[..cut]),
+        None => format!("{raw:?}"),
+    }
+}
+
+/// Checks a path's length before it is split: the error names both limits.
+fn check_path_size(raw: &str) -> Result<(), String> {
+    let steps = raw.split('.').count();
+    if raw.len() > MAX_PATH_BYTES || steps > MAX_PATH_STEPS {
+        return Err(format!(
+            "path {} has {steps} steps and {} bytes; a path has at most {MAX_PATH_STEPS} steps and {MAX_PATH_BYTES} bytes",
+            shown(raw),
+            raw.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a constant (`eq`, `ne`, an `in` item, a `set` value) against the value bounds.
+fn check_value(v: &Value, at: &str) -> Result<(), String> {
+    if deeper_than(v, MAX_VALUE_DEPTH) {
+        return Err(format!(
+            "{at}: value nested more than {MAX_VALUE_DEPTH} levels deep"
+        ));
+    }
+    // Within the depth bound, serializing is safe.
+    let size = serde_json::to_string(v).map_or(usize::MAX, |t| t.len());
+    if size > MAX_VALUE_BYTES {
+        return Err(format!(
+            "{at}: value of {size} bytes of JSON, more than the {MAX_VALUE_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The compiled routing for a stored text, compiled once and shared; `None` text is the
+/// empty routing. A text that does not compile (saved before today's bounds, or written
+/// past hookrelay) yields an unusable routing ([`Routing::error`]): every delivery through
+/// it fails with that error, and nothing else stops.
 pub fn compiled(text: Option<&str>) -> Arc<Routing> {
+    #[derive(Default)]
+    struct Cache {
+        map: HashMap<String, Arc<Routing>>,
+        bytes: usize,
+    }
     static EMPTY: OnceLock<Arc<Routing>> = OnceLock::new();
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Routing>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let empty = || EMPTY.get_or_init(|| Arc::new(Routing::default())).clone();
     let Some(text) = text.filter(|t| !t.is_empty() && *t != "{}") else {
         return empty();
     };
+    if text.len() > MAX_ROUTING_BYTES {
+        // Not even parsed (nor cached): no routing this large was ever accepted.
+        let error = format!(
+            "endpoint routing is unusable: {} bytes of JSON, more than the {MAX_ROUTING_BYTES} allowed; replace the endpoint's routing",
+            text.len()
+        );
+        return Arc::new(Routing::unusable(RoutingSpec::default(), error, text));
+    }
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.map.get(text).cloned()) {
         return hit;
     }
-    let routing = serde_json::from_str::<RoutingSpec>(text)
-        .map_err(|e| e.to_string())
-        .and_then(Routing::compile);
-    let routing = match routing {
-        Ok(r) => Arc::new(r),
+    let routing = match serde_json::from_str::<RoutingSpec>(text) {
+        Ok(spec) => Routing::compile(spec.clone()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "stored endpoint routing does not compile; its deliveries fail");
+            let error =
+                format!("endpoint routing is unusable: {e}; replace the endpoint's routing");
+            Routing::unusable(spec, error, text)
+        }),
         Err(e) => {
-            tracing::error!(error = %e, "stored endpoint routing does not compile; ignoring it");
-            return empty();
+            tracing::error!(error = %e, "stored endpoint routing is not valid; its deliveries fail");
+            let error = format!(
+                "endpoint routing is unusable: stored text is not a routing ({e}); replace the endpoint's routing"
+            );
+            Routing::unusable(RoutingSpec::default(), error, text)
         }
     };
+    let routing = Arc::new(routing);
     if let Ok(mut c) = cache.lock() {
-        // Bounded: endpoints change rarely, so a full reset now and then costs little.
-        if c.len() >= 10_000 {
-            c.clear();
+        // Bounded in entries and bytes: endpoints change rarely, so a full reset now and
+        // then costs little.
+        if c.map.len() >= 10_000 || c.bytes >= 64 * 1024 * 1024 {
+            *c = Cache::default();
         }
-        c.insert(text.to_owned(), routing.clone());
+        c.bytes += text.len();
+        c.map.insert(text.to_owned(), routing.clone());
     }
     routing
 }
@@ -203,19 +380,24 @@ struct Path {
 
 impl Path {
     fn parse(raw: &str) -> Result<Self, String> {
+        check_path_size(raw)?;
         let mut parts = raw.split('.');
         let root = parts.next().unwrap_or_default();
         if !matches!(root, "type" | "actor" | "id" | "timestamp" | "data") {
             return Err(format!(
-                "path {raw:?} must start with type, actor, id, timestamp or data"
+                "path {} must start with type, actor, id, timestamp or data",
+                shown(raw)
             ));
         }
         let steps: Vec<String> = parts.map(str::to_owned).collect();
         if steps.iter().any(String::is_empty) {
-            return Err(format!("path {raw:?} has an empty step"));
+            return Err(format!("path {} has an empty step", shown(raw)));
         }
         if root != "data" && !steps.is_empty() {
-            return Err(format!("path {raw:?}: only data has fields below it"));
+            return Err(format!(
+                "path {}: only data has fields below it",
+                shown(raw)
+            ));
         }
         Ok(Self {
             root: root.to_owned(),
@@ -326,13 +508,29 @@ impl Filter {
                 .ok_or_else(|| format!("{at}.{op}: must be a number"))
         };
         let op = match op.as_str() {
-            "eq" => Op::Eq(arg.clone()),
-            "ne" => Op::Ne(arg.clone()),
-            "in" => Op::In(
-                arg.as_array()
-                    .cloned()
-                    .ok_or_else(|| format!("{at}.in: must be an array"))?,
-            ),
+            "eq" | "ne" => {
+                check_value(arg, &format!("{at}.{op}"))?;
+                if op == "eq" {
+                    Op::Eq(arg.clone())
+                } else {
+                    Op::Ne(arg.clone())
+                }
+            }
+            "in" => {
+                let items = arg
+                    .as_array()
+                    .ok_or_else(|| format!("{at}.in: must be an array"))?;
+                if items.len() > MAX_IN_ITEMS {
+                    return Err(format!(
+                        "{at}.in: {} items, more than the {MAX_IN_ITEMS} allowed",
+                        items.len()
+                    ));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    check_value(item, &format!("{at}.in[{i}]"))?;
+                }
+                Op::In(items.clone())
+            }
             "gt" => Op::Gt(number()?),
             "gte" => Op::Gte(number()?),
             "lt" => Op::Lt(number()?),
@@ -348,7 +546,8 @@ impl Filter {
             ),
             other => {
                 return Err(format!(
-                    "{at}: unknown operator {other:?}; use one of {OPS}"
+                    "{at}: unknown operator {}; use one of {OPS}",
+                    shown(other)
                 ))
             }
         };
@@ -401,9 +600,10 @@ enum Step {
 }
 
 fn body_path(raw: &str, at: &str) -> Result<Vec<String>, String> {
+    check_path_size(raw).map_err(|e| format!("{at}: {e}"))?;
     let steps: Vec<String> = raw.split('.').map(str::to_owned).collect();
     if raw.is_empty() || steps.iter().any(String::is_empty) {
-        return Err(format!("{at}: {raw:?} is not a dot path"));
+        return Err(format!("{at}: {} is not a dot path", shown(raw)));
     }
     Ok(steps)
 }
@@ -448,9 +648,9 @@ fn compile_transform(v: &Value) -> Result<Vec<Step>, String> {
                         .ok_or_else(|| format!("{at}.rename: must be an object of from: to"))?;
                     map.iter()
                         .map(|(from, to)| {
-                            let to = to
-                                .as_str()
-                                .ok_or_else(|| format!("{at}.rename.{from}: target must be a path"))?;
+                            let to = to.as_str().ok_or_else(|| {
+                                format!("{at}.rename: {}: target must be a path", shown(from))
+                            })?;
                             Ok((
                                 body_path(from, &format!("{at}.rename"))?,
                                 body_path(to, &format!("{at}.rename"))?,
@@ -465,13 +665,16 @@ fn compile_transform(v: &Value) -> Result<Vec<Step>, String> {
                         .ok_or_else(|| format!("{at}.set: must be an object of path: value"))?;
                     map.iter()
                         .map(|(path, value)| {
-                            Ok((body_path(path, &format!("{at}.set"))?, value.clone()))
+                            let steps = body_path(path, &format!("{at}.set"))?;
+                            check_value(value, &format!("{at}.set: {}", shown(path)))?;
+                            Ok((steps, value.clone()))
                         })
                         .collect::<Result<_, String>>()
                         .map(Step::Set)
                 }
                 other => Err(format!(
-                    "{at}: unknown step {other:?}; use pick, rename or set"
+                    "{at}: unknown step {}; use pick, rename or set",
+                    shown(other)
                 )),
             }
         })
@@ -705,11 +908,11 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(
-            r.transform(body.clone()),
+            r.transform(body.clone()).unwrap(),
             json!({"text": "disk full", "username": "hookrelay",
                    "fields": {"host": "db1", "source": "hookrelay"}, "data": {"level": 3}})
         );
-        assert_eq!(Routing::default().transform(body.clone()), body);
+        assert_eq!(Routing::default().transform(body.clone()).unwrap(), body);
         for (bad, needle) in [
             (
                 json!({"pick": "text"}),
@@ -770,6 +973,172 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert!(compiled(None).is_empty());
         assert!(compiled(Some("{}")).is_empty());
-        assert!(compiled(Some("not json")).is_empty());
+    }
+
+    fn dots(n: usize) -> String {
+        vec!["a"; n].join(".")
+    }
+
+    /// Nests `inner` `levels` arrays deep.
+    fn nested(levels: usize, inner: Value) -> Value {
+        (0..levels).fold(inner, |v, _| json!([v]))
+    }
+
+    #[test]
+    fn everything_stored_is_bounded_and_the_error_names_the_limit() {
+        let big = "x".repeat(MAX_VALUE_BYTES);
+        let many: Vec<Value> = (0..=MAX_IN_ITEMS).map(|i| json!(i)).collect();
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"transform": [{"set": {dots(100_000): 1}}]}),
+                "transform[0].set: path \"a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.\"… has 100000 steps and 199999 bytes; a path has at most 32 steps and 256 bytes",
+            ),
+            (
+                json!({"transform": [{"set": {dots(33): 1}}]}),
+                "at most 32 steps",
+            ),
+            (
+                json!({"transform": [{"pick": ["x".repeat(257)]}]}),
+                "at most 32 steps and 256 bytes",
+            ),
+            (
+                json!({"transform": [{"rename": {"a": dots(33)}}]}),
+                "transform[0].rename: path",
+            ),
+            (
+                json!({"filter": {"field": format!("data.{}", dots(32)), "eq": 1}}),
+                "filter.field: path",
+            ),
+            (
+                json!({"ordering": {"key": format!("data.{}", dots(32))}}),
+                "ordering.key: path",
+            ),
+            (
+                json!({"filter": {"field": "data.a", "in": many}}),
+                "filter.in: 1001 items, more than the 1000 allowed",
+            ),
+            (
+                json!({"filter": {"field": "data.a", "in": [1, nested(33, json!(1))]}}),
+                "filter.in[1]: value nested more than 32 levels deep",
+            ),
+            (
+                json!({"filter": {"field": "data.a", "eq": big}}),
+                "filter.eq: value of 16386 bytes of JSON, more than the 16384 allowed",
+            ),
+            (
+                json!({"filter": {"field": "data.a", "ne": nested(33, json!(1))}}),
+                "filter.ne: value nested more than 32 levels deep",
+            ),
+            (
+                json!({"transform": [{"set": {"a": nested(33, json!(1))}}]}),
+                "transform[0].set: \"a\": value nested more than 32 levels deep",
+            ),
+            (
+                json!({"transform": [{"set": {"a": "y".repeat(MAX_VALUE_BYTES)}}]}),
+                "more than the 16384 allowed",
+            ),
+            (
+                json!({"transform": (0..5).map(|i| json!({"set": {format!("k{i}"): "z".repeat(15_000)}})).collect::<Vec<_>>()}),
+                "routing: 75",
+            ),
+            (
+                json!({"filter": {"field": "data.a", "x".repeat(10_000): 1}}),
+                "unknown operator \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"…",
+            ),
+            (
+                json!({"filter": nested(100, json!(1))}),
+                "filter: nested more than 72 levels deep",
+            ),
+        ];
+        for (spec, needle) in cases {
+            let err = routing(spec).unwrap_err();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+            assert!(err.len() < 300, "messages stay short: {err}");
+        }
+        // At the bounds is fine.
+        let many: Vec<Value> = (0..MAX_IN_ITEMS).map(|i| json!(i)).collect();
+        routing(json!({
+            "filter": {"and": [{"field": format!("data.{}", dots(31)), "in": many},
+                               {"field": "data.a", "eq": nested(32, json!("x".repeat(1000)))}]},
+            "transform": [{"set": {dots(32): nested(32, json!(1))}}],
+            "ordering": {"key": format!("data.{}", dots(31))}
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn transformed_bodies_never_nest_beyond_the_bound() {
+        // Each rename moves everything 31 levels further down: within a few steps the body
+        // would pass the bound, and the delivery fails instead of overflowing the stack.
+        let steps: Vec<Value> = (0..MAX_STEPS)
+            .map(|_| json!({"rename": {"data": format!("data.{}", dots(31))}}))
+            .collect();
+        let r = routing(json!({ "transform": steps })).unwrap();
+        let err = r
+            .transform(json!({"data": nested(120, json!(1))}))
+            .unwrap_err();
+        assert!(
+            err.contains("the body would nest more than 256 levels deep"),
+            "{err}"
+        );
+        // Data at the parser's limit, moved once, is fine.
+        let once =
+            routing(json!({"transform": [{"rename": {"data": format!("data.{}", dots(31))}}]}))
+                .unwrap();
+        let body = once
+            .transform(json!({"data": nested(127, json!(1))}))
+            .unwrap();
+        assert!(!deeper_than(&body, 127 + 32));
+        assert!(deeper_than(&body, 127 + 31));
+    }
+
+    #[test]
+    fn depth_is_measured_without_recursion() {
+        assert!(!deeper_than(&json!(1), 0));
+        assert!(!deeper_than(&json!([]), 1));
+        assert!(deeper_than(&json!([]), 0));
+        assert!(!deeper_than(&json!({"a": [1, {"b": 2}]}), 3));
+        assert!(deeper_than(&json!({"a": [1, {"b": {}}]}), 3));
+        // Deep enough to overflow a recursive walk; built and torn down without recursion.
+        let mut v = Value::Null;
+        for _ in 0..200_000 {
+            v = Value::Array(vec![v]);
+        }
+        assert!(deeper_than(&v, MAX_BODY_DEPTH));
+        while let Value::Array(mut a) = v {
+            v = a.pop().unwrap_or_default();
+        }
+    }
+
+    #[test]
+    fn a_stored_routing_that_does_not_compile_fails_its_deliveries() {
+        let ev = event(json!({"a": 1}), None);
+        let over =
+            json!({"transform": [{"set": {dots(33): 1}}], "filter": {"field": "data.a", "eq": 2}})
+                .to_string();
+        for (text, needle) in [
+            (over.as_str(), "at most 32 steps"),
+            ("not json", "not a routing"),
+            (r#"{"filtre": {}}"#, "not a routing"),
+        ] {
+            let r = compiled(Some(text));
+            let err = r.error().unwrap();
+            assert!(err.starts_with("endpoint routing is unusable: "), "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert!(!r.is_empty());
+            assert!(r.matches(&ev), "its deliveries are made, to fail visibly");
+            assert_eq!(r.ordering_key(&ev), None);
+            assert_eq!(r.transform(json!({})).unwrap_err(), err);
+            assert_eq!(r.unusable_text(), Some(text), "kept as stored");
+            assert!(Arc::ptr_eq(&r, &compiled(Some(text))), "compiled once");
+        }
+        let huge = json!({"transform": [{"set": {dots(100_000): 1}}]}).to_string();
+        let r = compiled(Some(&huge));
+        assert!(
+            r.error().unwrap().contains("more than the 65536 allowed"),
+            "{:?}",
+            r.error()
+        );
+        assert_eq!(r.unusable_text(), Some(huge.as_str()));
     }
 }

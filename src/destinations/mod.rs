@@ -79,14 +79,24 @@ fn envelope(event: &Event) -> Payload<'_> {
 
 impl Message {
     /// Builds and signs the message for `event` to `endpoint` at `now`. An endpoint with a
-    /// transformation gets the transformed body, and the signature covers it as sent.
-    pub fn new(event: &Event, endpoint: &Endpoint, now: chrono::DateTime<chrono::Utc>) -> Self {
+    /// transformation gets the transformed body, and the signature covers it as sent. Fails
+    /// (for good: trying again cannot help) when the endpoint's stored routing is unusable
+    /// or its transformation would make a body beyond the bounds.
+    pub fn new(
+        event: &Event,
+        endpoint: &Endpoint,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self, String> {
         let now_secs = now.timestamp();
+        if let Some(e) = endpoint.routing.error() {
+            return Err(e.to_owned());
+        }
         let body = if endpoint.routing.has_transform() {
             // Built as a JSON value directly, not serialized and parsed back.
             let envelope = serde_json::to_value(envelope(event)).unwrap_or_default();
-            // Serializing a JSON value cannot fail.
-            serde_json::to_vec(&endpoint.routing.transform(envelope)).unwrap_or_default()
+            // Serializing a JSON value cannot fail; the transformation keeps its depth
+            // bounded, so neither this nor dropping it can overflow the stack.
+            serde_json::to_vec(&endpoint.routing.transform(envelope)?).unwrap_or_default()
         } else {
             payload(event)
         };
@@ -103,12 +113,12 @@ impl Message {
         if let Some(tp) = &event.traceparent {
             headers.insert("traceparent".into(), tp.clone());
         }
-        Self {
+        Ok(Self {
             id: event.id.clone(),
             body,
             headers,
             ordering_key: None,
-        }
+        })
     }
 }
 

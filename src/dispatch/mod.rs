@@ -280,13 +280,26 @@ pub async fn attempt(
     async move {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
-        let mut message = crate::destinations::Message::new(&event, &endpoint, started_at);
-        message.ordering_key = delivery.ordering_key.clone();
-        // With traces exported, the receiver's spans join the trace under this attempt.
-        if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current()) {
-            message.headers.insert("traceparent".into(), tp);
-        }
-        let result = destination.send(&endpoint, &message).await;
+        let result = match crate::destinations::Message::new(&event, &endpoint, started_at) {
+            Ok(mut message) => {
+                message.ordering_key = delivery.ordering_key.clone();
+                // With traces exported, the receiver's spans join the trace under this
+                // attempt.
+                if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current())
+                {
+                    message.headers.insert("traceparent".into(), tp);
+                }
+                destination.send(&endpoint, &message).await
+            }
+            // The endpoint's routing cannot make this message (unusable as stored, or a
+            // body beyond the bounds): nothing is sent, and no retry can help.
+            Err(reason) => Err(SendError::Permanent {
+                reason,
+                status_code: None,
+                response: None,
+                disable_endpoint: false,
+            }),
+        };
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
 
         let (outcome, status, next_attempt_at, disable, error, status_code, response) = match result

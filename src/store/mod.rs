@@ -341,7 +341,11 @@ pub trait Store: OpsStore + Send + Sync + 'static {
 }
 
 /// An endpoint's routing as stored: its specification's JSON, or `None` when it has none.
+/// A stored routing that is unusable is written back as it was, until replaced.
 pub(crate) fn routing_text(ep: &Endpoint) -> Option<String> {
+    if let Some(text) = ep.routing.unusable_text() {
+        return Some(text.to_owned());
+    }
     let spec = &ep.routing.spec;
     if *spec == crate::routing::RoutingSpec::default() {
         return None;

@@ -548,3 +548,149 @@ async fn ordering_holds_across_two_dispatchers_and_a_kill_9() {
     drop(api);
     drop_pg_database(&name).await;
 }
+
+/// The audit's attack: a `set` path of 100,000 segments used to be stored (201) and then
+/// overflowed the stack of whatever delivered through it, taking the process down. It is a
+/// 400 naming the limit, and nothing is stored.
+#[tokio::test]
+async fn a_transform_path_beyond_the_bounds_is_refused() {
+    let app = spawn_app().await;
+    let path = vec!["a"; 100_000].join(".");
+    let (s, b) = app
+        .post(
+            "/v1/tenants/default/endpoints",
+            json!({"url": "http://127.0.0.1:9/hook", "transform": [{"set": {path: 1}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_routing");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("transform[0].set"), "{msg}");
+    assert!(msg.contains("at most 32 steps"), "{msg}");
+    assert!(
+        msg.len() < 500,
+        "the message quotes the path shortened: {msg}"
+    );
+    let (_, list) = app.get("/v1/tenants/default/endpoints").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    // Same for a PATCH of an existing endpoint, which keeps its routing.
+    let r = Receiver::ok().await;
+    let ep = app
+        .endpoint(json!({"url": r.url, "transform": [{"set": {"a.b": 1}}]}))
+        .await;
+    let deep = vec!["a"; 33].join(".");
+    let (s, b) = send(
+        app.req(
+            reqwest::Method::PATCH,
+            &format!(
+                "/v1/tenants/default/endpoints/{}",
+                ep["id"].as_str().unwrap()
+            ),
+        )
+        .json(&json!({"transform": [{"set": {deep: 1}}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (_, got) = app
+        .get(&format!(
+            "/v1/tenants/default/endpoints/{}",
+            ep["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(got["transform"], json!([{"set": {"a.b": 1}}]));
+    app.stop().await;
+}
+
+/// Routing rows stored before the bounds existed (planted here straight into the SQLite
+/// file, past hookrelay) neither crash nor block anything: the deliveries through them fail
+/// for good with an error naming the limit, the server keeps answering, and another
+/// endpoint's delivery of the same event succeeds. (The first row used to abort the process
+/// on its first delivery; the second was ignored, and the body sent untransformed.)
+#[tokio::test]
+async fn stored_routings_beyond_the_bounds_fail_their_deliveries_only() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    let mut bad = Vec::new();
+    let pool = sqlx::SqlitePool::connect(app.database_url()).await.unwrap();
+    for (segments, error) in [
+        (100_000, "bytes of JSON, more than the 65536 allowed"),
+        (33, "at most 32 steps"),
+    ] {
+        let ep = app
+            .endpoint(json!({"url": r.url, "transform": [{"set": {"a": 1}}]}))
+            .await;
+        let planted =
+            json!({"transform": [{"set": {vec!["a"; segments].join("."): 1}}]}).to_string();
+        let done = sqlx::query("UPDATE endpoints SET routing = ?1 WHERE id = ?2")
+            .bind(&planted)
+            .bind(ep["id"].as_str().unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        bad.push((ep, error));
+    }
+    pool.close().await;
+    let good = app.endpoint(json!({"url": r.url})).await;
+
+    let ev = app.event("order.paid", json!({"n": 1})).await;
+    let deliveries = ev["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3, "{ev}");
+    let of = |ep: &Value| {
+        deliveries
+            .iter()
+            .find(|d| d["endpoint_id"] == ep["id"])
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (ep, needle) in &bad {
+        let failed = app.wait_delivery(&of(ep), "failed").await;
+        let error = failed["last_error"].as_str().unwrap();
+        assert!(
+            error.starts_with("endpoint routing is unusable: "),
+            "{error}"
+        );
+        assert!(error.contains(needle), "{error}");
+        assert_eq!(
+            failed["attempts"].as_array().map(Vec::len),
+            Some(1),
+            "failed for good, not retried: {failed}"
+        );
+    }
+    app.wait_delivery(&of(&good), "delivered").await;
+    assert_eq!(r.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+
+    // The test endpoint says the same, the server still answers, and an update that leaves
+    // the routing alone keeps the row as it was.
+    let (ep, needle) = &bad[0];
+    let path = format!(
+        "/v1/tenants/default/endpoints/{}",
+        ep["id"].as_str().unwrap()
+    );
+    let (s, b) = app.post(&format!("{path}/test"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "failed", "{b}");
+    assert!(b["error"].as_str().unwrap().contains(needle), "{b}");
+    let (s, b) = send(
+        app.req(reqwest::Method::PATCH, &path)
+            .json(&json!({"description": "still broken"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app.post(&format!("{path}/test"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["error"].as_str().unwrap().contains(needle), "{b}");
+    // Replacing the routing makes the endpoint deliver again.
+    let (s, b) = send(
+        app.req(reqwest::Method::PATCH, &path)
+            .json(&json!({"transform": [{"set": {"fixed": true}}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app.post(&format!("{path}/test"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "delivered", "{b}");
+    app.stop().await;
+}
