@@ -792,3 +792,51 @@ async fn attempt_errors_do_not_show_capability_urls() {
     );
     app.stop().await;
 }
+
+/// Event data written past the API (through `dispatch_webhook()`), nested deeper than
+/// hookrelay reads (128 levels): that event's delivery fails with a clear error, once,
+/// and deliveries of other events claimed with it still go.
+#[tokio::test]
+async fn an_unreadable_stored_event_fails_only_its_delivery() {
+    use sqlx::Connection;
+    let app = spawn_app_on(Backend::Postgres, |_| {}).await;
+    let r = Receiver::ok().await;
+    app.endpoint(json!({"url": r.url, "max_attempts": 3})).await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let mut conn = sqlx::PgConnection::connect(app.database_url())
+        .await
+        .unwrap();
+    // In one transaction, so one claim most likely takes them together.
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT dispatch_webhook('order.paid', '{\"n\": 1}')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (deep_event,): (String,) =
+        sqlx::query_as("SELECT dispatch_webhook('order.paid', jsonb_build_object('deep', $1::jsonb))")
+            .bind(&deep)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    sqlx::query("SELECT dispatch_webhook('order.paid', '{\"n\": 2}')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let got = r.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2);
+    let (_, event) = app
+        .get(&format!("/v1/tenants/default/deliveries?event={deep_event}"))
+        .await;
+    let id = event["data"][0]["id"].as_str().unwrap().to_owned();
+    let d = app.wait_delivery(&id, "failed").await;
+    let (_, detail) = app
+        .get(&format!("/v1/tenants/default/deliveries/{}", d["id"].as_str().unwrap()))
+        .await;
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "failed at once, not retried: {detail}");
+    let error = attempts[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot be read"), "{error}");
+    assert_eq!(r.count(), 2, "nothing was sent for the unreadable event");
+    app.stop().await;
+}
