@@ -239,12 +239,23 @@ impl App {
 }
 
 /// When no admin token is configured and none was ever generated, makes one, stores its
-/// hash and returns it so that it can be printed once.
+/// hash and returns it so that it can be printed once. When one is configured, revokes any
+/// generated one: only the configured token is an admin token from then on.
 async fn ensure_admin_token(
     store: &dyn Store,
     config: &Config,
 ) -> Result<Option<String>, store::StoreError> {
-    if config.admin_token.is_some() || store.has_admin_token().await? {
+    if config.admin_token.is_some() {
+        let revoked = store.delete_admin_tokens().await?;
+        if revoked > 0 {
+            tracing::warn!(
+                revoked,
+                "an admin token is configured: the generated admin token no longer works"
+            );
+        }
+        return Ok(None);
+    }
+    if store.has_admin_token().await? {
         return Ok(None);
     }
     let token = api::generate_admin_token();

@@ -145,6 +145,9 @@ impl Store for SealedStore {
     async fn has_admin_token(&self) -> Result<bool> {
         self.inner.has_admin_token().await
     }
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        self.inner.delete_admin_tokens().await
+    }
     async fn create_event_type(&self, event_type: &EventType) -> Result<()> {
         self.inner.create_event_type(event_type).await
     }
