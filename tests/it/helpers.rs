@@ -18,7 +18,7 @@ use hookrelay::config::{Config, Role};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const ADMIN: &str = "test-admin-token-0123456789abcdefghij";
 
 /// The store a test runs against. Tests written once run on both (see `both_stores!`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
