@@ -70,8 +70,8 @@ impl App {
             let rewritten = sealed.seal_all().await?;
             if rewritten > 0 {
                 tracing::info!(
-                    endpoints = rewritten,
-                    "endpoint secrets sealed with the current encryption key"
+                    rows = rewritten,
+                    "endpoint and inbox credentials sealed with the current encryption key"
                 );
             }
             store = Arc::new(sealed);
@@ -208,7 +208,9 @@ impl App {
             let router = api::router(self.state.clone());
             info!(addr = %self.addr, "api listening");
             tokio::spawn(async move {
-                axum::serve(listener, router)
+                // The peer address: dashboard logins are throttled per client address.
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(async move {
                         let _ = rx.wait_for(|stop| *stop).await;
                     })
