@@ -151,7 +151,7 @@ async fn delivery_rate(n: usize, ordering: Option<serde_json::Value>) -> f64 {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: format!("sqlite://{}", dir.path().join("order.db").display()),
-        admin_token: Some("bench-admin-token-0123456789".into()),
+        admin_token: Some("bench-admin-token-0123456789abcdefghij".into()),
         allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
         ..Config::default()
     };
@@ -169,7 +169,7 @@ async fn delivery_rate(n: usize, ordering: Option<serde_json::Value>) -> f64 {
     }
     let r = http
         .post(format!("{base}/v1/tenants/default/endpoints"))
-        .bearer_auth("bench-admin-token-0123456789")
+        .bearer_auth("bench-admin-token-0123456789abcdefghij")
         .json(&body)
         .send()
         .await
@@ -188,7 +188,7 @@ async fn delivery_rate(n: usize, ordering: Option<serde_json::Value>) -> f64 {
                     }
                     let r = http
                         .post(format!("{base}/v1/tenants/default/events"))
-                        .bearer_auth("bench-admin-token-0123456789")
+                        .bearer_auth("bench-admin-token-0123456789abcdefghij")
                         .json(&json!({"type": "bench.order", "data": {"key": i % 100, "n": i}}))
                         .send()
                         .await

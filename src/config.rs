@@ -309,8 +309,9 @@ pub struct DispatchConfig {
     pub pubsub_emulator_host: Option<String>,
 }
 
-/// Fully resolved configuration of a server process.
-#[derive(Debug, Clone)]
+/// Fully resolved configuration of a server process. Its `Debug` output hides the admin
+/// token, the encryption keys and passwords in URLs.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
@@ -335,6 +336,46 @@ pub struct Config {
     /// Alert sinks, format and rule thresholds.
     pub alerts: AlertConfig,
 }
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "***");
+        let sinks: Vec<_> = self
+            .alerts
+            .sinks
+            .iter()
+            .map(|u| crate::destinations::redact_url(u.as_str()).into_owned())
+            .collect();
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::destinations::redact_url(&self.database_url),
+            )
+            .field("database_pool_size", &self.database_pool_size)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("allow_networks", &self.allow_networks)
+            .field("role", &self.role)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("retention", &self.retention)
+            .field("rotation_grace", &self.rotation_grace)
+            .field("encryption_keys", &vec!["***"; self.encryption_keys.len()])
+            .field("strict_event_types", &self.strict_event_types)
+            .field("max_endpoints_per_tenant", &self.max_endpoints_per_tenant)
+            .field("dns_server", &self.dns_server)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("dispatch", &self.dispatch)
+            .field("alert_sinks", &sinks)
+            .field("alert_format", &self.alerts.format)
+            .field("alert_interval", &self.alerts.interval)
+            .field("alert_thresholds", &self.alerts.thresholds)
+            .finish()
+    }
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookrelay.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
@@ -486,8 +527,11 @@ impl Config {
             })
         };
         if let Some(token) = &self.admin_token {
-            if token.len() < 16 {
-                return invalid("admin_token", "must be at least 16 characters");
+            if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return invalid(
+                    "admin_token",
+                    "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+                );
             }
         }
         if !(1..=1000).contains(&self.retry.max_attempts) {
@@ -678,5 +722,36 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(args, None).is_err());
+        // 27 characters passed before; 32 is the least now.
+        let args = ServeArgs {
+            admin_token: Some("test-admin-token-0123456789".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(args, None).unwrap_err().to_string();
+        assert!(err.contains("at least 32 characters"), "{err}");
+        let args = ServeArgs {
+            admin_token: Some("a".repeat(32)),
+            ..Default::default()
+        };
+        assert!(Config::resolve(args, None).is_ok());
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let config = Config {
+            database_url: "postgres://app:db-password-1@127.0.0.1/hr".into(),
+            admin_token: Some("admin-token-never-printed-0123456789".into()),
+            encryption_keys: vec!["key-never-printed".into()],
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in [
+            "db-password-1",
+            "admin-token-never-printed",
+            "key-never-printed",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@127.0.0.1/hr"), "{shown}");
     }
 }

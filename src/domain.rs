@@ -72,8 +72,9 @@ pub struct EventType {
     pub created_at: DateTime<Utc>,
 }
 
-/// Where a tenant's events go.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+/// Where a tenant's events go. Its `Debug` output hides the secrets, header values and the
+/// URL's password.
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Endpoint {
     pub id: String,
     pub tenant_id: String,
@@ -102,6 +103,38 @@ pub struct Endpoint {
     pub routing: std::sync::Arc<crate::routing::Routing>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: std::collections::BTreeMap<&str, &str> =
+            self.headers.keys().map(|k| (k.as_str(), "***")).collect();
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &crate::destinations::redact_url(&self.url))
+            .field("description", &self.description)
+            .field("event_types", &self.event_types)
+            .field("secret", &"***")
+            .field(
+                "previous_secret",
+                &self.previous_secret.as_ref().map(|_| "***"),
+            )
+            .field(
+                "previous_secret_expires_at",
+                &self.previous_secret_expires_at,
+            )
+            .field("rate_limit", &self.rate_limit)
+            .field("max_attempts", &self.max_attempts)
+            .field("headers", &headers)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("breaker", &self.breaker)
+            .field("routing", &self.routing)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 /// State of an endpoint's circuit breaker.
@@ -471,6 +504,31 @@ pub struct Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_debug_output_hides_credentials() {
+        let mut ep = Endpoint::new(
+            "default",
+            "amqp://user:broker-pass-1@127.0.0.1/%2f?routing_key=q",
+            "whsec_c2lnbmluZy1zZWNyZXQtMQ".into(),
+        );
+        ep.previous_secret = Some("whsec_cHJldmlvdXMtc2VjcmV0".into());
+        ep.headers
+            .insert("X-Api-Key".into(), "receiver-key-1".into());
+        let shown = format!("{ep:?}");
+        for secret in [
+            "broker-pass-1",
+            "whsec_c2lnbmluZy1zZWNyZXQtMQ",
+            "whsec_cHJldmlvdXMtc2VjcmV0",
+            "receiver-key-1",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("X-Api-Key") && shown.contains(&ep.id),
+            "{shown}"
+        );
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         from_millis(1_700_000_000_000 + secs * 1000)

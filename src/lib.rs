@@ -70,8 +70,8 @@ impl App {
             let rewritten = sealed.seal_all().await?;
             if rewritten > 0 {
                 tracing::info!(
-                    endpoints = rewritten,
-                    "endpoint secrets sealed with the current encryption key"
+                    rows = rewritten,
+                    "endpoint and inbox credentials sealed with the current encryption key"
                 );
             }
             store = Arc::new(sealed);
@@ -208,7 +208,9 @@ impl App {
             let router = api::router(self.state.clone());
             info!(addr = %self.addr, "api listening");
             tokio::spawn(async move {
-                axum::serve(listener, router)
+                // The peer address: dashboard logins are throttled per client address.
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(async move {
                         let _ = rx.wait_for(|stop| *stop).await;
                     })
@@ -239,12 +241,23 @@ impl App {
 }
 
 /// When no admin token is configured and none was ever generated, makes one, stores its
-/// hash and returns it so that it can be printed once.
+/// hash and returns it so that it can be printed once. When one is configured, revokes any
+/// generated one: only the configured token is an admin token from then on.
 async fn ensure_admin_token(
     store: &dyn Store,
     config: &Config,
 ) -> Result<Option<String>, store::StoreError> {
-    if config.admin_token.is_some() || store.has_admin_token().await? {
+    if config.admin_token.is_some() {
+        let revoked = store.delete_admin_tokens().await?;
+        if revoked > 0 {
+            tracing::warn!(
+                revoked,
+                "an admin token is configured: the generated admin token no longer works"
+            );
+        }
+        return Ok(None);
+    }
+    if store.has_admin_token().await? {
         return Ok(None);
     }
     let token = api::generate_admin_token();

@@ -132,6 +132,74 @@ pub fn is_sealed(stored: &str) -> bool {
     stored.starts_with(PREFIX)
 }
 
+/// A sealed value as it stands in a URL's password: `:`, `+`, `/` and `=` percent-encoded.
+const URL_PREFIX: &str = "enc1%3A";
+
+/// Byte range of the password in `scheme://user:PASSWORD@host…`, when there is one.
+pub fn url_password_range(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    (colon + 1 < at).then(|| start + colon + 1..start + at)
+}
+
+fn url_encode_sealed(sealed: &str) -> String {
+    sealed
+        .replace(':', "%3A")
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+fn url_decode_sealed(password: &str) -> Option<String> {
+    password.starts_with(URL_PREFIX).then(|| {
+        password
+            .replace("%3A", ":")
+            .replace("%2B", "+")
+            .replace("%2F", "/")
+            .replace("%3D", "=")
+    })
+}
+
+impl Keyring {
+    /// `url` with its password (if any) sealed for `aad`; the rest stays readable.
+    pub fn seal_url(&self, aad: &str, url: &str) -> String {
+        match url_password_range(url) {
+            Some(r) if !url[r.clone()].starts_with(URL_PREFIX) => {
+                let sealed = url_encode_sealed(&self.seal(aad, &url[r.clone()]));
+                format!("{}{sealed}{}", &url[..r.start], &url[r.end..])
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// `url` with its sealed password opened; other URLs pass through.
+    pub fn open_url(&self, aad: &str, url: &str) -> Result<String, SecretsError> {
+        let Some(r) = url_password_range(url) else {
+            return Ok(url.to_owned());
+        };
+        let Some(sealed) = url_decode_sealed(&url[r.clone()]) else {
+            return Ok(url.to_owned());
+        };
+        let plain = self.open(aad, &sealed)?;
+        Ok(format!("{}{plain}{}", &url[..r.start], &url[r.end..]))
+    }
+
+    /// Whether `url` has no password, or one sealed with the sealing key.
+    pub fn url_is_current(&self, url: &str) -> bool {
+        url_password_range(url).is_none_or(|r| {
+            url_decode_sealed(&url[r]).is_some_and(|sealed| self.is_current(&sealed))
+        })
+    }
+}
+
+/// Whether `url` carries a password that reads as sealed (refused from clients).
+pub fn url_password_looks_sealed(url: &str) -> bool {
+    url_password_range(url).is_some_and(|r| url[r].starts_with(URL_PREFIX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +246,33 @@ mod tests {
             only_new.open("ep_1", &sealed),
             Err(SecretsError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn url_passwords_seal_in_place() {
+        let ring = Keyring::from_base64(&[key()]).unwrap().unwrap();
+        let url = "amqp://user:p%40ss@127.0.0.1:5672/%2f?exchange=x&routing_key=k";
+        let sealed = ring.seal_url("ep_1#url", url);
+        assert!(!sealed.contains("p%40ss"), "{sealed}");
+        assert!(sealed.starts_with("amqp://user:enc1%3A"), "{sealed}");
+        assert!(sealed.ends_with("@127.0.0.1:5672/%2f?exchange=x&routing_key=k"));
+        assert!(url::Url::parse(&sealed).is_ok());
+        assert!(ring.url_is_current(&sealed) && !ring.url_is_current(url));
+        assert_eq!(ring.open_url("ep_1#url", &sealed).unwrap(), url);
+        assert_eq!(
+            ring.seal_url("ep_1#url", &sealed),
+            sealed,
+            "not sealed twice"
+        );
+        assert!(ring.open_url("ep_2#url", &sealed).is_err());
+        for plain in ["https://h/x", "redis://h:6379/0?stream=s", "nats://u@h/s"] {
+            assert_eq!(ring.seal_url("a", plain), plain);
+            assert!(ring.url_is_current(plain));
+        }
+        assert_eq!(
+            url_password_range("redis://:pw@h/0").map(|r| r.len()),
+            Some(2)
+        );
     }
 
     #[test]

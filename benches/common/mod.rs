@@ -8,7 +8,7 @@ use std::sync::{
 use serde_json::{json, Value};
 
 /// The admin token the benches start hookrelay with.
-pub const TOKEN: &str = "bench-admin-token-0123456789";
+pub const TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
 
 /// Creates an endpoint to `url` in the default tenant.
 pub async fn create_endpoint(http: &reqwest::Client, base: &str, url: &str) {

@@ -171,6 +171,7 @@ pub struct EndpointOut {
     pub event_types: Vec<String>,
     pub rate_limit: Option<u32>,
     pub max_attempts: Option<u32>,
+    /// Extra headers: values in single-endpoint answers, `***` in lists.
     pub headers: BTreeMap<String, String>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
@@ -219,7 +220,15 @@ impl EndpointOut {
             event_types: ep.event_types,
             rate_limit: ep.rate_limit,
             max_attempts: ep.max_attempts,
-            headers: ep.headers,
+            // Header values often are receivers' API keys: lists show the names only.
+            headers: if with_secret {
+                ep.headers
+            } else {
+                ep.headers
+                    .into_keys()
+                    .map(|name| (name, MASK.to_owned()))
+                    .collect()
+            },
             enabled: ep.enabled,
             disabled_reason: ep.disabled_reason,
             breaker: ep.breaker,
@@ -228,6 +237,9 @@ impl EndpointOut {
         }
     }
 }
+
+/// What lists show instead of a header value; sent back in a change, it keeps the value.
+const MASK: &str = "***";
 
 /// Headers hookrelay sets itself; an endpoint may not override them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -303,6 +315,11 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> 
                 "invalid value for header {name:?}"
             )));
         }
+        if crate::secrets::is_sealed(value) {
+            return Err(ApiError::invalid(format!(
+                "value of header {name:?} may not start with `enc1:` (marks sealed values)"
+            )));
+        }
     }
     Ok(())
 }
@@ -327,6 +344,13 @@ fn validate_description(d: Option<&String>) -> Result<(), ApiError> {
 }
 
 async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+    if crate::secrets::url_password_looks_sealed(url) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_url",
+            "the URL's password may not start with `enc1%3A` (marks sealed values)",
+        ));
+    }
     validate_url(url, &state.policy)
         .await
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", m))
@@ -464,7 +488,15 @@ pub async fn update_endpoint(
         check_catalog(&state, &types).await?;
         ep.event_types = types;
     }
-    if let Some(headers) = body.headers {
+    if let Some(mut headers) = body.headers {
+        // A list's masked value sent back unchanged keeps the stored one.
+        for (name, value) in headers.iter_mut() {
+            if value == MASK {
+                if let Some(stored) = ep.headers.get(name) {
+                    value.clone_from(stored);
+                }
+            }
+        }
         validate_headers(&headers)?;
         ep.headers = headers;
     }

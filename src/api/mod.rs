@@ -55,6 +55,8 @@ pub struct Inner {
     pub ops: Arc<crate::ops::Ops>,
     /// SHA-256 of the configured admin token, if one is configured.
     admin_hash: Option<[u8; 32]>,
+    /// Dashboard sessions logged out and failed dashboard logins.
+    pub ui_guard: crate::ui::guard::Guard,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,6 +84,7 @@ impl AppState {
             schemas,
             ops,
             admin_hash,
+            ui_guard: Default::default(),
         }))
     }
 }

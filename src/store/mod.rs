@@ -239,6 +239,8 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool>;
     /// Whether any admin token is stored (the generated one).
     async fn has_admin_token(&self) -> Result<bool>;
+    /// Revokes every stored (generated) admin token; returns how many there were.
+    async fn delete_admin_tokens(&self) -> Result<u64>;
 
     async fn create_event_type(&self, event_type: &EventType) -> Result<()>;
     async fn list_event_types(&self) -> Result<Vec<EventType>>;

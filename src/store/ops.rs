@@ -288,6 +288,9 @@ pub trait OpsStore: Send + Sync {
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>>;
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>>;
     async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>>;
+    /// Replaces an inbox's stored secret (to seal one stored in plaintext). `false` when
+    /// the inbox does not exist.
+    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool>;
     /// Deletes an inbox and its messages. `false` when it did not exist.
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool>;
     /// Keeps a message, and only the `keep` newest messages of its inbox.

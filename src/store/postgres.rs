@@ -852,6 +852,14 @@ impl Store for PostgresStore {
         Ok(found.is_some())
     }
 
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id IS NULL")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn create_event_type(&self, et: &EventType) -> Result<()> {
         let schema = et.schema.as_ref().map(|s| s.to_string());
         sqlx::query(

@@ -1,8 +1,9 @@
-//! [`SealedStore`]: endpoint secrets encrypted at rest around any [`Store`].
+//! [`SealedStore`]: credentials encrypted at rest around any [`Store`].
 //!
-//! Secrets are sealed on their way in (`create_endpoint`, `update_endpoint`) and opened on
-//! their way out (`get_endpoint`, `list_endpoints`, `claim`), so neither the stores nor
-//! their callers deal with ciphertext. Everything else passes through.
+//! Endpoint signing secrets, header values and URL passwords, and inbox secrets, are sealed
+//! on their way in (`create_endpoint`, `update_endpoint`, `create_inbox`) and opened on
+//! their way out (`get_endpoint`, `list_endpoints`, `claim`, the inbox reads), so neither
+//! the stores nor their callers deal with ciphertext. Everything else passes through.
 
 use std::sync::Arc;
 
@@ -22,6 +23,16 @@ use crate::{
     secrets::Keyring,
 };
 
+/// Associated data of a header value: bound to its endpoint and its name.
+fn header_aad(endpoint_id: &str, name: &str) -> String {
+    format!("{endpoint_id}#header:{}", name.to_ascii_lowercase())
+}
+
+/// Associated data of a URL's password.
+fn url_aad(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#url")
+}
+
 /// A store whose endpoint secrets are sealed with `keys`.
 pub struct SealedStore {
     inner: Arc<dyn Store>,
@@ -40,6 +51,17 @@ impl SealedStore {
             .previous_secret
             .as_deref()
             .map(|s| self.keys.seal(&ep.id, s));
+        sealed.headers = ep
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    self.keys.seal(&header_aad(&ep.id, name), value),
+                )
+            })
+            .collect();
+        sealed.url = self.keys.seal_url(&url_aad(&ep.id), &ep.url);
         sealed
     }
 
@@ -51,12 +73,56 @@ impl SealedStore {
         if let Some(prev) = &ep.previous_secret {
             ep.previous_secret = Some(self.keys.open(&ep.id, prev).map_err(unreadable)?);
         }
+        let mut headers = std::collections::BTreeMap::new();
+        for (name, value) in &ep.headers {
+            let plain = self
+                .keys
+                .open(&header_aad(&ep.id, name), value)
+                .map_err(unreadable)?;
+            headers.insert(name.clone(), plain);
+        }
+        ep.headers = headers;
+        ep.url = self
+            .keys
+            .open_url(&url_aad(&ep.id), &ep.url)
+            .map_err(unreadable)?;
         Ok(ep)
     }
 
-    /// Rewrites every endpoint whose secrets are plaintext or sealed with an older key, so
-    /// that after a start with a (new) key, the database holds no other kind. Returns how
-    /// many endpoints were rewritten.
+    /// Whether every credential of a stored endpoint is sealed with the current key.
+    fn is_current(&self, raw: &Endpoint) -> bool {
+        self.keys.is_current(&raw.secret)
+            && raw
+                .previous_secret
+                .as_deref()
+                .is_none_or(|s| self.keys.is_current(s))
+            && raw.headers.values().all(|v| self.keys.is_current(v))
+            && self.keys.url_is_current(&raw.url)
+    }
+
+    fn seal_inbox(&self, inbox: &Inbox) -> Inbox {
+        let mut sealed = inbox.clone();
+        sealed.secret = inbox
+            .secret
+            .as_deref()
+            .map(|s| self.keys.seal(&inbox.id, s));
+        sealed
+    }
+
+    fn open_inbox(&self, mut inbox: Inbox) -> Result<Inbox> {
+        if let Some(secret) = &inbox.secret {
+            let plain = self
+                .keys
+                .open(&inbox.id, secret)
+                .map_err(|e| StoreError::Corrupt(format!("secret of inbox {}: {e}", inbox.id)))?;
+            inbox.secret = Some(plain);
+        }
+        Ok(inbox)
+    }
+
+    /// Rewrites every endpoint and inbox whose credentials are plaintext or sealed with an
+    /// older key, so that after a start with a (new) key, the database holds no other kind.
+    /// Returns how many endpoints and inboxes were rewritten.
     pub async fn seal_all(&self) -> Result<u64> {
         let mut rewritten = 0;
         let mut tenants = Page {
@@ -73,12 +139,7 @@ impl SealedStore {
                 loop {
                     let endpoints = self.inner.list_endpoints(&tenant.id, &page).await?;
                     for raw in &endpoints {
-                        let current = self.keys.is_current(&raw.secret)
-                            && raw
-                                .previous_secret
-                                .as_deref()
-                                .is_none_or(|s| self.keys.is_current(s));
-                        if !current {
+                        if !self.is_current(raw) {
                             let plain = self.open(raw.clone())?;
                             if self.inner.update_endpoint(&self.seal(&plain)).await? {
                                 rewritten += 1;
@@ -87,6 +148,34 @@ impl SealedStore {
                     }
                     match endpoints.last() {
                         Some(last) if endpoints.len() == page.limit as usize => {
+                            page.after_id = Some(last.id.clone());
+                        }
+                        _ => break,
+                    }
+                }
+                let mut page = Page {
+                    limit: 500,
+                    after_id: None,
+                };
+                loop {
+                    let inboxes = self.inner.list_inboxes(&tenant.id, &page).await?;
+                    for raw in &inboxes {
+                        let stale = raw
+                            .secret
+                            .as_deref()
+                            .is_some_and(|s| !self.keys.is_current(s));
+                        if stale {
+                            let plain = self.open_inbox(raw.clone())?;
+                            if self
+                                .set_inbox_secret(&plain.id, plain.secret.as_deref())
+                                .await?
+                            {
+                                rewritten += 1;
+                            }
+                        }
+                    }
+                    match inboxes.last() {
+                        Some(last) if inboxes.len() == page.limit as usize => {
                             page.after_id = Some(last.id.clone());
                         }
                         _ => break,
@@ -144,6 +233,9 @@ impl Store for SealedStore {
     }
     async fn has_admin_token(&self) -> Result<bool> {
         self.inner.has_admin_token().await
+    }
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        self.inner.delete_admin_tokens().await
     }
     async fn create_event_type(&self, event_type: &EventType) -> Result<()> {
         self.inner.create_event_type(event_type).await
@@ -337,16 +429,33 @@ impl OpsStore for SealedStore {
             .await
     }
     async fn create_inbox(&self, inbox: &Inbox) -> Result<()> {
-        self.inner.create_inbox(inbox).await
+        self.inner.create_inbox(&self.seal_inbox(inbox)).await
     }
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
-        self.inner.list_inboxes(tenant_id, page).await
+        self.inner
+            .list_inboxes(tenant_id, page)
+            .await?
+            .into_iter()
+            .map(|i| self.open_inbox(i))
+            .collect()
     }
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
-        self.inner.get_inbox(tenant_id, id).await
+        self.inner
+            .get_inbox(tenant_id, id)
+            .await?
+            .map(|i| self.open_inbox(i))
+            .transpose()
     }
     async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>> {
-        self.inner.find_inbox(token).await
+        self.inner
+            .find_inbox(token)
+            .await?
+            .map(|i| self.open_inbox(i))
+            .transpose()
+    }
+    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool> {
+        let sealed = secret.map(|s| self.keys.seal(id, s));
+        self.inner.set_inbox_secret(id, sealed.as_deref()).await
     }
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
         self.inner.delete_inbox(tenant_id, id).await

@@ -52,6 +52,34 @@ struct IngestJob {
     reply: oneshot::Sender<Result<Ingested>>,
 }
 
+/// Makes `path` readable and writable by its owner only, creating it (empty, mode 0600)
+/// first when `create` says so and it is missing. Credentials live in the database file.
+fn owner_only(path: &std::path::Path, create: bool) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| {
+            let message = format!("cannot make {} owner-only: {e}", path.display());
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(e.kind(), message)))
+        };
+        if create && !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+        }
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, create);
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and applies migrations.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -67,6 +95,9 @@ impl SqliteStore {
             // Checkpoint less often than the default 1000 pages: fewer fsyncs under load.
             .pragma("wal_autocheckpoint", "4000");
         let in_memory = url.contains(":memory:");
+        if !in_memory {
+            owner_only(options.get_filename(), true)?;
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -76,6 +107,15 @@ impl SqliteStore {
             .await
             .map_err(StoreError::from_sqlx)?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        if !in_memory {
+            // SQLite gives these the database file's mode when it creates them; files left
+            // by an older version may be wider.
+            for suffix in ["-wal", "-shm"] {
+                let mut name = options.get_filename().as_os_str().to_owned();
+                name.push(suffix);
+                owner_only(std::path::Path::new(&name), false)?;
+            }
+        }
         let reader = if in_memory {
             writer.clone()
         } else {
@@ -605,6 +645,14 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db)?;
         Ok(found.is_some())
+    }
+
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id IS NULL")
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn create_event_type(&self, et: &EventType) -> Result<()> {

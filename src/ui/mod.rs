@@ -40,6 +40,7 @@ use crate::{
 };
 
 mod endpoints;
+pub mod guard;
 mod inbox;
 mod log;
 mod overview;
@@ -257,6 +258,9 @@ impl FromRequestParts<AppState> for Session {
         let session = cookie(&parts.headers, SESSION_COOKIE)
             .and_then(|v| Session::decode(&v))
             .ok_or_else(to_login)?;
+        if state.ui_guard.is_revoked(&session.nonce) {
+            return Err(to_login());
+        }
         // The token must still exist and still name the same principal.
         match principal_for_hash(state, &session.token_hash).await {
             Ok(Some(p)) if p == session.principal => Ok(session),
@@ -603,9 +607,36 @@ struct LoginForm {
     csrf: String,
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The address a request came from (none when served without connection info).
+fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+async fn login(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !same_origin(&headers) {
         return UiError::forbidden("cross-site request refused").into_response();
+    }
+    let ip = client_ip(&extensions);
+    let now = std::time::Instant::now();
+    if let Some(wait) = ip.and_then(|ip| state.ui_guard.throttled(ip, now)) {
+        let secs = wait.as_secs().max(1);
+        let message = format!(
+            "Too many failed logins from this address ({} in {} minutes); try again in {secs} s.",
+            guard::MAX_FAILURES,
+            guard::FAILURE_WINDOW.as_secs() / 60
+        );
+        let mut resp = login_response(&headers, Some(&message), StatusCode::TOO_MANY_REQUESTS);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
     }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return UiError::bad_request("invalid form").into_response();
@@ -626,6 +657,9 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     let hash = hash_token(token);
     match principal_for_hash(&state, &hash).await {
         Ok(Some(principal)) => {
+            if let Some(ip) = ip {
+                state.ui_guard.succeeded(ip);
+            }
             let session = Session::new(principal, hash);
             let to = format!("/ui/t/{}", urlencode(session.home_tenant()));
             let mut resp = Redirect::to(&to).into_response();
@@ -645,12 +679,27 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
             );
             resp
         }
-        Ok(None) => login_response(&headers, Some("Invalid token."), StatusCode::UNAUTHORIZED),
+        Ok(None) => {
+            if let Some(ip) = ip {
+                state.ui_guard.failed(ip, now);
+            }
+            login_response(&headers, Some("Invalid token."), StatusCode::UNAUTHORIZED)
+        }
         Err(e) => UiError::from(e).into_response(),
     }
 }
 
-async fn logout(headers: HeaderMap, Form(_session, _): Form<serde::de::IgnoredAny>) -> Response {
+/// Ends the session here and now: its cookie no longer opens a page, even if kept.
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(session, _): Form<serde::de::IgnoredAny>,
+) -> Response {
+    state.ui_guard.revoke(
+        &session.nonce,
+        session.expires,
+        crate::domain::now().timestamp(),
+    );
     let mut resp = Redirect::to("/ui/login").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,

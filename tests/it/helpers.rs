@@ -18,7 +18,7 @@ use hookrelay::config::{Config, Role};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const ADMIN: &str = "test-admin-token-0123456789abcdefghij";
 
 /// The store a test runs against. Tests written once run on both (see `both_stores!`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The app's own store (for what the API does not show, e.g. a foreign heartbeat).
     pub store: std::sync::Arc<dyn hookrelay::store::Store>,
+    /// The admin token this start generated, when none was configured and none was stored.
+    pub generated_admin_token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     pg_database: Option<String>,
@@ -141,6 +143,7 @@ async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<Strin
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
     let store = app.store();
+    let generated_admin_token = app.generated_admin_token().map(str::to_owned);
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         app.run(async {
@@ -152,6 +155,7 @@ async fn start(config: Config, dir: tempfile::TempDir, pg_database: Option<Strin
     TestApp {
         base,
         store,
+        generated_admin_token,
         http: reqwest::Client::new(),
         stop: Some(tx),
         done: Some(done),

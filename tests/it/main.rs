@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod controls;
 mod crash;
+mod credentials;
 mod delivery;
 mod destinations;
 mod faults;

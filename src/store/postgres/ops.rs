@@ -346,6 +346,16 @@ impl OpsStore for PostgresStore {
         Ok(row.map(Inbox::from))
     }
 
+    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE inboxes SET secret = $1 WHERE id = $2")
+            .bind(secret)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
         if has_nul(&[tenant_id, id]) {
             return Ok(false);

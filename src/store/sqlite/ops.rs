@@ -322,6 +322,16 @@ impl OpsStore for SqliteStore {
         Ok(row.map(Inbox::from))
     }
 
+    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE inboxes SET secret = ? WHERE id = ?")
+            .bind(secret)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM inboxes WHERE tenant_id = ? AND id = ?")
             .bind(tenant_id)
