@@ -215,6 +215,7 @@ pub async fn test_endpoint(
         event,
         endpoint,
         lease_id,
+        unreadable: None,
     };
     let event_id = claimed.event.id.clone();
     let done = attempt(

@@ -273,6 +273,7 @@ pub async fn attempt(
         event,
         endpoint,
         lease_id,
+        unreadable,
     } = claimed;
     let attempt_number = delivery.attempts + 1;
     let kind = crate::ops::metrics::destination_kind(&endpoint.url);
@@ -280,7 +281,11 @@ pub async fn attempt(
     async move {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
-        let result = match crate::destinations::Message::new(&event, &endpoint, started_at) {
+        let message = match unreadable {
+            Some(reason) => Err(reason),
+            None => crate::destinations::Message::new(&event, &endpoint, started_at),
+        };
+        let result = match message {
             Ok(mut message) => {
                 message.ordering_key = delivery.ordering_key.clone();
                 // With traces exported, the receiver's spans join the trace under this
@@ -291,8 +296,9 @@ pub async fn attempt(
                 }
                 destination.send(&endpoint, &message).await
             }
-            // The endpoint's routing cannot make this message (unusable as stored, or a
-            // body beyond the bounds): nothing is sent, and no retry can help.
+            // The event cannot be read, or the endpoint's routing cannot make this message
+            // (unusable as stored, or a body beyond the bounds): nothing is sent, and no
+            // retry can help.
             Err(reason) => Err(SendError::Permanent {
                 reason,
                 status_code: None,

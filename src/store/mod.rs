@@ -182,6 +182,9 @@ pub struct Claimed {
     pub endpoint: Endpoint,
     /// The claim's lease token; completion must present it.
     pub lease_id: String,
+    /// Set when the event's stored data cannot be read: the delivery fails with this,
+    /// nothing is sent.
+    pub unreadable: Option<String>,
 }
 
 /// The result of one attempt, to be written back.

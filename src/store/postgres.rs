@@ -1314,7 +1314,7 @@ impl Store for PostgresStore {
         .map_err(db)?;
         Ok(assemble_claims(
             collect(claimed)?,
-            collect(events)?,
+            events.into_iter().map(EventRow::into_claimed).collect(),
             collect(endpoints)?,
             lease_id,
         ))
@@ -1358,11 +1358,12 @@ impl Store for PostgresStore {
 /// left out rather than failing the whole batch.
 fn assemble_claims(
     deliveries: Vec<Delivery>,
-    events: Vec<Event>,
+    events: Vec<(Event, Option<String>)>,
     endpoints: Vec<Endpoint>,
     lease_id: &str,
 ) -> Vec<Claimed> {
-    let events: HashMap<String, Event> = events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let events: HashMap<String, (Event, Option<String>)> =
+        events.into_iter().map(|e| (e.0.id.clone(), e)).collect();
     let endpoints: HashMap<String, Endpoint> =
         endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
     deliveries
@@ -1370,7 +1371,7 @@ fn assemble_claims(
         .filter_map(|delivery| {
             let event = events.get(&delivery.event_id).cloned();
             let endpoint = endpoints.get(&delivery.endpoint_id).cloned();
-            let (Some(event), Some(endpoint)) = (event, endpoint) else {
+            let (Some((event, unreadable)), Some(endpoint)) = (event, endpoint) else {
                 debug!(delivery = %delivery.id, "claimed delivery lost its endpoint or event meanwhile");
                 return None;
             };
@@ -1379,6 +1380,7 @@ fn assemble_claims(
                 event,
                 endpoint,
                 lease_id: lease_id.to_owned(),
+                unreadable,
             })
         })
         .collect()

@@ -161,8 +161,30 @@ impl TryFrom<EndpointRow> for Endpoint {
 impl TryFrom<EventRow> for Event {
     type Error = StoreError;
     fn try_from(r: EventRow) -> Result<Self> {
-        Ok(Event {
-            data: serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?,
+        let data = serde_json::from_str(&r.data).map_err(|e| corrupt("events.data", e))?;
+        Ok(r.with_data(data))
+    }
+}
+
+impl EventRow {
+    /// The event of a claimed delivery. Data that cannot be read (written past the API,
+    /// e.g. through `dispatch_webhook()`, and nested deeper than the JSON reader goes) does
+    /// not fail the whole claim: the event comes with null data and the reason, and only
+    /// its own deliveries fail.
+    pub(super) fn into_claimed(self) -> (Event, Option<String>) {
+        match serde_json::from_str(&self.data) {
+            Ok(data) => (self.with_data(data), None),
+            Err(e) => (
+                self.with_data(serde_json::Value::Null),
+                Some(format!("the event's data cannot be read: {e}")),
+            ),
+        }
+    }
+
+    fn with_data(self, data: serde_json::Value) -> Event {
+        let r = self;
+        Event {
+            data,
             id: r.id,
             tenant_id: r.tenant_id,
             event_type: r.event_type,
@@ -171,7 +193,7 @@ impl TryFrom<EventRow> for Event {
             traceparent: r.traceparent,
             created_at: from_millis(r.created_at),
             deliver_at: r.deliver_at.map(from_millis),
-        })
+        }
     }
 }
 

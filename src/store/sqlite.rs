@@ -1053,7 +1053,7 @@ impl Store for SqliteStore {
         .map_err(db)?;
         assemble_claims(
             collect(claimed)?,
-            collect(events)?,
+            events.into_iter().map(EventRow::into_claimed).collect(),
             collect(endpoints)?,
             lease_id,
         )
@@ -1087,18 +1087,18 @@ impl Store for SqliteStore {
 /// Joins claimed deliveries with their events and endpoints.
 fn assemble_claims(
     deliveries: Vec<Delivery>,
-    events: Vec<Event>,
+    events: Vec<(Event, Option<String>)>,
     endpoints: Vec<Endpoint>,
     lease_id: &str,
 ) -> Result<Vec<Claimed>> {
-    let events: std::collections::HashMap<String, Event> =
-        events.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let events: std::collections::HashMap<String, (Event, Option<String>)> =
+        events.into_iter().map(|e| (e.0.id.clone(), e)).collect();
     let endpoints: std::collections::HashMap<String, Endpoint> =
         endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
     deliveries
         .into_iter()
         .map(|delivery| {
-            let event = events
+            let (event, unreadable) = events
                 .get(&delivery.event_id)
                 .cloned()
                 .ok_or_else(|| corrupt("delivery without event", &delivery.id))?;
@@ -1111,6 +1111,7 @@ fn assemble_claims(
                 event,
                 endpoint,
                 lease_id: lease_id.to_owned(),
+                unreadable,
             })
         })
         .collect()
