@@ -812,12 +812,13 @@ async fn an_unreadable_stored_event_fails_only_its_delivery() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    let (deep_event,): (String,) =
-        sqlx::query_as("SELECT dispatch_webhook('order.paid', jsonb_build_object('deep', $1::jsonb))")
-            .bind(&deep)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+    let (deep_event,): (String,) = sqlx::query_as(
+        "SELECT dispatch_webhook('order.paid', jsonb_build_object('deep', $1::jsonb))",
+    )
+    .bind(&deep)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
     sqlx::query("SELECT dispatch_webhook('order.paid', '{\"n\": 2}')")
         .execute(&mut *tx)
         .await
@@ -826,12 +827,17 @@ async fn an_unreadable_stored_event_fails_only_its_delivery() {
     let got = r.wait_for(2, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 2);
     let (_, event) = app
-        .get(&format!("/v1/tenants/default/deliveries?event={deep_event}"))
+        .get(&format!(
+            "/v1/tenants/default/deliveries?event={deep_event}"
+        ))
         .await;
     let id = event["data"][0]["id"].as_str().unwrap().to_owned();
     let d = app.wait_delivery(&id, "failed").await;
     let (_, detail) = app
-        .get(&format!("/v1/tenants/default/deliveries/{}", d["id"].as_str().unwrap()))
+        .get(&format!(
+            "/v1/tenants/default/deliveries/{}",
+            d["id"].as_str().unwrap()
+        ))
         .await;
     let attempts = detail["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "failed at once, not retried: {detail}");
