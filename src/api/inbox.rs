@@ -1,7 +1,8 @@
 //! The built-in test receiver: `POST /inbox/{token}` keeps what it receives (headers, body,
 //! whether the Standard Webhooks signature verified) in the store; the tenant lists it.
 //!
-//! An inbox has an unguessable token (its URL needs no other authentication) and a signing
+//! An inbox has an unguessable token (its URL needs no other authentication; the store
+//! finds the inbox by the token's SHA-256 and keeps the token itself sealed) and a signing
 //! secret: point an endpoint at the inbox's URL with that secret and every delivery shows
 //! up as `valid`; anything signed otherwise shows up as `invalid`. Each inbox keeps its
 //! newest [`KEEP`] messages, and at most [`MAX_BODY`] bytes of each body.
@@ -150,10 +151,12 @@ pub async fn create_inbox(
     }
     let mut token = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut token);
+    let token = hex::encode(token);
     let inbox = Inbox {
         id: new_id("inb"),
         tenant_id: tenant,
-        token: hex::encode(token),
+        token_hash: Inbox::hash_token(&token),
+        token,
         secret: Some(secret),
         description: req.description,
         created_at: domain::now(),
@@ -287,7 +290,7 @@ async fn receive(
 ) -> Result<(StatusCode, axum::Json<Received>), ApiError> {
     let inbox = state
         .store
-        .find_inbox(&token)
+        .find_inbox(&Inbox::hash_token(&token))
         .await?
         .ok_or_else(|| ApiError::not_found("inbox"))?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

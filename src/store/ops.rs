@@ -160,11 +160,22 @@ pub struct AlertRecord {
 pub struct Inbox {
     pub id: String,
     pub tenant_id: String,
+    /// The token in the inbox's URL (sealed in the store when a key is configured).
     pub token: String,
+    /// [`Inbox::hash_token`] of the token: what the store finds the inbox by.
+    pub token_hash: String,
     /// Secret to verify Standard Webhooks signatures with, if any.
     pub secret: Option<String>,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Inbox {
+    /// SHA-256 of an inbox token, lowercase hex: tokens are looked up only by this.
+    pub fn hash_token(token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(token.as_bytes()))
+    }
 }
 
 /// How a received message's signature checked out.
@@ -287,10 +298,16 @@ pub trait OpsStore: Send + Sync {
     async fn create_inbox(&self, inbox: &Inbox) -> Result<()>;
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>>;
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>>;
-    async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>>;
-    /// Replaces an inbox's stored secret (to seal one stored in plaintext). `false` when
-    /// the inbox does not exist.
-    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool>;
+    /// The inbox whose token has this [`Inbox::hash_token`].
+    async fn find_inbox(&self, token_hash: &str) -> Result<Option<Inbox>>;
+    /// Replaces an inbox's stored token and secret (to seal ones stored in plaintext); the
+    /// token hash stays. `false` when the inbox does not exist.
+    async fn set_inbox_credentials(
+        &self,
+        id: &str,
+        token: &str,
+        secret: Option<&str>,
+    ) -> Result<bool>;
     /// Deletes an inbox and its messages. `false` when it did not exist.
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool>;
     /// Keeps a message, and only the `keep` newest messages of its inbox.
@@ -425,6 +442,7 @@ pub(crate) struct InboxRow {
     pub(crate) id: String,
     pub(crate) tenant_id: String,
     pub(crate) token: String,
+    pub(crate) token_hash: Option<String>,
     pub(crate) secret: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) created_at: i64,
@@ -436,6 +454,8 @@ impl From<InboxRow> for Inbox {
             id: r.id,
             tenant_id: r.tenant_id,
             token: r.token,
+            // Filled when the store starts (rows written before it had the column).
+            token_hash: r.token_hash.unwrap_or_default(),
             secret: r.secret,
             description: r.description,
             created_at: from_millis(r.created_at),

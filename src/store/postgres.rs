@@ -98,11 +98,13 @@ impl PostgresStore {
             .map_err(db)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let (stop, _) = watch::channel(());
-        Ok(Self {
+        let store = Self {
             pool,
             stop,
             probe_check: Default::default(),
-        })
+        };
+        store.hash_inbox_tokens().await?;
+        Ok(store)
     }
 
     /// One ingest: two reads and one write statement (atomic on its own) on one

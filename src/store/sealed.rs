@@ -1,9 +1,10 @@
 //! [`SealedStore`]: credentials encrypted at rest around any [`Store`].
 //!
-//! Endpoint signing secrets, header values and URL passwords, and inbox secrets, are sealed
-//! on their way in (`create_endpoint`, `update_endpoint`, `create_inbox`) and opened on
-//! their way out (`get_endpoint`, `list_endpoints`, `claim`, the inbox reads), so neither
-//! the stores nor their callers deal with ciphertext. Everything else passes through.
+//! Endpoint signing secrets, header values and URL passwords, and inbox tokens and secrets,
+//! are sealed on their way in (`create_endpoint`, `update_endpoint`, `create_inbox`) and
+//! opened on their way out (`get_endpoint`, `list_endpoints`, `claim`, the inbox reads), so
+//! neither the stores nor their callers deal with ciphertext. (Inboxes are found by their
+//! token's hash, which is not sealed.) Everything else passes through.
 
 use std::sync::Arc;
 
@@ -31,6 +32,11 @@ fn header_aad(endpoint_id: &str, name: &str) -> String {
 /// Associated data of a URL's password.
 fn url_aad(endpoint_id: &str) -> String {
     format!("{endpoint_id}#url")
+}
+
+/// Associated data of an inbox's token.
+fn token_aad(inbox_id: &str) -> String {
+    format!("{inbox_id}#token")
 }
 
 /// A store whose endpoint secrets are sealed with `keys`.
@@ -102,6 +108,7 @@ impl SealedStore {
 
     fn seal_inbox(&self, inbox: &Inbox) -> Inbox {
         let mut sealed = inbox.clone();
+        sealed.token = self.keys.seal(&token_aad(&inbox.id), &inbox.token);
         sealed.secret = inbox
             .secret
             .as_deref()
@@ -110,14 +117,33 @@ impl SealedStore {
     }
 
     fn open_inbox(&self, mut inbox: Inbox) -> Result<Inbox> {
-        if let Some(secret) = &inbox.secret {
-            let plain = self
-                .keys
-                .open(&inbox.id, secret)
-                .map_err(|e| StoreError::Corrupt(format!("secret of inbox {}: {e}", inbox.id)))?;
-            inbox.secret = Some(plain);
-        }
+        let unreadable = |what: &str, e: crate::secrets::SecretsError| {
+            StoreError::Corrupt(format!("{what} of inbox {}: {e}", inbox.id))
+        };
+        let token = self
+            .keys
+            .open(&token_aad(&inbox.id), &inbox.token)
+            .map_err(|e| unreadable("token", e))?;
+        let secret = match &inbox.secret {
+            Some(secret) => Some(
+                self.keys
+                    .open(&inbox.id, secret)
+                    .map_err(|e| unreadable("secret", e))?,
+            ),
+            None => None,
+        };
+        inbox.token = token;
+        inbox.secret = secret;
         Ok(inbox)
+    }
+
+    /// Whether an inbox's token and secret are sealed with the current key.
+    fn inbox_is_current(&self, raw: &Inbox) -> bool {
+        self.keys.is_current(&raw.token)
+            && raw
+                .secret
+                .as_deref()
+                .is_none_or(|s| self.keys.is_current(s))
     }
 
     /// Rewrites every endpoint and inbox whose credentials are plaintext or sealed with an
@@ -160,14 +186,14 @@ impl SealedStore {
                 loop {
                     let inboxes = self.inner.list_inboxes(&tenant.id, &page).await?;
                     for raw in &inboxes {
-                        let stale = raw
-                            .secret
-                            .as_deref()
-                            .is_some_and(|s| !self.keys.is_current(s));
-                        if stale {
+                        if !self.inbox_is_current(raw) {
                             let plain = self.open_inbox(raw.clone())?;
                             if self
-                                .set_inbox_secret(&plain.id, plain.secret.as_deref())
+                                .set_inbox_credentials(
+                                    &plain.id,
+                                    &plain.token,
+                                    plain.secret.as_deref(),
+                                )
                                 .await?
                             {
                                 rewritten += 1;
@@ -446,16 +472,24 @@ impl OpsStore for SealedStore {
             .map(|i| self.open_inbox(i))
             .transpose()
     }
-    async fn find_inbox(&self, token: &str) -> Result<Option<Inbox>> {
+    async fn find_inbox(&self, token_hash: &str) -> Result<Option<Inbox>> {
         self.inner
-            .find_inbox(token)
+            .find_inbox(token_hash)
             .await?
             .map(|i| self.open_inbox(i))
             .transpose()
     }
-    async fn set_inbox_secret(&self, id: &str, secret: Option<&str>) -> Result<bool> {
-        let sealed = secret.map(|s| self.keys.seal(id, s));
-        self.inner.set_inbox_secret(id, sealed.as_deref()).await
+    async fn set_inbox_credentials(
+        &self,
+        id: &str,
+        token: &str,
+        secret: Option<&str>,
+    ) -> Result<bool> {
+        let token = self.keys.seal(&token_aad(id), token);
+        let secret = secret.map(|s| self.keys.seal(id, s));
+        self.inner
+            .set_inbox_credentials(id, &token, secret.as_deref())
+            .await
     }
     async fn delete_inbox(&self, tenant_id: &str, id: &str) -> Result<bool> {
         self.inner.delete_inbox(tenant_id, id).await

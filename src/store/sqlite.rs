@@ -129,12 +129,14 @@ impl SqliteStore {
         };
         let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), reader.clone(), ingest_rx));
-        Ok(Self {
+        let store = Self {
             writer,
             reader,
             ingest_tx,
             probe_check: Default::default(),
-        })
+        };
+        store.hash_inbox_tokens().await?;
+        Ok(store)
     }
 }
 

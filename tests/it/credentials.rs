@@ -209,9 +209,145 @@ async fn every_credential_is_sealed_and_lists_hide_header_values(backend: Backen
     app.stop().await;
 }
 
+/// Every text column of an inbox's row, as stored.
+async fn inbox_row(database_url: &str, id: &str) -> Vec<String> {
+    use sqlx::Row;
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        let row = sqlx::query("SELECT * FROM inboxes WHERE id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        (0..row.len())
+            .filter_map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
+            .collect()
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let row = sqlx::query("SELECT * FROM inboxes WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        (0..row.len())
+            .filter_map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
+            .collect()
+    }
+}
+
+/// Runs one statement on the database behind hookrelay's back.
+async fn execute(database_url: &str, sql: &str, id: &str) {
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        sqlx::query(&sql.replace('?', "$1"))
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+/// Posts to an inbox's URL and checks that the message is kept.
+async fn inbox_receives(app: &TestApp, inbox_id: &str, token: &str, probe: &str) {
+    let (s, r) = send(
+        app.http
+            .post(app.url(&format!("/inbox/{token}")))
+            .header("x-probe", probe)
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (s, messages) = app
+        .get(&format!("/v1/tenants/default/inboxes/{inbox_id}/messages"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{messages}");
+    assert!(
+        messages["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["headers"]["x-probe"] == probe),
+        "{messages}"
+    );
+}
+
+/// A new inbox's id and token.
+async fn new_inbox(app: &TestApp) -> (String, String) {
+    let (s, inbox) = app
+        .post("/v1/tenants/default/inboxes", serde_json::json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inbox}");
+    let path = inbox["path"].as_str().unwrap();
+    let token = path.strip_prefix("/inbox/").unwrap().to_owned();
+    (inbox["id"].as_str().unwrap().to_owned(), token)
+}
+
+async fn inbox_tokens_are_stored_hashed_and_sealed(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let db = app.database_url().to_owned();
+    // Created without a key; one as a row written before tokens were hashed.
+    let (old_id, old_token) = new_inbox(&app).await;
+    let (legacy_id, legacy_token) = new_inbox(&app).await;
+    execute(
+        &db,
+        "UPDATE inboxes SET token_hash = NULL WHERE id = ?",
+        &legacy_id,
+    )
+    .await;
+    // Without a key, the start gives it its hash: it receives at its URL again.
+    let app = app.restart().await;
+    inbox_receives(&app, &legacy_id, &legacy_token, "before-the-key").await;
+
+    // A start with a key: both still receive at their URL; the token is stored nowhere.
+    let app = app
+        .restart_with(|c| c.encryption_keys = vec![random_key()])
+        .await;
+    let (fresh_id, fresh_token) = new_inbox(&app).await;
+    for (id, token) in [
+        (&old_id, &old_token),
+        (&legacy_id, &legacy_token),
+        (&fresh_id, &fresh_token),
+    ] {
+        let row = inbox_row(&db, id).await;
+        assert!(row.len() >= 3, "{row:?}");
+        assert!(
+            row.iter().all(|v| !v.contains(token.as_str())),
+            "token {token} stored in {row:?}"
+        );
+        inbox_receives(&app, id, token, id).await;
+        // The API still shows where to send.
+        let (_, got) = app.get(&format!("/v1/tenants/default/inboxes/{id}")).await;
+        assert_eq!(got["path"], format!("/inbox/{token}"));
+    }
+    let (_, list) = app.get("/v1/tenants/default/inboxes").await;
+    let text = list.to_string();
+    for token in [&old_token, &legacy_token, &fresh_token] {
+        assert!(text.contains(&format!("/inbox/{token}")), "{text}");
+    }
+    // Anything else is unknown, including what is stored.
+    let stored_token = inbox_row(&db, &fresh_id).await;
+    for wrong in stored_token.iter().map(String::as_str).chain(["0123abcd"]) {
+        let (s, _) = send(
+            app.http
+                .post(app.url(&format!("/inbox/{}", wrong.replace('/', "%2F")))),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{wrong}");
+    }
+    app.stop().await;
+}
+
 crate::both_stores!(
     a_configured_admin_token_revokes_the_generated_one,
     every_credential_is_sealed_and_lists_hide_header_values,
+    inbox_tokens_are_stored_hashed_and_sealed,
 );
 
 #[cfg(unix)]
