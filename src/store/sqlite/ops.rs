@@ -16,7 +16,7 @@ use crate::store::{
 };
 
 impl SqliteStore {
-    /// Gives inboxes written before tokens were hashed (migration 0030) their token hash;
+    /// Gives inboxes written before tokens were hashed (migration 0031) their token hash;
     /// their token is still plaintext then. Returns how many were hashed.
     pub(super) async fn hash_inbox_tokens(&self) -> Result<u64> {
         let rows: Vec<(String, String)> =
