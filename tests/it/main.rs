@@ -7,6 +7,7 @@ mod controls;
 mod crash;
 mod delivery;
 mod destinations;
+mod fairness;
 mod faults;
 mod helpers;
 mod ops;
