@@ -87,4 +87,41 @@ async fn a_slow_backlog_does_not_starve_another_tenant(backend: Backend) {
     app.stop().await;
 }
 
-crate::both_stores!(a_slow_backlog_does_not_starve_another_tenant);
+/// A tenant cannot park deliveries for longer than 30 days: `deliver_at` further ahead is
+/// refused, naming the limit, and stores nothing.
+async fn deliver_at_is_bounded(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let r = Receiver::ok().await;
+    app.endpoint(json!({ "url": r.url })).await;
+    let far = chrono::Utc::now() + chrono::Duration::days(31);
+    let (s, b) = app
+        .post(
+            "/v1/tenants/default/events",
+            json!({"type": "fair.later", "data": {}, "deliver_at": far}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deliver_at is more than 30 days ahead"),
+        "{b}"
+    );
+    let (_, events) = app.get("/v1/tenants/default/events").await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 0, "{events}");
+    let near = chrono::Utc::now() + chrono::Duration::days(29);
+    let (s, b) = app
+        .post(
+            "/v1/tenants/default/events",
+            json!({"type": "fair.later", "data": {}, "deliver_at": near}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    app.stop().await;
+}
+
+crate::both_stores!(
+    a_slow_backlog_does_not_starve_another_tenant,
+    deliver_at_is_bounded
+);
