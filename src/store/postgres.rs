@@ -1272,6 +1272,9 @@ impl Store for PostgresStore {
         }
         // Fair between tenants (see the SQLite store): each tenant's first few due deliveries
         // from the per-tenant index (none read for a tenant with no room), round-robin.
+        // The row comparison and the ORDER BY name only that index: with the tenant an
+        // outer value the planner cannot see how few rows a quiet tenant has, and would
+        // otherwise walk the global due index, i.e. the whole backlog, once per tenant.
         let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
         let per_tenant = i64::from(share.per_tenant(limit));
         let (room_tenants, room) = share.room(limit);
@@ -1279,7 +1282,7 @@ impl Store for PostgresStore {
             "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), lease_id = $2 \
              WHERE id IN ( \
                SELECT c.id FROM ( \
-                 SELECT x.id, x.next_attempt_at, row_number() OVER \
+                 SELECT x.id, x.next_attempt_at, r.room, row_number() OVER \
                    (PARTITION BY r.id ORDER BY x.next_attempt_at) AS rn \
                  FROM (SELECT t.id, coalesce(g.room, $4) AS room FROM tenants t \
                        LEFT JOIN unnest($5::text[], $6::int8[]) AS g(tenant_id, room) \
@@ -1288,12 +1291,12 @@ impl Store for PostgresStore {
                    SELECT d.id, d.next_attempt_at FROM deliveries d \
                    JOIN endpoints e ON e.id = d.endpoint_id \
                    WHERE d.tenant_id = r.id AND d.status = 'pending' \
-                     AND d.next_attempt_at <= to_timestamp($3 / 1000.0) \
+                     AND (d.tenant_id, d.next_attempt_at) <= (r.id, to_timestamp($3 / 1000.0)) \
                      AND e.enabled AND e.breaker_state = 'closed' AND {IN_ORDER} \
-                   ORDER BY d.next_attempt_at LIMIT r.room \
+                   ORDER BY d.tenant_id, d.next_attempt_at LIMIT $4 \
                    FOR UPDATE OF d SKIP LOCKED) x \
                  WHERE r.room > 0) c \
-               ORDER BY c.rn, c.next_attempt_at LIMIT $7) \
+               WHERE c.rn <= c.room ORDER BY c.rn, c.next_attempt_at LIMIT $7) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(ms(lease_until))
