@@ -128,6 +128,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY")]
     pub endpoint_concurrency: Option<usize>,
 
+    /// Deliveries in flight at once for one tenant, per process: a tenant with slow
+    /// endpoints cannot take every slot. [default: three quarters of --concurrency]
+    #[arg(long, env = "HOOKRELAY_TENANT_CONCURRENCY")]
+    pub tenant_concurrency: Option<usize>,
+
     /// Timeout of one HTTP delivery attempt. [default: 30s]
     #[arg(long, env = "HOOKRELAY_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
@@ -249,6 +254,7 @@ struct FileConfig {
     retry_max_delay: Option<Duration>,
     concurrency: Option<usize>,
     endpoint_concurrency: Option<usize>,
+    tenant_concurrency: Option<usize>,
     #[serde(default, with = "humantime_opt")]
     request_timeout: Option<Duration>,
     #[serde(default, with = "humantime_opt")]
@@ -298,6 +304,9 @@ pub struct DispatchConfig {
     pub concurrency: usize,
     /// Most deliveries in flight to one endpoint.
     pub endpoint_concurrency: usize,
+    /// Most deliveries in flight for one tenant; `None`: three quarters of `concurrency` (see
+    /// [`DispatchConfig::tenant_limit`]).
+    pub tenant_concurrency: Option<usize>,
     /// Deliveries claimed per store round trip.
     pub batch_size: usize,
     pub lease: Duration,
@@ -307,6 +316,18 @@ pub struct DispatchConfig {
     /// `host:port` of a Pub/Sub emulator: from `PUBSUB_EMULATOR_HOST`, as Google's clients
     /// read it; `pubsub://` destinations then go there, without credentials.
     pub pubsub_emulator_host: Option<String>,
+}
+
+impl DispatchConfig {
+    /// Most deliveries in flight for one tenant in this process: `tenant_concurrency`, or
+    /// three quarters of `concurrency` (rounded up: above the default `endpoint_concurrency`,
+    /// half, so one slow endpoint does not take its tenant's every slot either), never more
+    /// than `concurrency`.
+    pub fn tenant_limit(&self) -> usize {
+        self.tenant_concurrency
+            .unwrap_or((self.concurrency.saturating_mul(3)).div_ceil(4))
+            .clamp(1, self.concurrency.max(1))
+    }
 }
 
 /// Fully resolved configuration of a server process. Its `Debug` output hides the admin
@@ -401,6 +422,7 @@ impl Default for Config {
             dispatch: DispatchConfig {
                 concurrency: 256,
                 endpoint_concurrency: 128,
+                tenant_concurrency: None,
                 batch_size: 256,
                 lease: Duration::from_secs(90),
                 poll_interval: Duration::from_secs(5),
@@ -497,6 +519,7 @@ impl Config {
                     .endpoint_concurrency
                     .or(file.endpoint_concurrency)
                     .unwrap_or(d.dispatch.endpoint_concurrency),
+                tenant_concurrency: args.tenant_concurrency.or(file.tenant_concurrency),
                 batch_size: d.dispatch.batch_size,
                 lease: args.lease.or(file.lease).unwrap_or(d.dispatch.lease),
                 poll_interval: args
@@ -546,7 +569,10 @@ impl Config {
         if !(1..=1000).contains(&self.database_pool_size) {
             return invalid("database_pool_size", "must be between 1 and 1000");
         }
-        if self.dispatch.concurrency == 0 || self.dispatch.endpoint_concurrency == 0 {
+        if self.dispatch.concurrency == 0
+            || self.dispatch.endpoint_concurrency == 0
+            || self.dispatch.tenant_concurrency == Some(0)
+        {
             return invalid("concurrency", "must be at least 1");
         }
         if self.max_body_bytes < 1024 {
@@ -697,6 +723,29 @@ mod tests {
                 alert_failure_rate: Some(150.0),
                 ..Default::default()
             },
+            ..Default::default()
+        };
+        assert!(Config::resolve(args, None).is_err());
+    }
+
+    #[test]
+    fn tenant_concurrency_defaults_to_three_quarters_and_comes_from_the_file() {
+        let c = Config::resolve(
+            ServeArgs {
+                concurrency: Some(8),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.tenant_limit(), 6);
+        assert_eq!(Config::default().dispatch.tenant_limit(), 192);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "tenant_concurrency = 3").unwrap();
+        let c = Config::resolve(ServeArgs::default(), Some(file.path())).unwrap();
+        assert_eq!(c.dispatch.tenant_limit(), 3);
+        let args = ServeArgs {
+            tenant_concurrency: Some(0),
             ..Default::default()
         };
         assert!(Config::resolve(args, None).is_err());

@@ -189,6 +189,10 @@ pub fn validate(new: &NewEvent) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// How far ahead `deliver_at` may schedule an event: a tenant cannot park deliveries in
+/// the store for longer.
+pub const MAX_DELIVER_AT_DAYS: i64 = 30;
+
 /// Validates and stores an event for `tenant_id`, fanning it out; wakes the dispatcher.
 pub async fn ingest(
     store: &dyn Store,
@@ -200,6 +204,13 @@ pub async fn ingest(
 ) -> Result<Ingested, IngestError> {
     validate(&new)?;
     let now = domain::now();
+    if let Some(at) = new.deliver_at {
+        if at > now + chrono::Duration::days(MAX_DELIVER_AT_DAYS) {
+            return Err(IngestError::Invalid(format!(
+                "deliver_at is more than {MAX_DELIVER_AT_DAYS} days ahead, the most allowed"
+            )));
+        }
+    }
     let event = Event {
         id: new_id_at(prefix::EVENT, now),
         tenant_id: tenant_id.to_owned(),

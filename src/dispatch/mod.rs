@@ -18,7 +18,7 @@ use crate::{
     destinations::{Destination, SendError},
     domain::{self, new_id, Attempt, AttemptOutcome, BreakerPolicy, DeliveryStatus},
     ops::Ops,
-    store::{ops::MinuteStats, Claimed, Completion, Store},
+    store::{ops::MinuteStats, Claimed, Completion, Store, TenantShare},
 };
 
 pub mod retry;
@@ -81,7 +81,7 @@ impl Dispatcher {
             done_rx,
         ));
         let mut store_errors = 0u32;
-        let in_flight = InFlight::default();
+        let in_flight = InFlight::new(this.config.tenant_limit());
 
         while !*shutdown.borrow() {
             // Wait for a free slot before claiming: never lease more than can be sent.
@@ -95,6 +95,10 @@ impl Dispatcher {
             let lease_until =
                 now + chrono::Duration::from_std(this.config.lease).unwrap_or_default();
             let lease_id = new_id("lse");
+            // Tenants at their cap are left out of the claim: their backlog is not read, let
+            // alone leased and handed back.
+            let share = in_flight.share();
+            let capped = share.room.iter().any(|(_, n)| *n == 0);
             let claimed = match this
                 .store
                 .claim(
@@ -102,6 +106,7 @@ impl Dispatcher {
                     lease_until,
                     &lease_id,
                     u32::try_from(limit).unwrap_or(1),
+                    &share,
                 )
                 .instrument(tracing::info_span!("claim", limit, lease_id = %lease_id))
                 .await
@@ -139,7 +144,7 @@ impl Dispatcher {
                 };
                 let this = this.clone();
                 let done = done_tx.clone();
-                let slot = in_flight.enter(&c.endpoint.id);
+                let slot = in_flight.enter(&c.endpoint.id, &c.delivery.tenant_id);
                 tokio::spawn(async move {
                     let completion = this.deliver(c).await;
                     drop(slot);
@@ -152,7 +157,7 @@ impl Dispatcher {
             if got >= limit {
                 continue; // more may be due right now
             }
-            this.idle(&mut shutdown).await;
+            this.idle(&mut shutdown, &in_flight, capped).await;
         }
 
         // Let in-flight deliveries finish and their results reach the store.
@@ -227,7 +232,9 @@ impl Dispatcher {
     }
 
     /// Sleeps until woken, until the earliest pending delivery is due, or the poll interval.
-    async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
+    /// With a tenant at its cap (`capped`), what is due now may be only that tenant's
+    /// backlog: a slot of a capped tenant coming free wakes the loop instead of a fast poll.
+    async fn idle(&self, shutdown: &mut watch::Receiver<bool>, in_flight: &InFlight, capped: bool) {
         let mut wait = self.config.poll_interval;
         let horizon = Utc::now() + to_chrono(wait);
         if let Ok(Some(due)) = self.store.next_due(horizon).await {
@@ -235,11 +242,13 @@ impl Dispatcher {
             wait = wait.min(until);
         }
         if wait.is_zero() {
-            // Due now but nothing was claimable (all leased): avoid a hot loop.
-            wait = Duration::from_millis(20);
+            // Due now but nothing was claimable (all leased, or of capped tenants): avoid a
+            // hot loop.
+            wait = Duration::from_millis(if capped { 250 } else { 20 });
         }
         tokio::select! {
             _ = self.waker.woken() => {}
+            _ = in_flight.freed() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
@@ -419,43 +428,110 @@ pub async fn attempt(
     .await
 }
 
-/// Deliveries in flight per endpoint in this process.
-#[derive(Default, Clone)]
-struct InFlight(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+/// Deliveries in flight per endpoint and per tenant in this process.
+#[derive(Clone)]
+struct InFlight(Arc<InFlightState>);
 
-/// One delivery in flight; leaving drops the count.
+struct InFlightState {
+    counts: std::sync::Mutex<Counts>,
+    /// Most deliveries in flight for one tenant.
+    tenant_limit: usize,
+    /// Signalled when a tenant at its cap gets a slot back.
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Counts {
+    endpoints: HashMap<String, usize>,
+    tenants: HashMap<String, usize>,
+}
+
+/// One delivery in flight; leaving drops the counts.
 struct Slot {
     in_flight: InFlight,
     endpoint_id: String,
+    tenant_id: String,
 }
 
 impl InFlight {
+    fn new(tenant_limit: usize) -> Self {
+        Self(Arc::new(InFlightState {
+            counts: Default::default(),
+            tenant_limit,
+            freed: tokio::sync::Notify::new(),
+        }))
+    }
+
     fn count(&self, endpoint_id: &str) -> usize {
         self.0
+            .counts
             .lock()
-            .map(|m| m.get(endpoint_id).copied().unwrap_or(0))
+            .map(|m| m.endpoints.get(endpoint_id).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
-    fn enter(&self, endpoint_id: &str) -> Slot {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(endpoint_id.to_owned()).or_default() += 1;
+    /// What the next claim may take of each tenant: up to the cap, less what is in flight.
+    fn share(&self) -> TenantShare {
+        let limit = self.0.tenant_limit;
+        let room = self
+            .0
+            .counts
+            .lock()
+            .map(|m| {
+                m.tenants
+                    .iter()
+                    .map(|(t, n)| {
+                        let left = limit.saturating_sub(*n);
+                        (t.clone(), u32::try_from(left).unwrap_or(u32::MAX))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        TenantShare {
+            per_tenant: u32::try_from(limit).unwrap_or(u32::MAX),
+            room,
+        }
+    }
+
+    /// Resolves when a slot of a tenant at its cap comes free (or one already did since the
+    /// last call).
+    async fn freed(&self) {
+        self.0.freed.notified().await
+    }
+
+    fn enter(&self, endpoint_id: &str, tenant_id: &str) -> Slot {
+        if let Ok(mut m) = self.0.counts.lock() {
+            *m.endpoints.entry(endpoint_id.to_owned()).or_default() += 1;
+            *m.tenants.entry(tenant_id.to_owned()).or_default() += 1;
         }
         Slot {
             in_flight: self.clone(),
             endpoint_id: endpoint_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
         }
     }
 }
 
+/// Takes one off `key`'s count; returns the count it had.
+fn leave(counts: &mut HashMap<String, usize>, key: &str) -> usize {
+    let Some(n) = counts.get_mut(key) else {
+        return 0;
+    };
+    let had = *n;
+    *n = n.saturating_sub(1);
+    if *n == 0 {
+        counts.remove(key);
+    }
+    had
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.in_flight.0.lock() {
-            if let Some(n) = m.get_mut(&self.endpoint_id) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&self.endpoint_id);
-                }
+        let state = &self.in_flight.0;
+        if let Ok(mut m) = state.counts.lock() {
+            leave(&mut m.endpoints, &self.endpoint_id);
+            if leave(&mut m.tenants, &self.tenant_id) >= state.tenant_limit {
+                state.freed.notify_one();
             }
         }
     }

@@ -187,6 +187,40 @@ pub struct Claimed {
     pub unreadable: Option<String>,
 }
 
+/// How one claim shares itself out between tenants, so that a tenant with a slow backlog
+/// cannot take every delivery slot: the claim takes at most `per_tenant` deliveries of each
+/// tenant (fewer for those in `room`), round-robin across tenants (each tenant's oldest due
+/// first, then each tenant's second, …).
+#[derive(Debug, Clone, Default)]
+pub struct TenantShare {
+    /// Most deliveries of one tenant in this claim (`0`: the claim's whole limit).
+    pub per_tenant: u32,
+    /// Tenants allowed fewer than `per_tenant` (they already have deliveries in flight):
+    /// `(tenant id, most)`. A tenant with `0` is skipped without reading its backlog.
+    pub room: Vec<(String, u32)>,
+}
+
+impl TenantShare {
+    /// The per-tenant bound of a claim of `limit`.
+    pub(crate) fn per_tenant(&self, limit: u32) -> u32 {
+        if self.per_tenant == 0 {
+            limit
+        } else {
+            self.per_tenant.min(limit)
+        }
+    }
+
+    /// The tenants with less room than `per_tenant(limit)`, and their room.
+    pub(crate) fn room(&self, limit: u32) -> (Vec<String>, Vec<i64>) {
+        let cap = self.per_tenant(limit);
+        self.room
+            .iter()
+            .filter(|(_, n)| *n < cap)
+            .map(|(t, n)| (t.clone(), i64::from(*n)))
+            .unzip()
+    }
+}
+
 /// The result of one attempt, to be written back.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -309,13 +343,15 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     /// one probe delivery of each endpoint whose open breaker's cool-down has passed (its
     /// breaker turns half-open until the probe's lease ends). Each is leased until
     /// `lease_until` (its `next_attempt_at` moves there, so an abandoned claim is due again
-    /// when the lease ends) under the token `lease_id`.
+    /// when the lease ends) under the token `lease_id`. The deliveries are shared out between
+    /// tenants as `share` says (probes are not counted against it).
     async fn claim(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         lease_id: &str,
         limit: u32,
+        share: &TenantShare,
     ) -> Result<Vec<Claimed>>;
     /// Writes the attempts and new states of a batch of deliveries in one transaction,
     /// and moves the endpoints' circuit breakers on (see [`crate::domain::Breaker::record`]),

@@ -39,7 +39,7 @@ use super::rows::{
 };
 use super::{
     endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
-    Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
+    Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::domain::{
     self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
@@ -1214,6 +1214,7 @@ impl Store for PostgresStore {
         lease_until: DateTime<Utc>,
         lease_id: &str,
         limit: u32,
+        share: &TenantShare,
     ) -> Result<Vec<Claimed>> {
         // One statement: rows that another process is claiming right now are skipped, not
         // waited for. The partial index on pending rows keeps this fast however long the
@@ -1279,20 +1280,41 @@ impl Store for PostgresStore {
             .map_err(db)?;
             claimed.extend(probe);
         }
+        // Fair between tenants (see the SQLite store): each tenant's first few due deliveries
+        // from the per-tenant index (none read for a tenant with no room), round-robin.
+        // The row comparison and the ORDER BY name only that index: with the tenant an
+        // outer value the planner cannot see how few rows a quiet tenant has, and would
+        // otherwise walk the global due index, i.e. the whole backlog, once per tenant.
         let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
+        let per_tenant = i64::from(share.per_tenant(limit));
+        let (room_tenants, room) = share.room(limit);
         let flowing: Vec<DeliveryRow> = sqlx::query_as(&format!(
             "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0), lease_id = $2 \
              WHERE id IN ( \
-               SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at <= to_timestamp($3 / 1000.0) \
-                 AND e.enabled AND e.breaker_state = 'closed' AND {IN_ORDER} \
-               ORDER BY d.next_attempt_at LIMIT $4 \
-               FOR UPDATE OF d SKIP LOCKED) \
+               SELECT c.id FROM ( \
+                 SELECT x.id, x.next_attempt_at, r.room, row_number() OVER \
+                   (PARTITION BY r.id ORDER BY x.next_attempt_at) AS rn \
+                 FROM (SELECT t.id, coalesce(g.room, $4) AS room FROM tenants t \
+                       LEFT JOIN unnest($5::text[], $6::int8[]) AS g(tenant_id, room) \
+                       ON g.tenant_id = t.id) r \
+                 CROSS JOIN LATERAL ( \
+                   SELECT d.id, d.next_attempt_at FROM deliveries d \
+                   JOIN endpoints e ON e.id = d.endpoint_id \
+                   WHERE d.tenant_id = r.id AND d.status = 'pending' \
+                     AND (d.tenant_id, d.next_attempt_at) <= (r.id, to_timestamp($3 / 1000.0)) \
+                     AND e.enabled AND e.breaker_state = 'closed' AND {IN_ORDER} \
+                   ORDER BY d.tenant_id, d.next_attempt_at LIMIT $4 \
+                   FOR UPDATE OF d SKIP LOCKED) x \
+                 WHERE r.room > 0) c \
+               WHERE c.rn <= c.room ORDER BY c.rn, c.next_attempt_at LIMIT $7) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(ms(lease_until))
         .bind(lease_id)
         .bind(ms(now))
+        .bind(per_tenant)
+        .bind(&room_tenants)
+        .bind(&room)
         .bind(rest)
         .fetch_all(&self.pool)
         .await
@@ -1761,7 +1783,12 @@ mod tests {
         let lease_until = now + chrono::Duration::seconds(60);
         let claims = futures::future::join_all((0..4).map(|i| {
             let lease = format!("lse_{i}");
-            async move { store.claim(now, lease_until, &lease, 60).await.unwrap() }
+            async move {
+                store
+                    .claim(now, lease_until, &lease, 60, &Default::default())
+                    .await
+                    .unwrap()
+            }
         }))
         .await;
         let mut seen = HashSet::new();
@@ -1785,7 +1812,10 @@ mod tests {
         tx.rollback().await.unwrap();
 
         // Leased rows are not due; the five that were locked are.
-        let rest = store.claim(now, lease_until, "lse_x", 500).await.unwrap();
+        let rest = store
+            .claim(now, lease_until, "lse_x", 500, &Default::default())
+            .await
+            .unwrap();
         let rest: HashSet<String> = rest.into_iter().map(|c| c.delivery.id).collect();
         let locked: HashSet<String> = locked.into_iter().map(|(id,)| id).collect();
         assert_eq!(rest, locked);
@@ -1806,14 +1836,26 @@ mod tests {
 
         let t0 = domain::now();
         let first = store
-            .claim(t0, t0 + chrono::Duration::milliseconds(1), "lse_old", 10)
+            .claim(
+                t0,
+                t0 + chrono::Duration::milliseconds(1),
+                "lse_old",
+                10,
+                &Default::default(),
+            )
             .await
             .unwrap();
         assert_eq!(first.len(), 1);
         // The first lease ran out: another dispatcher claims the delivery.
         let t1 = t0 + chrono::Duration::seconds(1);
         let second = store
-            .claim(t1, t1 + chrono::Duration::seconds(90), "lse_new", 10)
+            .claim(
+                t1,
+                t1 + chrono::Duration::seconds(90),
+                "lse_new",
+                10,
+                &Default::default(),
+            )
             .await
             .unwrap();
         assert_eq!(second.len(), 1);
@@ -1868,7 +1910,7 @@ mod tests {
         assert_eq!(store.next_due(far()).await.unwrap(), None);
         let later = t1 + chrono::Duration::hours(1);
         assert!(store
-            .claim(later, later, "lse_3", 10)
+            .claim(later, later, "lse_3", 10, &Default::default())
             .await
             .unwrap()
             .is_empty());
@@ -2097,7 +2139,13 @@ mod tests {
         // They are due now and claimable.
         let now = domain::now();
         let claimed = store
-            .claim(now, now + chrono::Duration::seconds(30), "lse_1", 100)
+            .claim(
+                now,
+                now + chrono::Duration::seconds(30),
+                "lse_1",
+                100,
+                &Default::default(),
+            )
             .await
             .unwrap();
         assert_eq!(claimed.len(), 5);
@@ -2147,7 +2195,13 @@ mod tests {
         woken(&waker, "delivery committed").await;
         let now = domain::now();
         let claimed = store
-            .claim(now, now + chrono::Duration::seconds(30), "lse_1", 10)
+            .claim(
+                now,
+                now + chrono::Duration::seconds(30),
+                "lse_1",
+                10,
+                &Default::default(),
+            )
             .await
             .unwrap();
         let mut done = completion(&claimed[0], DeliveryStatus::Failed, "lse_1");

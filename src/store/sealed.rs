@@ -17,7 +17,7 @@ use super::{
         PendingSummary,
     },
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
-    ReplayFilter, Result, Store, StoreError, TokenRecord,
+    ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::{
     domain::{Attempt, BreakerPolicy, Delivery, Endpoint, Event, EventType, Tenant},
@@ -354,8 +354,12 @@ impl Store for SealedStore {
         lease_until: DateTime<Utc>,
         lease_id: &str,
         limit: u32,
+        share: &TenantShare,
     ) -> Result<Vec<Claimed>> {
-        let claimed = self.inner.claim(now, lease_until, lease_id, limit).await?;
+        let claimed = self
+            .inner
+            .claim(now, lease_until, lease_id, limit, share)
+            .await?;
         let mut opened = Vec::with_capacity(claimed.len());
         for mut c in claimed {
             match self.open(c.endpoint.clone()) {

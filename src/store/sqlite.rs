@@ -26,7 +26,7 @@ use super::rows::{
 };
 use super::{
     endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
-    Ingested, Page, ReplayFilter, Result, Store, StoreError, TokenRecord,
+    Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::domain::{
     self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
@@ -960,6 +960,7 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         lease_id: &str,
         limit: u32,
+        share: &TenantShare,
     ) -> Result<Vec<Claimed>> {
         // Probes: endpoints whose open breaker has cooled down, with a delivery due, turn
         // half-open for the lease, and their next due delivery is claimed alone.
@@ -1014,18 +1015,36 @@ impl Store for SqliteStore {
             claimed.extend(probe);
         }
         // One statement, atomic on its own: the only work the claim puts on the writer.
+        // Fair between tenants: each tenant's first few due deliveries (read from the
+        // per-tenant index, so a tenant's backlog costs nothing to the others; a tenant with
+        // no room left is not read at all), then round-robin: every tenant's oldest, then
+        // every tenant's second, …
         let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
+        let per_tenant = i64::from(share.per_tenant(limit));
+        let (room_tenants, room) = share.room(limit);
         let flowing: Vec<DeliveryRow> = sqlx::query_as(&format!(
-            "UPDATE deliveries SET next_attempt_at = ?, lease_id = ? WHERE id IN ( \
-               SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
-               AND e.breaker_state = 'closed' AND {IN_ORDER} \
-               ORDER BY d.next_attempt_at LIMIT ?) \
+            "UPDATE deliveries SET next_attempt_at = ?1, lease_id = ?2 WHERE id IN ( \
+               SELECT id FROM ( \
+                 SELECT c.id, c.next_attempt_at, r.room, row_number() OVER \
+                   (PARTITION BY c.tenant_id ORDER BY c.next_attempt_at) AS rn \
+                 FROM (SELECT t.id, coalesce(x.room, ?4) AS room FROM tenants t \
+                       LEFT JOIN (SELECT a.value AS tenant_id, b.value AS room \
+                                  FROM json_each(?5) a JOIN json_each(?6) b ON a.key = b.key) x \
+                       ON x.tenant_id = t.id) r \
+                 JOIN deliveries c ON r.room > 0 AND c.id IN ( \
+                   SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                   WHERE d.tenant_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= ?3 \
+                   AND e.enabled = 1 AND e.breaker_state = 'closed' AND {IN_ORDER} \
+                   ORDER BY d.next_attempt_at LIMIT ?4)) \
+               WHERE rn <= room ORDER BY rn, next_attempt_at LIMIT ?7) \
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(ms(lease_until))
         .bind(lease_id)
         .bind(ms(now))
+        .bind(per_tenant)
+        .bind(to_json(&room_tenants)?)
+        .bind(to_json(&room)?)
         .bind(rest)
         .fetch_all(&self.writer)
         .await

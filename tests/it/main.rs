@@ -8,6 +8,7 @@ mod crash;
 mod credentials;
 mod delivery;
 mod destinations;
+mod fairness;
 mod faults;
 mod helpers;
 mod ops;

@@ -64,6 +64,7 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
             domain::now() + chrono::Duration::seconds(30),
             "lse_1",
             10,
+            &Default::default(),
         )
         .await
         .unwrap();
