@@ -31,7 +31,10 @@ async fn measure(store: &dyn Store) -> (f64, f64) {
     for _ in 0..ROUNDS {
         let now = domain::now();
         let started = Instant::now();
-        let got = store.claim(now, now, &new_id("lse"), BATCH).await.unwrap();
+        let got = store
+            .claim(now, now, &new_id("lse"), BATCH, &Default::default())
+            .await
+            .unwrap();
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(got.len(), BATCH as usize);
     }
