@@ -57,6 +57,8 @@ pub struct Inner {
     admin_hash: Option<[u8; 32]>,
     /// Dashboard sessions logged out and failed dashboard logins.
     pub ui_guard: crate::ui::guard::Guard,
+    /// Endpoint tests running now, per tenant (they send outside the dispatcher's slots).
+    pub endpoint_tests: ops::TestSlots,
 }
 
 impl std::ops::Deref for AppState {
@@ -85,6 +87,7 @@ impl AppState {
             ops,
             admin_hash,
             ui_guard: Default::default(),
+            endpoint_tests: Default::default(),
         }))
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::State,
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -111,6 +111,56 @@ async fn refresh_store_gauges(store: &dyn crate::store::Store, m: &crate::ops::m
     }
 }
 
+/// Most endpoint tests one tenant may run at once. A test sends at once, outside the
+/// dispatcher's concurrency limits, so this keeps one tenant from opening many outgoing
+/// requests at a time through them.
+pub const MAX_TESTS_PER_TENANT: usize = 4;
+
+/// Endpoint tests in flight, per tenant (in this process).
+#[derive(Default)]
+pub struct TestSlots(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One endpoint test in flight; dropping it frees the tenant's slot.
+pub struct TestSlot<'a> {
+    slots: &'a TestSlots,
+    tenant: String,
+}
+
+impl TestSlots {
+    /// Takes one of `tenant`'s test slots, or answers `429` when all are taken.
+    pub fn enter(&self, tenant: &str) -> Result<TestSlot<'_>, ApiError> {
+        let mut map = self.0.lock().map_err(|_| ApiError::internal())?;
+        let n = map.entry(tenant.to_owned()).or_default();
+        if *n >= MAX_TESTS_PER_TENANT {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_tests",
+                format!(
+                    "at most {MAX_TESTS_PER_TENANT} endpoint tests run at a time per tenant; wait for one to finish"
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(TestSlot {
+            slots: self,
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for TestSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.slots.0.lock() {
+            if let Some(n) = map.get_mut(&self.tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.tenant);
+                }
+            }
+        }
+    }
+}
+
 /// Optional body of an endpoint test.
 #[derive(Debug, Deserialize, ToSchema, Default)]
 pub struct TestRequest {
@@ -148,6 +198,7 @@ pub struct TestResult {
            ("traceparent" = Option<String>, Header, description = "W3C trace context")),
     request_body = Option<TestRequest>,
     responses((status = 200, body = TestResult), (status = 400, body = super::ErrorBody),
+              (status = 429, body = super::ErrorBody),
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test_endpoint(
@@ -159,6 +210,8 @@ pub async fn test_endpoint(
 ) -> Result<axum::Json<TestResult>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let req: TestRequest = super::optional_json(&body)?;
+    // Held until the attempt is written: a tenant's tests are few at a time.
+    let _slot = state.endpoint_tests.enter(&tenant)?;
     let endpoint = state
         .store
         .get_endpoint(&tenant, &id)

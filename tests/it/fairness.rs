@@ -125,3 +125,56 @@ crate::both_stores!(
     a_slow_backlog_does_not_starve_another_tenant,
     deliver_at_is_bounded
 );
+
+/// Endpoint tests send at once, outside the dispatcher's slots: a tenant runs at most a
+/// few at a time (the rest answer 429 and change nothing), and another tenant's test is
+/// not held up by them.
+#[tokio::test]
+async fn endpoint_tests_are_few_at_a_time_per_tenant() {
+    let app = spawn_app().await;
+    let slow = slow_receiver().await;
+    let fast = Receiver::ok().await;
+    tenant(&app, "busy").await;
+    tenant(&app, "calm").await;
+    let (_, busy_ep) = app
+        .post("/v1/tenants/busy/endpoints", json!({"url": slow.url}))
+        .await;
+    let (_, calm_ep) = app
+        .post("/v1/tenants/calm/endpoints", json!({"url": fast.url}))
+        .await;
+    let busy_test = format!(
+        "/v1/tenants/busy/endpoints/{}/test",
+        busy_ep["id"].as_str().unwrap()
+    );
+    let calm_test = format!(
+        "/v1/tenants/calm/endpoints/{}/test",
+        calm_ep["id"].as_str().unwrap()
+    );
+    let many = futures::future::join_all((0..6).map(|_| app.post(&busy_test, json!({}))));
+    let calm = async {
+        // Once the busy tenant's tests are under way.
+        slow.wait_for(1, Duration::from_secs(10)).await;
+        let started = Instant::now();
+        let (s, b) = app.post(&calm_test, json!({})).await;
+        (s, b, started.elapsed())
+    };
+    let (answers, (calm_status, calm_body, calm_took)) = tokio::join!(many, calm);
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(ok, 4, "{answers:?}");
+    assert_eq!(refused.len(), 2, "{answers:?}");
+    assert_eq!(refused[0].1["error"]["code"], "too_many_tests");
+    assert_eq!(calm_status, StatusCode::OK, "{calm_body}");
+    assert!(
+        calm_took < BOUND,
+        "the other tenant's test took {calm_took:?}"
+    );
+    assert_eq!(slow.count(), 4, "refused tests sent nothing");
+    // The slots come back.
+    let (s, b) = app.post(&busy_test, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    app.stop().await;
+}
