@@ -272,6 +272,30 @@ impl TestApp {
     }
 }
 
+/// Starts the hookrelay binary as `command` describes (its standard error is read here, its
+/// standard output dropped) and waits for the "hookrelay started" line; returns the child
+/// and the server's base URL.
+pub fn start_binary(mut command: std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hookrelay started") {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    (child, format!("http://{addr}"))
+}
+
 pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let resp = req.send().await.expect("request sent");
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();

@@ -952,34 +952,19 @@ async fn the_cli_follows_an_inbox_and_shows_health() {
 /// attempt span in the producer's trace, and the receiver gets that span as its parent.
 #[tokio::test]
 async fn spans_are_exported_over_otlp_and_the_receiver_joins_the_trace() {
-    use std::io::{BufRead, BufReader};
     let collector = Receiver::ok().await;
     let collector_base = collector.url.trim_end_matches("/hook").to_owned();
     let r = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("otlp.db").display());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
         .args(["--admin-token", ADMIN, "--allow-network", "127.0.0.0/8"])
         .env("RUST_LOG", "info")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_base)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hookrelay started") {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    let base = format!("http://{addr}");
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (mut child, base) = start_binary(command);
     let http = reqwest::Client::new();
     let (s, _) = send(
         http.post(format!("{base}/v1/tenants/default/endpoints"))

@@ -702,12 +702,12 @@ async fn ssrf_guard_follows_dns_changes() {
 /// name does not resolve at all, so only a proxy could deliver to it.
 #[tokio::test]
 async fn deliveries_ignore_proxies_from_the_environment() {
-    use std::io::{BufRead, BufReader};
     let proxy = Receiver::ok().await;
     let proxy_url = proxy.url.trim_end_matches("/hook").to_owned();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("proxy.db").display());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
         .args(["--admin-token", ADMIN])
         .env("RUST_LOG", "info")
@@ -716,23 +716,8 @@ async fn deliveries_ignore_proxies_from_the_environment() {
         .env("HTTPS_PROXY", &proxy_url)
         .env("ALL_PROXY", &proxy_url)
         .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hookrelay started") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    let base = format!("http://{addr}");
+        .env_remove("no_proxy");
+    let (mut child, base) = start_binary(command);
     // The test's own client must not use the proxy either.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let (s, b) = send(
