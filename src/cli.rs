@@ -58,13 +58,16 @@ pub enum Command {
 }
 
 /// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic (the function as
-/// first installed, then with the optional `traceparent` argument, then honouring routing).
+/// first installed, then with the optional `traceparent` argument, then honouring routing,
+/// then announcing its deliveries through the wake-up sequence instead of NOTIFY).
 pub const OUTBOX_SQL: &str = concat!(
     include_str!("../migrations/postgres/0002_dispatch_webhook.sql"),
     "\n",
     include_str!("../migrations/postgres/0006_dispatch_webhook_traceparent.sql"),
     "\n",
-    include_str!("../migrations/postgres/0021_dispatch_webhook_routing.sql")
+    include_str!("../migrations/postgres/0021_dispatch_webhook_routing.sql"),
+    "\n",
+    include_str!("../migrations/postgres/0033_dispatch_webhook_wake.sql")
 );
 
 /// Where the server is and how to authenticate.

@@ -2,14 +2,16 @@
 //!
 //! Unlike SQLite, Postgres has real concurrent writers, so nothing here is serialised in
 //! the process: dispatchers of every process claim due deliveries with one
-//! `UPDATE … FOR UPDATE SKIP LOCKED` statement under a lease; an ingest is two reads and
-//! one write statement (event and deliveries together, the idempotency race settled by the
-//! unique index); a batch of attempt results is one statement. No transaction spans more
-//! than one round trip except in the rare `delete_endpoint` and `retry_delivery`, so no
-//! lock is held while the process waits. A trigger on the deliveries table notifies
-//! channel [`WAKE_CHANNEL`] whenever pending deliveries are committed (by hookrelay or by
-//! the `dispatch_webhook` SQL function inside an application's transaction);
-//! [`Store::listen`] turns those notifications into wake-ups.
+//! `UPDATE … FOR UPDATE SKIP LOCKED` statement under a lease; concurrent ingests share one
+//! write statement (group commit, see [`ingest`]: events and deliveries together, the
+//! idempotency race settled by the unique index); a batch of attempt results is one
+//! statement. No transaction spans more than one round trip except in the rare
+//! `delete_endpoint` and `retry_delivery`, so no lock is held while the process waits.
+//! Every write that makes deliveries due (by hookrelay, or by the `dispatch_webhook` SQL
+//! function inside an application's transaction) draws a number from
+//! [`WAKE_SEQUENCE`]; [`Store::listen`] reads it every [`WAKE_PROBE_INTERVAL`] and turns
+//! its moves into wake-ups. NOTIFY is not used: its database-wide lock at commit would
+//! serialise the applications' commits.
 //!
 //! Times are `timestamptz` columns holding whole milliseconds. They cross the wire as
 //! epoch milliseconds (`to_timestamp($n / 1000.0)` in, `(extract(epoch FROM col) * 1000)::int8`
@@ -27,8 +29,8 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
-    PgConnection, PgPool, Postgres, QueryBuilder,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool, Postgres, QueryBuilder,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -57,18 +59,31 @@ macro_rules! ms_col {
     };
 }
 
-// After `ms_col!`, which it uses.
+// After `ms_col!`, which they use.
+mod ingest;
 mod ops;
 
-/// The channel on which committed deliveries (and manual retries, re-enabled endpoints)
-/// are announced to the dispatchers of every process.
-pub const WAKE_CHANNEL: &str = "hookrelay_wake";
+/// The sequence from which every write that makes deliveries due draws a number (new
+/// deliveries, from hookrelay's ingest or `dispatch_webhook()`; manual retries, replays,
+/// re-enabled endpoints), so that the waiting dispatchers of every process see it move.
+/// It replaces NOTIFY, whose database-wide lock at commit serialised the commits of the
+/// applications calling `dispatch_webhook()` (see migration 0032).
+pub const WAKE_SEQUENCE: &str = "hookrelay_wake_seq";
+
+/// How often each process reads [`WAKE_SEQUENCE`]: an idle dispatcher starts within this
+/// (plus one claim) of a commit in any process. One read costs a few microseconds of
+/// PostgreSQL's time: 100 reads a second per process.
+pub const WAKE_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long after a move of [`WAKE_SEQUENCE`] the probe keeps waking the dispatcher (at
+/// doubling gaps), for writers that commit a while after they drew their number.
+pub const WAKE_FOLLOW_UP: Duration = Duration::from_secs(2);
 
 /// How long a request waits for a free connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Longest pause between two attempts to re-establish the notification listener.
-const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause between two attempts to reconnect the wake-up probe.
+const PROBE_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often an ingest is re-run when a concurrent ingest with the same idempotency key
 /// won the race but its event cannot be read back (it was deleted in between).
@@ -77,9 +92,13 @@ const INGEST_RACE_RETRIES: usize = 3;
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
-    /// Dropping the store (and with it this sender) stops its notification listeners.
+    /// Dropping the store (and with it this sender) stops its wake-up probes.
     stop: watch::Sender<()>,
     probe_check: super::ProbeClock,
+    /// [`WAKE_FOLLOW_UP`]; tests that count wake-ups turn it off.
+    wake_follow_up: Duration,
+    /// Ingests on their way to the group commit (see [`ingest`]).
+    ingest_tx: tokio::sync::mpsc::Sender<ingest::IngestJob>,
 }
 
 impl PostgresStore {
@@ -99,283 +118,87 @@ impl PostgresStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let (stop, _) = watch::channel(());
         let store = Self {
+            ingest_tx: ingest::start(pool.clone()),
             pool,
             stop,
             probe_check: Default::default(),
+            wake_follow_up: WAKE_FOLLOW_UP,
         };
         store.hash_inbox_tokens().await?;
         Ok(store)
     }
-
-    /// One ingest: two reads and one write statement (atomic on its own) on one
-    /// connection. `None` when a concurrent ingest with the same idempotency key won the
-    /// race but its event is gone again: the caller runs the ingest again.
-    async fn try_ingest(
-        &self,
-        event: &Event,
-        default_max_attempts: u32,
-        check: &dyn DataCheck,
-    ) -> Result<Option<Ingested>> {
-        let refused = |e| ingest_error(e, &event.tenant_id);
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        // The tenant, an event already stored under the idempotency key, and the event
-        // type if it has a schema, in one round trip.
-        let head: Option<IngestHead> = sqlx::query_as(concat!(
-            "SELECT (SELECT e.id FROM events e WHERE e.tenant_id = t.id \
-                     AND e.idempotency_key = $3) AS existing_id, \
-                    et.name, et.description, et.schema::text AS schema, ",
-            ms_col!("et.created_at", "created_at"),
-            " FROM tenants t LEFT JOIN event_types et ON et.name = $2 \
-             WHERE t.id = $1"
-        ))
-        .bind(&event.tenant_id)
-        .bind(&event.event_type)
-        .bind(&event.idempotency_key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(refused)?;
-        let Some(head) = head else {
-            return Err(StoreError::UnknownTenant(event.tenant_id.clone()));
-        };
-        if let Some(id) = &head.existing_id {
-            let existing = load_event_with_deliveries(&mut conn, id).await?;
-            return Ok(existing.map(|(e, ds)| Ingested::Existing(e, ds)));
-        }
-        match (head.name, head.created_at) {
-            (Some(name), Some(created_at)) => {
-                let event_type = EventType::try_from(EventTypeRow {
-                    name,
-                    description: head.description,
-                    schema: head.schema,
-                    created_at,
-                })?;
-                check
-                    .check(&event_type, &event.data)
-                    .map_err(StoreError::InvalidData)?;
-            }
-            _ if !check.accepts_unknown_types() => {
-                return Err(StoreError::UnknownEventType(event.event_type.clone()));
-            }
-            _ => {}
-        }
-
-        // The tenant's endpoints as they are now: one that a create call returned before
-        // this ingest began is here.
-        let endpoints: Vec<Endpoint> = collect(
-            sqlx::query_as::<_, EndpointRow>(&format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND enabled"
-            ))
-            .bind(&event.tenant_id)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?,
-        )?;
-        let mut deliveries = domain::fan_out(event, &endpoints, default_max_attempts);
-
-        // The event and its deliveries in one statement, so in one transaction:
-        // - a concurrent ingest with the same idempotency key makes the event insert wait
-        //   for it; if it commits, nothing is inserted here and its event is the answer;
-        // - the endpoints are held (KEY SHARE, as a foreign key would) until commit, and
-        //   one deleted since it was read is left out: a deleted endpoint never gets a
-        //   delivery after `delete_endpoint` cancelled its pending ones;
-        // - a tenant deleted since it was read fails the event's foreign key.
-        let (inserted, delivery_ids): (i64, Vec<String>) = sqlx::query_as(
-            "WITH ev AS ( \
-               INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
-                                   traceparent, created_at, deliver_at) \
-               VALUES ($1, $2, $3, $4::json, $5, $6, $7, to_timestamp($8 / 1000.0), \
-                       to_timestamp($9 / 1000.0)) \
-               ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-               DO NOTHING \
-               RETURNING id \
-             ), targets AS ( \
-               SELECT d.* \
-               FROM ev, UNNEST($10::text[], $11::text[], $12::text[], $13::int8[], \
-                               $14::int8[], $15::int8[], $16::int8[], $17::int8[], \
-                               $18::text[], $19::bool[]) \
-                    AS d(id, endpoint_id, status, attempts, max_attempts, next_attempt_at, \
-                         created_at, updated_at, ordering_key, ordering_blocks) \
-                    JOIN endpoints e ON e.id = d.endpoint_id \
-               FOR KEY SHARE OF e \
-             ), dl AS ( \
-               INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
-                                       max_attempts, next_attempt_at, created_at, updated_at, \
-                                       ordering_key, ordering_blocks) \
-               SELECT t.id, $2, $1, t.endpoint_id, t.status, t.attempts, t.max_attempts, \
-                      to_timestamp(t.next_attempt_at / 1000.0), \
-                      to_timestamp(t.created_at / 1000.0), to_timestamp(t.updated_at / 1000.0), \
-                      t.ordering_key, t.ordering_blocks \
-               FROM targets t \
-               RETURNING id \
-             ) \
-             SELECT (SELECT count(*) FROM ev), ARRAY(SELECT id FROM dl)",
-        )
-        .bind(&event.id)
-        .bind(&event.tenant_id)
-        .bind(&event.event_type)
-        .bind(event.data.to_string())
-        .bind(&event.actor)
-        .bind(&event.idempotency_key)
-        .bind(&event.traceparent)
-        .bind(ms(event.created_at))
-        .bind(event.deliver_at.map(ms))
-        .bind(deliveries.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.endpoint_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| i64::from(d.attempts))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| i64::from(d.max_attempts))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.next_attempt_at.map(ms))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| ms(d.created_at))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| ms(d.updated_at))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.ordering_key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.ordering_blocks)
-                .collect::<Vec<_>>(),
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(refused)?;
-        if inserted > 0 {
-            if delivery_ids.len() < deliveries.len() {
-                let kept: HashSet<&str> = delivery_ids.iter().map(String::as_str).collect();
-                deliveries.retain(|d| kept.contains(d.id.as_str()));
-            }
-            return Ok(Some(Ingested::Created(event.clone(), deliveries)));
-        }
-
-        // Lost the idempotency race: the winner has committed; answer with its event.
-        let key = event.idempotency_key.as_deref().unwrap_or_default();
-        let id: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM events WHERE tenant_id = $1 AND idempotency_key = $2")
-                .bind(&event.tenant_id)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?;
-        let existing = match id {
-            Some((id,)) => load_event_with_deliveries(&mut conn, &id).await?,
-            None => None,
-        };
-        Ok(existing.map(|(e, ds)| Ingested::Existing(e, ds)))
-    }
 }
 
-/// An event and its deliveries (by id). The deliveries were committed with the event, so
-/// none is missing.
-async fn load_event_with_deliveries(
-    conn: &mut PgConnection,
-    id: &str,
-) -> Result<Option<(Event, Vec<Delivery>)>> {
-    let event: Option<EventRow> =
-        sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-    let Some(event) = event else {
-        return Ok(None);
-    };
-    let deliveries: Vec<DeliveryRow> = sqlx::query_as(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY id"
-    ))
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(Some((Event::try_from(event)?, collect(deliveries)?)))
-}
-
-/// Listens on [`WAKE_CHANNEL`] until `stop` is dropped, waking `waker` for every
-/// notification and after every (re)connection (notifications may have been missed while
-/// the connection was down).
-async fn listen_loop(pool: PgPool, waker: crate::wake::Waker, mut stop: watch::Receiver<()>) {
+/// Reads [`WAKE_SEQUENCE`] every [`WAKE_PROBE_INTERVAL`] until `stop` is dropped, waking
+/// `waker` when it has moved, and after every (re)connection (a move may have been missed
+/// while the connection was down).
+///
+/// The writer draws its number before it commits (inside `dispatch_webhook()`, or in the
+/// statement that commits hookrelay's own ingest), so the first claim after a move may not
+/// see the rows yet: the loop wakes again 10, 20, 40, … ms after a move, for up to
+/// `follow_up`, and the dispatcher's poll interval remains the backstop for a writer that
+/// commits later still. Nothing is lost either way: the deliveries table is the truth, and
+/// the sequence only says when to look.
+async fn wake_loop(
+    pool: PgPool,
+    waker: crate::wake::Waker,
+    follow_up: Duration,
+    mut stop: watch::Receiver<()>,
+) {
     let mut backoff = Duration::from_millis(100);
+    let mut last: Option<i64> = None;
+    // The next follow-up wake-up for the last move, and the gap after it.
+    let mut follow: Option<(tokio::time::Instant, Duration)> = None;
+    let mut tick = tokio::time::interval(WAKE_PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let session = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(WAKE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let connected = tokio::select! {
-            r = session => r,
+        tokio::select! {
+            _ = tick.tick() => {}
             _ = stop.changed() => return,
-        };
-        match connected {
-            Ok(mut listener) => {
+        }
+        let read: std::result::Result<i64, sqlx::Error> =
+            sqlx::query_scalar(WAKE_PROBE_SQL).fetch_one(&pool).await;
+        let now = tokio::time::Instant::now();
+        match read {
+            Ok(value) => {
                 backoff = Duration::from_millis(100);
-                waker.wake();
-                loop {
-                    let next = tokio::select! {
-                        n = listener.try_recv() => n,
-                        _ = stop.changed() => return,
-                    };
-                    match next {
-                        Ok(Some(_)) => waker.wake(),
-                        // The connection was lost and has been re-established.
-                        Ok(None) => {
-                            warn!("wake-up listener reconnected to PostgreSQL");
-                            waker.wake();
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "wake-up listener lost PostgreSQL; reconnecting");
-                            break;
-                        }
+                if last != Some(value) {
+                    if last.is_none() {
+                        debug!("wake-up probe connected to PostgreSQL");
+                    }
+                    last = Some(value);
+                    waker.wake();
+                    follow = (WAKE_PROBE_INTERVAL <= follow_up)
+                        .then_some((now + WAKE_PROBE_INTERVAL, WAKE_PROBE_INTERVAL));
+                } else if let Some((at, gap)) = follow {
+                    if now >= at {
+                        waker.wake();
+                        let gap = gap * 2;
+                        follow = (gap <= follow_up).then_some((now + gap, gap));
                     }
                 }
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "wake-up listener cannot reach PostgreSQL");
+                if last.take().is_some() {
+                    warn!(error = %e, "wake-up probe lost PostgreSQL; reconnecting");
+                } else {
+                    warn!(error = %e, retry_in = ?backoff, "wake-up probe cannot reach PostgreSQL");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(PROBE_MAX_BACKOFF);
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
     }
 }
+
+/// The probe's one statement: reading a sequence touches one page and takes no lock that
+/// anyone waits for.
+/// A fresh sequence reads 1 before and after its first draw; `is_called` tells them apart.
+const WAKE_PROBE_SQL: &str =
+    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM hookrelay_wake_seq";
 
 /// `url` without its password, for error messages.
 fn redact(url: &str) -> String {
@@ -472,15 +295,6 @@ fn has_nul(keys: &[&str]) -> bool {
 
 fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt(what, e))
-}
-
-#[derive(sqlx::FromRow)]
-struct IngestHead {
-    existing_id: Option<String>,
-    name: Option<String>,
-    description: Option<String>,
-    schema: Option<String>,
-    created_at: Option<i64>,
 }
 
 const TENANT_COLUMNS: &str = concat!("id, name, ", ms_col!("created_at"));
@@ -622,7 +436,7 @@ impl Store for PostgresStore {
             .filter(|s| **s != DeliveryStatus::Pending)
             .map(|s| s.as_str())
             .collect();
-        // The replayed rows wake the dispatchers of every process at commit.
+        // Replayed rows move the wake-up sequence for the dispatchers of every process.
         let done = sqlx::query(
             "WITH moved AS ( \
                UPDATE deliveries SET status = 'pending', \
@@ -638,7 +452,7 @@ impl Store for PostgresStore {
                  AND endpoint_id IN (SELECT id FROM endpoints) \
                  LIMIT $9 FOR UPDATE SKIP LOCKED) \
                RETURNING 1) \
-             SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify('hookrelay_wake', '') END \
+             SELECT count(*), CASE WHEN count(*) > 0 THEN nextval('hookrelay_wake_seq') END \
              FROM moved",
         )
         .bind(ms(now))
@@ -745,15 +559,23 @@ impl Store for PostgresStore {
     }
 
     async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
-        // A connection of its own, outside the pool: LISTEN holds it for good.
+        // A connection of its own, outside the pool: the probe never waits for a busy pool.
+        let options = (*self.pool.connect_options())
+            .clone()
+            .application_name("hookrelay-wake");
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .max_lifetime(None)
             .idle_timeout(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
-        tokio::spawn(listen_loop(pool, waker, self.stop.subscribe()));
+            .connect_lazy_with(options);
+        tokio::spawn(wake_loop(
+            pool,
+            waker,
+            self.wake_follow_up,
+            self.stop.subscribe(),
+        ));
         Ok(())
     }
 
@@ -986,7 +808,7 @@ impl Store for PostgresStore {
 
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
         // An enabled endpoint may have been re-enabled: its waiting deliveries are due, so
-        // the dispatchers of every process are woken (at commit).
+        // the wake-up sequence moves for the dispatchers of every process.
         let done = sqlx::query(
             "UPDATE endpoints SET url = $1, description = $2, event_types = $3::jsonb, \
              secret = $4, previous_secret = $5, \
@@ -1000,7 +822,7 @@ impl Store for PostgresStore {
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
              routing = $15 \
              WHERE tenant_id = $13 AND id = $14 \
-             RETURNING CASE WHEN enabled THEN pg_notify('hookrelay_wake', '') END",
+             RETURNING CASE WHEN enabled THEN nextval('hookrelay_wake_seq') END",
         )
         .bind(&ep.url)
         .bind(&ep.description)
@@ -1059,18 +881,16 @@ impl Store for PostgresStore {
         default_max_attempts: u32,
         check: Arc<dyn DataCheck>,
     ) -> Result<Ingested> {
-        for _ in 0..INGEST_RACE_RETRIES {
-            if let Some(done) = self
-                .try_ingest(&event, default_max_attempts, check.as_ref())
-                .await?
-            {
-                return Ok(done);
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "event with idempotency key {:?}",
-            event.idempotency_key.unwrap_or_default()
-        )))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = ingest::IngestJob {
+            event,
+            default_max_attempts,
+            check,
+            reply,
+        };
+        let stopped = || StoreError::Corrupt("the ingest writer stopped".into());
+        self.ingest_tx.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
@@ -1182,12 +1002,13 @@ impl Store for PostgresStore {
             return Ok(None);
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
-        // The delivery is due now: wake the dispatchers of every process (at commit).
+        // The delivery is due now: the wake-up sequence moves for the dispatchers of every
+        // process.
         sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = to_timestamp($1 / 1000.0), \
              lease_id = NULL, max_attempts = attempts + $2, updated_at = to_timestamp($1 / 1000.0) \
              WHERE tenant_id = $3 AND id = $4 AND status <> 'pending' \
-             RETURNING pg_notify('hookrelay_wake', '')",
+             RETURNING nextval('hookrelay_wake_seq')",
         )
         .bind(ms(now))
         .bind(i64::from(extra_attempts))
@@ -2066,12 +1887,19 @@ mod tests {
         .unwrap();
         tx.rollback().await.unwrap();
         assert!(store.get_event("default", &gone).await.unwrap().is_none());
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), waker.woken())
-                .await
-                .is_err(),
-            "a rolled-back event woke a dispatcher"
-        );
+        // The wake-up sequence is not transactional: a rollback may wake a dispatcher,
+        // whose claim then finds nothing.
+        let now = domain::now();
+        let claimed = store
+            .claim(now, far(), "lse_0", 10, &Default::default())
+            .await
+            .unwrap();
+        assert!(claimed.is_empty(), "a rolled-back event was claimed");
+        // Let the wake-ups of the rollback's move run out, so the next one is the commit's.
+        while tokio::time::timeout(Duration::from_millis(2500), waker.woken())
+            .await
+            .is_ok()
+        {}
 
         // Committed: the event and one delivery per matching endpoint, and a wake-up.
         let mut tx = app.begin().await.unwrap();
@@ -2170,7 +1998,9 @@ mod tests {
 
     #[tokio::test]
     async fn retries_re_enabled_endpoints_and_lost_connections_wake_dispatchers() {
-        let db = TestDb::new().await;
+        let mut db = TestDb::new().await;
+        // Only the moves themselves wake: each wake-up below has the cause it names.
+        db.store.wake_follow_up = Duration::ZERO;
         let store = &db.store;
         let mut ep = endpoint("default", &[]);
         ep.enabled = false;
@@ -2222,19 +2052,78 @@ mod tests {
             .unwrap();
         woken(&waker, "manual retry").await;
 
-        // The listener's connection is killed: it comes back, wakes (a notification may
-        // have been missed), and hears the next commit.
+        // Nothing moved: no wake-up.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), waker.woken())
+                .await
+                .is_err(),
+            "woken without a cause"
+        );
+
+        // The probe's connection is killed: it comes back and sees the next commit (a move
+        // while it was away would show too: the sequence keeps its value).
         let killed: (i64,) = sqlx::query_as(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN%') k",
+             WHERE datname = current_database() AND application_name = 'hookrelay-wake') k",
         )
         .fetch_one(&store.pool)
         .await
         .unwrap();
         assert_eq!(killed.0, 1);
-        woken(&waker, "reconnected").await;
         ingest(store, event("default", "a.b", None)).await.unwrap();
         woken(&waker, "commit after the reconnection").await;
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_webhook_committed_after_its_wake_up_is_seen_by_a_follow_up() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        store
+            .create_endpoint(&endpoint("default", &[]), u32::MAX)
+            .await
+            .unwrap();
+        let waker = Waker::default();
+        store.listen(waker.clone()).await.unwrap();
+        woken(&waker, "first connection").await;
+        // Let the follow-ups of the first connection run out.
+        while tokio::time::timeout(Duration::from_millis(2500), waker.woken())
+            .await
+            .is_ok()
+        {}
+
+        // The application's transaction draws its number, then commits 300 ms later.
+        let mut app = db.connection().await;
+        let mut tx = sqlx::Connection::begin(&mut app).await.unwrap();
+        sqlx::query("SELECT dispatch_webhook('a.b', '{}')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        woken(&waker, "the sequence moved").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.commit().await.unwrap();
+        let committed = tokio::time::Instant::now();
+        // A claim when woken now finds the delivery, well before the poll interval.
+        loop {
+            woken(&waker, "a follow-up after the commit").await;
+            let now = domain::now();
+            let claimed = store
+                .claim(
+                    now,
+                    now + chrono::Duration::seconds(30),
+                    "lse_1",
+                    10,
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            if !claimed.is_empty() {
+                break;
+            }
+            assert!(
+                committed.elapsed() < Duration::from_secs(2),
+                "no wake-up found the committed delivery"
+            );
+        }
     }
 
     #[tokio::test]
