@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -28,7 +27,7 @@ use axum::{http::StatusCode, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::{create_endpoint, produce, TOKEN};
+use common::{create_endpoint, produce, start_hookrelay, TOKEN};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -321,26 +320,7 @@ async fn prepare(kind: &str) -> (String, Vec<(String, String)>, Vec<Killed>, Cle
 
 /// Starts `hookrelay serve`; returns the child and its base URL.
 fn start(db: &str, env: &[(String, String)]) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
-        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hookrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hookrelay started") {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (child, addr) = start_hookrelay(db, "all", env);
     (Killed(child), format!("http://{addr}"))
 }
 

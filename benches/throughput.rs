@@ -10,12 +10,12 @@
 //! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate
 //! and the delivery rate (events per second from the first post to the last receipt).
 //! Phase 2 posts at a fixed rate and reports end-to-end latency (post sent → request
-//! received) percentiles.
+//! received) percentiles. At the end, the number of deliveries received more than once
+//! (by `webhook-id`): with every process healthy it must be 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -27,17 +27,29 @@ use axum::{body::Bytes, extract::State, http::StatusCode, Router};
 use serde_json::json;
 
 mod common;
-use common::{create_endpoint, produce, TOKEN};
+use common::{create_endpoint, produce, start_hookrelay, TOKEN};
 
 struct Sink {
     count: AtomicUsize,
+    /// Every `webhook-id` received: one seen twice is a duplicate delivery.
+    ids: Mutex<std::collections::HashSet<String>>,
+    duplicates: AtomicUsize,
     base: Instant,
     /// (sent_at offset from `base`, received at offset) in microseconds.
     latencies: Mutex<Vec<u64>>,
 }
 
-async fn receive(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
+async fn receive(
+    State(sink): State<Arc<Sink>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let now = sink.base.elapsed().as_micros() as u64;
+    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+        if !sink.ids.lock().unwrap().insert(id.to_owned()) {
+            sink.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
         if let Some(sent) = v["data"]["sent_us"].as_u64() {
             sink.latencies
@@ -74,6 +86,8 @@ async fn main() {
 
     let sink = Arc::new(Sink {
         count: AtomicUsize::new(0),
+        ids: Mutex::new(Default::default()),
+        duplicates: AtomicUsize::new(0),
         base: Instant::now(),
         latencies: Mutex::new(Vec::new()),
     });
@@ -181,6 +195,10 @@ async fn main() {
         percentile(&lat, 0.99),
         percentile(&lat, 1.0)
     );
+    println!(
+        "duplicates: {} deliveries received more than once",
+        sink.duplicates.load(Ordering::Relaxed)
+    );
     for c in others.iter_mut().chain(std::iter::once(&mut first)) {
         let _ = c.kill();
         let _ = c.wait();
@@ -201,36 +219,7 @@ async fn admin_sql(server: &str, sql: &str) {
 /// Starts `hookrelay serve` with `role`; returns the child and, when it serves the API,
 /// its base URL.
 fn start(db: &str, role: &str) -> (Child, Option<String>) {
-    // BENCH_BINARY runs another build (e.g. the previous commit's) for a side-by-side run.
-    let binary = std::env::var("BENCH_BINARY")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookrelay").to_owned());
-    let mut child = Command::new(binary)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            db,
-            "--role",
-            role,
-        ])
-        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
-        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hookrelay");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hookrelay started") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (child, addr) = start_hookrelay(db, role, &[]);
     let base = (role != "dispatcher").then(|| format!("http://{addr}"));
     (child, base)
 }

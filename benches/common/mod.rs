@@ -1,8 +1,15 @@
 //! Load generation shared by the benches that drive a running hookrelay over HTTP.
+// Each bench compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use serde_json::{json, Value};
@@ -54,4 +61,35 @@ pub async fn produce(
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// Starts `hookrelay serve` on `db` with `role` (`all`, `api` or `dispatcher`) and the
+/// extra environment `env`, and returns the child with the address it listens on, once it
+/// has started. BENCH_BINARY runs another build (e.g. the previous commit's) for a
+/// side-by-side run.
+pub fn start_hookrelay(db: &str, role: &str, env: &[(String, String)]) -> (Child, String) {
+    let binary = std::env::var("BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookrelay").to_owned());
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .args(["--role", role])
+        .args(["--admin-token", TOKEN, "--allow-network", "127.0.0.0/8"])
+        .env("RUST_LOG", "info,hookrelay::dispatch=warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hookrelay");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hookrelay started") {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    (child, addr)
 }
