@@ -1,7 +1,10 @@
 //! Claim latency with an empty history versus 1,000,000 finished deliveries, on SQLite and
-//! PostgreSQL: the partial index on pending deliveries should keep it flat.
+//! PostgreSQL: the partial index on pending deliveries should keep it flat. Then with a held
+//! backlog as well: pending deliveries, due and older than every other, that no claim may
+//! take (those of a disabled endpoint, and those of an ordering key behind a failed head).
 //!
-//! `cargo bench --bench claim` (env: CLAIM_FINISHED, default 1000000; CLAIM_POSTGRES, default
+//! `cargo bench --bench claim` (env: CLAIM_FINISHED, default 1000000; CLAIM_HELD, held
+//! deliveries of each kind, default 100000; CLAIM_POSTGRES, default
 //! postgres://postgres@127.0.0.1:5432).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,13 +45,22 @@ async fn measure(store: &dyn Store) -> (f64, f64) {
     (times[ROUNDS / 2], times[ROUNDS * 99 / 100])
 }
 
-async fn setup(store: &dyn Store) -> String {
-    let endpoint = Endpoint::new(
-        "default",
-        "http://127.0.0.1:9/",
-        hookrelay::signing::generate_secret(),
-    );
-    store.create_endpoint(&endpoint, u32::MAX).await.unwrap();
+/// Ids of the flowing endpoint, the last event, a disabled endpoint and an ordered one.
+async fn setup(store: &dyn Store) -> [String; 4] {
+    let new = || {
+        Endpoint::new(
+            "default",
+            "http://127.0.0.1:9/",
+            hookrelay::signing::generate_secret(),
+        )
+    };
+    let endpoint = new();
+    let mut disabled = new();
+    disabled.enabled = false;
+    let ordered = new();
+    for ep in [&endpoint, &disabled, &ordered] {
+        store.create_endpoint(ep, u32::MAX).await.unwrap();
+    }
     let mut last = String::new();
     for i in 0..PENDING {
         let event = Event {
@@ -65,33 +77,48 @@ async fn setup(store: &dyn Store) -> String {
         last = event.id.clone();
         store.ingest(event, 15, Arc::new(NoCheck)).await.unwrap();
     }
-    format!("{}|{last}", endpoint.id)
+    // The ordered endpoint subscribes to nothing that was ingested: its rows come below.
+    [endpoint.id, last, disabled.id, ordered.id]
 }
 
-async fn run(name: &str, url: &str, fill: &dyn Fn(String) -> String, finished: usize) {
-    let store = store::connect(url, 10).await.unwrap();
-    let ids = setup(store.as_ref()).await;
-    let (empty_p50, empty_p99) = measure(store.as_ref()).await;
-    let (endpoint, event) = ids.split_once('|').unwrap();
-    let sql = fill(format!("'{endpoint}'|'{event}'"));
-    let started = Instant::now();
+/// Runs `sql` on the database at `url`, then refreshes PostgreSQL's statistics.
+async fn execute(url: &str, sql: &str) {
     if url.starts_with("sqlite") {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
     } else {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query(&sql).execute(&mut c).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
         sqlx::query("ANALYZE deliveries")
             .execute(&mut c)
             .await
             .unwrap();
     }
+}
+
+/// SQL text for a fill: the ids of [`setup`] as quoted literals.
+type Fill = dyn Fn(&[String; 4]) -> String;
+
+async fn run(name: &str, url: &str, fill: &Fill, hold: &Fill, finished: usize, held: usize) {
+    let store = store::connect(url, 10).await.unwrap();
+    let ids = setup(store.as_ref()).await;
+    let quoted = ids.clone().map(|id| format!("'{id}'"));
+    let (empty_p50, empty_p99) = measure(store.as_ref()).await;
+    let started = Instant::now();
+    execute(url, &fill(&quoted)).await;
     let fill_secs = started.elapsed().as_secs_f64();
     let (full_p50, full_p99) = measure(store.as_ref()).await;
     println!(
         "{name}: claim of {BATCH} among {PENDING} pending: empty history p50 {empty_p50:.2} ms p99 {empty_p99:.2} ms; \
          with {finished} finished p50 {full_p50:.2} ms p99 {full_p99:.2} ms (ratio p50 {:.2}; fill took {fill_secs:.0} s)",
         full_p50 / empty_p50
+    );
+    execute(url, &hold(&quoted)).await;
+    let (held_p50, held_p99) = measure(store.as_ref()).await;
+    println!(
+        "{name}: and {held} held for a disabled endpoint + {held} behind a failed ordered head: \
+         p50 {held_p50:.2} ms p99 {held_p99:.2} ms (ratio to empty p50 {:.2})",
+        held_p50 / empty_p50
     );
 }
 
@@ -101,10 +128,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let held: usize = std::env::var("CLAIM_HELD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("claim.db").display());
-    let sqlite_fill = move |ids: String| {
-        let (ep, ev) = ids.split_once('|').unwrap();
+    let sqlite_fill = move |[ep, ev, _, _]: &[String; 4]| {
         format!(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {finished}) \
              INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
@@ -112,7 +142,27 @@ async fn main() {
              SELECT 'dlv_fill_' || x, 'default', {ev}, {ep}, 'delivered', 1, 15, NULL, 0, 0 FROM c"
         )
     };
-    run("sqlite", &sqlite, &sqlite_fill, finished).await;
+    // Due since 1970, before everything else; the ordered head failed and blocks its key.
+    let sqlite_hold = move |[_, ev, off, ord]: &[String; 4]| {
+        format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {held}) \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             max_attempts, next_attempt_at, created_at, updated_at, ordering_key, ordering_blocks) \
+             SELECT 'dlv_off_' || x, 'default', {ev}, {off}, 'pending', 0, 15, 1, 0, 0, NULL, 0 \
+             FROM c UNION ALL SELECT 'dlv_ord_' || x, 'default', {ev}, {ord}, \
+             CASE WHEN x = 0 THEN 'failed' ELSE 'pending' END, 0, 15, 1, 0, 0, 'k', 1 \
+             FROM (SELECT 0 AS x UNION ALL SELECT x FROM c)"
+        )
+    };
+    run(
+        "sqlite",
+        &sqlite,
+        &sqlite_fill,
+        &sqlite_hold,
+        finished,
+        held,
+    )
+    .await;
 
     let server = std::env::var("CLAIM_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
@@ -124,8 +174,7 @@ async fn main() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let pg_fill = move |ids: String| {
-        let (ep, ev) = ids.split_once('|').unwrap();
+    let pg_fill = move |[ep, ev, _, _]: &[String; 4]| {
         format!(
             "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
              max_attempts, next_attempt_at, created_at, updated_at) \
@@ -133,7 +182,26 @@ async fn main() {
              to_timestamp(0), to_timestamp(0) FROM generate_series(1, {finished}) x"
         )
     };
-    run("postgres", &format!("{server}/{name}"), &pg_fill, finished).await;
+    let pg_hold = move |[_, ev, off, ord]: &[String; 4]| {
+        format!(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             max_attempts, next_attempt_at, created_at, updated_at, ordering_key, ordering_blocks) \
+             SELECT 'dlv_off_' || x, 'default', {ev}, {off}, 'pending', 0, 15, to_timestamp(0.001), \
+             to_timestamp(0), to_timestamp(0), NULL, false FROM generate_series(1, {held}) x \
+             UNION ALL SELECT 'dlv_ord_' || x, 'default', {ev}, {ord}, \
+             CASE WHEN x = 0 THEN 'failed' ELSE 'pending' END, 0, 15, to_timestamp(0.001), \
+             to_timestamp(0), to_timestamp(0), 'k', true FROM generate_series(0, {held}) x"
+        )
+    };
+    run(
+        "postgres",
+        &format!("{server}/{name}"),
+        &pg_fill,
+        &pg_hold,
+        finished,
+        held,
+    )
+    .await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await

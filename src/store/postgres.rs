@@ -1297,7 +1297,15 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        let current: std::collections::HashMap<String, Breaker> = collect::<_, Endpoint>(rows)?
+        let locked: Vec<Endpoint> = collect(rows)?;
+        // Only breakers that are not already reset are written (a healthy endpoint costs
+        // no statement here).
+        let reset: Vec<String> = locked
+            .iter()
+            .filter(|e| reset.contains(&e.id) && e.breaker != Breaker::default())
+            .map(|e| e.id.clone())
+            .collect();
+        let current: std::collections::HashMap<String, Breaker> = locked
             .into_iter()
             .filter(|e| read.contains(&e.id))
             .map(|e| (e.id, e.breaker))

@@ -92,6 +92,18 @@ async fn ingest_jobs(pool: &PgPool, jobs: &[IngestJob]) -> Vec<Result<Ingested>>
             }
             out
         }
+        // PostgreSQL cannot be reached: every job fails at once (one at a time, each would
+        // wait for a connection in turn).
+        Err(StoreError::Unavailable(e)) => {
+            let message = e.to_string();
+            jobs.iter()
+                .map(|_| {
+                    let again =
+                        std::io::Error::new(std::io::ErrorKind::NotConnected, message.clone());
+                    Err(StoreError::Unavailable(sqlx::Error::Io(again)))
+                })
+                .collect()
+        }
         Err(_) if jobs.len() > 1 => {
             let mut out = Vec::with_capacity(jobs.len());
             for job in jobs {
