@@ -1,12 +1,41 @@
--- dispatch_webhook() without NOTIFY (see 0032): the deliveries it makes are announced by
--- drawing a number from hookrelay_wake_seq, which every waiting dispatcher reads every few
--- milliseconds. Like 0021, nothing is schema-qualified and re-running it is harmless;
--- `hookrelay install-sql` prints 0002, 0006, 0021 and this file.
+-- dispatch_webhook() as a narrow outbox, without NOTIFY (see 0032). Like 0021, nothing is
+-- schema-qualified and re-running it is harmless; `hookrelay install-sql` prints 0002, 0006,
+-- 0021 and this file.
+--
+-- The application's transaction now writes one row: the event, into hookrelay_outbox. Fanning
+-- it out (the event row, one delivery per subscribed endpoint, filters and ordering keys) is
+-- hookrelay's work, done moments after the commit in batches, in hookrelay's own
+-- transactions; reads through hookrelay's API fan out whatever is committed first, so an
+-- event is visible there as soon as the application's transaction has committed. Before,
+-- the fan-out ran inside the application's transaction and made it about two and a half
+-- times longer (16 clients: 4.9 ms against 1.9 ms for the same transaction without the call).
 
 -- Moved by every write that makes deliveries due; its value means nothing else.
 CREATE SEQUENCE IF NOT EXISTS hookrelay_wake_seq;
 
--- dispatch_webhook() as in 0021, announcing its deliveries through hookrelay_wake_seq.
+-- Events committed by dispatch_webhook() and not yet fanned out, oldest first. The row is
+-- deleted in the same statement that writes the event and its deliveries.
+CREATE TABLE IF NOT EXISTS hookrelay_outbox (
+    seq         bigserial PRIMARY KEY,
+    id          text COLLATE "C" NOT NULL,
+    tenant_id   text COLLATE "C" NOT NULL,
+    type        text COLLATE "C" NOT NULL,
+    data        jsonb NOT NULL,
+    actor       text,
+    traceparent text,
+    created_at  timestamptz NOT NULL
+);
+-- Every row is deleted moments after it is written: vacuum it often, whatever its size.
+ALTER TABLE hookrelay_outbox SET (autovacuum_vacuum_scale_factor = 0,
+                                  autovacuum_vacuum_threshold = 10000);
+
+-- Enqueues an event of type event_type with data event_data (and optional actor) for
+-- tenant. When the transaction commits, hookrelay fans it out to the tenant's enabled
+-- endpoints whose filters accept it, as its own ingest does; each delivery gets the
+-- endpoint's max_attempts, else the server's, else 15, and is due at once. traceparent
+-- (optional) is a W3C trace context kept with the event (a malformed one is dropped).
+-- Returns the new event id (evt_...). Raises an exception for an unknown tenant or invalid
+-- arguments. Data is not checked against the type's JSON Schema.
 CREATE OR REPLACE FUNCTION dispatch_webhook(
     event_type text,
     event_data jsonb,
@@ -18,8 +47,6 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_now timestamptz := date_trunc('milliseconds', clock_timestamp());
     v_event_id text := hookrelay_ulid('evt', v_now);
-    v_default_max bigint;
-    v_fanned bigint;
     -- A W3C trace context is kept only when well formed (as the HTTP API does): version,
     -- 32 hex digits of trace id, 16 of parent id, 2 of flags; all-zero ids are invalid.
     v_traceparent text := CASE
@@ -46,51 +73,23 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    PERFORM 1 FROM tenants t WHERE t.id = dispatch_webhook.tenant FOR KEY SHARE;
+    -- Checked now for the error; not locked: an event of a tenant deleted before hookrelay
+    -- fans it out is dropped with the tenant's other events.
+    PERFORM 1 FROM tenants t WHERE t.id = dispatch_webhook.tenant;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dispatch_webhook: tenant % not found', quote_nullable(dispatch_webhook.tenant)
             USING ERRCODE = 'foreign_key_violation';
     END IF;
 
-    SELECT s.value::bigint INTO v_default_max FROM settings s WHERE s.key = 'default_max_attempts';
-
-    INSERT INTO events (id, tenant_id, type, data, actor, traceparent, created_at)
-    VALUES (v_event_id, dispatch_webhook.tenant, dispatch_webhook.event_type, event_data::json,
+    INSERT INTO hookrelay_outbox (id, tenant_id, type, data, actor, traceparent, created_at)
+    VALUES (v_event_id, dispatch_webhook.tenant, dispatch_webhook.event_type, event_data,
             dispatch_webhook.actor, v_traceparent, v_now);
 
-    INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts,
-                            max_attempts, next_attempt_at, created_at, updated_at,
-                            ordering_key, ordering_blocks)
-    -- The endpoints are held (KEY SHARE, as a foreign key would) until commit, as
-    -- hookrelay's own ingest does: deleting one waits for this transaction and then
-    -- cancels its pending deliveries, these included.
-    SELECT hookrelay_ulid('dlv', v_now), ep.tenant_id, v_event_id, ep.id, 'pending', 0,
-           coalesce(ep.max_attempts, v_default_max, 15), v_now, v_now, v_now,
-           hookrelay_ordering_key(ep.routing::jsonb, dispatch_webhook.event_type,
-                                  dispatch_webhook.actor, v_event_id, event_data),
-           coalesce(ep.routing::jsonb -> 'ordering' ->> 'on_failure', 'block') = 'block'
-    FROM endpoints ep
-    WHERE ep.tenant_id = dispatch_webhook.tenant
-      AND ep.enabled
-      AND (jsonb_array_length(ep.event_types) = 0
-           OR EXISTS (
-               SELECT 1 FROM jsonb_array_elements_text(ep.event_types) AS f(pattern)
-               WHERE f.pattern = dispatch_webhook.event_type
-                  OR (right(f.pattern, 1) = '*'
-                      AND starts_with(dispatch_webhook.event_type, left(f.pattern, -1)))))
-      AND hookrelay_filter_matches(ep.routing::jsonb -> 'filter', dispatch_webhook.event_type,
-                                   dispatch_webhook.actor, v_event_id, event_data)
-    ORDER BY ep.id
-    FOR KEY SHARE OF ep;
-    GET DIAGNOSTICS v_fanned = ROW_COUNT;
-
-    -- Waiting dispatchers read this sequence and claim when it moves. Unlike NOTIFY it takes
-    -- no lock that outlives the call, so concurrent callers' commits do not queue behind
-    -- each other. It moves before this transaction commits: dispatchers look again a few
-    -- times after a move, and poll as a backstop.
-    IF v_fanned > 0 THEN
-        PERFORM nextval('hookrelay_wake_seq');
-    END IF;
+    -- Waiting dispatchers read this sequence and fan out when it moves. Unlike NOTIFY it
+    -- takes no lock that outlives the call, so concurrent callers' commits do not queue
+    -- behind each other. It moves before this transaction commits: hookrelay looks again a
+    -- few times after a move, and every second as a backstop.
+    PERFORM nextval('hookrelay_wake_seq');
 
     RETURN v_event_id;
 END

@@ -62,6 +62,7 @@ macro_rules! ms_col {
 // After `ms_col!`, which they use.
 mod ingest;
 mod ops;
+mod outbox;
 
 /// The sequence from which every write that makes deliveries due draws a number (new
 /// deliveries, from hookrelay's ingest or `dispatch_webhook()`; manual retries, replays,
@@ -81,6 +82,10 @@ pub const WAKE_FOLLOW_UP: Duration = Duration::from_secs(2);
 
 /// How long a request waits for a free connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the wake-up probe fans out the outbox of `dispatch_webhook()` even when the
+/// sequence has not moved: for a transaction that committed long after it drew its number.
+const RELAY_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Longest pause between two attempts to reconnect the wake-up probe.
 const PROBE_MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -149,6 +154,7 @@ async fn wake_loop(
     let mut last: Option<i64> = None;
     // The next follow-up wake-up for the last move, and the gap after it.
     let mut follow: Option<(tokio::time::Instant, Duration)> = None;
+    let mut relayed = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(WAKE_PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,20 +168,36 @@ async fn wake_loop(
         match read {
             Ok(value) => {
                 backoff = Duration::from_millis(100);
+                let mut wake = false;
                 if last != Some(value) {
                     if last.is_none() {
                         debug!("wake-up probe connected to PostgreSQL");
                     }
                     last = Some(value);
-                    waker.wake();
+                    wake = true;
                     follow = (WAKE_PROBE_INTERVAL <= follow_up)
                         .then_some((now + WAKE_PROBE_INTERVAL, WAKE_PROBE_INTERVAL));
                 } else if let Some((at, gap)) = follow {
                     if now >= at {
-                        waker.wake();
+                        wake = true;
                         let gap = gap * 2;
                         follow = (gap <= follow_up).then_some((now + gap, gap));
                     }
+                }
+                // dispatch_webhook()'s events are fanned out first, so that the claim the
+                // wake-up leads to finds their deliveries.
+                if wake || now.duration_since(relayed) >= RELAY_BACKSTOP {
+                    relayed = now;
+                    let fanned = match pool.acquire().await {
+                        Ok(mut conn) => outbox::relay(&mut conn, outbox::Wait::No).await,
+                        Err(e) => Err(db(e)),
+                    };
+                    if let Err(e) = fanned {
+                        warn!(error = %e, "fanning out dispatch_webhook() events failed; will retry");
+                    }
+                }
+                if wake {
+                    waker.wake();
                 }
             }
             Err(e) => {
@@ -423,6 +445,7 @@ impl Store for PostgresStore {
         extra_attempts: u32,
         limit: u32,
     ) -> Result<u64> {
+        outbox::settle(&self.pool).await?;
         if has_nul(&[
             tenant_id,
             filter.endpoint_id.as_deref().unwrap_or_default(),
@@ -894,6 +917,8 @@ impl Store for PostgresStore {
     }
 
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
+        // Events committed by dispatch_webhook() are visible once committed.
+        outbox::settle(&self.pool).await?;
         if has_nul(&[
             tenant_id,
             filter.event_type.as_deref().unwrap_or_default(),
@@ -915,6 +940,8 @@ impl Store for PostgresStore {
     }
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        // Events committed by dispatch_webhook() are visible once committed.
+        outbox::settle(&self.pool).await?;
         if has_nul(&[tenant_id, id]) {
             return Ok(None);
         }
@@ -934,6 +961,7 @@ impl Store for PostgresStore {
         tenant_id: &str,
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>> {
+        outbox::settle(&self.pool).await?;
         if has_nul(&[
             tenant_id,
             filter.endpoint_id.as_deref().unwrap_or_default(),
@@ -962,6 +990,8 @@ impl Store for PostgresStore {
     }
 
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        // Events committed by dispatch_webhook() are visible once committed.
+        outbox::settle(&self.pool).await?;
         if has_nul(&[tenant_id, id]) {
             return Ok(None);
         }
@@ -998,6 +1028,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         extra_attempts: u32,
     ) -> Result<Option<Delivery>> {
+        outbox::settle(&self.pool).await?;
         if has_nul(&[tenant_id, id]) {
             return Ok(None);
         }
@@ -2132,6 +2163,67 @@ mod tests {
                 "no wake-up found the committed delivery"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_fanned_out_once_in_order_and_drops_deleted_tenants() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let mut app = db.connection().await;
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', now())")
+            .execute(&mut app)
+            .await
+            .unwrap();
+        for tenant in ["default", "acme"] {
+            store
+                .create_endpoint(&endpoint(tenant, &[]), u32::MAX)
+                .await
+                .unwrap();
+        }
+        let mut ids = Vec::new();
+        for (n, tenant) in [(1, "default"), (2, "acme"), (3, "default"), (4, "default")] {
+            let (id,): (String,) = sqlx::query_as(
+                "SELECT dispatch_webhook('a.b', jsonb_build_object('n', $1::int), NULL, $2)",
+            )
+            .bind(n)
+            .bind(tenant)
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        // The tenant goes after its event was committed, before the fan-out.
+        sqlx::query("DELETE FROM tenants WHERE id = 'acme'")
+            .execute(&mut app)
+            .await
+            .unwrap();
+
+        // Two relays at once: each row is fanned out by one of them, exactly once.
+        let (mut a, mut b) = (db.connection().await, db.connection().await);
+        let (x, y) = tokio::join!(
+            outbox::relay(&mut a, outbox::Wait::Yes),
+            outbox::relay(&mut b, outbox::Wait::Yes)
+        );
+        assert_eq!(
+            x.unwrap() + y.unwrap(),
+            3,
+            "one delivery per event of default"
+        );
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM hookrelay_outbox")
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        assert!(store.get_event("acme", &ids[1]).await.unwrap().is_none());
+        // In outbox order: the deliveries' sequence follows the events'.
+        let order: Vec<String> =
+            sqlx::query_scalar("SELECT d.event_id FROM deliveries d ORDER BY d.seq")
+                .fetch_all(&mut app)
+                .await
+                .unwrap();
+        assert_eq!(order, vec![ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+        let e = store.get_event("default", &ids[3]).await.unwrap().unwrap();
+        assert_eq!(e.data, serde_json::json!({"n": 4}));
     }
 
     #[tokio::test]
