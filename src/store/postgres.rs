@@ -83,10 +83,6 @@ pub const WAKE_FOLLOW_UP: Duration = Duration::from_secs(2);
 /// How long a request waits for a free connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often the wake-up probe fans out the outbox of `dispatch_webhook()` even when the
-/// sequence has not moved: for a transaction that committed long after it drew its number.
-const RELAY_BACKSTOP: Duration = Duration::from_secs(1);
-
 /// Longest pause between two attempts to reconnect the wake-up probe.
 const PROBE_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -138,12 +134,15 @@ impl PostgresStore {
 /// `waker` when it has moved, and after every (re)connection (a move may have been missed
 /// while the connection was down).
 ///
-/// The writer draws its number before it commits (inside `dispatch_webhook()`, or in the
-/// statement that commits hookrelay's own ingest), so the first claim after a move may not
-/// see the rows yet: the loop wakes again 10, 20, 40, … ms after a move, for up to
-/// `follow_up`, and the dispatcher's poll interval remains the backstop for a writer that
-/// commits later still. Nothing is lost either way: the deliveries table is the truth, and
-/// the sequence only says when to look.
+/// Every read also asks whether the outbox of `dispatch_webhook()` holds committed rows; if
+/// so they are fanned out (see [`outbox`]) and the dispatcher woken, however long after its
+/// number the application's transaction committed.
+///
+/// hookrelay's own writers draw their number just before they commit (in the statement
+/// that commits), so the first claim after a move may not see the rows yet: the loop
+/// wakes again 10, 20, 40, … ms after a move, for up to `follow_up`, and the dispatcher's
+/// poll interval remains the backstop. Nothing is lost either way: the tables are the
+/// truth, and the probe only says when to look.
 async fn wake_loop(
     pool: PgPool,
     waker: crate::wake::Waker,
@@ -154,7 +153,6 @@ async fn wake_loop(
     let mut last: Option<i64> = None;
     // The next follow-up wake-up for the last move, and the gap after it.
     let mut follow: Option<(tokio::time::Instant, Duration)> = None;
-    let mut relayed = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(WAKE_PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -162,11 +160,11 @@ async fn wake_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let read: std::result::Result<i64, sqlx::Error> =
-            sqlx::query_scalar(WAKE_PROBE_SQL).fetch_one(&pool).await;
+        let read: std::result::Result<(i64, bool), sqlx::Error> =
+            sqlx::query_as(WAKE_PROBE_SQL).fetch_one(&pool).await;
         let now = tokio::time::Instant::now();
         match read {
-            Ok(value) => {
+            Ok((value, outbox)) => {
                 backoff = Duration::from_millis(100);
                 let mut wake = false;
                 if last != Some(value) {
@@ -184,10 +182,10 @@ async fn wake_loop(
                         follow = (gap <= follow_up).then_some((now + gap, gap));
                     }
                 }
-                // dispatch_webhook()'s events are fanned out first, so that the claim the
-                // wake-up leads to finds their deliveries.
-                if wake || now.duration_since(relayed) >= RELAY_BACKSTOP {
-                    relayed = now;
+                // Committed dispatch_webhook() events are fanned out first (however late
+                // their transaction committed), so that the claim finds their deliveries.
+                if outbox {
+                    wake = true;
                     let fanned = match pool.acquire().await {
                         Ok(mut conn) => outbox::relay(&mut conn, outbox::Wait::No).await,
                         Err(e) => Err(db(e)),
@@ -216,11 +214,12 @@ async fn wake_loop(
     }
 }
 
-/// The probe's one statement: reading a sequence touches one page and takes no lock that
+/// The probe's one statement: the sequence (one page; a fresh sequence reads 1 before and
+/// after its first draw, `is_called` tells them apart) and whether the outbox holds
+/// committed rows (an empty index range, in the usual case). Neither takes a lock that
 /// anyone waits for.
-/// A fresh sequence reads 1 before and after its first draw; `is_called` tells them apart.
-const WAKE_PROBE_SQL: &str =
-    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM hookrelay_wake_seq";
+const WAKE_PROBE_SQL: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END, \
+     EXISTS (SELECT 1 FROM hookrelay_outbox) FROM hookrelay_wake_seq";
 
 /// `url` without its password, for error messages.
 fn redact(url: &str) -> String {
@@ -2114,7 +2113,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dispatch_webhook_committed_after_its_wake_up_is_seen_by_a_follow_up() {
+    async fn a_dispatch_webhook_committed_late_is_fanned_out_and_wakes_the_dispatcher() {
         let db = TestDb::new().await;
         let store = &db.store;
         store
@@ -2130,39 +2129,37 @@ mod tests {
             .is_ok()
         {}
 
-        // The application's transaction draws its number, then commits 300 ms later.
+        // The application's transaction calls dispatch_webhook(), then commits 3 s later,
+        // after any follow-up of an earlier move would have run out.
         let mut app = db.connection().await;
         let mut tx = sqlx::Connection::begin(&mut app).await.unwrap();
         sqlx::query("SELECT dispatch_webhook('a.b', '{}')")
             .execute(&mut *tx)
             .await
             .unwrap();
-        woken(&waker, "the sequence moved").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        tx.commit().await.unwrap();
-        let committed = tokio::time::Instant::now();
-        // A claim when woken now finds the delivery, well before the poll interval.
-        loop {
-            woken(&waker, "a follow-up after the commit").await;
-            let now = domain::now();
-            let claimed = store
-                .claim(
-                    now,
-                    now + chrono::Duration::seconds(30),
-                    "lse_1",
-                    10,
-                    &Default::default(),
-                )
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), waker.woken())
                 .await
-                .unwrap();
-            if !claimed.is_empty() {
-                break;
-            }
-            assert!(
-                committed.elapsed() < Duration::from_secs(2),
-                "no wake-up found the committed delivery"
-            );
-        }
+                .is_err(),
+            "woken before the commit"
+        );
+        tx.commit().await.unwrap();
+        // Woken once the probe has fanned it out: the claim finds the delivery.
+        tokio::time::timeout(Duration::from_secs(1), waker.woken())
+            .await
+            .expect("woken within a second of the commit");
+        let now = domain::now();
+        let claimed = store
+            .claim(
+                now,
+                now + chrono::Duration::seconds(30),
+                "lse_1",
+                10,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "the delivery was made before the wake-up");
     }
 
     #[tokio::test]
