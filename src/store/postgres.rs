@@ -829,10 +829,12 @@ impl Store for PostgresStore {
     }
 
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
-        // An enabled endpoint may have been re-enabled: its waiting deliveries are due, so
-        // the wake-up sequence moves for the dispatchers of every process.
+        // An enabled endpoint may have been re-enabled: its waiting deliveries (left
+        // unscheduled while it was disabled, see `claim`) are due now, and the wake-up
+        // sequence moves for the dispatchers of every process.
         let done = sqlx::query(
-            "UPDATE endpoints SET url = $1, description = $2, event_types = $3::jsonb, \
+            "WITH ep AS ( \
+             UPDATE endpoints SET url = $1, description = $2, event_types = $3::jsonb, \
              secret = $4, previous_secret = $5, \
              previous_secret_expires_at = to_timestamp($6 / 1000.0), rate_limit = $7, \
              max_attempts = $8, headers = $9::jsonb, enabled = $10, disabled_reason = $11, \
@@ -844,7 +846,15 @@ impl Store for PostgresStore {
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
              routing = $15 \
              WHERE tenant_id = $13 AND id = $14 \
-             RETURNING CASE WHEN enabled THEN nextval('hookrelay_wake_seq') END",
+             RETURNING id, enabled \
+             ), unparked AS ( \
+               UPDATE deliveries SET next_attempt_at = to_timestamp($12 / 1000.0) \
+               WHERE endpoint_id = (SELECT id FROM ep WHERE enabled) \
+                 AND status = 'pending' AND next_attempt_at IS NULL \
+               RETURNING 1 \
+             ) \
+             SELECT CASE WHEN enabled THEN nextval('hookrelay_wake_seq') END, \
+                    (SELECT count(*) FROM unparked) FROM ep",
         )
         .bind(&ep.url)
         .bind(&ep.description)
@@ -1086,6 +1096,21 @@ impl Store for PostgresStore {
                      AND y.breaker_until > to_timestamp($1 / 1000.0) \
                      AND x.status = 'pending' AND x.next_attempt_at <= to_timestamp($1 / 1000.0) \
                    FOR UPDATE OF x SKIP LOCKED)",
+            )
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            // Deliveries due to a disabled endpoint wait unscheduled (next_attempt_at NULL,
+            // out of every claim's index range) until `update_endpoint` enables it again:
+            // a large backlog of a disabled endpoint costs the claims nothing.
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = NULL, lease_id = NULL \
+                 WHERE id IN ( \
+                   SELECT x.id FROM endpoints y JOIN deliveries x ON x.endpoint_id = y.id \
+                   WHERE NOT y.enabled AND x.status = 'pending' \
+                     AND x.next_attempt_at <= to_timestamp($1 / 1000.0) \
+                   LIMIT 10000 FOR UPDATE OF x SKIP LOCKED)",
             )
             .bind(ms(now))
             .execute(&self.pool)
@@ -2221,6 +2246,55 @@ mod tests {
         assert_eq!(order, vec![ids[0].clone(), ids[2].clone(), ids[3].clone()]);
         let e = store.get_event("default", &ids[3]).await.unwrap().unwrap();
         assert_eq!(e.data, serde_json::json!({"n": 4}));
+    }
+
+    #[tokio::test]
+    async fn a_disabled_endpoints_backlog_waits_unscheduled_until_it_is_enabled() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let mut ep = endpoint("default", &[]);
+        store.create_endpoint(&ep, u32::MAX).await.unwrap();
+        let mut made = Vec::new();
+        for _ in 0..3 {
+            let Ingested::Created(_, ds) =
+                ingest(store, event("default", "a.b", None)).await.unwrap()
+            else {
+                panic!("created");
+            };
+            made.extend(ds.into_iter().map(|d| d.id));
+        }
+        ep.enabled = false;
+        assert!(store.update_endpoint(&ep).await.unwrap());
+        let now = domain::now();
+        let claimed = store
+            .claim(now, far(), "lse_1", 10, &Default::default())
+            .await
+            .unwrap();
+        assert!(
+            claimed.is_empty(),
+            "a disabled endpoint's deliveries were claimed"
+        );
+        for id in &made {
+            let d = store.get_delivery("default", id).await.unwrap().unwrap();
+            assert_eq!(
+                (d.status, d.next_attempt_at),
+                (DeliveryStatus::Pending, None),
+                "parked out of the claims' way"
+            );
+        }
+
+        ep.enabled = true;
+        ep.updated_at = domain::now();
+        assert!(store.update_endpoint(&ep).await.unwrap());
+        let now = domain::now();
+        let claimed = store
+            .claim(now, far(), "lse_2", 10, &Default::default())
+            .await
+            .unwrap();
+        let mut got: Vec<String> = claimed.into_iter().map(|c| c.delivery.id).collect();
+        got.sort();
+        made.sort();
+        assert_eq!(got, made, "enabled again: every waiting delivery is due");
     }
 
     #[tokio::test]
