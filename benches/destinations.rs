@@ -27,14 +27,7 @@ use axum::{http::StatusCode, Router};
 use serde_json::{json, Value};
 
 mod common;
-use common::{create_endpoint, produce, start_hookrelay, TOKEN};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{create_endpoint, env_or, produce, start_hookrelay, TOKEN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -35,7 +35,7 @@ use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
 mod common;
-use common::{create_endpoint, start_hookrelay};
+use common::{create_endpoint, env_or, start_hookrelay};
 
 /// The payload every writer stores.
 const PAYLOAD: &str = r#"{"user_id": "u_42", "community": "rust", "role": "member"}"#;
@@ -56,13 +56,6 @@ async fn receive(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
     }
     sink.count.fetch_add(1, Ordering::Relaxed);
     StatusCode::OK
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

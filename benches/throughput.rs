@@ -27,7 +27,7 @@ use axum::{body::Bytes, extract::State, http::StatusCode, Router};
 use serde_json::json;
 
 mod common;
-use common::{create_endpoint, produce, start_hookrelay, TOKEN};
+use common::{create_endpoint, env_or, produce, start_hookrelay, TOKEN};
 
 struct Sink {
     count: AtomicUsize,
@@ -60,13 +60,6 @@ async fn receive(
     }
     sink.count.fetch_add(1, Ordering::Relaxed);
     StatusCode::OK
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

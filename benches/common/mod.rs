@@ -17,6 +17,14 @@ use serde_json::{json, Value};
 /// The admin token the benches start hookrelay with.
 pub const TOKEN: &str = "bench-admin-token-0123456789abcdefghij";
 
+/// The number in environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Creates an endpoint to `url` in the default tenant.
 pub async fn create_endpoint(http: &reqwest::Client, base: &str, url: &str) {
     let resp = http
