@@ -245,9 +245,10 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     /// Starts feeding wake-ups from other processes (they committed due deliveries) into
-    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs. A store
-    /// whose writers all live in this process (SQLite) needs nothing: the in-process waker
-    /// already hears every commit.
+    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs; on
+    /// PostgreSQL this also fans out the events that applications committed through
+    /// `dispatch_webhook()`. A store whose writers all live in this process (SQLite) needs
+    /// nothing: the in-process waker already hears every commit.
     async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
         Ok(())
     }
