@@ -107,9 +107,13 @@ impl PostgresStore {
     /// up to `max_connections` and applies the migrations. Processes starting together are
     /// safe: the migrator holds an advisory lock while it runs.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        // No JIT: hookrelay's statements are short, and with a long history the planner's
+        // cost estimates crossed `jit_above_cost`, so a claim that runs in under a
+        // millisecond spent about 300 ms compiling itself.
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl(redact(url)))?
-            .application_name("hookrelay");
+            .application_name("hookrelay")
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -1161,6 +1165,9 @@ impl Store for PostgresStore {
         // The row comparison and the ORDER BY name only that index: with the tenant an
         // outer value the planner cannot see how few rows a quiet tenant has, and would
         // otherwise walk the global due index, i.e. the whole backlog, once per tenant.
+        // The endpoint is checked per row by a subquery, not joined: with a join and a
+        // long history the planner went through the endpoints first and ANDed bitmaps of
+        // the whole tenant index (96 ms instead of 0.7 ms with 1,000,000 finished rows).
         let rest = i64::from(limit).saturating_sub(claimed.len() as i64).max(0);
         let per_tenant = i64::from(share.per_tenant(limit));
         let (room_tenants, room) = share.room(limit);
@@ -1175,10 +1182,11 @@ impl Store for PostgresStore {
                        ON g.tenant_id = t.id) r \
                  CROSS JOIN LATERAL ( \
                    SELECT d.id, d.next_attempt_at FROM deliveries d \
-                   JOIN endpoints e ON e.id = d.endpoint_id \
                    WHERE d.tenant_id = r.id AND d.status = 'pending' \
                      AND (d.tenant_id, d.next_attempt_at) <= (r.id, to_timestamp($3 / 1000.0)) \
-                     AND e.enabled AND e.breaker_state = 'closed' AND {IN_ORDER} \
+                     AND (SELECT e.enabled AND e.breaker_state = 'closed' FROM endpoints e \
+                          WHERE e.id = d.endpoint_id) \
+                     AND {IN_ORDER} \
                    ORDER BY d.tenant_id, d.next_attempt_at LIMIT $4 \
                    FOR UPDATE OF d SKIP LOCKED) x \
                  WHERE r.room > 0) c \
@@ -2295,6 +2303,16 @@ mod tests {
         got.sort();
         made.sort();
         assert_eq!(got, made, "enabled again: every waiting delivery is due");
+    }
+
+    #[tokio::test]
+    async fn connections_run_without_jit() {
+        let db = TestDb::new().await;
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&db.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
     }
 
     #[tokio::test]
