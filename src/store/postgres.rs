@@ -1967,10 +1967,7 @@ mod tests {
             .unwrap();
         assert!(claimed.is_empty(), "a rolled-back event was claimed");
         // Let the wake-ups of the rollback's move run out, so the next one is the commit's.
-        while tokio::time::timeout(Duration::from_millis(2500), waker.woken())
-            .await
-            .is_ok()
-        {}
+        let_wake_ups_run_out(&waker).await;
 
         // Committed: the event and one delivery per matching endpoint, and a wake-up.
         let mut tx = app.begin().await.unwrap();
@@ -2058,6 +2055,12 @@ mod tests {
             let err = sqlx::query(bad).execute(&mut app).await.unwrap_err();
             assert!(err.to_string().contains("dispatch_webhook"), "{err}");
         }
+    }
+
+    /// Returns once no wake-up has come for longer than the follow-ups of a move last.
+    async fn let_wake_ups_run_out(waker: &Waker) {
+        let quiet = WAKE_FOLLOW_UP + Duration::from_millis(500);
+        while tokio::time::timeout(quiet, waker.woken()).await.is_ok() {}
     }
 
     /// Waits for a wake-up, failing after ten seconds.
@@ -2157,10 +2160,7 @@ mod tests {
         store.listen(waker.clone()).await.unwrap();
         woken(&waker, "first connection").await;
         // Let the follow-ups of the first connection run out.
-        while tokio::time::timeout(Duration::from_millis(2500), waker.woken())
-            .await
-            .is_ok()
-        {}
+        let_wake_ups_run_out(&waker).await;
 
         // The application's transaction calls dispatch_webhook(), then commits 3 s later,
         // after any follow-up of an earlier move would have run out.

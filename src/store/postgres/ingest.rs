@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
-    collect, db, ingest_error, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
+    collect, db, distinct, ingest_error, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
     DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, EVENT_TYPE_COLUMNS, INGEST_RACE_RETRIES,
 };
 use crate::{
@@ -143,8 +143,8 @@ fn key_of(e: &Event) -> Option<Key> {
 /// Writes a batch. The outer error fails the whole batch; an inner one refuses one event;
 /// `Ok(None)` is an event that lost an idempotency race to an event deleted since.
 async fn write_batch(pool: &PgPool, jobs: &[IngestJob]) -> Result<Vec<Result<Option<Ingested>>>> {
-    let tenants = distinct(jobs.iter().map(|j| j.event.tenant_id.as_str()));
-    let types = distinct(jobs.iter().map(|j| j.event.event_type.as_str()));
+    let tenants = distinct(jobs.iter().map(|j| &j.event.tenant_id));
+    let types = distinct(jobs.iter().map(|j| &j.event.event_type));
     let keys: Vec<Key> = {
         let set: HashSet<Key> = jobs.iter().filter_map(|j| key_of(&j.event)).collect();
         set.into_iter().collect()
@@ -436,10 +436,4 @@ async fn write(
         inserted.into_iter().collect(),
         delivered.into_iter().collect(),
     ))
-}
-
-/// The distinct values of `values`.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let set: HashSet<&str> = values.collect();
-    set.into_iter().map(str::to_owned).collect()
 }
