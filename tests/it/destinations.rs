@@ -700,7 +700,20 @@ async fn pubsub_create(
     topic: &str,
 ) -> gcloud_pubsub::subscription::Subscription {
     let t = client.topic(topic);
-    t.create(None, None).await.unwrap();
+    // A just-started emulator may cancel the first call: try again until it answers (an
+    // earlier try that did create the topic makes this one "already exists").
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match t.create(None, None).await {
+            Ok(_) => break,
+            Err(e) if format!("{e:?}").contains("AlreadyExists") => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("creating the Pub/Sub topic failed, trying again: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the Pub/Sub emulator does not create topics: {e:?}"),
+        }
+    }
     let sub = client.subscription(&format!("{topic}-sub"));
     sub.create(t.fully_qualified_name(), Default::default(), None)
         .await
