@@ -89,7 +89,9 @@ async fn execute(url: &str, sql: &str) {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();
     } else {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        // hookrelay's tables are in its own schema.
+        let url = format!("{url}?options[search_path]=hookrelay");
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();
         sqlx::query("VACUUM ANALYZE deliveries")
             .execute(&mut c)
@@ -105,7 +107,7 @@ type Fill = dyn Fn(&[String; 4]) -> String;
 type Hold = dyn Fn(&[String; 4], bool) -> String;
 
 async fn run(name: &str, url: &str, fill: &Fill, hold: &Hold, finished: usize, held: usize) {
-    let store = store::connect(url, 10).await.unwrap();
+    let store = store::connect(url, 10, &Default::default()).await.unwrap();
     let ids = setup(store.as_ref()).await;
     let quoted = ids.clone().map(|id| format!("'{id}'"));
     let (empty_p50, empty_p99) = measure(store.as_ref()).await;

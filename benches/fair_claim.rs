@@ -88,7 +88,9 @@ async fn execute(url: &str, sql: &str) {
         sqlx::query(sql).execute(&mut c).await.unwrap();
         sqlx::query("ANALYZE").execute(&mut c).await.unwrap();
     } else {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        // hookrelay's tables are in its own schema.
+        let url = format!("{url}?options[search_path]=hookrelay");
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();
         sqlx::query("ANALYZE").execute(&mut c).await.unwrap();
     }
@@ -96,7 +98,7 @@ async fn execute(url: &str, sql: &str) {
 
 /// `fill(ids)`: SQL adding the noisy tenant's backlog; `tenants`: SQL adding idle tenants.
 async fn run(name: &str, url: &str, fill: String, tenants: String, backlog: usize) {
-    let store = store::connect(url, 10).await.unwrap();
+    let store = store::connect(url, 10, &Default::default()).await.unwrap();
     let ids = setup(store.as_ref()).await;
     let (ep, ev) = ids.split_once('|').unwrap();
     execute(url, &fill.replace("{ep}", ep).replace("{ev}", ev)).await;

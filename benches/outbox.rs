@@ -224,8 +224,8 @@ async fn main() {
         }
     }
     // Outbox rows not fanned out yet, and deliveries not made yet or still pending.
-    let waiting = "SELECT (SELECT count(*) FROM hookrelay_outbox) \
-                   + (SELECT count(*) FROM deliveries WHERE status = 'pending')";
+    let waiting = "SELECT (SELECT count(*) FROM hookrelay.hookrelay_outbox) \
+                   + (SELECT count(*) FROM hookrelay.deliveries WHERE status = 'pending')";
     let backlog: i64 = sqlx::query_scalar(waiting).fetch_one(&mut c).await.unwrap();
 
     // Phase 2: the backlog drains.

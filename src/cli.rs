@@ -26,6 +26,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
+    /// Import the community platform's webhook configurations and pending deliveries
+    /// from its PostgreSQL database (see the README's migration guide).
+    Import(Box<ImportArgs>),
     /// Send an event: hookrelay send TYPE DATA.
     Send(SendArgs),
     /// Manage tenants.
@@ -52,23 +55,51 @@ pub enum Command {
     Inbox(InboxCmd),
     /// Print the OpenAPI document.
     Openapi,
-    /// Print the SQL that installs `dispatch_webhook()` (the transactional outbox) for
-    /// PostgreSQL; hookrelay's own migrations install it too.
-    InstallSql,
+    /// Print the SQL that installs the `dispatch_webhook()` functions (the transactional
+    /// outbox) that applications call on PostgreSQL; hookrelay installs them on every start
+    /// too. Run it as the functions' owner when hookrelay's own role may not create them.
+    InstallSql(InstallSqlArgs),
 }
 
-/// The `dispatch_webhook()` SQL function and its helpers, schema-agnostic (the function as
-/// first installed, then with the optional `traceparent` argument, then honouring routing,
-/// then announcing its deliveries through the wake-up sequence instead of NOTIFY).
-pub const OUTBOX_SQL: &str = concat!(
-    include_str!("../migrations/postgres/0002_dispatch_webhook.sql"),
-    "\n",
-    include_str!("../migrations/postgres/0006_dispatch_webhook_traceparent.sql"),
-    "\n",
-    include_str!("../migrations/postgres/0021_dispatch_webhook_routing.sql"),
-    "\n",
-    include_str!("../migrations/postgres/0033_dispatch_webhook_wake.sql")
-);
+/// `hookrelay import`: the source, and the same settings as `serve` for hookrelay's side.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The community platform's database, `postgres://…` (only read).
+    #[arg(long)]
+    pub from: String,
+    /// Print what would be imported; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The tenant that receives the endpoints and deliveries.
+    #[arg(long, default_value = crate::domain::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// `User-Agent` the imported endpoints send; empty keeps hookrelay's own.
+    #[arg(long, default_value = crate::import::DEFAULT_USER_AGENT)]
+    pub user_agent: String,
+    /// The source's configurations table (optionally schema.table).
+    #[arg(long, default_value = "webhook_configurations")]
+    pub configurations_table: String,
+    /// The source's deliveries table (optionally schema.table).
+    #[arg(long, default_value = "webhook_deliveries")]
+    pub deliveries_table: String,
+    /// A source column with another name, `table.column=name` (repeatable), e.g.
+    /// `configurations.secret=signing_secret`.
+    #[arg(long = "column", value_name = "TABLE.COLUMN=NAME")]
+    pub columns: Vec<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Which schemas the printed functions use.
+#[derive(Debug, Clone, Args)]
+pub struct InstallSqlArgs {
+    /// The schema of hookrelay's tables.
+    #[arg(long, env = "HOOKRELAY_PG_SCHEMA", default_value = crate::store::DEFAULT_PG_SCHEMA)]
+    pub pg_schema: String,
+    /// The schema the functions are installed into.
+    #[arg(long, env = "HOOKRELAY_PG_FUNCTION_SCHEMA", default_value = "public")]
+    pub pg_function_schema: String,
+}
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -153,6 +184,13 @@ pub enum EndpointCmd {
         /// `hmac-sha256` (default) or `ed25519` (v1a signatures; receivers get a public key).
         #[arg(long)]
         signing_scheme: Option<String>,
+        /// `standard-webhooks` (default) or `community` (`X-Webhook-Signature: sha256=`).
+        #[arg(long)]
+        format: Option<String>,
+        /// Extra header sent with every delivery, `Name: value` (repeatable), e.g.
+        /// `--header 'User-Agent: My Third Place Webhook/1.0'`.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
         #[arg(long)]
         description: Option<String>,
         #[arg(long)]
@@ -182,6 +220,9 @@ pub enum EndpointCmd {
         enable: bool,
         #[arg(long)]
         disable: bool,
+        /// `standard-webhooks` or `community`.
+        #[arg(long)]
+        format: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -574,11 +615,25 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Inbox(cmd) => run_inbox(cmd).await,
-        Command::Serve(_) | Command::Migrate(_) => {
+        Command::Serve(_) | Command::Migrate(_) | Command::Import(_) => {
             Err(CliError::Usage("not a client command".into()))
         }
-        Command::InstallSql => {
-            print!("{OUTBOX_SQL}");
+        Command::InstallSql(a) => {
+            for (key, name) in [
+                ("--pg-schema", &a.pg_schema),
+                ("--pg-function-schema", &a.pg_function_schema),
+            ] {
+                if !crate::store::valid_schema_name(name) {
+                    return Err(CliError::Usage(format!(
+                        "{key} {}",
+                        crate::store::SCHEMA_NAME_RULE
+                    )));
+                }
+            }
+            print!(
+                "{}",
+                crate::store::postgres::schema::functions_sql(&a.pg_schema, &a.pg_function_schema)
+            );
             Ok(())
         }
         Command::Openapi => {
@@ -667,21 +722,35 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     event_types,
                     secret,
                     signing_scheme,
+                    format,
+                    headers,
                     description,
                     max_attempts,
                     rate_limit,
                     client,
-                } => (
-                    client,
-                    M::POST,
-                    "/endpoints".to_owned(),
-                    Some(json!({
-                        "url": url, "event_types": event_types, "secret": secret,
-                        "signing_scheme": signing_scheme,
-                        "description": description, "max_attempts": max_attempts,
-                        "rate_limit": rate_limit,
-                    })),
-                ),
+                } => {
+                    let mut header_map = serde_json::Map::new();
+                    for h in headers {
+                        let Some((name, value)) = h.split_once(':') else {
+                            return Err(CliError::Usage(format!(
+                                "--header {h:?}: write it as 'Name: value'"
+                            )));
+                        };
+                        header_map.insert(name.trim().to_owned(), json!(value.trim()));
+                    }
+                    (
+                        client,
+                        M::POST,
+                        "/endpoints".to_owned(),
+                        Some(json!({
+                            "url": url, "event_types": event_types, "secret": secret,
+                            "signing_scheme": signing_scheme, "format": format,
+                            "headers": (!header_map.is_empty()).then_some(header_map),
+                            "description": description, "max_attempts": max_attempts,
+                            "rate_limit": rate_limit,
+                        })),
+                    )
+                }
                 EndpointCmd::List { client } => (client, M::GET, "/endpoints".into(), None),
                 EndpointCmd::Get { id, client } => {
                     (client, M::GET, format!("/endpoints/{id}"), None)
@@ -691,9 +760,13 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     url,
                     enable,
                     disable,
+                    format,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(f) = format {
+                        patch.insert("format".into(), json!(f));
+                    }
                     if let Some(u) = url {
                         patch.insert("url".into(), json!(u));
                     }

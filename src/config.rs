@@ -74,6 +74,16 @@ pub struct StoreArgs {
     /// Most connections this process opens to PostgreSQL. [default: 10]
     #[arg(long, env = "HOOKRELAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<u32>,
+
+    /// PostgreSQL schema that holds hookrelay's tables. [default: hookrelay, or the schema
+    /// where an installation made before schemas keeps them]
+    #[arg(long, env = "HOOKRELAY_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
+
+    /// PostgreSQL schema where the `dispatch_webhook()` functions that applications call
+    /// are installed. [default: public]
+    #[arg(long, env = "HOOKRELAY_PG_FUNCTION_SCHEMA")]
+    pub pg_function_schema: Option<String>,
 }
 
 /// Settings of `hookrelay serve`. Each is optional here so that the config file can fill it.
@@ -241,6 +251,8 @@ pub struct AlertArgs {
 struct FileConfig {
     database_url: Option<String>,
     database_pool_size: Option<u32>,
+    pg_schema: Option<String>,
+    pg_function_schema: Option<String>,
     listen: Option<SocketAddr>,
     admin_token: Option<String>,
     #[serde(default)]
@@ -337,6 +349,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_pool_size: u32,
+    /// Where hookrelay's objects live on PostgreSQL.
+    pub pg_schemas: crate::store::PgSchemas,
     pub admin_token: Option<String>,
     pub allow_networks: Vec<IpNet>,
     pub role: Role,
@@ -374,6 +388,7 @@ impl std::fmt::Debug for Config {
                 &crate::destinations::redact_url(&self.database_url),
             )
             .field("database_pool_size", &self.database_pool_size)
+            .field("pg_schemas", &self.pg_schemas)
             .field("admin_token", &redacted(&self.admin_token))
             .field("allow_networks", &self.allow_networks)
             .field("role", &self.role)
@@ -407,6 +422,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             database_pool_size: 10,
+            pg_schemas: Default::default(),
             admin_token: None,
             allow_networks: Vec::new(),
             role: Role::All,
@@ -461,6 +477,14 @@ impl Config {
                 .database_pool_size
                 .or(file.database_pool_size)
                 .unwrap_or(d.database_pool_size),
+            pg_schemas: crate::store::PgSchemas {
+                tables: args.store.pg_schema.or(file.pg_schema),
+                functions: args
+                    .store
+                    .pg_function_schema
+                    .or(file.pg_function_schema)
+                    .unwrap_or(d.pg_schemas.functions),
+            },
             admin_token: args.admin_token.or(file.admin_token),
             allow_networks,
             role: args.role.or(file.role).unwrap_or(d.role),
@@ -565,6 +589,14 @@ impl Config {
                 "retry_base",
                 "must be above zero and not above retry_max_delay",
             );
+        }
+        if let Some(s) = &self.pg_schemas.tables {
+            if !crate::store::valid_schema_name(s) {
+                return invalid("pg_schema", crate::store::SCHEMA_NAME_RULE);
+            }
+        }
+        if !crate::store::valid_schema_name(&self.pg_schemas.functions) {
+            return invalid("pg_function_schema", crate::store::SCHEMA_NAME_RULE);
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return invalid("database_pool_size", "must be between 1 and 1000");

@@ -101,8 +101,42 @@ pub struct Endpoint {
     /// Payload filter, ordering and transformation, compiled ([`crate::routing`]).
     #[serde(skip)]
     pub routing: std::sync::Arc<crate::routing::Routing>,
+    /// The body shape and signature deliveries carry.
+    pub format: DeliveryFormat,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The body shape and signature of what an endpoint receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryFormat {
+    /// Standard Webhooks: the body `{"id", "type", "timestamp", "data", "actor"}` and the
+    /// `webhook-id`, `webhook-timestamp` and `webhook-signature` headers.
+    #[default]
+    StandardWebhooks,
+    /// The community platform's format, for receivers built for it: the body
+    /// `{"event", "timestamp", "actor_user_id", "data", "request_id"}` and
+    /// `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the body>`, keyed with the bytes of
+    /// the endpoint's secret as given.
+    Community,
+}
+
+impl DeliveryFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Community => "community",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard-webhooks" => Some(Self::StandardWebhooks),
+            "community" => Some(Self::Community),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -131,6 +165,7 @@ impl std::fmt::Debug for Endpoint {
             .field("disabled_reason", &self.disabled_reason)
             .field("breaker", &self.breaker)
             .field("routing", &self.routing)
+            .field("format", &self.format)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -273,6 +308,7 @@ impl Endpoint {
             disabled_reason: None,
             breaker: Default::default(),
             routing: Default::default(),
+            format: DeliveryFormat::default(),
             created_at: now,
             updated_at: now,
         }

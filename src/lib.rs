@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import;
 pub mod ingest;
 pub mod ops;
 pub mod routing;
@@ -60,22 +61,43 @@ pub struct App {
     generated_admin_token: Option<String>,
 }
 
+/// Opens the store that `config` names, applies its migrations and, with encryption keys,
+/// seals the credentials it holds (`serve` and `import` share this).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store = store::connect(
+        &config.database_url,
+        config.database_pool_size,
+        &config.pg_schemas,
+    )
+    .await?;
+    let Some(keys) = secrets::Keyring::from_base64(&config.encryption_keys)? else {
+        return Ok(store);
+    };
+    let sealed = store::sealed::SealedStore::new(store, keys);
+    let rewritten = sealed.seal_all().await?;
+    if rewritten > 0 {
+        tracing::info!(
+            rows = rewritten,
+            "endpoint and inbox credentials sealed with the current encryption key"
+        );
+    }
+    Ok(Arc::new(sealed))
+}
+
+/// Which destinations HTTP deliveries may reach, as `config` allows.
+pub fn network_policy(config: &Config) -> NetworkPolicy {
+    let policy = NetworkPolicy::new(config.allow_networks.clone());
+    match config.dns_server {
+        Some(server) => policy.with_lookup(destinations::net::Lookup::server(server)),
+        None => policy,
+    }
+}
+
 impl App {
     /// Opens the store, applies migrations, binds the listener (port 0 picks a free port)
     /// and prepares the dispatcher, as `config.role` asks.
     pub async fn build(mut config: Config) -> Result<Self, StartError> {
-        let mut store = store::connect(&config.database_url, config.database_pool_size).await?;
-        if let Some(keys) = secrets::Keyring::from_base64(&config.encryption_keys)? {
-            let sealed = store::sealed::SealedStore::new(store, keys);
-            let rewritten = sealed.seal_all().await?;
-            if rewritten > 0 {
-                tracing::info!(
-                    rows = rewritten,
-                    "endpoint and inbox credentials sealed with the current encryption key"
-                );
-            }
-            store = Arc::new(sealed);
-        }
+        let store = open_store(&config).await?;
         store
             .set_default_max_attempts(config.retry.max_attempts)
             .await?;
@@ -84,11 +106,7 @@ impl App {
             // Also accept it in this process without a store round trip.
             config.admin_token = Some(token.clone());
         }
-        let mut policy = NetworkPolicy::new(config.allow_networks.clone());
-        if let Some(server) = config.dns_server {
-            policy = policy.with_lookup(destinations::net::Lookup::server(server));
-        }
-        let policy = Arc::new(policy);
+        let policy = Arc::new(network_policy(&config));
         let waker = Waker::default();
         let http = HttpDestination::new(
             policy.clone(),

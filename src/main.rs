@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args, cli.config).await,
         Command::Migrate(args) => migrate(args, cli.config).await,
+        Command::Import(args) => import(*args, cli.config).await,
         other => cli::run_client(other).await.map_err(anyhow::Error::from),
     };
     match result {
@@ -60,10 +61,45 @@ async fn migrate(
         ..Default::default()
     };
     let config = Config::resolve(serve, file.as_deref()).context("invalid configuration")?;
-    store::connect(&config.database_url, config.database_pool_size)
-        .await
-        .context("migration failed")?;
+    store::connect(
+        &config.database_url,
+        config.database_pool_size,
+        &config.pg_schemas,
+    )
+    .await
+    .context("migration failed")?;
     println!("migrations applied to {}", redact(&config.database_url));
+    Ok(())
+}
+
+async fn import(args: cli::ImportArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let config = Config::resolve(args.serve, file.as_deref()).context("invalid configuration")?;
+    let mut names = hookrelay::import::SourceNames {
+        configurations: args.configurations_table,
+        deliveries: args.deliveries_table,
+        ..Default::default()
+    };
+    for spec in &args.columns {
+        names.rename(spec).map_err(anyhow::Error::msg)?;
+    }
+    let options = hookrelay::import::ImportOptions {
+        from: args.from,
+        names,
+        tenant: args.tenant,
+        user_agent: Some(args.user_agent).filter(|ua| !ua.is_empty()),
+        max_attempts: config.retry.max_attempts,
+        max_endpoints: config.max_endpoints_per_tenant,
+        dry_run: args.dry_run,
+    };
+    let store = hookrelay::open_store(&config)
+        .await
+        .context("cannot open hookrelay's store")?;
+    let policy = hookrelay::network_policy(&config);
+    hookrelay::import::run(store.as_ref(), &policy, &options, &mut |line| {
+        println!("{line}")
+    })
+    .await
+    .context("import failed")?;
     Ok(())
 }
 

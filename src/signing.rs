@@ -22,6 +22,11 @@ use sha2::Sha256;
 pub const HEADER_ID: &str = "webhook-id";
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
+/// The signature header of the community platform's format
+/// ([`crate::domain::DeliveryFormat::Community`]).
+pub const HEADER_COMMUNITY_SIGNATURE: &str = "x-webhook-signature";
+/// Longest secret an endpoint of the community platform's format may have.
+pub const MAX_COMMUNITY_SECRET_LEN: usize = 512;
 
 /// How far a timestamp may be from now before a receiver rejects it.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
@@ -181,6 +186,44 @@ pub fn sign(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> Stri
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The community platform's signature: `sha256=<hex HMAC-SHA256 of body>`, keyed with the
+/// bytes of `secret` as given (that system stored plain strings, not `whsec_` keys).
+pub fn sign_community(secret: &str, body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a community-format secret: 1 to [`MAX_COMMUNITY_SECRET_LEN`] bytes, no
+/// control characters.
+pub fn validate_community_secret(secret: &str) -> Result<(), &'static str> {
+    if secret.is_empty() || secret.len() > MAX_COMMUNITY_SECRET_LEN {
+        return Err("secret must be 1 to 512 bytes");
+    }
+    if secret.chars().any(char::is_control) {
+        return Err("secret may not contain control characters");
+    }
+    Ok(())
+}
+
+/// Verifies a community-format signature header against `body` in constant time.
+pub fn verify_community(secret: &str, body: &[u8], header: &str) -> bool {
+    let Some(given) = header
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
 }
 
 /// A key a receiver verifies with.

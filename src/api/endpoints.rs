@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
-    domain::{self, Breaker, DeliveryStatus, Endpoint},
+    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint},
     ingest::validate_type_name,
     routing::{OrderingSpec, Routing, RoutingSpec},
     signing,
@@ -47,11 +47,15 @@ pub struct CreateEndpoint {
     pub url: String,
     /// Exact names or `prefix.*` wildcards; absent or empty means every type.
     pub event_types: Option<Vec<String>>,
-    /// `whsec_<base64>` (HMAC) or `whsk_<base64>` (Ed25519); generated when absent.
+    /// `whsec_<base64>` (HMAC) or `whsk_<base64>` (Ed25519); generated when absent. With
+    /// the `community` format, any string of 1 to 512 bytes, used as given.
     pub secret: Option<String>,
     /// `hmac-sha256` (the default, `v1` signatures) or `ed25519` (`v1a` signatures,
     /// verified with the answer's `public_key`). Must match `secret` when both are given.
     pub signing_scheme: Option<SigningScheme>,
+    /// `standard-webhooks` (the default) or `community`: the community platform's body
+    /// and `X-Webhook-Signature: sha256=<hex>` header, for receivers built for it.
+    pub format: Option<DeliveryFormat>,
     pub description: Option<String>,
     /// Deliveries per second.
     pub rate_limit: Option<u32>,
@@ -101,12 +105,28 @@ impl From<signing::Scheme> for SigningScheme {
 }
 
 /// The secret to use: the given one (validated, and matching `scheme` if both are given),
-/// or a new one of `scheme`.
+/// or a new one of `scheme`. The community format takes any plain string and signs with
+/// HMAC only.
 fn choose_secret(
     given: Option<String>,
     scheme: Option<SigningScheme>,
     default: signing::Scheme,
+    format: DeliveryFormat,
 ) -> Result<String, ApiError> {
+    if format == DeliveryFormat::Community {
+        if scheme == Some(SigningScheme::Ed25519) {
+            return Err(ApiError::invalid(
+                "the community format signs with HMAC-SHA256: signing_scheme ed25519 is not available",
+            ));
+        }
+        return match given {
+            Some(s) => {
+                check_community_secret(&s)?;
+                Ok(s)
+            }
+            None => Ok(signing::Scheme::Hmac.generate()),
+        };
+    }
     match given {
         Some(s) => {
             signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -125,6 +145,18 @@ fn choose_secret(
             .unwrap_or(default)
             .generate()),
     }
+}
+
+/// A community-format secret: a plain string, but not an Ed25519 key (that format has
+/// HMAC signatures only).
+fn check_community_secret(secret: &str) -> Result<(), ApiError> {
+    signing::validate_community_secret(secret).map_err(ApiError::invalid)?;
+    if signing::Scheme::of(secret) == signing::Scheme::Ed25519 {
+        return Err(ApiError::invalid(
+            "the community format signs with HMAC-SHA256: use a plain or whsec_ secret, not a whsk_ key",
+        ));
+    }
+    Ok(())
 }
 
 /// Fields to change; absent fields stay as they are, `null` clears a nullable one.
@@ -152,6 +184,9 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub transform: Option<Option<serde_json::Value>>,
+    /// `standard-webhooks` or `community`. Switching to `standard-webhooks` needs a
+    /// `whsec_`/`whsk_` secret (rotate one in first).
+    pub format: Option<DeliveryFormat>,
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
@@ -179,6 +214,8 @@ pub struct EndpointOut {
     /// `open_until`, then one probe), `half_open` (the probe is in flight).
     pub breaker: Breaker,
     pub signing_scheme: SigningScheme,
+    /// `standard-webhooks` or `community` (see the create request).
+    pub format: DeliveryFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Value>,
@@ -207,8 +244,15 @@ impl EndpointOut {
             filter: spec.filter,
             ordering: spec.ordering,
             transform: spec.transform,
-            signing_scheme: signing::Scheme::of(&ep.secret).into(),
-            public_key: signing::public_key(&ep.secret),
+            signing_scheme: match ep.format {
+                DeliveryFormat::Community => SigningScheme::HmacSha256,
+                DeliveryFormat::StandardWebhooks => signing::Scheme::of(&ep.secret).into(),
+            },
+            public_key: match ep.format {
+                DeliveryFormat::Community => None,
+                DeliveryFormat::StandardWebhooks => signing::public_key(&ep.secret),
+            },
+            format: ep.format,
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -394,7 +438,13 @@ pub async fn create_endpoint(
     validate_headers(&headers)?;
     validate_limits(body.rate_limit, body.max_attempts)?;
     validate_description(body.description.as_ref())?;
-    let secret = choose_secret(body.secret, body.signing_scheme, signing::Scheme::Hmac)?;
+    let format = body.format.unwrap_or_default();
+    let secret = choose_secret(
+        body.secret,
+        body.signing_scheme,
+        signing::Scheme::Hmac,
+        format,
+    )?;
     let routing = compile_routing(RoutingSpec {
         filter: body.filter,
         ordering: body.ordering,
@@ -410,6 +460,7 @@ pub async fn create_endpoint(
         headers,
         enabled: body.enabled.unwrap_or(true),
         routing,
+        format,
         ..Endpoint::new(tenant, body.url, secret)
     };
     state
@@ -534,6 +585,19 @@ pub async fn update_endpoint(
         }
     }
     check_headers_for(&ep.url, &ep.headers)?;
+    if let Some(format) = body.format {
+        match format {
+            DeliveryFormat::Community => check_community_secret(&ep.secret)?,
+            DeliveryFormat::StandardWebhooks => {
+                signing::validate_secret(&ep.secret).map_err(|_| {
+                    ApiError::invalid(
+                        "format standard-webhooks needs a whsec_ or whsk_ secret: rotate one in first",
+                    )
+                })?;
+            }
+        }
+        ep.format = format;
+    }
     let resumed = body.enabled == Some(true) && !ep.enabled;
     if let Some(enabled) = body.enabled {
         ep.enabled = enabled;
@@ -571,7 +635,8 @@ pub async fn delete_endpoint(
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
 pub struct RotateSecret {
-    /// The new secret, `whsec_<base64>` or `whsk_<base64>`; generated when absent.
+    /// The new secret, `whsec_<base64>` or `whsk_<base64>` (any plain string for the
+    /// `community` format); generated when absent.
     pub secret: Option<String>,
     /// The scheme of the new secret; by default the endpoint's current one. Switching
     /// schemes is a rotation like any other: both signatures are sent during the grace.
@@ -598,6 +663,7 @@ pub async fn rotate_secret(
         body.secret,
         body.signing_scheme,
         signing::Scheme::of(&ep.secret),
+        ep.format,
     )?;
     let now = domain::now();
     ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));

@@ -11,7 +11,7 @@ use chrono::SecondsFormat;
 use serde::Serialize;
 
 use crate::{
-    domain::{Endpoint, Event},
+    domain::{DeliveryFormat, Endpoint, Event},
     signing,
 };
 
@@ -65,6 +65,68 @@ pub fn payload(event: &Event) -> Vec<u8> {
     serde_json::to_vec(&envelope(event)).unwrap_or_default()
 }
 
+/// The body of the community platform's format ([`DeliveryFormat::Community`]).
+#[derive(Serialize)]
+struct CommunityPayload<'a> {
+    event: &'a str,
+    timestamp: String,
+    /// `null` when the event has no actor, as that system sent it.
+    actor_user_id: Option<&'a str>,
+    data: &'a serde_json::Value,
+    request_id: String,
+}
+
+fn community_envelope(event: &Event) -> CommunityPayload<'_> {
+    CommunityPayload {
+        event: &event.event_type,
+        timestamp: event
+            .created_at
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
+        actor_user_id: event.actor.as_deref(),
+        data: &event.data,
+        request_id: request_id(event),
+    }
+}
+
+/// The community format's `request_id`, the same on every attempt: the event's idempotency
+/// key when it is a UUID (events imported from that system keep theirs), else the event
+/// id's 128 bits written as a UUID.
+pub fn request_id(event: &Event) -> String {
+    if let Some(key) = event.idempotency_key.as_deref().filter(|k| is_uuid(k)) {
+        return key.to_ascii_lowercase();
+    }
+    let bits = event
+        .id
+        .rsplit('_')
+        .next()
+        .and_then(|u| ulid::Ulid::from_string(u).ok())
+        .map(u128::from)
+        .unwrap_or_default();
+    uuid_text(bits)
+}
+
+/// `bits` as a UUID's text, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn uuid_text(bits: u128) -> String {
+    let h = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Whether `s` is a UUID's text (any version, either case).
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 fn envelope(event: &Event) -> Payload<'_> {
     Payload {
         id: &event.id,
@@ -91,25 +153,42 @@ impl Message {
         if let Some(e) = endpoint.routing.error() {
             return Err(e.to_owned());
         }
+        let community = endpoint.format == DeliveryFormat::Community;
         let body = if endpoint.routing.has_transform() {
             // Built as a JSON value directly, not serialized and parsed back.
-            let envelope = serde_json::to_value(envelope(event)).unwrap_or_default();
+            let envelope = if community {
+                serde_json::to_value(community_envelope(event))
+            } else {
+                serde_json::to_value(envelope(event))
+            }
+            .unwrap_or_default();
             // Serializing a JSON value cannot fail; the transformation keeps its depth
             // bounded, so neither this nor dropping it can overflow the stack.
             serde_json::to_vec(&endpoint.routing.transform(envelope)?).unwrap_or_default()
+        } else if community {
+            // Serializing a struct of strings and a JSON value cannot fail.
+            serde_json::to_vec(&community_envelope(event)).unwrap_or_default()
         } else {
             payload(event)
         };
-        let secrets = endpoint.signing_secrets(now);
-        let signature = signing::sign(&secrets, &event.id, now_secs, &body);
         let mut headers: BTreeMap<String, String> = endpoint
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
         headers.insert(signing::HEADER_ID.into(), event.id.clone());
-        headers.insert(signing::HEADER_TIMESTAMP.into(), now_secs.to_string());
-        headers.insert(signing::HEADER_SIGNATURE.into(), signature);
+        if community {
+            // That system's receivers know one signature: the current secret's.
+            headers.insert(
+                signing::HEADER_COMMUNITY_SIGNATURE.into(),
+                signing::sign_community(&endpoint.secret, &body),
+            );
+        } else {
+            let secrets = endpoint.signing_secrets(now);
+            let signature = signing::sign(&secrets, &event.id, now_secs, &body);
+            headers.insert(signing::HEADER_TIMESTAMP.into(), now_secs.to_string());
+            headers.insert(signing::HEADER_SIGNATURE.into(), signature);
+        }
         if let Some(tp) = &event.traceparent {
             headers.insert("traceparent".into(), tp.clone());
         }

@@ -56,6 +56,10 @@ pub enum StoreError {
     /// The URL names no supported database.
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The database cannot be prepared for hookrelay (its schema, the application's
+    /// functions); the message says why and what to do.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl StoreError {
@@ -380,6 +384,12 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     /// The horizon (the dispatcher's next poll) bounds the walk over pending rows, which
     /// would otherwise step over every delivery an open breaker holds.
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
+
+    /// Writes an event and pending deliveries made elsewhere (`hookrelay import`) as they
+    /// are, in one transaction: the event unless its id exists, each delivery unless its
+    /// id exists or its event does not. Returns how many deliveries were written; the
+    /// dispatchers of every process are told (PostgreSQL) or find them on their next poll.
+    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64>;
 }
 
 /// An endpoint's routing as stored: its specification's JSON, or `None` when it has none.
@@ -470,16 +480,58 @@ pub fn breaker_updates(
         .collect()
 }
 
+/// Where hookrelay's objects live on PostgreSQL (SQLite has no schemas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSchemas {
+    /// The schema of hookrelay's tables, sequences and helper functions. `None`: the
+    /// schema `hookrelay`, unless an installation made before schemas existed keeps its
+    /// tables in the connection's default schema, which is then kept (with a warning).
+    pub tables: Option<String>,
+    /// The schema of the `dispatch_webhook()` functions that applications call.
+    pub functions: String,
+}
+
+impl Default for PgSchemas {
+    fn default() -> Self {
+        Self {
+            tables: None,
+            functions: "public".to_owned(),
+        }
+    }
+}
+
+/// The default schema of hookrelay's tables on PostgreSQL.
+pub const DEFAULT_PG_SCHEMA: &str = "hookrelay";
+
+/// What [`valid_schema_name`] accepts, for error messages.
+pub const SCHEMA_NAME_RULE: &str =
+    "must be 1 to 63 lowercase letters, digits or '_', starting with a letter or '_' and not with 'pg_'";
+
+/// Whether `name` can name a schema without quoting: it is put into SQL text (a schema
+/// cannot be a bind parameter), so only plain lowercase identifiers are accepted.
+pub fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+        && !name.starts_with("pg_")
+}
+
 /// Opens the store named by `url` and applies its migrations. `pool_size` bounds the
-/// connections to PostgreSQL (SQLite uses one writer and a few readers).
-pub async fn connect(url: &str, pool_size: u32) -> Result<std::sync::Arc<dyn Store>> {
+/// connections to PostgreSQL (SQLite uses one writer and a few readers); `schemas` says
+/// where hookrelay's objects live there.
+pub async fn connect(
+    url: &str,
+    pool_size: u32,
+    schemas: &PgSchemas,
+) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
             sqlite::SqliteStore::connect(url).await?,
         ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(
-            postgres::PostgresStore::connect(url, pool_size).await?,
+            postgres::PostgresStore::connect(url, pool_size, schemas).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
@@ -489,6 +541,26 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<std::sync::Arc<dyn Sto
 #[cfg(test)]
 mod tests {
     use super::cursor;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["hookrelay", "public", "_x", "app_2", &"a".repeat(63)] {
+            assert!(super::valid_schema_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Hook",
+            "1x",
+            "a-b",
+            "a.b",
+            "a\"b",
+            "pg_catalog",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(!super::valid_schema_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -41,7 +41,7 @@ use super::rows::{
 };
 use super::{
     endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
-    Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
+    Ingested, Page, PgSchemas, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::domain::{
     self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
@@ -63,6 +63,7 @@ macro_rules! ms_col {
 mod ingest;
 mod ops;
 mod outbox;
+pub mod schema;
 
 /// The sequence from which every write that makes deliveries due draws a number (new
 /// deliveries, from hookrelay's ingest or `dispatch_webhook()`; manual retries, replays,
@@ -106,14 +107,20 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://…` or `postgresql://…`) with a pool of
     /// up to `max_connections` and applies the migrations. Processes starting together are
     /// safe: the migrator holds an advisory lock while it runs.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+    ///
+    /// hookrelay's tables live in their own schema (see [`PgSchemas`]), created if needed:
+    /// every connection of the pool has it as its only `search_path`, so nothing of the
+    /// application's is seen or touched. The functions that applications call are
+    /// installed into the function schema after the migrations.
+    pub async fn connect(url: &str, max_connections: u32, schemas: &PgSchemas) -> Result<Self> {
+        let base = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(redact(url)))?
+            .application_name("hookrelay");
+        let schema = schema::prepare(&base, schemas).await?;
         // No JIT: hookrelay's statements are short, and with a long history the planner's
         // cost estimates crossed `jit_above_cost`, so a claim that runs in under a
         // millisecond spent about 300 ms compiling itself.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::UnsupportedUrl(redact(url)))?
-            .application_name("hookrelay")
-            .options([("jit", "off")]);
+        let options = base.options([("jit", "off"), ("search_path", schema.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -121,6 +128,7 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        schema::install_functions(&pool, &schema, &schemas.functions).await?;
         let (stop, _) = watch::channel(());
         let store = Self {
             ingest_tx: ingest::start(pool.clone()),
@@ -340,7 +348,7 @@ const ENDPOINT_COLUMNS: &str = concat!(
     ms_col!("breaker_until"),
     ", ",
     ms_col!("failing_since"),
-    ", routing, ",
+    ", routing, format, ",
     ms_col!("created_at"),
     ", ",
     ms_col!("updated_at")
@@ -777,9 +785,10 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing) \
+             enabled, disabled_reason, created_at, updated_at, routing, format) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, to_timestamp($8 / 1000.0), $9, $10, \
-             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0), $16)",
+             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0), $16, \
+             $17)",
         )
         .bind(&ep.id)
         .bind(&ep.tenant_id)
@@ -797,6 +806,7 @@ impl Store for PostgresStore {
         .bind(ms(ep.created_at))
         .bind(ms(ep.updated_at))
         .bind(routing_text(ep))
+        .bind(ep.format.as_str())
         .execute(&mut *tx)
         .await
         .map_err(write_error)?;
@@ -848,7 +858,7 @@ impl Store for PostgresStore {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
-             routing = $15 \
+             routing = $15, format = $16 \
              WHERE tenant_id = $13 AND id = $14 \
              RETURNING id, enabled \
              ), unparked AS ( \
@@ -875,6 +885,7 @@ impl Store for PostgresStore {
         .bind(&ep.tenant_id)
         .bind(&ep.id)
         .bind(routing_text(ep))
+        .bind(ep.format.as_str())
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -1232,6 +1243,62 @@ impl Store for PostgresStore {
         self.complete_in(completions, policy, None).await
     }
 
+    async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
+                                 traceparent, created_at) \
+             VALUES ($1, $2, $3, $4::json, $5, $6, $7, to_timestamp($8 / 1000.0)) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.event_type)
+        .bind(e.data.to_string())
+        .bind(&e.actor)
+        .bind(&e.idempotency_key)
+        .bind(&e.traceparent)
+        .bind(ms(e.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+        let mut written = 0;
+        for d in deliveries {
+            written += sqlx::query(
+                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+                                         max_attempts, next_attempt_at, last_error, created_at, \
+                                         updated_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, to_timestamp($8 / 1000.0), $9, \
+                        to_timestamp($10 / 1000.0), to_timestamp($11 / 1000.0) \
+                 WHERE EXISTS (SELECT 1 FROM events WHERE id = $3 AND tenant_id = $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&d.id)
+            .bind(&d.tenant_id)
+            .bind(&d.event_id)
+            .bind(&d.endpoint_id)
+            .bind(d.status.as_str())
+            .bind(i64::from(d.attempts))
+            .bind(i64::from(d.max_attempts))
+            .bind(d.next_attempt_at.map(ms))
+            .bind(&d.last_error)
+            .bind(ms(d.created_at))
+            .bind(ms(d.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?
+            .rows_affected();
+        }
+        if written > 0 {
+            sqlx::query(&format!("SELECT nextval('{WAKE_SEQUENCE}')"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(written)
+    }
+
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         // The first due delivery of a flowing endpoint (walking the partial index of
         // pending rows in order), and the end of the earliest cool-down of an open breaker
@@ -1515,7 +1582,7 @@ mod tests {
                 .execute(&mut admin)
                 .await
                 .expect("create database");
-            let store = PostgresStore::connect(&Self::url_of(&name), 16)
+            let store = PostgresStore::connect(&Self::url_of(&name), 16, &Default::default())
                 .await
                 .expect("connect");
             Self { name, store }
@@ -1529,11 +1596,15 @@ mod tests {
             Self::url_of(&self.name)
         }
 
-        /// A connection of its own, as an application would have.
+        /// A connection of its own, as an application would have, that also sees
+        /// hookrelay's tables (the application's functions are in `public`).
         async fn connection(&self) -> sqlx::PgConnection {
-            sqlx::PgConnection::connect(&self.url())
-                .await
-                .expect("connect")
+            sqlx::PgConnection::connect(&format!(
+                "{}?options[search_path]=hookrelay,public",
+                self.url()
+            ))
+            .await
+            .expect("connect")
         }
     }
 
@@ -2610,13 +2681,17 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_database_is_unavailable() {
-        let err = PostgresStore::connect("postgres://postgres:secret@127.0.0.1:1/none", 1)
-            .await
-            .err()
-            .expect("nothing listens on port 1");
+        let err = PostgresStore::connect(
+            "postgres://postgres:secret@127.0.0.1:1/none",
+            1,
+            &Default::default(),
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 1");
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(matches!(
-            PostgresStore::connect("postgres://u:secret@[bad/x", 1).await,
+            PostgresStore::connect("postgres://u:secret@[bad/x", 1, &Default::default()).await,
             Err(StoreError::UnsupportedUrl(u)) if !u.contains("secret")
         ));
     }

@@ -3,8 +3,8 @@
 
 use super::{Result, StoreError};
 use crate::domain::{
-    from_millis, Attempt, AttemptOutcome, Breaker, BreakerState, Delivery, DeliveryStatus,
-    Endpoint, Event, EventType, Tenant,
+    from_millis, Attempt, AttemptOutcome, Breaker, BreakerState, Delivery, DeliveryFormat,
+    DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 
 #[derive(sqlx::FromRow)]
@@ -50,6 +50,7 @@ pub(super) struct EndpointRow {
     pub(super) breaker_until: Option<i64>,
     pub(super) failing_since: Option<i64>,
     pub(super) routing: Option<String>,
+    pub(super) format: String,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -130,6 +131,8 @@ impl TryFrom<EndpointRow> for Endpoint {
     fn try_from(r: EndpointRow) -> Result<Self> {
         Ok(Endpoint {
             routing: crate::routing::compiled(r.routing.as_deref()),
+            format: DeliveryFormat::parse(&r.format)
+                .ok_or_else(|| corrupt("endpoints.format", &r.format))?,
             event_types: serde_json::from_str(&r.event_types)
                 .map_err(|e| corrupt("endpoints.event_types", e))?,
             headers: serde_json::from_str(&r.headers)

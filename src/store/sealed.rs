@@ -394,6 +394,9 @@ impl Store for SealedStore {
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due(horizon).await
     }
+    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64> {
+        self.inner.import(event, deliveries).await
+    }
 }
 
 #[async_trait]

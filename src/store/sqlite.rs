@@ -389,7 +389,7 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
      previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, \
      disabled_reason, breaker_state, consecutive_failures, breaker_until, failing_since, \
-     routing, created_at, updated_at";
+     routing, format, created_at, updated_at";
 
 const EVENT_COLUMNS: &str =
     "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
@@ -704,8 +704,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing) \
-             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17 \
+             enabled, disabled_reason, created_at, updated_at, routing, format) \
+             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17,?18 \
              WHERE (SELECT count(*) FROM endpoints WHERE tenant_id = ?2) < ?16",
         )
         .bind(&ep.id)
@@ -725,6 +725,7 @@ impl Store for SqliteStore {
         .bind(ms(ep.updated_at))
         .bind(i64::from(max_per_tenant))
         .bind(routing_text(ep))
+        .bind(ep.format.as_str())
         .execute(&self.writer)
         .await
         .map_err(db)?;
@@ -770,8 +771,8 @@ impl Store for SqliteStore {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE failing_since END, \
-             enabled = ?10, disabled_reason = ?11, updated_at = ?12, routing = ?16 \
-             WHERE tenant_id = ?13 AND id = ?15",
+             enabled = ?10, disabled_reason = ?11, updated_at = ?12, routing = ?16, \
+             format = ?17 WHERE tenant_id = ?13 AND id = ?15",
         )
         .bind(&ep.url)
         .bind(&ep.description)
@@ -790,6 +791,7 @@ impl Store for SqliteStore {
         .bind(ep.enabled)
         .bind(&ep.id)
         .bind(routing_text(ep))
+        .bind(ep.format.as_str())
         .execute(&self.writer)
         .await
         .map_err(db)?;
@@ -1082,6 +1084,53 @@ impl Store for SqliteStore {
 
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
         self.complete_in(completions, policy, None).await
+    }
+
+    async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO events (id, tenant_id, type, data, actor, idempotency_key, \
+                                           traceparent, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.event_type)
+        .bind(e.data.to_string())
+        .bind(&e.actor)
+        .bind(&e.idempotency_key)
+        .bind(&e.traceparent)
+        .bind(ms(e.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut written = 0;
+        for d in deliveries {
+            written += sqlx::query(
+                "INSERT OR IGNORE INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
+                                                   attempts, max_attempts, next_attempt_at, \
+                                                   last_error, created_at, updated_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+                 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?3 AND tenant_id = ?2)",
+            )
+            .bind(&d.id)
+            .bind(&d.tenant_id)
+            .bind(&d.event_id)
+            .bind(&d.endpoint_id)
+            .bind(d.status.as_str())
+            .bind(i64::from(d.attempts))
+            .bind(i64::from(d.max_attempts))
+            .bind(d.next_attempt_at.map(ms))
+            .bind(&d.last_error)
+            .bind(ms(d.created_at))
+            .bind(ms(d.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(written)
     }
 
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {

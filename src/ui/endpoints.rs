@@ -122,6 +122,10 @@ async fn list_page(
                 label { "Rate limit/s " input type="number" name="rate_limit" min="1" max="100000"; }
                 label { "Description " input type="text" name="description" maxlength="1024"; }
                 label { "Secret (optional) " input type="text" name="secret" id="endpoint-secret-input" placeholder="whsec_… (generated when empty)"; }
+                label { "Format " select name="format" id="endpoint-format" {
+                    option value="standard-webhooks" selected { "Standard Webhooks" }
+                    option value="community" { "community (X-Webhook-Signature: sha256=)" }
+                } }
                 button type="submit" id="create-endpoint-submit" { "Create" }
             }
         }
@@ -156,6 +160,7 @@ struct CreateForm {
     rate_limit: Option<String>,
     description: Option<String>,
     secret: Option<String>,
+    format: Option<String>,
 }
 
 async fn create(
@@ -184,6 +189,13 @@ async fn create(
         event_types: Some(event_types),
         secret: non_empty(&f.secret),
         signing_scheme: None,
+        format: match non_empty(&f.format) {
+            None => None,
+            Some(f) => Some(
+                crate::domain::DeliveryFormat::parse(&f)
+                    .ok_or_else(|| UiError::bad_request("unknown format"))?,
+            ),
+        },
         description: non_empty(&f.description),
         rate_limit,
         max_attempts: None,
@@ -279,6 +291,7 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                     @if let Some(t) = ep.breaker.open_until { " · probe at " (time(t)) } } }
                 tr { th { "Rate limit" } td { (ep.rate_limit.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".into())) } }
                 tr { th { "Max attempts" } td { (ep.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| format!("server default ({})", state.config.retry.max_attempts))) } }
+                tr { th { "Format" } td id="endpoint-format" { (ep.format.as_str()) } }
                 tr { th { "Signing secret" } td { details { summary { "show" } code id="endpoint-secret" { (ep.secret) } }
                     @if let Some(t) = ep.previous_secret_expires_at.filter(|t| *t > crate::domain::now()) {
                         " previous secret also signs until " (time(t))

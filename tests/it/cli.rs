@@ -143,7 +143,7 @@ async fn catalog_loads_and_send_works_against_a_running_server() {
     );
     let got = r.wait_for(1, std::time::Duration::from_secs(10)).await;
     assert_eq!(got[0].json()["data"]["community_id"], "c1");
-    // The catalog's schema applies: a payload without user_id is refused.
+    // The catalog's schema applies: a payload without community_id is refused.
     let out = run(vec![
         "send".into(),
         "user.joined_community".into(),

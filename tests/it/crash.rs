@@ -434,7 +434,9 @@ async fn kill_9_while_an_application_calls_dispatch_webhook_loses_nothing() {
         "{lost} committed events never arrived (seed {seed})"
     );
     assert_nothing_pending(&reqwest::Client::new(), &server.base).await;
-    let mut check = sqlx::PgConnection::connect(&db).await.unwrap();
+    let mut check = sqlx::PgConnection::connect(&with_hookrelay_tables(&db))
+        .await
+        .unwrap();
     let (left, events): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM hookrelay_outbox), (SELECT count(*) FROM events)",
     )

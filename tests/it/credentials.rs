@@ -70,7 +70,9 @@ async fn stored(database_url: &str, sql: &str, id: &str) -> Vec<Option<String>> 
         pool.close().await;
         (0..row.len()).map(|i| row.get(i)).collect()
     } else {
-        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&with_hookrelay_tables(database_url))
+            .await
+            .unwrap();
         let row = sqlx::query(&sql.replace('?', "$1"))
             .bind(id)
             .fetch_one(&pool)
@@ -224,7 +226,9 @@ async fn inbox_row(database_url: &str, id: &str) -> Vec<String> {
             .filter_map(|i| row.try_get::<Option<String>, _>(i).ok().flatten())
             .collect()
     } else {
-        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&with_hookrelay_tables(database_url))
+            .await
+            .unwrap();
         let row = sqlx::query("SELECT * FROM inboxes WHERE id = $1")
             .bind(id)
             .fetch_one(&pool)
@@ -244,7 +248,9 @@ async fn execute(database_url: &str, sql: &str, id: &str) {
         sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
         pool.close().await;
     } else {
-        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&with_hookrelay_tables(database_url))
+            .await
+            .unwrap();
         sqlx::query(&sql.replace('?', "$1"))
             .bind(id)
             .execute(&pool)

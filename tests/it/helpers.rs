@@ -47,6 +47,17 @@ pub async fn create_pg_database() -> (String, String) {
     (format!("{}/{name}", postgres_server()), name)
 }
 
+/// `url` with hookrelay's schema first on the search path (then `public`, where the
+/// application's functions are), for tests that read or write hookrelay's tables behind
+/// its back. A SQLite URL is returned as it is.
+pub fn with_hookrelay_tables(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]=hookrelay,public")
+}
+
 /// Drops a database made by [`create_pg_database`].
 pub async fn drop_pg_database(name: &str) {
     use sqlx::Connection;

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod community;
 mod controls;
 mod crash;
 mod credentials;

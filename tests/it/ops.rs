@@ -1064,7 +1064,7 @@ async fn health_stays_fast_with_a_long_history(backend: Backend) {
     let (mut pg, mut sqlite) = match backend {
         Backend::Postgres => {
             use sqlx::Connection;
-            let c = sqlx::PgConnection::connect(app.database_url())
+            let c = sqlx::PgConnection::connect(&with_hookrelay_tables(app.database_url()))
                 .await
                 .unwrap();
             (Some(c), None)

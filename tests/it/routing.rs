@@ -210,7 +210,9 @@ async fn invalid_routing_is_refused_and_changes_nothing(backend: Backend) {
 async fn dispatch_webhook_applies_the_same_filters() {
     let (db, name) = create_pg_database().await;
     let app = spawn_app_on(Backend::Sqlite, |c| c.database_url = db.clone()).await;
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let pool = sqlx::PgPool::connect(&with_hookrelay_tables(&db))
+        .await
+        .unwrap();
     for (filter, data, actor, want) in filter_cases() {
         let spec: hookrelay::routing::RoutingSpec =
             serde_json::from_value(json!({ "filter": filter })).unwrap();

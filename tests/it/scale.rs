@@ -247,7 +247,7 @@ async fn dispatch_webhook_delivers_only_committed_events() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FUNCTION dispatch_webhook"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FUNCTION public.dispatch_webhook("));
     drop(server);
     drop(app_conn);
     drop_pg_database(&name).await;

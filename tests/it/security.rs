@@ -149,7 +149,9 @@ async fn stored_secrets(database_url: &str, id: &str) -> (String, Option<String>
         pool.close().await;
         row
     } else {
-        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&with_hookrelay_tables(database_url))
+            .await
+            .unwrap();
         let row = sqlx::query_as(sql).bind(id).fetch_one(&pool).await.unwrap();
         pool.close().await;
         row

@@ -20,11 +20,17 @@ async fn open(backend: Backend, dir: &tempfile::TempDir) -> (Arc<dyn Store>, Opt
     match backend {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.path().join("s.db").display());
-            (store::connect(&url, 5).await.unwrap(), None)
+            (
+                store::connect(&url, 5, &Default::default()).await.unwrap(),
+                None,
+            )
         }
         Backend::Postgres => {
             let (url, name) = create_pg_database().await;
-            (store::connect(&url, 5).await.unwrap(), Some(name))
+            (
+                store::connect(&url, 5, &Default::default()).await.unwrap(),
+                Some(name),
+            )
         }
     }
 }
