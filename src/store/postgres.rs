@@ -2376,6 +2376,95 @@ mod tests {
         assert_eq!(got, made, "enabled again: every waiting delivery is due");
     }
 
+    /// An installation made before hookrelay had a schema of its own (its tables in the
+    /// default schema) keeps working: a start without `pg_schema` finds it there and
+    /// creates no schema.
+    #[tokio::test]
+    async fn an_installation_made_before_schemas_keeps_its_tables() {
+        let name = format!("hr_unit_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("admin");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = TestDb::url_of(&name);
+        let legacy = PgSchemas {
+            tables: Some("public".into()),
+            ..Default::default()
+        };
+        let store = PostgresStore::connect(&url, 2, &legacy).await.unwrap();
+        let tenant = Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            created_at: domain::now(),
+        };
+        store.create_tenant(&tenant).await.unwrap();
+        drop(store);
+        let store = PostgresStore::connect(&url, 2, &PgSchemas::default())
+            .await
+            .unwrap();
+        assert!(store.get_tenant("acme").await.unwrap().is_some());
+        drop(store);
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (own_schema,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'hookrelay')",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert!(!own_schema);
+        drop(c);
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    /// The functions applications call are not executable by PUBLIC, and grants made on
+    /// them survive a restart (which installs them again).
+    #[tokio::test]
+    async fn the_application_functions_keep_their_grants_and_are_not_public() {
+        let db = TestDb::new().await;
+        let suffix = format!("{:016x}", rand::random::<u64>());
+        let (caller, stranger) = (format!("hr_caller_{suffix}"), format!("hr_other_{suffix}"));
+        let mut c = db.connection().await;
+        let uuid_fn = "public.dispatch_webhook(text, jsonb, uuid)";
+        let text_fn = "public.dispatch_webhook(text, jsonb, text, text, text)";
+        for sql in [
+            format!("CREATE ROLE {caller}"),
+            format!("CREATE ROLE {stranger}"),
+            format!("GRANT EXECUTE ON FUNCTION {uuid_fn} TO {caller}"),
+        ] {
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        }
+        let restarted = PostgresStore::connect(&db.url(), 2, &PgSchemas::default())
+            .await
+            .unwrap();
+        drop(restarted);
+        let may = |role: &str, f: &str| {
+            format!("SELECT has_function_privilege('{role}', '{f}', 'EXECUTE')")
+        };
+        for (role, f, want) in [
+            (&caller, uuid_fn, true),
+            (&caller, text_fn, false),
+            (&stranger, uuid_fn, false),
+            (&stranger, text_fn, false),
+        ] {
+            let (got,): (bool,) = sqlx::query_as(&may(role, f))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{role} on {f}");
+        }
+        for sql in [
+            format!("REVOKE ALL ON FUNCTION {uuid_fn} FROM {caller}"),
+            format!("DROP ROLE {caller}"),
+            format!("DROP ROLE {stranger}"),
+        ] {
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn connections_run_without_jit() {
         let db = TestDb::new().await;

@@ -5,6 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
+use axum::response::IntoResponse;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -301,7 +302,7 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
     assert!(denied.contains("permission denied"), "{denied}");
 
     let got = receiver.wait_for(3, Duration::from_secs(30)).await;
-    let counts: Vec<i64> = got[1..]
+    let mut counts: Vec<i64> = got[1..]
         .iter()
         .map(|r| {
             assert!(verifies_like_the_seed(SECRET, r));
@@ -309,19 +310,34 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
             r.json()["data"]["member_count"].as_i64().unwrap()
         })
         .collect();
+    counts.sort_unstable();
     assert_eq!(counts, [44, 46], "the rolled-back call (45) sent nothing");
 
-    // 5: verify, with the CLI: the imported delivery is delivered.
-    let listed = stdout(
-        &Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["deliveries", "list", "--status", "delivered"])
-            .env("HOOKRELAY_SERVER", &server.base)
-            .env("HOOKRELAY_TOKEN", ADMIN)
-            .output()
-            .unwrap(),
+    // 5: verify, with the CLI: the imported delivery and the two new ones are delivered
+    // (recorded a moment after the receiver answered).
+    let base = server.base.clone();
+    let delivered = eventually(Duration::from_secs(20), || {
+        let base = base.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+                    .args(["deliveries", "list", "--status", "delivered"])
+                    .env("HOOKRELAY_SERVER", &base)
+                    .env("HOOKRELAY_TOKEN", ADMIN)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+            (listed["data"].as_array().unwrap().len() == 3).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "three deliveries are listed as delivered"
     );
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
 
     drop(app);
     drop(server);
@@ -421,4 +437,140 @@ async fn every_catalog_event_goes_through_the_api_and_dispatch_webhook() {
     drop(app);
     drop(server);
     drop_pg_database(&name).await;
+}
+
+/// The community format on either store: first attempts, retries, replays and the endpoint
+/// test all carry its body and signature; secrets are plain strings; bad combinations are
+/// refused and change nothing.
+async fn the_community_format_applies_to_every_attempt(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    // Fails once, then accepts: the retry must be signed the same way.
+    let receiver = Receiver::start(Duration::ZERO, |n, _| {
+        if n == 1 {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    for bad in [
+        json!({"url": receiver.url, "format": "community", "secret": ""}),
+        json!({"url": receiver.url, "format": "community", "secret": "line\nbreak"}),
+        json!({"url": receiver.url, "format": "community", "signing_scheme": "ed25519"}),
+        json!({"url": receiver.url, "format": "legacy"}),
+    ] {
+        let (s, body) = app.post("/v1/tenants/default/endpoints", bad.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let ep = app
+        .endpoint(
+            json!({"url": receiver.url, "format": "community", "secret": SECRET,
+                         "headers": {"User-Agent": USER_AGENT}}),
+        )
+        .await;
+    assert_eq!(ep["format"], "community");
+    assert_eq!(ep["secret"], SECRET);
+    let id = ep["id"].as_str().unwrap();
+    let event = app
+        .event("user.joined_community", json!({"community_id": "c_7"}))
+        .await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body, got[1].body, "the retry sends the same body");
+    for r in &got {
+        assert!(verifies_like_the_seed(SECRET, r));
+        assert_eq!(r.header("user-agent"), USER_AGENT);
+        assert_eq!(
+            r.header("webhook-signature"),
+            "",
+            "no Standard Webhooks signature"
+        );
+        assert_eq!(r.json()["event"], "user.joined_community");
+        assert_eq!(r.json()["actor_user_id"], Value::Null);
+    }
+    // A replay of the event (once it is recorded as delivered), and the endpoint test.
+    app.wait_delivery(event["deliveries"][0]["id"].as_str().unwrap(), "delivered")
+        .await;
+    let (s, _) = app
+        .post(
+            &format!(
+                "/v1/tenants/default/events/{}/replay",
+                event["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, test) = app
+        .post(
+            &format!("/v1/tenants/default/endpoints/{id}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{test}");
+    let got = receiver.wait_for(4, Duration::from_secs(20)).await;
+    // The replay and the test arrive in either order.
+    let (tests, replays): (Vec<&Received>, Vec<&Received>) = got[2..]
+        .iter()
+        .partition(|r| r.json()["event"] == "webhook.test");
+    assert_eq!((tests.len(), replays.len()), (1, 1));
+    assert_eq!(replays[0].json()["request_id"], got[0].json()["request_id"]);
+    assert!(got[2..].iter().all(|r| verifies_like_the_seed(SECRET, r)));
+
+    // Back to Standard Webhooks only with a whsec_ secret.
+    let (s, body) = send(
+        app.req(
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/default/endpoints/{id}"),
+        )
+        .json(&json!({"format": "standard-webhooks"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (_, still) = app
+        .get(&format!("/v1/tenants/default/endpoints/{id}"))
+        .await;
+    assert_eq!(
+        still["format"], "community",
+        "a refused change changes nothing"
+    );
+    app.stop().await;
+}
+
+crate::both_stores!(the_community_format_applies_to_every_attempt);
+
+/// The import also fills an embedded store: the source is PostgreSQL, hookrelay SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_fills_an_embedded_store_too() {
+    let (db, name) = create_pg_database().await;
+    let role = format!("app_{}", &name[6..]);
+    let receiver = Receiver::ok().await;
+    seed(&db, &receiver.url, &role).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("hr.db").display());
+    let args = [
+        "import",
+        "--from",
+        &db,
+        "--database-url",
+        &sqlite,
+        "--allow-network",
+        "127.0.0.0/8",
+    ];
+    let out = stdout(&hookrelay(&args));
+    assert!(out.contains("deliveries: 1 created"), "{out}");
+    let out = stdout(&hookrelay(&args));
+    assert!(out.contains("deliveries: 0 created, 1 existing"), "{out}");
+    let server = start_server(&sqlite, &[]);
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert!(verifies_like_the_seed(SECRET, &got[0]));
+    assert_eq!(got[0].json()["request_id"], REQUEST_ID);
+    drop(server);
+    drop_pg_database(&name).await;
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
