@@ -131,6 +131,19 @@ async fn seed(db: &str, receiver: &str, role: &str) {
     }
 }
 
+/// Drops roles a test made (cluster-wide; their database is dropped first).
+async fn drop_roles(roles: &[&str]) {
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
+        .await
+        .unwrap();
+    for role in roles {
+        sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
 /// Everything in the application's tables, as one text.
 async fn application_tables(db: &str) -> String {
     let mut c = sqlx::PgConnection::connect(db).await.unwrap();
@@ -301,7 +314,37 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
         .to_string();
     assert!(denied.contains("permission denied"), "{denied}");
 
-    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    // A role set up after the switch, granted exactly what the guide says.
+    let guided = format!("{role}_guide");
+    let mut owner = sqlx::PgConnection::connect(&db).await.unwrap();
+    for sql in [
+        format!("CREATE ROLE {guided} LOGIN"),
+        format!("GRANT EXECUTE ON FUNCTION public.dispatch_webhook(text, jsonb, uuid) TO {guided}"),
+    ] {
+        sqlx::query(&sql).execute(&mut owner).await.unwrap();
+    }
+    let mut guided_conn =
+        sqlx::PgConnection::connect(&db.replace("postgres@", &format!("{guided}@")))
+            .await
+            .unwrap();
+    sqlx::query(
+        "SELECT dispatch_webhook(event_type => 'user.joined_community', \
+         event_data => $1::jsonb, actor_user_id => $2::uuid)",
+    )
+    .bind(marker(47))
+    .bind(ACTOR)
+    .execute(&mut guided_conn)
+    .await
+    .unwrap();
+    let denied = sqlx::query("SELECT count(*) FROM hookrelay.deliveries")
+        .execute(&mut guided_conn)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("permission denied"), "{denied}");
+    drop(guided_conn);
+
+    let got = receiver.wait_for(4, Duration::from_secs(30)).await;
     let mut counts: Vec<i64> = got[1..]
         .iter()
         .map(|r| {
@@ -311,9 +354,13 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
         })
         .collect();
     counts.sort_unstable();
-    assert_eq!(counts, [44, 46], "the rolled-back call (45) sent nothing");
+    assert_eq!(
+        counts,
+        [44, 46, 47],
+        "the rolled-back call (45) sent nothing"
+    );
 
-    // 5: verify, with the CLI: the imported delivery and the two new ones are delivered
+    // 5: verify, with the CLI: the imported delivery and the three new ones are delivered
     // (recorded a moment after the receiver answered).
     let base = server.base.clone();
     let delivered = eventually(Duration::from_secs(20), || {
@@ -330,25 +377,20 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
             .await
             .unwrap();
             let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
-            (listed["data"].as_array().unwrap().len() == 3).then_some(())
+            (listed["data"].as_array().unwrap().len() == 4).then_some(())
         }
     })
     .await;
     assert!(
         delivered.is_some(),
-        "three deliveries are listed as delivered"
+        "four deliveries are listed as delivered"
     );
 
     drop(app);
     drop(server);
+    drop(owner);
     drop_pg_database(&name).await;
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_roles(&[&role, &guided]).await;
 }
 
 /// Every event of the catalog, with the data the seed's code sends, is accepted by the API
@@ -566,11 +608,5 @@ async fn import_fills_an_embedded_store_too() {
     assert_eq!(got[0].json()["request_id"], REQUEST_ID);
     drop(server);
     drop_pg_database(&name).await;
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_roles(&[&role]).await;
 }
