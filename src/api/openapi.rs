@@ -21,7 +21,7 @@ use super::{deliveries, endpoints, events, inbox, ops, tenants};
         endpoints::replay_endpoint, events::replay_event,
         events::create_event, events::list_events, events::get_event,
         deliveries::list_deliveries, deliveries::get_delivery, deliveries::retry_delivery,
-        ops::health, ops::test_endpoint,
+        ops::health, ops::status, ops::test_endpoint,
         inbox::create_inbox, inbox::list_inboxes, inbox::get_inbox, inbox::delete_inbox,
         inbox::list_messages,
     ),

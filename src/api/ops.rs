@@ -28,6 +28,7 @@ pub const TEST_EVENT_TYPE: &str = "webhook.test";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route(
             "/v1/tenants/{tenant}/endpoints/{id}/test",
@@ -37,17 +38,49 @@ pub fn router() -> Router<AppState> {
 
 /// Health: totals of the last hour and day, pending deliveries, latency, open breakers,
 /// disabled endpoints, dispatcher heartbeats, firing alerts; `healthy: false` with the
-/// reasons when a rule fails. Admin token only.
+/// reasons when a rule fails, answered with `503`. Admin token only.
 #[utoipa::path(get, path = "/v1/health", tag = "operations",
-    responses((status = 200, body = HealthReport), (status = 403, body = super::ErrorBody)),
+    responses((status = 200, body = HealthReport),
+              (status = 503, description = "a rule fails (the same body)", body = HealthReport),
+              (status = 403, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn health(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<axum::Json<HealthReport>, ApiError> {
+) -> Result<(StatusCode, axum::Json<HealthReport>), ApiError> {
     principal.require_admin()?;
     let snapshot = Snapshot::read(state.store.as_ref()).await?;
-    Ok(axum::Json(snapshot.report(&state.config.alerts.thresholds)))
+    let report = snapshot.report(&state.config.alerts.thresholds);
+    Ok((report.http_status(), axum::Json(report)))
+}
+
+/// For uptime monitors, without a token: `200 {"healthy": true, "failing": []}`, or `503`
+/// with the names of the failing rules. No id or count of any tenant's. Read at most every
+/// 5 seconds per process (the route is open).
+#[utoipa::path(get, path = "/status", tag = "operations",
+    responses((status = 200, body = crate::ops::health::Status),
+              (status = 503, description = "a rule fails", body = crate::ops::health::Status)))]
+pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut cached = state.ops.status.lock().await;
+    let fresh = cached
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < crate::ops::metrics::STORE_GAUGES_MAX_AGE)
+        .map(|(_, s)| s.clone());
+    let status = match fresh {
+        Some(s) => s,
+        None => {
+            let snapshot = Snapshot::read(state.store.as_ref()).await?;
+            let s = snapshot.status(&state.config.alerts.thresholds);
+            *cached = Some((std::time::Instant::now(), s.clone()));
+            s
+        }
+    };
+    let code = if status.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((code, axum::Json(status)).into_response())
 }
 
 /// Prometheus metrics, text exposition format (no authentication, like `/healthz`).

@@ -134,6 +134,40 @@ pub struct HealthReport {
     pub generated_at: DateTime<Utc>,
 }
 
+/// What the open `/status` route tells an uptime monitor: whether hookrelay is healthy and
+/// which rules fail, never an id or a number of a tenant's.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct Status {
+    pub healthy: bool,
+    /// The failing rules, each once: `failure_rate`, `pending`, `breaker_open`,
+    /// `endpoint_disabled`, `dispatcher_stalled`.
+    pub failing: Vec<&'static str>,
+}
+
+impl HealthReport {
+    /// The HTTP status a monitor acts on: `200` when healthy, `503` otherwise.
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        if self.healthy {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+impl Snapshot {
+    /// The [`Status`] under thresholds `t`.
+    pub fn status(&self, t: &Thresholds) -> Status {
+        let mut failing: Vec<&'static str> = self.findings(t).iter().map(|f| f.rule).collect();
+        failing.sort_unstable();
+        failing.dedup();
+        Status {
+            healthy: failing.is_empty(),
+            failing,
+        }
+    }
+}
+
 /// One failing rule about one subject.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {

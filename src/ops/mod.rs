@@ -30,6 +30,10 @@ pub struct Ops {
     pub dispatcher_id: String,
     /// The destination the test endpoint sends through (the dispatcher's own kind).
     pub destination: Arc<dyn Destination>,
+    /// The last answer of the open `/status` route and when it was read: it is served
+    /// from here for [`metrics::STORE_GAUGES_MAX_AGE`], so an open route costs the store
+    /// at most one report that often.
+    pub status: tokio::sync::Mutex<Option<(std::time::Instant, health::Status)>>,
 }
 
 impl Ops {
@@ -38,6 +42,7 @@ impl Ops {
             metrics: metrics::Metrics::new()?,
             dispatcher_id: domain::new_id("dsp"),
             destination,
+            status: Default::default(),
         })
     }
 }

@@ -19,7 +19,13 @@ async fn health_when(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
     let last = std::sync::Mutex::new(Value::Null);
     let found = eventually(WAIT, || async {
         let (status, h) = app.get("/v1/health").await;
-        assert_eq!(status, StatusCode::OK, "{h}");
+        // 503 exactly when it reports unhealthy, with the same body.
+        let want = if h["healthy"] == true {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(status, want, "{h}");
         *last.lock().unwrap() = h.clone();
         done(&h).then_some(h)
     })
@@ -87,6 +93,10 @@ async fn health_counts_what_happened(backend: Backend) {
     assert_eq!(dispatchers[0]["pid"], std::process::id());
     assert_eq!(h["healthy"], true, "{h}");
     assert_eq!(h["reasons"], json!([]));
+    // A monitor's check needs no token.
+    let (s, status) = send(app.http.get(app.url("/status"))).await;
+    assert_eq!(s, StatusCode::OK, "{status}");
+    assert_eq!(status, json!({"healthy": true, "failing": []}));
 
     // Admin only.
     let (s, t) = app.post("/v1/tenants/default/tokens", json!({})).await;
@@ -461,6 +471,18 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
         "{}",
         h["reasons"]
     );
+    // The monitor's check: 503 with the rule's name, and no id of anyone's.
+    let (s, status) = send(app.http.get(app.url("/status"))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{status}");
+    assert_eq!(status["healthy"], false);
+    assert!(
+        status["failing"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("dispatcher_stalled")),
+        "{status}"
+    );
+    assert!(!status.to_string().contains("dsp_") && !status.to_string().contains("ep_"));
     ghost.last_heartbeat = domain::now();
     app.store.heartbeat(&ghost).await.unwrap();
     wait_announced(
@@ -1117,7 +1139,10 @@ async fn health_stays_fast_with_a_long_history(backend: Backend) {
         let t = std::time::Instant::now();
         let (s, h) = app.get("/v1/health").await;
         times.push(t.elapsed());
-        assert_eq!(s, StatusCode::OK);
+        assert!(
+            s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+            "{s}"
+        );
         assert_eq!(h["pending"], 1000, "{h}");
         // (The oldest minute may have left the window meanwhile.)
         let day = h["stats"]["last_24_hours"]["delivered"].as_u64().unwrap();
