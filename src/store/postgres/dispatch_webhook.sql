@@ -83,3 +83,7 @@ SET search_path = @TABLES@, pg_temp
 AS $$
     SELECT @FUNCTIONS@.dispatch_webhook(event_type, event_data, actor_user_id::text)
 $$;
+
+-- Only the roles granted EXECUTE may call them (grants to named roles are kept).
+REVOKE ALL ON FUNCTION @FUNCTIONS@.dispatch_webhook(text, jsonb, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @FUNCTIONS@.dispatch_webhook(text, jsonb, uuid) FROM PUBLIC;

@@ -102,7 +102,6 @@ struct Existing {
     source: String,
     security_definer: bool,
     config: Vec<String>,
-    default_acl: bool,
     /// Roles (quoted) granted to execute it, besides its owner; PUBLIC is never carried
     /// over to hookrelay's functions.
     grantees: Vec<String>,
@@ -111,8 +110,8 @@ struct Existing {
 /// Installs (or brings up to date) the application's functions in `functions`, in one
 /// transaction. Other functions of that name in that schema (such as the community
 /// platform's own `dispatch_webhook`) are dropped, so that no call is ambiguous, and the
-/// roles granted to execute them may execute hookrelay's. A new function, or one that had default
-/// privileges, is not executable by PUBLIC; grants made on an installed one are kept.
+/// roles granted to execute them may execute hookrelay's. Installing revokes EXECUTE from
+/// PUBLIC; grants to named roles are kept.
 /// Functions already up to date are left alone, so a role that does not own them can start.
 pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &str) -> Result<()> {
     let sql = functions_sql(tables, functions);
@@ -131,7 +130,6 @@ pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &s
                 p.prorettype = 'text'::regtype AS returns_text,
                 p.prosrc AS source, p.prosecdef AS security_definer,
                 coalesce(p.proconfig, '{}') AS config,
-                p.proacl IS NULL AS default_acl,
                 coalesce((SELECT array_agg(quote_ident(r.rolname))
                             FROM aclexplode(p.proacl) a
                             JOIN pg_roles r ON r.oid = a.grantee
@@ -152,7 +150,6 @@ pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &s
         source: r.get("source"),
         security_definer: r.get("security_definer"),
         config: r.get("config"),
-        default_acl: r.get("default_acl"),
         grantees: r.get("grantees"),
     })
     .collect();
@@ -168,7 +165,16 @@ pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &s
         })
     });
     let foreign: Vec<&Existing> = existing.iter().filter(|e| !ours(e)).collect();
-    let stale_copy = tables != functions;
+    // The copy that the migrations leave in hookrelay's own schema, without a search path
+    // of its own: only the one in the function schema is meant to be called.
+    let stale_copy = tables != functions && {
+        let copy = format!("{tables}.dispatch_webhook(text, jsonb, text, text, text)");
+        sqlx::query_scalar::<_, bool>("SELECT to_regprocedure($1) IS NOT NULL")
+            .bind(copy)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+    };
     if up_to_date && foreign.is_empty() && !stale_copy {
         return tx.commit().await.map_err(db);
     }
@@ -202,15 +208,6 @@ pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &s
     }
     for signature in SIGNATURES {
         let target = format!("{functions}.dispatch_webhook({signature})");
-        let before = existing
-            .iter()
-            .find(|e| ours(e) && e.signature == signature);
-        if before.is_none_or(|e| e.default_acl || !e.security_definer) {
-            sqlx::query(&format!("REVOKE ALL ON FUNCTION {target} FROM PUBLIC"))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
         for grantee in &carried {
             sqlx::query(&format!("GRANT EXECUTE ON FUNCTION {target} TO {grantee}"))
                 .execute(&mut *tx)
@@ -219,8 +216,6 @@ pub(super) async fn install_functions(pool: &PgPool, tables: &str, functions: &s
         }
     }
     if stale_copy {
-        // The copy that the migrations leave in hookrelay's own schema, without a search
-        // path of its own: only the one in the function schema is meant to be called.
         sqlx::query(&format!(
             "DROP FUNCTION IF EXISTS {tables}.dispatch_webhook(text, jsonb, text, text, text)"
         ))
@@ -242,5 +237,8 @@ mod tests {
         assert!(sql.contains("CREATE OR REPLACE FUNCTION app.dispatch_webhook("));
         assert!(sql.contains("SET search_path = hr, pg_temp"));
         assert_eq!(sql.split("$$").count(), 5, "two dollar-quoted bodies");
+        assert!(sql.contains(
+            "REVOKE ALL ON FUNCTION app.dispatch_webhook(text, jsonb, uuid) FROM PUBLIC"
+        ));
     }
 }
