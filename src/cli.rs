@@ -211,6 +211,12 @@ pub enum EndpointCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// An endpoint's statistics: the last hour and 24 hours, last success and failure.
+    Stats {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Enable or disable an endpoint, or change its URL.
     Update {
         id: String,
@@ -754,6 +760,9 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 EndpointCmd::List { client } => (client, M::GET, "/endpoints".into(), None),
                 EndpointCmd::Get { id, client } => {
                     (client, M::GET, format!("/endpoints/{id}"), None)
+                }
+                EndpointCmd::Stats { id, client } => {
+                    (client, M::GET, format!("/endpoints/{id}/stats"), None)
                 }
                 EndpointCmd::Update {
                     id,

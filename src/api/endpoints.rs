@@ -37,6 +37,10 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}/endpoints/{id}/replay",
             post(replay_endpoint),
         )
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{id}/stats",
+            get(endpoint_stats),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -500,6 +504,30 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Endpoint, ApiE
         .get_endpoint(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+/// An endpoint's statistics for the last hour and 24 hours: attempts, delivered, failed,
+/// success rate, latency p50/p95/p99, last success and last failure with its error. Read
+/// from per-minute counters, never from the attempt log.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/endpoints/{id}/stats", tag = "endpoints",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = crate::ops::endpoint_stats::EndpointStats),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn endpoint_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<axum::Json<crate::ops::endpoint_stats::EndpointStats>, ApiError> {
+    use crate::ops::endpoint_stats::{report, since_minute};
+    principal.tenant(&state, &tenant).await?;
+    let ep = load(&state, &tenant, &id).await?;
+    let now = domain::now();
+    let history = state
+        .store
+        .endpoint_stats_since(&ep.id, since_minute(now))
+        .await?;
+    Ok(axum::Json(report(&ep.id, &history, now)))
 }
 
 /// Get an endpoint, with its secret.

@@ -18,7 +18,7 @@ use super::{deliveries, endpoints, events, inbox, ops, tenants};
         tenants::create_event_type, tenants::list_event_types,
         endpoints::create_endpoint, endpoints::list_endpoints, endpoints::get_endpoint,
         endpoints::update_endpoint, endpoints::delete_endpoint, endpoints::rotate_secret,
-        endpoints::replay_endpoint, events::replay_event,
+        endpoints::replay_endpoint, endpoints::endpoint_stats, events::replay_event,
         events::create_event, events::list_events, events::get_event,
         deliveries::list_deliveries, deliveries::get_delivery, deliveries::retry_delivery,
         ops::health, ops::status, ops::test_endpoint,

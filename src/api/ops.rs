@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Path, Principal};
 use crate::{
-    dispatch::{attempt, minute_stats},
+    dispatch::{attempt, batch_stats},
     domain::{self, new_id, new_id_at, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
     ingest::valid_traceparent,
     ops::health::{HealthReport, Snapshot},
@@ -311,7 +311,7 @@ pub async fn test_endpoint(
         Some(&state.ops.metrics),
     )
     .await;
-    let stats = minute_stats(std::slice::from_ref(&done));
+    let stats = batch_stats(std::slice::from_ref(&done));
     let c = done.completion;
     state
         .store

@@ -18,7 +18,10 @@ use crate::{
     destinations::{Destination, SendError},
     domain::{self, new_id, Attempt, AttemptOutcome, BreakerPolicy, DeliveryStatus},
     ops::Ops,
-    store::{ops::MinuteStats, Claimed, Completion, Store, TenantShare},
+    store::{
+        ops::{BatchStats, EndpointMinute, MinuteStats},
+        Claimed, Completion, Store, TenantShare,
+    },
 };
 
 pub mod retry;
@@ -563,7 +566,7 @@ async fn write_completions(
     while rx.recv_many(&mut received, WRITE_BATCH).await > 0 {
         let (done, held): (Vec<Done>, Vec<_>) = received.drain(..).unzip();
         slots.extend(held);
-        let stats = minute_stats(&done);
+        let stats = batch_stats(&done);
         batch.extend(done.into_iter().map(|d| d.completion));
         let mut failures = 0u32;
         loop {
@@ -601,11 +604,15 @@ async fn write_completions(
     }
 }
 
-/// The per-minute counters of a batch of attempts (by the minute each attempt finished).
-pub fn minute_stats(done: &[Done]) -> Vec<MinuteStats> {
+/// The per-minute counters of a batch of attempts (by the minute each attempt finished),
+/// the dispatcher's and each endpoint's.
+pub fn batch_stats(done: &[Done]) -> BatchStats {
     let mut by_minute: std::collections::BTreeMap<i64, MinuteStats> = Default::default();
+    let mut by_endpoint: std::collections::BTreeMap<(&str, i64), EndpointMinute> =
+        Default::default();
     for d in done {
-        let a = &d.completion.attempt;
+        let c = &d.completion;
+        let a = &c.attempt;
         let finished = a.started_at + to_chrono(Duration::from_millis(a.duration_ms));
         let minute = crate::store::ops::minute_of(finished);
         by_minute
@@ -614,7 +621,27 @@ pub fn minute_stats(done: &[Done]) -> Vec<MinuteStats> {
                 minute,
                 ..Default::default()
             })
-            .add(d.completion.status, a.duration_ms, d.e2e_ms);
+            .add(c.status, a.duration_ms, d.e2e_ms);
+        let at = finished.timestamp_millis();
+        let success = a.outcome == crate::domain::AttemptOutcome::Success;
+        let mut one = EndpointMinute {
+            endpoint_id: c.endpoint_id.clone(),
+            stats: MinuteStats {
+                minute,
+                ..Default::default()
+            },
+            last_success_at: success.then_some(at),
+            last_failure_at: (!success).then_some(at),
+            last_error: if success { None } else { a.error.clone() },
+        };
+        one.stats.add(c.status, a.duration_ms, d.e2e_ms);
+        by_endpoint
+            .entry((&c.endpoint_id, minute))
+            .and_modify(|e| e.merge(&one))
+            .or_insert(one);
     }
-    by_minute.into_values().collect()
+    BatchStats {
+        minutes: by_minute.into_values().collect(),
+        endpoints: by_endpoint.into_values().collect(),
+    }
 }

@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod alerts;
+pub mod endpoint_stats;
 pub mod health;
 pub mod metrics;
 pub mod retention;

@@ -99,6 +99,60 @@ impl MinuteStats {
     }
 }
 
+/// One endpoint's counters of one minute, with when it last succeeded and failed (Unix ms)
+/// and the last failure's error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointMinute {
+    pub endpoint_id: String,
+    pub stats: MinuteStats,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl EndpointMinute {
+    /// Adds a later (or earlier) record of the same endpoint: counters add up, the latest
+    /// success and failure win.
+    pub fn merge(&mut self, o: &EndpointMinute) {
+        self.stats.merge(&o.stats);
+        self.last_success_at = self.last_success_at.max(o.last_success_at);
+        if o.last_failure_at > self.last_failure_at {
+            self.last_failure_at = o.last_failure_at;
+            self.last_error.clone_from(&o.last_error);
+        }
+    }
+
+    /// As JSON for batch upserts: `[endpoint_id, …stats row…, success, failure, error]`.
+    pub(crate) fn to_json(&self, dispatcher: &str) -> serde_json::Value {
+        let mut row = vec![serde_json::json!(self.endpoint_id)];
+        if let serde_json::Value::Array(stats) = stats_to_json(dispatcher, &self.stats) {
+            row.extend(stats);
+        }
+        row.push(serde_json::json!(self.last_success_at));
+        row.push(serde_json::json!(self.last_failure_at));
+        row.push(serde_json::json!(self.last_error));
+        serde_json::Value::Array(row)
+    }
+}
+
+/// What a batch of attempts adds to the statistics: the dispatcher's counters per minute,
+/// and each endpoint's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchStats {
+    pub minutes: Vec<MinuteStats>,
+    pub endpoints: Vec<EndpointMinute>,
+}
+
+/// An endpoint's statistics as read: the counters of each minute kept (summed over
+/// dispatchers), and its last success and failure among them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointHistory {
+    pub minutes: Vec<MinuteStats>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
 /// The column names of the latency buckets, `e2e_b00` …
 pub(crate) fn bucket_columns() -> Vec<String> {
     (0..E2E_BUCKETS).map(|i| format!("e2e_b{i:02}")).collect()
@@ -240,18 +294,28 @@ pub struct Pruned {
 #[async_trait]
 pub trait OpsStore: Send + Sync {
     /// [`super::Store::complete`], and in the same transaction adds `stats` to this
-    /// dispatcher's per-minute counters.
+    /// dispatcher's per-minute counters and to each endpoint's (rows of their own per
+    /// dispatcher, so processes never wait for each other there).
     async fn complete_with_stats(
         &self,
         completions: &[Completion],
         policy: &BreakerPolicy,
         dispatcher: &str,
-        stats: &[MinuteStats],
+        stats: &BatchStats,
     ) -> Result<()>;
 
     /// Counters of every minute from `since_minute` on, summed over dispatchers, oldest
     /// first (at most one row per minute).
     async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>>;
+
+    /// One endpoint's counters of every minute from `since_minute` on, summed over
+    /// dispatchers, oldest first, with its last success and failure among them. Reads at
+    /// most one row per minute and dispatcher, never the attempt log.
+    async fn endpoint_stats_since(
+        &self,
+        endpoint_id: &str,
+        since_minute: i64,
+    ) -> Result<EndpointHistory>;
 
     /// How many deliveries are pending and since when the oldest is.
     async fn pending_summary(&self) -> Result<PendingSummary>;

@@ -1369,7 +1369,7 @@ impl PostgresStore {
         &self,
         completions: &[Completion],
         policy: &BreakerPolicy,
-        stats: Option<(&str, &[super::ops::MinuteStats])>,
+        stats: Option<(&str, &super::ops::BatchStats)>,
     ) -> Result<()> {
         if completions.is_empty() {
             return Ok(());
@@ -1471,9 +1471,9 @@ impl PostgresStore {
         // holder of the lease may move a delivery on; a completion whose lease was taken
         // over records its attempt and leaves the delivery to its new owner.
         // The per-minute counters ride in the same statement (no extra round trip).
-        let stats_rows = match stats {
+        let (stats_rows, endpoint_rows) = match stats {
             Some((dispatcher, stats)) => ops::stats_json(dispatcher, stats)?,
-            None => "[]".to_owned(),
+            None => ("[]".to_owned(), "[]".to_owned()),
         };
         sqlx::query(&format!(
             "WITH c AS ( \
@@ -1505,10 +1505,12 @@ impl PostgresStore {
                FROM UNNEST($15::text[], $16::text[]) AS x(id, reason) \
                WHERE e.id = x.id \
                RETURNING 1 \
-             ), {} \
+             ), {}, {} \
              SELECT (SELECT count(*) FROM recorded), (SELECT count(*) FROM moved), \
-                    (SELECT count(*) FROM disabled), (SELECT count(*) FROM counted)",
-            ops::STATS_CTE.as_str()
+                    (SELECT count(*) FROM disabled), (SELECT count(*) FROM counted), \
+                    (SELECT count(*) FROM endpoint_counted)",
+            ops::STATS_CTE.as_str(),
+            ops::ENDPOINT_STATS_CTE.as_str()
         ))
         .bind(&attempt_ids)
         .bind(&delivery_ids)
@@ -1528,6 +1530,7 @@ impl PostgresStore {
         .bind(&disable_reasons)
         .bind(ms(domain::now()))
         .bind(stats_rows)
+        .bind(endpoint_rows)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ops::{
-        AlertRecord, DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, MinuteStats,
-        PendingSummary,
+        AlertRecord, BatchStats, DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox,
+        InboxMessage, MinuteStats, PendingSummary,
     },
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
     ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
@@ -406,10 +406,19 @@ impl OpsStore for SealedStore {
         completions: &[Completion],
         policy: &BreakerPolicy,
         dispatcher: &str,
-        stats: &[MinuteStats],
+        stats: &BatchStats,
     ) -> Result<()> {
         self.inner
             .complete_with_stats(completions, policy, dispatcher, stats)
+            .await
+    }
+    async fn endpoint_stats_since(
+        &self,
+        endpoint_id: &str,
+        since_minute: i64,
+    ) -> Result<EndpointHistory> {
+        self.inner
+            .endpoint_stats_since(endpoint_id, since_minute)
             .await
     }
     async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {

@@ -1195,7 +1195,7 @@ impl SqliteStore {
         &self,
         completions: &[Completion],
         policy: &BreakerPolicy,
-        stats: Option<(&str, &[super::ops::MinuteStats])>,
+        stats: Option<(&str, &super::ops::BatchStats)>,
     ) -> Result<()> {
         if completions.is_empty() {
             return Ok(());

@@ -274,6 +274,20 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
         .flat_map(|(d, atts)| atts.into_iter().map(move |a| (d, a)))
         .collect();
     recent_attempts.sort_by_key(|b| std::cmp::Reverse(b.1.started_at));
+    let now = crate::domain::now();
+    let history = state
+        .store
+        .endpoint_stats_since(&ep.id, crate::ops::endpoint_stats::since_minute(now))
+        .await?;
+    let stats = crate::ops::endpoint_stats::report(&ep.id, &history, now);
+    let ms = |v: Option<f64>| {
+        v.map(|v| format!("{v:.0} ms"))
+            .unwrap_or_else(|| "–".into())
+    };
+    let rate = |v: Option<f64>| {
+        v.map(|v| format!("{:.1} %", v * 100.0))
+            .unwrap_or_else(|| "–".into())
+    };
     let base = ctx.href(&format!("/endpoints/{}", ep.id));
     let content = html! {
         @if let Some(n) = notice { (n) }
@@ -298,6 +312,21 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                     } } }
                 tr { th { "Created" } td { (time(ep.created_at)) } }
             }
+        }
+        section.card {
+            h2 { "Statistics" }
+            table.list id="endpoint-stats" {
+                thead { tr { th { "" } th { "attempts" } th { "delivered" } th { "failed" } th { "retries" }
+                    th { "success rate" } th { "p50" } th { "p95" } th { "p99" } } }
+                tbody {
+                    @for (label, w) in [("last hour", &stats.last_hour), ("last 24 hours", &stats.last_24_hours)] {
+                        tr { td { (label) } td { (w.attempts) } td { (w.delivered) } td { (w.failed) } td { (w.retries) }
+                            td { (rate(w.success_rate)) } td { (ms(w.latency_ms.p50)) } td { (ms(w.latency_ms.p95)) } td { (ms(w.latency_ms.p99)) } }
+                    }
+                }
+            }
+            p { "Last success: " (opt_time(stats.last_success_at)) " · last failure: " (opt_time(stats.last_failure_at))
+                @if let Some(e) = &stats.last_error { " (" (e) ")" } }
         }
         section.card.actions {
             h2 { "Actions" }

@@ -905,7 +905,112 @@ async fn retention_deletes_old_history_but_never_pending_work(backend: Backend) 
     app.stop().await;
 }
 
+/// Per-endpoint statistics match what the receiver saw: every attempt counted once,
+/// successes, retries and final failures, the latency within its bucket, the last success
+/// and failure with its error; another tenant's token cannot read them.
+async fn endpoint_statistics_match_what_the_receiver_saw(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let receiver = Receiver::start(Duration::ZERO, |_, r| {
+        if r.json()["data"]["fail"] == true {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let other = Receiver::ok().await;
+    let ep = app
+        .endpoint(json!({"url": receiver.url, "max_attempts": 2, "event_types": ["order.*"]}))
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    // Another endpoint's traffic is not counted here.
+    app.endpoint(json!({"url": other.url, "event_types": ["other.*"]}))
+        .await;
+    let mut sent_at = Vec::new();
+    for i in 0..5 {
+        sent_at.push(std::time::Instant::now());
+        app.event("order.paid", json!({"i": i})).await;
+    }
+    app.event("order.paid", json!({"fail": true})).await;
+    app.event("other.thing", json!({})).await;
+    let path = format!("/v1/tenants/default/endpoints/{id}/stats");
+    let last = std::sync::Mutex::new(Value::Null);
+    let stats = eventually(WAIT, || async {
+        let (s, st) = app.get(&path).await;
+        assert_eq!(s, StatusCode::OK, "{st}");
+        *last.lock().unwrap() = st.clone();
+        let h = &st["last_hour"];
+        (h["attempts"] == 7 && h["delivered"] == 5 && h["failed"] == 1).then_some(st)
+    })
+    .await
+    .unwrap_or_else(|| panic!("statistics never matched: {}", last.lock().unwrap()));
+    let seen = receiver.requests();
+    let ok = seen
+        .iter()
+        .filter(|r| r.json()["data"]["fail"] != true)
+        .count();
+    assert_eq!((seen.len(), ok), (7, 5), "what the receiver saw");
+    for window in ["last_hour", "last_24_hours"] {
+        let w = &stats[window];
+        assert_eq!(w["attempts"], 7, "{stats}");
+        assert_eq!(w["delivered"], 5, "{stats}");
+        assert_eq!(w["failed"], 1, "{stats}");
+        assert_eq!(w["retries"], 1, "{stats}");
+        let rate = w["success_rate"].as_f64().unwrap();
+        assert!((rate - 5.0 / 7.0).abs() < 1e-9, "{stats}");
+    }
+    // Latency: at most the upper bound of the bucket that holds the slowest observed one.
+    let slowest_ms = seen
+        .iter()
+        .filter(|r| r.json()["data"]["fail"] != true)
+        .map(|r| {
+            let i = r.json()["data"]["i"].as_u64().unwrap() as usize;
+            r.at.duration_since(sent_at[i]).as_millis() as u64
+        })
+        .max()
+        .unwrap();
+    let bound = hookrelay::store::ops::E2E_BOUNDS_MS
+        .iter()
+        .find(|b| **b >= slowest_ms)
+        .copied()
+        .unwrap();
+    let p99 = stats["last_hour"]["latency_ms"]["p99"].as_f64().unwrap();
+    let p50 = stats["last_hour"]["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(
+        0.0 <= p50 && p50 <= p99 && p99 <= bound as f64,
+        "{stats} slowest {slowest_ms} ms"
+    );
+    assert!(stats["last_success_at"].is_string(), "{stats}");
+    assert!(stats["last_failure_at"].is_string(), "{stats}");
+    assert!(
+        stats["last_error"].as_str().unwrap_or("").contains("503"),
+        "{stats}"
+    );
+    // A tenant's token sees only its own endpoints.
+    let (s, _) = app
+        .post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, tok) = app.post("/v1/tenants/acme/tokens", json!({})).await;
+    let token = tok["token"].as_str().unwrap();
+    let (s, _) = send(app.http.get(app.url(&path)).bearer_auth(token)).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "another tenant's endpoint is not found"
+    );
+    let (s, _) = send(
+        app.http
+            .get(app.url(&format!("/v1/tenants/acme/endpoints/{id}/stats")))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
 crate::both_stores!(
+    endpoint_statistics_match_what_the_receiver_saw,
     health_counts_what_happened,
     each_alert_rule_fires_once_reaches_the_sink_and_resolves,
     inbox_keeps_messages_and_judges_signatures,

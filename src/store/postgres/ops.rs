@@ -8,9 +8,9 @@ use super::{db, has_nul, ms, push_page, to_json, write_error, PostgresStore};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
-        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BeatRow,
-        DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats,
-        OpsStore, PendingSummary,
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
+        DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox, InboxMessage, InboxRow,
+        MessageRow, MinuteStats, OpsStore, PendingSummary,
     },
     Completion, Page, Result,
 };
@@ -68,10 +68,59 @@ pub(super) static STATS_CTE: std::sync::LazyLock<String> = std::sync::LazyLock::
     )
 });
 
-/// The `$18` parameter of [`STATS_CTE`].
-pub(super) fn stats_json(dispatcher: &str, stats: &[MinuteStats]) -> Result<String> {
-    let rows: Vec<serde_json::Value> = stats.iter().map(|s| stats_to_json(dispatcher, s)).collect();
-    to_json(&rows, "stats")
+/// A CTE of the completion statement, `endpoint_counted`, that adds each endpoint's
+/// per-minute counters in `$19` (JSON rows of [`EndpointMinute::to_json`]) to the
+/// dispatcher's rows of that endpoint, keeping the latest success and failure.
+pub(super) static ENDPOINT_STATS_CTE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let cols = counter_columns();
+        let n = cols.len();
+        let select: Vec<String> = (0..n).map(|i| format!("(x ->> {})::int8", i + 3)).collect();
+        let update: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{c} = endpoint_stats_minutely.{c} + excluded.{c}"))
+            .collect();
+        format!(
+            "endpoint_counted AS (INSERT INTO endpoint_stats_minutely \
+               (endpoint_id, minute, dispatcher, {cols}, last_success_at, last_failure_at, \
+                last_error) \
+             SELECT x ->> 0, (x ->> 1)::int8, x ->> 2, {select}, (x ->> {s})::int8, \
+                    (x ->> {f})::int8, x ->> {e} FROM jsonb_array_elements($19::jsonb) x \
+             ON CONFLICT (endpoint_id, minute, dispatcher) DO UPDATE SET {update}, \
+               last_success_at = GREATEST(endpoint_stats_minutely.last_success_at, \
+                                          excluded.last_success_at), \
+               last_error = CASE WHEN excluded.last_failure_at >= \
+                                      coalesce(endpoint_stats_minutely.last_failure_at, 0) \
+                                 THEN excluded.last_error \
+                                 ELSE endpoint_stats_minutely.last_error END, \
+               last_failure_at = GREATEST(endpoint_stats_minutely.last_failure_at, \
+                                          excluded.last_failure_at) \
+             RETURNING 1)",
+            cols = cols.join(", "),
+            select = select.join(", "),
+            update = update.join(", "),
+            s = n + 3,
+            f = n + 4,
+            e = n + 5,
+        )
+    });
+
+/// The `$18` and `$19` parameters of [`STATS_CTE`] and [`ENDPOINT_STATS_CTE`].
+pub(super) fn stats_json(dispatcher: &str, stats: &BatchStats) -> Result<(String, String)> {
+    let rows: Vec<serde_json::Value> = stats
+        .minutes
+        .iter()
+        .map(|s| stats_to_json(dispatcher, s))
+        .collect();
+    let endpoints: Vec<serde_json::Value> = stats
+        .endpoints
+        .iter()
+        .map(|e| e.to_json(dispatcher))
+        .collect();
+    Ok((
+        to_json(&rows, "stats")?,
+        to_json(&endpoints, "endpoint stats")?,
+    ))
 }
 
 const BEAT_COLUMNS: &str = concat!(
@@ -108,10 +157,62 @@ impl OpsStore for PostgresStore {
         completions: &[Completion],
         policy: &BreakerPolicy,
         dispatcher: &str,
-        stats: &[MinuteStats],
+        stats: &BatchStats,
     ) -> Result<()> {
         self.complete_in(completions, policy, Some((dispatcher, stats)))
             .await
+    }
+
+    async fn endpoint_stats_since(
+        &self,
+        endpoint_id: &str,
+        since_minute: i64,
+    ) -> Result<EndpointHistory> {
+        if has_nul(&[endpoint_id]) {
+            return Ok(EndpointHistory::default());
+        }
+        let cols = counter_columns();
+        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})::int8")).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT minute, {} FROM endpoint_stats_minutely \
+             WHERE endpoint_id = $1 AND minute >= $2 GROUP BY minute ORDER BY minute",
+            sums.join(", ")
+        ))
+        .bind(endpoint_id)
+        .bind(since_minute)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let minutes = rows
+            .iter()
+            .map(|r| {
+                let values = (0..=cols.len())
+                    .map(|i| r.try_get::<i64, _>(i))
+                    .collect::<std::result::Result<Vec<i64>, _>>()
+                    .map_err(db)?;
+                Ok(stats_from_row(&values))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (success, failure, error): (Option<i64>, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT max(last_success_at) FROM endpoint_stats_minutely \
+                          WHERE endpoint_id = $1 AND minute >= $2), \
+                        f.last_failure_at, f.last_error \
+                 FROM (SELECT 1) one LEFT JOIN LATERAL ( \
+                   SELECT last_failure_at, last_error FROM endpoint_stats_minutely \
+                   WHERE endpoint_id = $1 AND minute >= $2 AND last_failure_at IS NOT NULL \
+                   ORDER BY last_failure_at DESC LIMIT 1) f ON true",
+        )
+        .bind(endpoint_id)
+        .bind(since_minute)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(EndpointHistory {
+            minutes,
+            last_success_at: success.map(from_millis),
+            last_failure_at: failure.map(from_millis),
+            last_error: error,
+        })
     }
 
     async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
@@ -484,11 +585,16 @@ impl OpsStore for PostgresStore {
              s AS (DELETE FROM stats_minutely WHERE (minute, dispatcher) IN ( \
                  SELECT minute, dispatcher FROM stats_minutely WHERE minute < $2 LIMIT $4) \
                  RETURNING 1), \
+             e AS (DELETE FROM endpoint_stats_minutely \
+                 WHERE (endpoint_id, minute, dispatcher) IN ( \
+                   SELECT endpoint_id, minute, dispatcher FROM endpoint_stats_minutely \
+                   WHERE minute < $2 LIMIT $4) \
+                 RETURNING 1), \
              d AS (DELETE FROM dispatchers WHERE id IN ( \
                  SELECT id FROM dispatchers \
                  WHERE last_heartbeat < to_timestamp($3 / 1000.0) LIMIT $4) RETURNING 1) \
              SELECT (SELECT count(*) FROM m) + (SELECT count(*) FROM s) + \
-                    (SELECT count(*) FROM d)",
+                    (SELECT count(*) FROM e) + (SELECT count(*) FROM d)",
         )
         .bind(messages)
         .bind(stats_before_minute)

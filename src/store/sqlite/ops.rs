@@ -8,9 +8,9 @@ use super::{db, ms, push_page, to_json, SqliteStore};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
-        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BeatRow,
-        DispatcherBeat, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats,
-        OpsStore, PendingSummary,
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
+        DispatcherBeat, EndpointHistory, EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage,
+        InboxRow, MessageRow, MinuteStats, OpsStore, PendingSummary,
     },
     Completion, Page, Result,
 };
@@ -45,12 +45,15 @@ impl SqliteStore {
     }
 }
 
-/// Adds per-minute counters inside the completion transaction.
+/// Adds per-minute counters, the dispatcher's and each endpoint's, inside the completion
+/// transaction.
 pub(super) async fn add_stats(
     tx: &mut SqliteConnection,
     dispatcher: &str,
-    stats: &[MinuteStats],
+    batch: &BatchStats,
 ) -> Result<()> {
+    add_endpoint_stats(tx, dispatcher, &batch.endpoints).await?;
+    let stats = &batch.minutes;
     if stats.is_empty() {
         return Ok(());
     }
@@ -78,6 +81,47 @@ pub(super) async fn add_stats(
     Ok(())
 }
 
+async fn add_endpoint_stats(
+    tx: &mut SqliteConnection,
+    dispatcher: &str,
+    endpoints: &[EndpointMinute],
+) -> Result<()> {
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let cols = counter_columns();
+    let n = cols.len();
+    let select: Vec<String> = (0..n + 6)
+        .map(|i| format!("j.value ->> '$[{i}]'"))
+        .collect();
+    let update: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO endpoint_stats_minutely (endpoint_id, minute, dispatcher, {}, \
+           last_success_at, last_failure_at, last_error) \
+         SELECT {} FROM json_each(?) j WHERE true \
+         ON CONFLICT (endpoint_id, minute, dispatcher) DO UPDATE SET {}, \
+           last_success_at = max(coalesce(last_success_at, 0), \
+                                 coalesce(excluded.last_success_at, 0)), \
+           last_error = CASE WHEN excluded.last_failure_at >= coalesce(last_failure_at, 0) \
+                             THEN excluded.last_error ELSE last_error END, \
+           last_failure_at = max(coalesce(last_failure_at, 0), \
+                                 coalesce(excluded.last_failure_at, 0))",
+        cols.join(", "),
+        select.join(", "),
+        update.join(", ")
+    );
+    let rows: Vec<serde_json::Value> = endpoints.iter().map(|e| e.to_json(dispatcher)).collect();
+    sqlx::query(&sql)
+        .bind(to_json(&rows)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 const INBOX_COLUMNS: &str = "id, tenant_id, token, token_hash, secret, description, created_at";
 const MESSAGE_COLUMNS: &str =
     "id, inbox_id, received_at, method, headers, body, truncated, verification, verify_error";
@@ -89,10 +133,60 @@ impl OpsStore for SqliteStore {
         completions: &[Completion],
         policy: &BreakerPolicy,
         dispatcher: &str,
-        stats: &[MinuteStats],
+        stats: &BatchStats,
     ) -> Result<()> {
         self.complete_in(completions, policy, Some((dispatcher, stats)))
             .await
+    }
+
+    async fn endpoint_stats_since(
+        &self,
+        endpoint_id: &str,
+        since_minute: i64,
+    ) -> Result<EndpointHistory> {
+        let cols = counter_columns();
+        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})")).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT minute, {} FROM endpoint_stats_minutely \
+             WHERE endpoint_id = ? AND minute >= ? GROUP BY minute ORDER BY minute",
+            sums.join(", ")
+        ))
+        .bind(endpoint_id)
+        .bind(since_minute)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let minutes = rows
+            .iter()
+            .map(|r| {
+                let values = (0..=cols.len())
+                    .map(|i| r.try_get::<i64, _>(i))
+                    .collect::<std::result::Result<Vec<i64>, _>>()
+                    .map_err(db)?;
+                Ok(stats_from_row(&values))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (success, failure, error): (Option<i64>, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT nullif(max(last_success_at), 0) FROM endpoint_stats_minutely \
+                          WHERE endpoint_id = ?1 AND minute >= ?2), \
+                        (SELECT nullif(last_failure_at, 0) FROM endpoint_stats_minutely \
+                          WHERE endpoint_id = ?1 AND minute >= ?2 \
+                          ORDER BY last_failure_at DESC LIMIT 1), \
+                        (SELECT last_error FROM endpoint_stats_minutely \
+                          WHERE endpoint_id = ?1 AND minute >= ?2 AND last_failure_at > 0 \
+                          ORDER BY last_failure_at DESC LIMIT 1)",
+        )
+        .bind(endpoint_id)
+        .bind(since_minute)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(EndpointHistory {
+            minutes,
+            last_success_at: success.map(from_millis),
+            last_failure_at: failure.map(from_millis),
+            last_error: error,
+        })
     }
 
     async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
@@ -459,6 +553,11 @@ impl OpsStore for SqliteStore {
             (
                 "DELETE FROM stats_minutely WHERE rowid IN (SELECT rowid FROM stats_minutely \
                  WHERE minute < ? LIMIT ?)",
+                serde_json::json!(stats_before_minute),
+            ),
+            (
+                "DELETE FROM endpoint_stats_minutely WHERE rowid IN (SELECT rowid \
+                 FROM endpoint_stats_minutely WHERE minute < ? LIMIT ?)",
                 serde_json::json!(stats_before_minute),
             ),
             (
