@@ -12,7 +12,7 @@ use std::time::Instant;
 use hookrelay::{
     domain::Endpoint,
     ops::endpoint_stats::{report, since_minute},
-    store::{self, Store},
+    store,
 };
 use sqlx::Connection;
 
