@@ -118,7 +118,8 @@ async fn run(name: &str, url: &str, attempts: usize) {
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let stats = last.unwrap();
-    assert_eq!(stats.last_24_hours.attempts, 1440 * 2 * 10);
+    // A full day of counters; the oldest minute may have left the window meanwhile.
+    assert!(stats.last_24_hours.attempts >= 1439 * 2 * 10);
     println!(
         "{name}: one endpoint's statistics read in p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({READS} reads)",
         times[READS / 2],

@@ -239,6 +239,18 @@ async fn dashboard_walkthrough() {
     assert_eq!(b.text("#test-status").await, "200");
     b.shot("endpoint-tested").await;
 
+    // Its page shows the delivery format and statistics that count the test attempt.
+    let endpoint_page = app.url(&format!("/ui/t/default/endpoints/{endpoint_id}"));
+    let counted = eventually(Duration::from_secs(20), || async {
+        b.goto(&endpoint_page).await;
+        let stats = b.text("#endpoint-stats").await;
+        stats.contains("100.0 %").then_some(stats)
+    })
+    .await;
+    assert!(counted.is_some(), "no statistics: {}", b.body().await);
+    assert_eq!(b.text("#endpoint-format").await, "standard-webhooks");
+    b.shot("endpoint-stats").await;
+
     // The endpoint list shows it with its success rate.
     b.click("header nav a[href$='/endpoints']").await;
     let row = b.text("#endpoints tbody").await;
