@@ -4,7 +4,8 @@
 //! `MessageDeduplicationId` = webhook-id, so a retry within SQS's 5-minute window is not
 //! delivered twice.
 //!
-//! `sqs://QUEUE_NAME?region=R&endpoint=URL&message_group_id=G`, or a full queue URL,
+//! `sqs://QUEUE_NAME?region=R&endpoint=URL&message_group_id=G`, a queue URL's host and path
+//! (`sqs://sqs.eu-west-1.amazonaws.com/1234/q`, sent over https), or a full queue URL,
 //! percent-encoded, as the host: `sqs://https%3A%2F%2Fsqs.eu-west-1.amazonaws.com%2F1234%2Fq`.
 //! Credentials come from the usual AWS chain (environment, profile, web identity, ECS,
 //! instance metadata); `endpoint` points at an SQS-compatible server.
@@ -71,12 +72,23 @@ impl SqsConfig {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or("sqs:// url needs a queue: sqs://QUEUE_NAME?region=R")?;
-        if !url.path().is_empty() && url.path() != "/" {
-            return Err(format!(
-                "sqs:// url has a path ({:?}); a full queue URL must be percent-encoded: sqs://https%3A%2F%2F…",
-                url.path()
-            ));
-        }
+        // The queue URL's host and path, as people write it:
+        // sqs://sqs.us-east-1.amazonaws.com/123456789012/orders?region=us-east-1.
+        let written_out = if !url.path().is_empty() && url.path() != "/" {
+            let segments: Vec<&str> = url.path().trim_matches('/').split('/').collect();
+            let account_ok = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric());
+            if segments.len() != 2 || !account_ok(segments[0]) || !host.contains('.') {
+                return Err(format!(
+                    "sqs:// url has a path ({:?}) that is not /ACCOUNT/QUEUE of a queue URL's host; \
+                     write sqs://QUEUE_NAME, sqs://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE or a \
+                     percent-encoded queue URL (sqs://https%3A%2F%2F…)",
+                    url.path()
+                ));
+            }
+            Some(format!("https://{host}/{}/{}", segments[0], segments[1]))
+        } else {
+            None
+        };
         if !url.username().is_empty() || url.password().is_some() || url.port().is_some() {
             return Err(
                 "sqs:// urls take no credentials or port: credentials come from the AWS chain"
@@ -88,7 +100,7 @@ impl SqsConfig {
             url.query(),
             &["region", "endpoint", "message_group_id"],
         )?;
-        let host = decode(host);
+        let host = written_out.unwrap_or_else(|| decode(host));
         let (queue, name) = if host.starts_with("https://") || host.starts_with("http://") {
             let q = url::Url::parse(&host).map_err(|e| format!("invalid sqs queue URL: {e}"))?;
             let name = q
@@ -353,6 +365,20 @@ mod tests {
         );
         assert_eq!(c.region.as_deref(), Some("us-east-2"));
         assert!(c.fifo);
+        // The queue URL's host and path, as the community platform's plan writes it.
+        let c = SqsConfig::parse(
+            "sqs://sqs.us-east-1.amazonaws.com/123456789012/orders?region=us-east-1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.queue,
+            Queue::Url("https://sqs.us-east-1.amazonaws.com/123456789012/orders".into())
+        );
+        assert_eq!(c.region.as_deref(), Some("us-east-1"));
+        let c = SqsConfig::parse("sqs://sqs.eu-west-1.amazonaws.com/123456789012/jobs.fifo/")
+            .unwrap();
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert!(c.fifo);
         let c = SqsConfig::parse("sqs://q?endpoint=http%3A%2F%2F127.0.0.1%3A4566&region=us-east-1")
             .unwrap();
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
@@ -364,6 +390,8 @@ mod tests {
             ("sqs://q?region=eu_west", "region"),
             ("sqs://q?regoin=x", "unknown option"),
             ("sqs://q/extra", "percent-encoded"),
+            ("sqs://sqs.us-east-1.amazonaws.com/123/q/more", "/ACCOUNT/QUEUE"),
+            ("sqs://sqs.us-east-1.amazonaws.com/12-3/q", "/ACCOUNT/QUEUE"),
             ("sqs://u:p@q", "credentials"),
         ] {
             let e = SqsConfig::parse(bad).unwrap_err();
