@@ -76,7 +76,8 @@ impl SqsConfig {
         // sqs://sqs.us-east-1.amazonaws.com/123456789012/orders?region=us-east-1.
         let written_out = if !url.path().is_empty() && url.path() != "/" {
             let segments: Vec<&str> = url.path().trim_matches('/').split('/').collect();
-            let account_ok = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric());
+            let account_ok =
+                |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric());
             if segments.len() != 2 || !account_ok(segments[0]) || !host.contains('.') {
                 return Err(format!(
                     "sqs:// url has a path ({:?}) that is not /ACCOUNT/QUEUE of a queue URL's host; \
@@ -375,8 +376,8 @@ mod tests {
             Queue::Url("https://sqs.us-east-1.amazonaws.com/123456789012/orders".into())
         );
         assert_eq!(c.region.as_deref(), Some("us-east-1"));
-        let c = SqsConfig::parse("sqs://sqs.eu-west-1.amazonaws.com/123456789012/jobs.fifo/")
-            .unwrap();
+        let c =
+            SqsConfig::parse("sqs://sqs.eu-west-1.amazonaws.com/123456789012/jobs.fifo/").unwrap();
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
         assert!(c.fifo);
         let c = SqsConfig::parse("sqs://q?endpoint=http%3A%2F%2F127.0.0.1%3A4566&region=us-east-1")
@@ -390,7 +391,10 @@ mod tests {
             ("sqs://q?region=eu_west", "region"),
             ("sqs://q?regoin=x", "unknown option"),
             ("sqs://q/extra", "percent-encoded"),
-            ("sqs://sqs.us-east-1.amazonaws.com/123/q/more", "/ACCOUNT/QUEUE"),
+            (
+                "sqs://sqs.us-east-1.amazonaws.com/123/q/more",
+                "/ACCOUNT/QUEUE",
+            ),
             ("sqs://sqs.us-east-1.amazonaws.com/12-3/q", "/ACCOUNT/QUEUE"),
             ("sqs://u:p@q", "credentials"),
         ] {
