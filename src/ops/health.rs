@@ -87,6 +87,8 @@ pub struct Breakers {
     pub open: usize,
     /// Their ids.
     pub endpoints: Vec<String>,
+    /// Every endpoint's breaker, counted by state.
+    pub by_state: crate::store::ops::BreakerCounts,
 }
 
 /// A dispatcher process and when it was last heard of.
@@ -187,6 +189,7 @@ pub struct Snapshot {
     pub pending: u64,
     pub oldest_pending: Option<DateTime<Utc>>,
     pub flagged: Vec<FlaggedEndpoint>,
+    pub breakers: crate::store::ops::BreakerCounts,
     pub dispatchers: Vec<DispatcherBeat>,
     pub alerts: Vec<AlertRecord>,
 }
@@ -199,10 +202,11 @@ impl Snapshot {
     pub async fn read(store: &dyn Store) -> Result<Self, StoreError> {
         let now = domain::now();
         let since = minute_of(now) - 24 * 60 + 1;
-        let (minutes, pending, flagged, dispatchers, alerts) = tokio::try_join!(
+        let (minutes, pending, flagged, breakers, dispatchers, alerts) = tokio::try_join!(
             store.stats_since(since),
             store.pending_summary(),
             store.flagged_endpoints(FLAGGED_LIMIT),
+            store.breaker_counts(),
             store.list_dispatchers(now - chrono::Duration::hours(24)),
             store.list_alerts(),
         )?;
@@ -212,6 +216,7 @@ impl Snapshot {
             pending: pending.count,
             oldest_pending: pending.oldest_created_at,
             flagged,
+            breakers,
             dispatchers,
             alerts,
         })
@@ -370,6 +375,7 @@ impl Snapshot {
             circuit_breakers: Breakers {
                 open: open.len(),
                 endpoints: open,
+                by_state: self.breakers,
             },
             disabled_endpoints: self
                 .flagged

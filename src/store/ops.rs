@@ -166,6 +166,30 @@ pub struct PendingSummary {
     pub oldest_created_at: Option<DateTime<Utc>>,
 }
 
+/// How many endpoints' breakers are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BreakerCounts {
+    pub closed: u64,
+    pub open: u64,
+    pub half_open: u64,
+}
+
+impl BreakerCounts {
+    /// From `(breaker_state, count)` rows.
+    pub(crate) fn from_rows(rows: Vec<(String, i64)>) -> Self {
+        let mut c = Self::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                "closed" => c.closed += n,
+                "open" => c.open += n,
+                _ => c.half_open += n,
+            }
+        }
+        c
+    }
+}
+
 /// An endpoint that needs attention: its breaker is not closed, or it is disabled.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FlaggedEndpoint {
@@ -322,6 +346,9 @@ pub trait OpsStore: Send + Sync {
 
     /// Endpoints whose breaker is not closed or that are disabled (at most `limit`).
     async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>>;
+
+    /// How many endpoints' breakers are closed, open and half-open.
+    async fn breaker_counts(&self) -> Result<BreakerCounts>;
 
     /// Records that a dispatcher is alive (inserting it the first time).
     async fn heartbeat(&self, beat: &DispatcherBeat) -> Result<()>;

@@ -430,6 +430,9 @@ impl OpsStore for SealedStore {
     async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>> {
         self.inner.flagged_endpoints(limit).await
     }
+    async fn breaker_counts(&self) -> Result<crate::store::ops::BreakerCounts> {
+        self.inner.breaker_counts().await
+    }
     async fn heartbeat(&self, beat: &DispatcherBeat) -> Result<()> {
         self.inner.heartbeat(beat).await
     }

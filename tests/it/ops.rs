@@ -86,6 +86,10 @@ async fn health_counts_what_happened(backend: Backend) {
     assert!(p50 > 0.0 && p50 <= p95 && p95 < 10_000.0, "{h}");
     assert!(h["deliveries_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(h["circuit_breakers"]["open"], 0);
+    assert_eq!(
+        h["circuit_breakers"]["by_state"],
+        json!({"closed": 2, "open": 0, "half_open": 0})
+    );
     assert_eq!(h["disabled_endpoints"], json!([]));
     let dispatchers = h["dispatchers"].as_array().unwrap();
     assert_eq!(dispatchers.len(), 1, "{h}");
@@ -404,6 +408,18 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
         app.event("flaky.x", json!({"i": i})).await;
     }
     wait_announced(&sink, "hookrelay.alert.fired", "breaker_open", &flaky_id).await;
+    // Health counts the breaker by its state (open, or half-open while a probe runs).
+    let h = health_when(&app, |h| {
+        let s = &h["circuit_breakers"]["by_state"];
+        s["open"].as_u64().unwrap_or(0) + s["half_open"].as_u64().unwrap_or(0) == 1
+    })
+    .await;
+    assert!(
+        h["circuit_breakers"]["by_state"]["closed"]
+            .as_u64()
+            .is_some(),
+        "{h}"
+    );
     wait_announced(&sink, "hookrelay.alert.fired", "failure_rate", "global").await;
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_announced(&sink, "hookrelay.alert.resolved", "breaker_open", &flaky_id).await;

@@ -226,6 +226,15 @@ impl OpsStore for SqliteStore {
         })
     }
 
+    async fn breaker_counts(&self) -> Result<crate::store::ops::BreakerCounts> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT breaker_state, count(*) FROM endpoints GROUP BY breaker_state")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(crate::store::ops::BreakerCounts::from_rows(rows))
+    }
+
     async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>> {
         let rows: Vec<(String, String, bool, Option<String>, String)> = sqlx::query_as(
             "SELECT id, tenant_id, enabled, disabled_reason, breaker_state FROM endpoints \
