@@ -180,7 +180,7 @@ fn chart(minutes: &[MinuteStats], now_minute: i64, bars: usize, per: i64) -> Mar
     let bw = w / bars as f64;
     let scale = |v: f64| v / max * (h - 10.0);
     html! {
-        svg.chart viewBox=(format!("0 0 {w} {})", h + 18.0)) role="img" aria-label="deliveries per minute" {
+        svg.chart viewBox=(format!("0 0 {w} {}", h + 20.0)) role="img" aria-label="deliveries per minute" {
             line x1="0" y1=(h) x2=(w) y2=(h) class="axis" {}
             @for (i, (d, r, f)) in values.iter().enumerate() {
                 @let x = i as f64 * bw;

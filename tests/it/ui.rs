@@ -203,6 +203,19 @@ async fn dashboard_walkthrough() {
     );
     assert!(b.text("#health").await.contains("Healthy"));
     b.css("svg.chart").await;
+    // The charts' axis labels are drawn whole, inside the chart.
+    let cut = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('svg.chart text')].filter(t => \
+               !t.ownerSVGElement.viewBox.baseVal || \
+               t.getBBox().y + t.getBBox().height > t.ownerSVGElement.viewBox.baseVal.height + 0.01 \
+             ).map(t => t.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, serde_json::json!([]), "chart labels cut off");
     b.shot("overview").await;
 
     // An inbox to deliver to.
@@ -293,6 +306,24 @@ async fn dashboard_walkthrough() {
     b.click("header nav a[href$='/events']").await;
     assert!(b.text("#events").await.contains("webhook.test"));
     b.shot("events").await;
+    // At 1280 px, the event page's tables stay inside their cards.
+    b.click("#events tbody a").await;
+    b.css("#deliveries").await;
+    let overflowing = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.card table')].filter(t => \
+               t.getBoundingClientRect().right > t.closest('.card').getBoundingClientRect().right + 0.5 \
+             ).map(t => t.id || t.className)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflowing,
+        serde_json::json!([]),
+        "tables wider than their card"
+    );
     b.goto(&inbox_page).await;
     b.wait_count("article.message", 2).await;
     assert_eq!(b.count("article.message .badge.valid").await, 2);
