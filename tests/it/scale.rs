@@ -247,7 +247,12 @@ async fn dispatch_webhook_delivers_only_committed_events() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FUNCTION public.dispatch_webhook("));
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(sql.contains("FUNCTION dispatch_webhook"), "{sql}");
+    assert!(
+        sql.contains("SET search_path = public, pg_catalog;"),
+        "{sql}"
+    );
     drop(server);
     drop(app_conn);
     drop_pg_database(&name).await;

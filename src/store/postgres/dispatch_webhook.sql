@@ -8,12 +8,16 @@
 -- The application's transaction writes one narrow row, the event, into hookrelay_outbox;
 -- hookrelay fans it out moments after the commit in its own transactions (see the README).
 
+-- The functions are created in the function schema: it is the first on the search path
+-- while they are (the names below are not qualified, as applications call them).
+SET search_path = @FUNCTIONS@, pg_catalog;
+
 -- dispatch_webhook(event_type, event_data, actor, tenant, traceparent): enqueues an event
 -- of type event_type with data event_data (and optional actor) for tenant. traceparent
 -- (optional) is a W3C trace context kept with the event (a malformed one is dropped).
 -- Returns the new event id (evt_...). Raises an exception for an unknown tenant or invalid
 -- arguments. Data is not checked against the type's JSON Schema.
-CREATE OR REPLACE FUNCTION @FUNCTIONS@.dispatch_webhook(
+CREATE OR REPLACE FUNCTION dispatch_webhook(
     event_type text,
     event_data jsonb,
     actor text DEFAULT NULL,
@@ -73,7 +77,7 @@ $$;
 -- PostgREST's RPC as well as plain SQL; it replaces that system's function of the same
 -- signature. The actor is kept as the uuid's text, for the default tenant. No argument has
 -- a default, so that no call can match both functions.
-CREATE OR REPLACE FUNCTION @FUNCTIONS@.dispatch_webhook(
+CREATE OR REPLACE FUNCTION dispatch_webhook(
     event_type text,
     event_data jsonb,
     actor_user_id uuid
@@ -85,5 +89,7 @@ AS $$
 $$;
 
 -- Only the roles granted EXECUTE may call them (grants to named roles are kept).
-REVOKE ALL ON FUNCTION @FUNCTIONS@.dispatch_webhook(text, jsonb, text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @FUNCTIONS@.dispatch_webhook(text, jsonb, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dispatch_webhook(text, jsonb, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dispatch_webhook(text, jsonb, uuid) FROM PUBLIC;
+
+RESET search_path;

@@ -234,11 +234,14 @@ mod tests {
     fn the_template_names_both_schemas_and_two_bodies() {
         let sql = functions_sql("hr", "app");
         assert!(!sql.contains('@'));
-        assert!(sql.contains("CREATE OR REPLACE FUNCTION app.dispatch_webhook("));
+        assert!(sql.contains("SET search_path = app, pg_catalog;"));
+        assert!(sql.contains("CREATE OR REPLACE FUNCTION dispatch_webhook("));
+        assert!(sql.contains("SELECT app.dispatch_webhook(event_type"));
+        assert!(sql.trim_end().ends_with("RESET search_path;"));
         assert!(sql.contains("SET search_path = hr, pg_temp"));
         assert_eq!(sql.split("$$").count(), 5, "two dollar-quoted bodies");
-        assert!(sql.contains(
-            "REVOKE ALL ON FUNCTION app.dispatch_webhook(text, jsonb, uuid) FROM PUBLIC"
-        ));
+        assert!(
+            sql.contains("REVOKE ALL ON FUNCTION dispatch_webhook(text, jsonb, uuid) FROM PUBLIC")
+        );
     }
 }
