@@ -519,15 +519,10 @@ pub async fn endpoint_stats(
     principal: Principal,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<axum::Json<crate::ops::endpoint_stats::EndpointStats>, ApiError> {
-    use crate::ops::endpoint_stats::{report, since_minute};
     principal.tenant(&state, &tenant).await?;
     let ep = load(&state, &tenant, &id).await?;
-    let now = domain::now();
-    let history = state
-        .store
-        .endpoint_stats_since(&ep.id, since_minute(now))
-        .await?;
-    Ok(axum::Json(report(&ep.id, &history, now)))
+    let stats = crate::ops::endpoint_stats::read(state.store.as_ref(), &ep.id).await?;
+    Ok(axum::Json(stats))
 }
 
 /// Get an endpoint, with its secret.

@@ -86,6 +86,18 @@ pub fn report(endpoint_id: &str, history: &EndpointHistory, now: DateTime<Utc>) 
     }
 }
 
+/// Reads an endpoint's history from `store` and reports on it, now.
+pub async fn read(
+    store: &dyn crate::store::Store,
+    endpoint_id: &str,
+) -> Result<EndpointStats, crate::store::StoreError> {
+    let now = crate::domain::now();
+    let history = store
+        .endpoint_stats_since(endpoint_id, since_minute(now))
+        .await?;
+    Ok(report(endpoint_id, &history, now))
+}
+
 /// How far back [`report`] needs the history: the first minute of the last 24 hours.
 pub fn since_minute(now: DateTime<Utc>) -> i64 {
     minute_of(now) - 24 * 60 + 1

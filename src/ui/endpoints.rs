@@ -274,12 +274,7 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
         .flat_map(|(d, atts)| atts.into_iter().map(move |a| (d, a)))
         .collect();
     recent_attempts.sort_by_key(|b| std::cmp::Reverse(b.1.started_at));
-    let now = crate::domain::now();
-    let history = state
-        .store
-        .endpoint_stats_since(&ep.id, crate::ops::endpoint_stats::since_minute(now))
-        .await?;
-    let stats = crate::ops::endpoint_stats::report(&ep.id, &history, now);
+    let stats = crate::ops::endpoint_stats::read(state.store.as_ref(), &ep.id).await?;
     let ms = |v: Option<f64>| {
         v.map(|v| format!("{v:.0} ms"))
             .unwrap_or_else(|| "–".into())

@@ -131,6 +131,24 @@ async fn seed(db: &str, receiver: &str, role: &str) {
     }
 }
 
+/// The data of a join that brought the community to `n` members.
+fn member_count(n: u32) -> Value {
+    json!({"community_id": "c_7", "member_count": n})
+}
+
+/// The seed's call, by name with a uuid actor, as the application makes it.
+async fn join_by_name(conn: &mut sqlx::PgConnection, members: u32) {
+    sqlx::query(
+        "SELECT dispatch_webhook(event_type => 'user.joined_community', \
+         event_data => $1::jsonb, actor_user_id => $2::uuid)",
+    )
+    .bind(member_count(members).to_string())
+    .bind(ACTOR)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 /// Drops roles a test made (cluster-wide; their database is dropped first).
 async fn drop_roles(roles: &[&str]) {
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server()))
@@ -244,16 +262,8 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
     // granted EXECUTE on the old function only.
     let app_url = db.replace("postgres@", &format!("{role}@"));
     let mut app = sqlx::PgConnection::connect(&app_url).await.unwrap();
-    let marker = |n: u32| json!({"community_id": "c_7", "member_count": n}).to_string();
-    sqlx::query(
-        "SELECT dispatch_webhook(event_type => 'user.joined_community', \
-         event_data => $1::jsonb, actor_user_id => $2::uuid)",
-    )
-    .bind(marker(44))
-    .bind(ACTOR)
-    .execute(&mut app)
-    .await
-    .unwrap();
+    let marker = |n: u32| member_count(n).to_string();
+    join_by_name(&mut app, 44).await;
     // A rolled-back call sends nothing.
     let mut tx = app.begin().await.unwrap();
     sqlx::query("SELECT dispatch_webhook('user.joined_community', $1::jsonb, $2::uuid)")
@@ -327,15 +337,7 @@ async fn the_community_platform_switches_without_touching_its_callers_or_receive
         sqlx::PgConnection::connect(&db.replace("postgres@", &format!("{guided}@")))
             .await
             .unwrap();
-    sqlx::query(
-        "SELECT dispatch_webhook(event_type => 'user.joined_community', \
-         event_data => $1::jsonb, actor_user_id => $2::uuid)",
-    )
-    .bind(marker(47))
-    .bind(ACTOR)
-    .execute(&mut guided_conn)
-    .await
-    .unwrap();
+    join_by_name(&mut guided_conn, 47).await;
     let denied = sqlx::query("SELECT count(*) FROM hookrelay.deliveries")
         .execute(&mut guided_conn)
         .await

@@ -150,6 +150,29 @@ const MESSAGE_COLUMNS: &str = concat!(
     ", method, headers::text AS headers, body, truncated, verification, verify_error"
 );
 
+/// `sum(c), …` over the counter columns, in [`counter_columns`] order.
+fn summed_counters() -> String {
+    counter_columns()
+        .iter()
+        .map(|c| format!("sum({c})::int8"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows of `minute, summed counters…` as [`MinuteStats`].
+fn minute_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<MinuteStats>> {
+    let n = counter_columns().len();
+    rows.iter()
+        .map(|r| {
+            let values = (0..=n)
+                .map(|i| r.try_get::<i64, _>(i))
+                .collect::<std::result::Result<Vec<i64>, _>>()
+                .map_err(db)?;
+            Ok(stats_from_row(&values))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl OpsStore for PostgresStore {
     async fn complete_with_stats(
@@ -171,28 +194,18 @@ impl OpsStore for PostgresStore {
         if has_nul(&[endpoint_id]) {
             return Ok(EndpointHistory::default());
         }
-        let cols = counter_columns();
-        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})::int8")).collect();
+        let sums = summed_counters();
         let rows = sqlx::query(&format!(
             "SELECT minute, {} FROM endpoint_stats_minutely \
              WHERE endpoint_id = $1 AND minute >= $2 GROUP BY minute ORDER BY minute",
-            sums.join(", ")
+            sums
         ))
         .bind(endpoint_id)
         .bind(since_minute)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let minutes = rows
-            .iter()
-            .map(|r| {
-                let values = (0..=cols.len())
-                    .map(|i| r.try_get::<i64, _>(i))
-                    .collect::<std::result::Result<Vec<i64>, _>>()
-                    .map_err(db)?;
-                Ok(stats_from_row(&values))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let minutes = minute_rows(&rows)?;
         let (success, failure, error): (Option<i64>, Option<i64>, Option<String>) = sqlx::query_as(
             "SELECT (SELECT max(last_success_at) FROM endpoint_stats_minutely \
                           WHERE endpoint_id = $1 AND minute >= $2), \
@@ -216,26 +229,17 @@ impl OpsStore for PostgresStore {
     }
 
     async fn stats_since(&self, since_minute: i64) -> Result<Vec<MinuteStats>> {
-        let cols = counter_columns();
-        let sums: Vec<String> = cols.iter().map(|c| format!("sum({c})::int8")).collect();
+        let sums = summed_counters();
         let rows = sqlx::query(&format!(
             "SELECT minute, {} FROM stats_minutely WHERE minute >= $1 GROUP BY minute \
              ORDER BY minute",
-            sums.join(", ")
+            sums
         ))
         .bind(since_minute)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let values = (0..=cols.len())
-                    .map(|i| r.try_get::<i64, _>(i))
-                    .collect::<std::result::Result<Vec<i64>, _>>()
-                    .map_err(db)?;
-                Ok(stats_from_row(&values))
-            })
-            .collect()
+        minute_rows(&rows)
     }
 
     async fn pending_summary(&self) -> Result<PendingSummary> {
