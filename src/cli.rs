@@ -53,6 +53,9 @@ pub enum Command {
     /// The built-in test receiver: create inboxes, read and follow what they received.
     #[command(subcommand)]
     Inbox(InboxCmd),
+    /// Sources: brokers whose messages become events (Redis Streams).
+    #[command(subcommand)]
+    Source(SourceCmd),
     /// Print the OpenAPI document.
     Openapi,
     /// Print the SQL that installs the `dispatch_webhook()` functions (the transactional
@@ -520,6 +523,82 @@ pub enum InboxCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SourceCmd {
+    /// Create a source (admin token): hookrelay consumes it from then on.
+    Add {
+        /// Where to read, e.g. redis://127.0.0.1:6379/0?stream=jobs
+        url: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the tenant's sources with their consumers' state.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a source with its consumer's state (lag, last error).
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a source (admin token): hookrelay stops consuming it.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the messages a source could not turn into events, with the reasons (JSON).
+    Rejections {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+async fn run_source(cmd: SourceCmd) -> Result<(), CliError> {
+    use reqwest::Method as M;
+    let (c, method, path, body) = match cmd {
+        SourceCmd::Add {
+            url,
+            description,
+            client,
+        } => {
+            let c = Client::new(client);
+            let path = c.tenant_path("/sources");
+            let body = json!({"url": url, "description": description});
+            (c, M::POST, path, Some(body))
+        }
+        SourceCmd::List { client } => {
+            let c = Client::new(client);
+            let path = c.tenant_path("/sources");
+            (c, M::GET, path, None)
+        }
+        SourceCmd::Get { id, client } => {
+            let c = Client::new(client);
+            let path = c.tenant_path(&format!("/sources/{id}"));
+            (c, M::GET, path, None)
+        }
+        SourceCmd::Delete { id, client } => {
+            let c = Client::new(client);
+            let path = c.tenant_path(&format!("/sources/{id}"));
+            (c, M::DELETE, path, None)
+        }
+        SourceCmd::Rejections { id, limit, client } => {
+            let c = Client::new(client);
+            let path = c.tenant_path(&format!("/sources/{id}/rejections?limit={limit}"));
+            (c, M::GET, path, None)
+        }
+    };
+    print(&c.call(method, &path, body).await?);
+    Ok(())
+}
+
 /// One line about a received message: time, verdict, method, webhook-id, body excerpt.
 fn summary(m: &Value) -> String {
     let body: String = m["body"]
@@ -621,6 +700,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Inbox(cmd) => run_inbox(cmd).await,
+        Command::Source(cmd) => run_source(cmd).await,
         Command::Serve(_) | Command::Migrate(_) | Command::Import(_) => {
             Err(CliError::Usage("not a client command".into()))
         }

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod routing;
 pub mod secrets;
 pub mod signing;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
@@ -200,6 +201,7 @@ impl App {
             tokio::spawn(d.run(rx))
         });
         let mut heartbeat = None;
+        let mut sources_task = None;
         if self.state.config.role.runs_dispatcher() {
             let store = self.state.store.clone();
             tokio::spawn(ops::retention::run(
@@ -220,6 +222,18 @@ impl App {
                 ops: Some(self.state.ops.clone()),
             };
             tokio::spawn(evaluator.run(stop_rx.clone()));
+            let supervisor = sources::Supervisor {
+                intake: Arc::new(sources::Intake {
+                    store: self.state.store.clone(),
+                    schemas: self.state.schemas.clone(),
+                    waker: self.state.waker.clone(),
+                    default_max_attempts: self.state.config.retry.max_attempts,
+                    max_bytes: self.state.config.max_body_bytes,
+                    ops: self.state.ops.clone(),
+                }),
+                consumer: self.state.ops.dispatcher_id.clone(),
+            };
+            sources_task = Some(tokio::spawn(supervisor.run(stop_rx.clone())));
         }
         let api = self.listener.map(|listener| {
             let mut rx = stop_rx.clone();
@@ -249,6 +263,10 @@ impl App {
             if let Err(e) = d.await {
                 error!(error = %e, "dispatcher task failed");
             }
+        }
+        if let Some(s) = sources_task {
+            // Consumers acknowledge what they committed before the process ends.
+            let _ = s.await;
         }
         if let Some(h) = heartbeat {
             // Records the clean stop, so this dispatcher is not taken for stalled.

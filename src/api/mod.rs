@@ -36,6 +36,7 @@ pub(crate) mod events;
 pub(crate) mod inbox;
 pub mod openapi;
 pub(crate) mod ops;
+pub(crate) mod sources;
 pub(crate) mod tenants;
 
 /// The body of `POST /v1/tenants/{tenant}/events` (public for the fuzz targets).
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(ops::router())
         .merge(inbox::router())
+        .merge(sources::router())
         .merge(crate::ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{deliveries, endpoints, events, inbox, ops, tenants};
+use super::{deliveries, endpoints, events, inbox, ops, sources, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,11 +24,13 @@ use super::{deliveries, endpoints, events, inbox, ops, tenants};
         ops::health, ops::status, ops::test_endpoint,
         inbox::create_inbox, inbox::list_inboxes, inbox::get_inbox, inbox::delete_inbox,
         inbox::list_messages,
+        sources::create_source, sources::list_sources, sources::get_source,
+        sources::delete_source, sources::list_rejections,
     ),
     modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "tenants"), (name = "event-types"), (name = "endpoints"),
-        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"),
+        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"), (name = "sources"),
     )
 )]
 pub struct ApiDoc;

@@ -50,7 +50,9 @@ pub async fn health(
 ) -> Result<(StatusCode, axum::Json<HealthReport>), ApiError> {
     principal.require_admin()?;
     let snapshot = Snapshot::read(state.store.as_ref()).await?;
-    let report = snapshot.report(&state.config.alerts.thresholds);
+    let report = snapshot
+        .report(&state.config.alerts.thresholds)
+        .with_sources(state.ops.sources.snapshot());
     Ok((report.http_status(), axum::Json(report)))
 }
 
@@ -75,6 +77,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
             s
         }
     };
+    let status = status.with_sources(&state.ops.sources.snapshot());
     let code = if status.healthy {
         StatusCode::OK
     } else {

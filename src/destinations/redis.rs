@@ -37,46 +37,51 @@ impl std::fmt::Debug for RedisConfig {
 impl RedisConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("redis:// url has no host; the form is redis://HOST:PORT/DB?stream=NAME")?;
-        let db = url.path().trim_start_matches('/');
-        if !db.is_empty() && db.parse::<u16>().is_err() {
-            return Err(format!(
-                "the path of a redis:// url is the database number, got {db:?}; the stream goes in ?stream=NAME"
-            ));
-        }
+        let connection = connection_url(&url)?;
         let options = Options::parse("redis", url.query(), &["stream", "maxlen"])?;
         let stream = options
             .string("stream")
             .ok_or("redis:// url needs the stream name: ?stream=NAME")?
             .to_owned();
         let maxlen = options.number("maxlen", 1..=u64::from(u32::MAX))?;
-        let (user, pass) = credentials(&url);
-        let mut connection = String::from("redis://");
-        if user.is_some() || pass.is_some() {
-            connection.push_str(url.username());
-            if let Some(p) = url.password() {
-                connection.push(':');
-                connection.push_str(p);
-            }
-            connection.push('@');
-        }
-        connection.push_str(host);
-        connection.push(':');
-        connection.push_str(&url.port().unwrap_or(6379).to_string());
-        connection.push('/');
-        connection.push_str(if db.is_empty() { "0" } else { db });
-        // Checked here so that sending cannot fail on it.
-        redis::Client::open(connection.as_str())
-            .map_err(|e| format!("invalid redis:// url: {e}"))?;
         Ok(Self {
             connection,
             stream,
             maxlen,
         })
     }
+}
+
+/// The connection part of a `redis://` URL (host, port, database, credentials), without
+/// hookrelay's options; checked by the client so that connecting cannot fail on it.
+pub(crate) fn connection_url(url: &url::Url) -> Result<String, String> {
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("redis:// url has no host; the form is redis://HOST:PORT/DB?stream=NAME")?;
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!(
+            "the path of a redis:// url is the database number, got {db:?}; the stream goes in ?stream=NAME"
+        ));
+    }
+    let (user, pass) = credentials(url);
+    let mut connection = String::from("redis://");
+    if user.is_some() || pass.is_some() {
+        connection.push_str(url.username());
+        if let Some(p) = url.password() {
+            connection.push(':');
+            connection.push_str(p);
+        }
+        connection.push('@');
+    }
+    connection.push_str(host);
+    connection.push(':');
+    connection.push_str(&url.port().unwrap_or(6379).to_string());
+    connection.push('/');
+    connection.push_str(if db.is_empty() { "0" } else { db });
+    redis::Client::open(connection.as_str()).map_err(|e| format!("invalid redis:// url: {e}"))?;
+    Ok(connection)
 }
 
 /// The Redis Streams destination.

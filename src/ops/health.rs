@@ -133,6 +133,8 @@ pub struct HealthReport {
     pub dispatchers: Vec<DispatcherHealth>,
     /// Alerts firing now.
     pub alerts: Vec<FiringAlert>,
+    /// The source consumers of the process that answered: status, backlog, last error.
+    pub sources: Vec<crate::sources::SourceState>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -142,11 +144,45 @@ pub struct HealthReport {
 pub struct Status {
     pub healthy: bool,
     /// The failing rules, each once: `failure_rate`, `pending`, `breaker_open`,
-    /// `endpoint_disabled`, `dispatcher_stalled`.
+    /// `endpoint_disabled`, `dispatcher_stalled`, `source_failing`.
     pub failing: Vec<&'static str>,
 }
 
+/// The rule a source consumer breaks while its last read or store failed.
+pub const SOURCE_FAILING: &str = "source_failing";
+
+impl Status {
+    /// Adds the rule about this process's source consumers.
+    pub fn with_sources(mut self, sources: &[crate::sources::SourceState]) -> Self {
+        if sources.iter().any(failing) && !self.failing.contains(&SOURCE_FAILING) {
+            self.failing.push(SOURCE_FAILING);
+            self.failing.sort_unstable();
+            self.healthy = false;
+        }
+        self
+    }
+}
+
+fn failing(s: &crate::sources::SourceState) -> bool {
+    s.status == crate::sources::SourceStatus::Failing
+}
+
 impl HealthReport {
+    /// Adds this process's source consumers; a failing one makes the report unhealthy.
+    pub fn with_sources(mut self, sources: Vec<crate::sources::SourceState>) -> Self {
+        for s in sources.iter().filter(|s| failing(s)) {
+            self.healthy = false;
+            self.reasons.push(format!(
+                "source {} of tenant {} is failing: {}",
+                s.id,
+                s.tenant_id,
+                s.last_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        self.sources = sources;
+        self
+    }
+
     /// The HTTP status a monitor acts on: `200` when healthy, `503` otherwise.
     pub fn http_status(&self) -> axum::http::StatusCode {
         if self.healthy {
@@ -403,6 +439,7 @@ impl Snapshot {
                     fired_at: a.fired_at,
                 })
                 .collect(),
+            sources: Vec::new(),
             generated_at: self.now,
         }
     }

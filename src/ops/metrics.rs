@@ -8,8 +8,8 @@
 //! whatever the number of scrapes.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets (seconds) of the attempt duration histogram.
@@ -51,6 +51,11 @@ pub struct Metrics {
     pub open_breakers: IntGauge,
     pub disabled_endpoints: IntGauge,
     pub alerts_firing: IntGauge,
+    /// Messages read from sources, by `source` and `outcome` (`ingested`, `duplicate`,
+    /// `rejected`).
+    pub source_messages: IntCounterVec,
+    /// Messages in a source's broker not yet read, by `source`.
+    pub source_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -117,6 +122,22 @@ impl Metrics {
             "hookrelay_alerts_firing",
             "Alerts firing now (see GET /v1/health).",
         )?;
+        let source_messages = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_source_messages_total",
+                "Messages read from sources, by source and outcome (ingested, duplicate, rejected).",
+            ),
+            &["source", "outcome"],
+        )?;
+        let source_lag = IntGaugeVec::new(
+            Opts::new(
+                "hookrelay_source_lag",
+                "Messages in a source's broker not yet read by hookrelay, by source.",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(source_messages.clone()))?;
+        registry.register(Box::new(source_lag.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
@@ -146,6 +167,8 @@ impl Metrics {
             open_breakers,
             disabled_endpoints,
             alerts_firing,
+            source_messages,
+            source_lag,
         })
     }
 

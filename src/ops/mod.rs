@@ -35,6 +35,10 @@ pub struct Ops {
     /// from here for [`metrics::STORE_GAUGES_MAX_AGE`], so an open route costs the store
     /// at most one report that often.
     pub status: tokio::sync::Mutex<Option<(std::time::Instant, health::Status)>>,
+    /// The states of this process's source consumers.
+    pub sources: crate::sources::States,
+    /// Poked when this process's API changes a source, so its consumers follow at once.
+    pub sources_changed: tokio::sync::Notify,
 }
 
 impl Ops {
@@ -44,6 +48,8 @@ impl Ops {
             dispatcher_id: domain::new_id("dsp"),
             destination,
             status: Default::default(),
+            sources: Default::default(),
+            sources_changed: Default::default(),
         })
     }
 }

@@ -305,6 +305,32 @@ pub struct InboxMessage {
     pub verify_error: Option<String>,
 }
 
+/// A broker whose messages become events of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub id: String,
+    pub tenant_id: String,
+    /// Where to read, in the style of destination URLs (its password sealed in the store
+    /// when a key is configured).
+    pub url: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message a source could not turn into an event, kept with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRejection {
+    pub id: String,
+    pub source_id: String,
+    /// The broker's id of the message (a stream entry id, a sequence number, …).
+    pub message_id: String,
+    pub reason: String,
+    /// The message as text (invalid UTF-8 replaced), cut at the kept length.
+    pub body: String,
+    pub truncated: bool,
+    pub received_at: DateTime<Utc>,
+}
+
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pruned {
@@ -405,6 +431,21 @@ pub trait OpsStore: Send + Sync {
     async fn add_inbox_message(&self, message: &InboxMessage, keep: u32) -> Result<()>;
     /// An inbox's messages, newest first.
     async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>>;
+
+    async fn create_source(&self, source: &Source) -> Result<()>;
+    /// The sources of one tenant, or of every tenant when `tenant_id` is `None`.
+    async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>>;
+    async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>>;
+    /// Deletes a source and its rejections. `false` when it did not exist.
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool>;
+    /// Keeps a rejection, and only the `keep` newest rejections of its source.
+    async fn add_source_rejection(&self, rejection: &SourceRejection, keep: u32) -> Result<()>;
+    /// A source's rejections, newest first.
+    async fn list_source_rejections(
+        &self,
+        source_id: &str,
+        page: &Page,
+    ) -> Result<Vec<SourceRejection>>;
 
     /// Retention: deletes at most `limit` events created before `older_than` none of whose
     /// deliveries is pending, with their deliveries and attempts.
@@ -585,6 +626,58 @@ impl TryFrom<MessageRow> for InboxMessage {
         })
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SourceRow {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) url: String,
+    pub(crate) description: Option<String>,
+    pub(crate) created_at: i64,
+}
+
+impl From<SourceRow> for Source {
+    fn from(r: SourceRow) -> Self {
+        Self {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            url: r.url,
+            description: r.description,
+            created_at: from_millis(r.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RejectionRow {
+    pub(crate) id: String,
+    pub(crate) source_id: String,
+    pub(crate) message_id: String,
+    pub(crate) reason: String,
+    pub(crate) body: String,
+    pub(crate) truncated: bool,
+    pub(crate) received_at: i64,
+}
+
+impl From<RejectionRow> for SourceRejection {
+    fn from(r: RejectionRow) -> Self {
+        Self {
+            id: r.id,
+            source_id: r.source_id,
+            message_id: r.message_id,
+            reason: r.reason,
+            body: r.body,
+            truncated: r.truncated,
+            received_at: from_millis(r.received_at),
+        }
+    }
+}
+
+/// Columns of `sources`, in [`SourceRow`] order (both stores keep times as Unix ms).
+pub(crate) const SOURCE_COLUMNS: &str = "id, tenant_id, url, description, created_at";
+/// Columns of `source_rejections`, in [`RejectionRow`] order.
+pub(crate) const REJECTION_COLUMNS: &str =
+    "id, source_id, message_id, reason, body, truncated, received_at";
 
 #[cfg(test)]
 mod tests {

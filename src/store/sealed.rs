@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::{
     ops::{
         AlertRecord, BatchStats, DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox,
-        InboxMessage, MinuteStats, PendingSummary,
+        InboxMessage, MinuteStats, PendingSummary, Source, SourceRejection,
     },
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
     ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
@@ -114,6 +114,14 @@ impl SealedStore {
             .as_deref()
             .map(|s| self.keys.seal(&inbox.id, s));
         sealed
+    }
+
+    fn open_source(&self, mut source: Source) -> Result<Source> {
+        source.url = self
+            .keys
+            .open_url(&url_aad(&source.id), &source.url)
+            .map_err(|e| StoreError::Corrupt(format!("url of source {}: {e}", source.id)))?;
+        Ok(source)
     }
 
     fn open_inbox(&self, mut inbox: Inbox) -> Result<Inbox> {
@@ -518,6 +526,39 @@ impl OpsStore for SealedStore {
     }
     async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
         self.inner.list_inbox_messages(inbox_id, page).await
+    }
+    async fn create_source(&self, source: &Source) -> Result<()> {
+        let mut sealed = source.clone();
+        sealed.url = self.keys.seal_url(&url_aad(&source.id), &source.url);
+        self.inner.create_source(&sealed).await
+    }
+    async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
+        self.inner
+            .list_sources(tenant_id, page)
+            .await?
+            .into_iter()
+            .map(|s| self.open_source(s))
+            .collect()
+    }
+    async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
+        self.inner
+            .get_source(tenant_id, id)
+            .await?
+            .map(|s| self.open_source(s))
+            .transpose()
+    }
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        self.inner.delete_source(tenant_id, id).await
+    }
+    async fn add_source_rejection(&self, rejection: &SourceRejection, keep: u32) -> Result<()> {
+        self.inner.add_source_rejection(rejection, keep).await
+    }
+    async fn list_source_rejections(
+        &self,
+        source_id: &str,
+        page: &Page,
+    ) -> Result<Vec<SourceRejection>> {
+        self.inner.list_source_rejections(source_id, page).await
     }
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         self.inner.prune_events(older_than, limit).await

@@ -16,5 +16,6 @@ mod ops;
 mod routing;
 mod scale;
 mod security;
+mod sources;
 mod store;
 mod ui;

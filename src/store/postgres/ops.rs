@@ -10,7 +10,8 @@ use crate::store::{
     ops::{
         counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
         DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox, InboxMessage, InboxRow,
-        MessageRow, MinuteStats, OpsStore, PendingSummary,
+        MessageRow, MinuteStats, OpsStore, PendingSummary, RejectionRow, Source, SourceRejection,
+        SourceRow, REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     Completion, Page, Result,
 };
@@ -564,6 +565,109 @@ impl OpsStore for PostgresStore {
         push_page(&mut q, page);
         let rows: Vec<MessageRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
         rows.into_iter().map(InboxMessage::try_from).collect()
+    }
+
+    async fn create_source(&self, src: &Source) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .bind(&src.id)
+        .bind(&src.tenant_id)
+        .bind(&src.url)
+        .bind(&src.description)
+        .bind(ms(src.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
+        if has_nul(&[
+            tenant_id.unwrap_or_default(),
+            page.after_id.as_deref().unwrap_or_default(),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<'_, Postgres> =
+            QueryBuilder::new(format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE true"));
+        if let Some(t) = tenant_id {
+            q.push(" AND tenant_id = ").push_bind(t.to_owned());
+        }
+        push_page(&mut q, page);
+        let rows: Vec<SourceRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(Source::from).collect())
+    }
+
+    async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let row: Option<SourceRow> = sqlx::query_as(&format!(
+            "SELECT {SOURCE_COLUMNS} FROM sources WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Source::from))
+    }
+
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM sources WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(write_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_source_rejection(&self, r: &SourceRejection, keep: u32) -> Result<()> {
+        // One statement: the new rejection in, the oldest beyond `keep` out.
+        sqlx::query(&format!(
+            "WITH added AS ( \
+               INSERT INTO source_rejections ({REJECTION_COLUMNS}) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id) \
+             DELETE FROM source_rejections WHERE source_id = $2 AND id < ( \
+               SELECT id FROM source_rejections WHERE source_id = $2 \
+               ORDER BY id DESC OFFSET $8 LIMIT 1) \
+             AND EXISTS (SELECT 1 FROM added)"
+        ))
+        .bind(&r.id)
+        .bind(&r.source_id)
+        .bind(&r.message_id)
+        .bind(&r.reason)
+        .bind(&r.body)
+        .bind(r.truncated)
+        .bind(ms(r.received_at))
+        // The statement sees the table as it was before the insert: keep one fewer.
+        .bind(i64::from(keep.max(2)) - 2)
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_source_rejections(
+        &self,
+        source_id: &str,
+        page: &Page,
+    ) -> Result<Vec<SourceRejection>> {
+        if has_nul(&[source_id, page.after_id.as_deref().unwrap_or_default()]) {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+            "SELECT {REJECTION_COLUMNS} FROM source_rejections WHERE source_id = "
+        ));
+        q.push_bind(source_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<RejectionRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {

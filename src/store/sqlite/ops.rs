@@ -10,7 +10,8 @@ use crate::store::{
     ops::{
         counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
         DispatcherBeat, EndpointHistory, EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage,
-        InboxRow, MessageRow, MinuteStats, OpsStore, PendingSummary,
+        InboxRow, MessageRow, MinuteStats, OpsStore, PendingSummary, RejectionRow, Source,
+        SourceRejection, SourceRow, REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     Completion, Page, Result,
 };
@@ -529,6 +530,105 @@ impl OpsStore for SqliteStore {
             .await
             .map_err(db)?;
         rows.into_iter().map(InboxMessage::try_from).collect()
+    }
+
+    async fn create_source(&self, src: &Source) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO sources ({SOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(&src.id)
+        .bind(&src.tenant_id)
+        .bind(&src.url)
+        .bind(&src.description)
+        .bind(ms(src.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
+        let mut q: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new(format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE true"));
+        if let Some(t) = tenant_id {
+            q.push(" AND tenant_id = ").push_bind(t.to_owned());
+        }
+        push_page(&mut q, page);
+        let rows: Vec<SourceRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(Source::from).collect())
+    }
+
+    async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
+        let row: Option<SourceRow> = sqlx::query_as(&format!(
+            "SELECT {SOURCE_COLUMNS} FROM sources WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Source::from))
+    }
+
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sources WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_source_rejection(&self, r: &SourceRejection, keep: u32) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO source_rejections ({REJECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&r.id)
+        .bind(&r.source_id)
+        .bind(&r.message_id)
+        .bind(&r.reason)
+        .bind(&r.body)
+        .bind(r.truncated)
+        .bind(ms(r.received_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM source_rejections WHERE source_id = ?1 AND id < ( \
+               SELECT id FROM source_rejections WHERE source_id = ?1 \
+               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(&r.source_id)
+        .bind(i64::from(keep.max(1)) - 1)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_source_rejections(
+        &self,
+        source_id: &str,
+        page: &Page,
+    ) -> Result<Vec<SourceRejection>> {
+        let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {REJECTION_COLUMNS} FROM source_rejections WHERE source_id = "
+        ));
+        q.push_bind(source_id.to_owned());
+        push_page(&mut q, page);
+        let rows: Vec<RejectionRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {

@@ -1,0 +1,255 @@
+//! Sources: brokers whose messages become a tenant's events (see [`crate::sources`]).
+//!
+//! Creating and deleting a source needs the admin token (a source reads from the
+//! operator's own infrastructure, like a broker destination); a tenant token reads its
+//! tenant's sources, with URL passwords hidden, and their rejected messages.
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use crate::{
+    destinations::options::redact,
+    domain::{self, new_id},
+    sources::{SourceState, SourceUrl},
+    store::{
+        ops::{Source, SourceRejection},
+        Page,
+    },
+};
+
+/// Sources one tenant may have.
+pub const MAX_PER_TENANT: u32 = 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/sources",
+            axum::routing::post(create_source).get(list_sources),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sources/{id}",
+            get(get_source).delete(delete_source),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sources/{id}/rejections",
+            get(list_rejections),
+        )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSource {
+    /// Where to read: `redis://HOST:PORT/DB?stream=NAME` (options `group`, `start`,
+    /// `claim_idle_ms`, `batch`).
+    pub url: String,
+    pub description: Option<String>,
+}
+
+/// A source as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceOut {
+    pub id: String,
+    pub tenant_id: String,
+    /// The URL, its password shown as `***`.
+    pub url: String,
+    /// `redis`.
+    pub kind: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The consumer of this source in the process that answered (absent on a process that
+    /// runs no dispatcher, or for a moment after the source was created).
+    pub state: Option<SourceState>,
+}
+
+impl SourceOut {
+    fn new(s: Source, state: &AppState) -> Self {
+        let kind = SourceUrl::parse(&s.url)
+            .map(|u| u.kind().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let consumer = state.ops.sources.lock().get(&s.id).cloned();
+        Self {
+            url: redact(&s.url).into_owned(),
+            kind,
+            state: consumer,
+            id: s.id,
+            tenant_id: s.tenant_id,
+            description: s.description,
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// A message a source could not turn into an event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectionOut {
+    pub id: String,
+    pub source_id: String,
+    /// The broker's id of the message (for Redis Streams, the entry id).
+    pub message_id: String,
+    pub reason: String,
+    /// The message as text, cut at 4 KiB.
+    pub body: String,
+    pub truncated: bool,
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<SourceRejection> for RejectionOut {
+    fn from(r: SourceRejection) -> Self {
+        Self {
+            id: r.id,
+            source_id: r.source_id,
+            message_id: r.message_id,
+            reason: r.reason,
+            body: r.body,
+            truncated: r.truncated,
+            received_at: r.received_at,
+        }
+    }
+}
+
+/// Create a source (admin token only): hookrelay starts consuming it at once.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/sources", tag = "sources",
+    params(("tenant" = String, Path)), request_body = CreateSource,
+    responses((status = 201, body = SourceOut), (status = 400, body = super::ErrorBody),
+              (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+              (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_source(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(req): Json<CreateSource>,
+) -> Result<(StatusCode, axum::Json<SourceOut>), ApiError> {
+    principal.require_admin()?;
+    principal.tenant(&state, &tenant).await?;
+    SourceUrl::parse(&req.url).map_err(ApiError::invalid)?;
+    if crate::secrets::url_password_looks_sealed(&req.url) {
+        return Err(ApiError::invalid(
+            "the URL's password may not start with `enc1%3A` (marks sealed values)",
+        ));
+    }
+    if req.description.as_ref().is_some_and(|d| d.len() > 1024) {
+        return Err(ApiError::invalid(
+            "description is longer than 1024 characters",
+        ));
+    }
+    let existing = state
+        .store
+        .list_sources(
+            Some(&tenant),
+            &Page {
+                after_id: None,
+                limit: MAX_PER_TENANT,
+            },
+        )
+        .await?;
+    if existing.len() >= MAX_PER_TENANT as usize {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!("tenant {tenant} has {MAX_PER_TENANT} sources, the most allowed"),
+        ));
+    }
+    let source = Source {
+        id: new_id("src"),
+        tenant_id: tenant,
+        url: req.url,
+        description: req.description,
+        created_at: domain::now(),
+    };
+    state.store.create_source(&source).await?;
+    state.ops.sources_changed.notify_one();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(SourceOut::new(source, &state)),
+    ))
+}
+
+/// A tenant's sources, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/sources", tag = "sources",
+    params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = List<SourceOut>), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_sources(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<List<SourceOut>>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let page = q.page()?;
+    let sources = state.store.list_sources(Some(&tenant), &page).await?;
+    let data = sources
+        .into_iter()
+        .map(|s| SourceOut::new(s, &state))
+        .collect();
+    Ok(axum::Json(List::new(data, &page, |s| &s.id)))
+}
+
+async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Source, ApiError> {
+    state
+        .store
+        .get_source(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("source"))
+}
+
+/// A source, with its consumer's state in the process that answered.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/sources/{id}", tag = "sources",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = SourceOut), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_source(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<axum::Json<SourceOut>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let source = load(&state, &tenant, &id).await?;
+    Ok(axum::Json(SourceOut::new(source, &state)))
+}
+
+/// Delete a source (admin token only) and its rejections: hookrelay stops consuming it
+/// (every process within a few seconds). The broker's data is left as it is.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/sources/{id}", tag = "sources",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 403, body = super::ErrorBody),
+              (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_source(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    principal.tenant(&state, &tenant).await?;
+    if state.store.delete_source(&tenant, &id).await? {
+        state.ops.sources_changed.notify_one();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("source"))
+    }
+}
+
+/// Messages a source could not turn into events, newest first (each source keeps its
+/// newest 1,000).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/sources/{id}/rejections", tag = "sources",
+    params(("tenant" = String, Path), ("id" = String, Path), PageQuery),
+    responses((status = 200, body = List<RejectionOut>), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_rejections(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<List<RejectionOut>>, ApiError> {
+    principal.tenant(&state, &tenant).await?;
+    let page = q.page()?;
+    load(&state, &tenant, &id).await?;
+    let rejections = state.store.list_source_rejections(&id, &page).await?;
+    let data = rejections.into_iter().map(RejectionOut::from).collect();
+    Ok(axum::Json(List::new(data, &page, |r| &r.id)))
+}

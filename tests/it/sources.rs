@@ -1,0 +1,425 @@
+//! Sources: entries added to a Redis stream by a plain Redis client become events, reach a
+//! receiver once each, survive a `kill -9`, and are shared by two processes without an
+//! event created twice. Against the machine's Redis on 6379, a stream per test.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{crash::start_server, helpers::*};
+
+fn stream_name() -> String {
+    format!("hr-src-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis is reachable (scripts/services starts it)")
+}
+
+/// Adds entries `from..to`, each `type=job.done`, `data={"n": i}`, in one pipeline.
+async fn add_jobs(conn: &mut redis::aio::MultiplexedConnection, stream: &str, from: u32, to: u32) {
+    let mut pipe = redis::pipe();
+    for n in from..to {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("type")
+            .arg("job.done")
+            .arg("data")
+            .arg(json!({ "n": n }).to_string())
+            .ignore();
+    }
+    let () = pipe.query_async(conn).await.unwrap();
+}
+
+/// The group's `(pending, lag)` as Redis reports them.
+async fn group_backlog(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> (u64, u64) {
+    let groups: redis::streams::StreamInfoGroupsReply =
+        redis::AsyncCommands::xinfo_groups(conn, stream)
+            .await
+            .unwrap();
+    let g = groups
+        .groups
+        .iter()
+        .find(|g| g.name == "hookrelay")
+        .expect("hookrelay created its group");
+    (g.pending as u64, g.lag.unwrap_or(u64::MAX as usize) as u64)
+}
+
+async fn drop_stream(conn: &mut redis::aio::MultiplexedConnection, stream: &str) {
+    let _: i64 = redis::cmd("DEL")
+        .arg(stream)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// `n` of every request the receiver got, with the distinct `webhook-id`s each came with.
+fn ids_by_n(r: &Receiver) -> HashMap<u64, std::collections::HashSet<String>> {
+    let mut by_n: HashMap<u64, std::collections::HashSet<String>> = HashMap::new();
+    for req in r.requests() {
+        let n = req.json()["data"]["n"].as_u64().expect("data.n");
+        by_n.entry(n)
+            .or_default()
+            .insert(req.header("webhook-id").to_owned());
+    }
+    by_n
+}
+
+/// Waits until the receiver has every `n` in `0..count`, then checks that each came from
+/// one event (one `webhook-id`): no entry became two events.
+async fn assert_each_once(r: &Receiver, count: u64) {
+    let all = eventually(Duration::from_secs(60), || async {
+        (ids_by_n(r).len() as u64 >= count).then_some(())
+    })
+    .await;
+    let by_n = ids_by_n(r);
+    assert!(
+        all.is_some(),
+        "receiver has {} of {count} entries",
+        by_n.len()
+    );
+    for n in 0..count {
+        let ids = by_n
+            .get(&n)
+            .unwrap_or_else(|| panic!("entry {n} never arrived"));
+        assert_eq!(ids.len(), 1, "entry {n} became {} events", ids.len());
+    }
+}
+
+async fn create_source(base: &str, http: &reqwest::Client, url: &str) -> Value {
+    let (status, src) = send(
+        http.post(format!("{base}/v1/tenants/default/sources"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "url": url })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{src}");
+    src
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stream_entries_arrive_once_and_bad_ones_are_recorded() {
+    let app = spawn_app_on(Backend::Sqlite, |c| c.strict_event_types = true).await;
+    let (s, body) = app
+        .post(
+            "/v1/event-types",
+            json!({"name": "job.done", "schema": {"type": "object", "required": ["n"]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url })).await;
+    let stream = stream_name();
+    let mut conn = redis().await;
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!("redis://127.0.0.1:6379/0?stream={stream}"),
+    )
+    .await;
+    let id = src["id"].as_str().unwrap().to_owned();
+    // The group exists once the consumer started: entries added from then on are read.
+    eventually(Duration::from_secs(20), || async {
+        let (_, s) = app.get(&format!("/v1/tenants/default/sources/{id}")).await;
+        (s["state"]["status"] == "running").then_some(())
+    })
+    .await
+    .expect("the source's consumer starts");
+
+    add_jobs(&mut conn, &stream, 0, 500).await;
+    // A malformed entry, one of a type not in the strict catalog, and one failing the
+    // schema: each recorded with its reason, none blocking the entries behind it.
+    let bad: [&[(&str, &str)]; 3] = [
+        &[("type", "job.done"), ("data", "{not json")],
+        &[("type", "job.unknown"), ("data", "{}")],
+        &[("type", "job.done"), ("data", "{}")],
+    ];
+    for fields in bad {
+        let _: String = redis::AsyncCommands::xadd(&mut conn, &stream, "*", fields)
+            .await
+            .unwrap();
+    }
+    add_jobs(&mut conn, &stream, 500, 1000).await;
+
+    assert_each_once(&receiver, 1000).await;
+    let rejections = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app
+            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
+            .await;
+        (r["data"].as_array().unwrap().len() == 3).then_some(r)
+    })
+    .await
+    .expect("three rejections recorded");
+    let reasons: Vec<&str> = rejections["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("malformed")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("not in the catalog")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("schema")), "{reasons:?}");
+    assert!(rejections["data"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .contains('-'));
+
+    // Nothing left pending or unread in the group.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let mut conn = redis().await;
+        (group_backlog(&mut conn, &stream).await == (0, 0)).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{:?}",
+        group_backlog(&mut conn, &stream).await
+    );
+
+    // Health and metrics show the source.
+    let health = eventually(Duration::from_secs(10), || async {
+        let (_, h) = app.get("/v1/health").await;
+        (h["sources"][0]["ingested"] == 1000 && h["sources"][0]["lag"] == 0).then_some(h)
+    })
+    .await
+    .expect("health shows the source");
+    assert_eq!(health["sources"][0]["rejected"], 3, "{health}");
+    assert_eq!(health["sources"][0]["status"], "running");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("hookrelay_source_messages_total")
+                && l.contains(&format!("source=\"{id}\""))
+                && l.contains("outcome=\"rejected\"")
+        })
+        .unwrap_or_else(|| panic!("no rejected counter in {text}"));
+    assert!(line.ends_with(" 3"), "{line}");
+    drop_stream(&mut conn, &stream).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sources_are_admin_configured_and_tenant_readable() {
+    let app = spawn_app().await;
+    let stream = stream_name();
+    // Refused with a reason: no stream, unknown scheme, unknown option.
+    for (url, why) in [
+        ("redis://127.0.0.1:6379/0", "stream"),
+        ("kafka://127.0.0.1:9092/t", "unsupported"),
+        (
+            "redis://127.0.0.1:6379/0?stream=s&maxlen=3",
+            "unknown option",
+        ),
+    ] {
+        let (s, e) = app
+            .post("/v1/tenants/default/sources", json!({ "url": url }))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    let (s, _) = app
+        .post(
+            "/v1/tenants/nope/sources",
+            json!({ "url": format!("redis://127.0.0.1:6379/0?stream={stream}") }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!("redis://:hunter2@127.0.0.1:6379/0?stream={stream}"),
+    )
+    .await;
+    assert!(!src.to_string().contains("hunter2"), "{src}");
+    assert_eq!(src["kind"], "redis");
+
+    // A tenant token reads its sources but may not create or delete one.
+    let (_, tok) = app.post("/v1/tenants/default/tokens", json!({})).await;
+    let token = tok["token"].as_str().unwrap();
+    let (s, list) = send(
+        app.http
+            .get(app.url("/v1/tenants/default/sources"))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["data"][0]["id"], src["id"]);
+    assert!(!list.to_string().contains("hunter2"));
+    let (s, _) = send(
+        app.http
+            .post(app.url("/v1/tenants/default/sources"))
+            .bearer_auth(token)
+            .json(&json!({ "url": format!("redis://127.0.0.1:6379/0?stream={stream}") })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let path = format!(
+        "/v1/tenants/default/sources/{}",
+        src["id"].as_str().unwrap()
+    );
+    let (s, _) = send(app.http.delete(app.url(&path)).bearer_auth(token)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // The wrong password makes the consumer fail, visibly, and hookrelay unhealthy.
+    let failing = eventually(Duration::from_secs(20), || async {
+        let (code, h) = app.get("/v1/health").await;
+        (h["sources"][0]["status"] == "failing").then_some((code, h))
+    })
+    .await
+    .expect("the consumer reports its failure");
+    assert_eq!(failing.0, StatusCode::SERVICE_UNAVAILABLE, "{}", failing.1);
+    assert!(failing.1["sources"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("redis"));
+    let (code, status) = send(app.http.get(app.url("/status"))).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(status["failing"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("source_failing")));
+
+    // Deleted: gone from the list and from health.
+    let (s, _) = send(app.req(reqwest::Method::DELETE, &path)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.get(&path).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let gone = eventually(Duration::from_secs(10), || async {
+        let (_, h) = app.get("/v1/health").await;
+        h["sources"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_consuming_a_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sources.db").display());
+    let receiver = Receiver::ok().await;
+    let http = reqwest::Client::new();
+    // Deliveries leased by the killed process are due again after 3 s.
+    let flags = ["--lease", "3s", "--request-timeout", "1s"];
+    let mut server = start_server(&db, &flags);
+    let (s, _) = send(
+        http.post(format!("{}/v1/tenants/default/endpoints", server.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "url": receiver.url })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let stream = stream_name();
+    let mut conn = redis().await;
+    // Taken over from the killed process's consumer after 500 ms idle.
+    create_source(
+        &server.base,
+        &http,
+        &format!("redis://127.0.0.1:6379/0?stream={stream}&start=all&claim_idle_ms=500&batch=20"),
+    )
+    .await;
+    // The producer keeps adding while hookrelay is killed and restarted.
+    let producer = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut conn = redis().await;
+            for round in 0..20 {
+                add_jobs(&mut conn, &stream, round * 50, round * 50 + 50).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // Killed as soon as it has taken entries in: the rest were read or not yet read.
+    let started = eventually(Duration::from_secs(30), || async {
+        let (_, h) = send(
+            http.get(format!("{}/v1/health", server.base))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        (h["sources"][0]["ingested"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the source never ingested");
+    server.kill();
+    let at_kill = group_backlog(&mut conn, &stream).await;
+    producer.await.unwrap();
+    let server = start_server(&db, &flags);
+    // What the kill left behind: entries read and not acknowledged, entries unread.
+    eprintln!("backlog at the kill: (pending, lag) = {at_kill:?}");
+    assert_each_once(&receiver, 1000).await;
+    let settled = eventually(Duration::from_secs(30), || async {
+        let mut conn = redis().await;
+        (group_backlog(&mut conn, &stream).await == (0, 0)).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "{:?}",
+        group_backlog(&mut conn, &stream).await
+    );
+    drop(server);
+    drop_stream(&mut conn, &stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_a_stream_without_creating_an_event_twice() {
+    let (db, name) = create_pg_database().await;
+    let receiver = Receiver::ok().await;
+    let http = reqwest::Client::new();
+    let a = start_server(&db, &[]);
+    let b = start_server(&db, &[]);
+    let (s, _) = send(
+        http.post(format!("{}/v1/tenants/default/endpoints", a.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "url": receiver.url })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let stream = stream_name();
+    let mut conn = redis().await;
+    create_source(
+        &a.base,
+        &http,
+        &format!("redis://127.0.0.1:6379/0?stream={stream}&start=all&batch=10"),
+    )
+    .await;
+    add_jobs(&mut conn, &stream, 0, 1000).await;
+    assert_each_once(&receiver, 1000).await;
+    // Each entry became an event in exactly one process.
+    let ingested = |base: String| {
+        let http = http.clone();
+        async move {
+            let (_, h) = send(http.get(format!("{base}/v1/health")).bearer_auth(ADMIN)).await;
+            h["sources"][0]["ingested"].as_u64().unwrap_or(0)
+        }
+    };
+    let total = eventually(Duration::from_secs(20), || async {
+        let sum = ingested(a.base.clone()).await + ingested(b.base.clone()).await;
+        (sum == 1000).then_some(sum)
+    })
+    .await;
+    assert_eq!(
+        total,
+        Some(1000),
+        "events created: {} + {}",
+        ingested(a.base.clone()).await,
+        ingested(b.base.clone()).await
+    );
+    drop((a, b));
+    drop_stream(&mut conn, &stream).await;
+    drop_pg_database(&name).await;
+}
