@@ -65,7 +65,7 @@ pub struct SourceOut {
 }
 
 impl SourceOut {
-    fn new(s: Source, state: &AppState) -> Self {
+    pub(crate) fn new(s: Source, state: &AppState) -> Self {
         let kind = SourceUrl::parse(&s.url)
             .map(|u| u.kind().to_owned())
             .unwrap_or_else(|_| "unknown".into());

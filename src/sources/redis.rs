@@ -99,7 +99,7 @@ impl RedisSource {
         let claim_idle_ms = options
             .number("claim_idle_ms", 100..=86_400_000)?
             .unwrap_or(30_000);
-        let batch = options.number("batch", 1..=1000)?.unwrap_or(100);
+        let batch = options.number("batch", 1..=1000)?.unwrap_or(500);
         Ok(Self {
             connection,
             stream,
@@ -107,7 +107,7 @@ impl RedisSource {
             start_at_beginning,
             claim_idle: Duration::from_millis(claim_idle_ms),
             // At most 1,000: a checked range.
-            batch: usize::try_from(batch).unwrap_or(100),
+            batch: usize::try_from(batch).unwrap_or(500),
         })
     }
 
@@ -365,7 +365,7 @@ mod tests {
         assert_eq!((s.stream.as_str(), s.group.as_str()), ("jobs", "hookrelay"));
         assert!(!s.start_at_beginning);
         assert_eq!(s.claim_idle, Duration::from_secs(30));
-        assert_eq!(s.batch, 100);
+        assert_eq!(s.batch, 500);
         let s =
             RedisSource::parse("redis://h/0?stream=j&group=g&start=all&claim_idle_ms=500&batch=10")
                 .unwrap();

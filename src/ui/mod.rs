@@ -44,6 +44,7 @@ pub mod guard;
 mod inbox;
 mod log;
 mod overview;
+mod sources;
 
 /// Rows per list page.
 pub const PAGE_SIZE: u32 = 50;
@@ -67,6 +68,7 @@ pub fn router() -> Router<AppState> {
         .merge(endpoints::router())
         .merge(log::router())
         .merge(inbox::router())
+        .merge(sources::router())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -434,6 +436,7 @@ pub enum Nav {
     Events,
     Deliveries,
     Inbox,
+    Sources,
 }
 
 /// A whole page: header with navigation, tenant, search and logout, then `content`.
@@ -456,6 +459,7 @@ pub async fn layout(state: &AppState, ctx: &Ctx, nav: Nav, title: &str, content:
         (Nav::Events, "Events", "/events"),
         (Nav::Deliveries, "Deliveries", "/deliveries"),
         (Nav::Inbox, "Inbox", "/inboxes"),
+        (Nav::Sources, "Sources", "/sources"),
     ];
     html! {
         (DOCTYPE)

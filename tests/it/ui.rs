@@ -575,3 +575,55 @@ async fn ui_forms_need_csrf_and_same_origin() {
         .contains("max-age=31536000"));
     app.stop().await;
 }
+
+/// An admin adds a Redis Streams source from the dashboard, sees its consumer running and a
+/// rejected entry with its reason, and deletes it.
+#[tokio::test]
+async fn sources_page_adds_watches_and_deletes_a_source() {
+    let app = spawn_app().await;
+    let stream = format!("hr-ui-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let b = Browser::start("sources").await;
+    b.login(&app, ADMIN).await;
+    b.click("header nav a[href$='/sources']").await;
+    b.fill(
+        "#create-source input[name=url]",
+        &format!("redis://127.0.0.1:6379/0?stream={stream}"),
+    )
+    .await;
+    b.click("#create-source-submit").await;
+    let page = b.url().await;
+    assert!(page.contains("/sources/src_"), "{page}");
+    let running = eventually(Duration::from_secs(20), || async {
+        b.goto(&page).await;
+        b.text("#source").await.contains("running").then_some(())
+    })
+    .await;
+    assert!(running.is_some(), "{}", b.text("#source").await);
+
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::AsyncCommands::xadd(&mut conn, &stream, "*", &[("oops", "1")])
+        .await
+        .unwrap();
+    let rejected = eventually(Duration::from_secs(20), || async {
+        b.goto(&page).await;
+        let t = b.text("#rejections").await;
+        t.contains("no field \"type\"").then_some(t)
+    })
+    .await;
+    assert!(rejected.is_some(), "{}", b.text("#rejections").await);
+    b.shot("source").await;
+
+    b.click("#delete-source button").await;
+    assert!(b.text("#sources").await.contains("No sources."));
+    let _: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    b.close().await;
+    app.stop().await;
+}
