@@ -53,6 +53,8 @@ pub enum Command {
     /// The built-in test receiver: create inboxes, read and follow what they received.
     #[command(subcommand)]
     Inbox(InboxCmd),
+    /// The audit trail of configuration changes (JSON, newest first).
+    Audit(AuditArgs),
     /// Sources: brokers whose messages become events (Redis Streams).
     #[command(subcommand)]
     Source(SourceCmd),
@@ -523,6 +525,30 @@ pub enum InboxCmd {
     },
 }
 
+/// `hookrelay audit`: filters of the audit trail.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Every tenant's entries (admin token) instead of the `--tenant`'s.
+    #[arg(long)]
+    pub all: bool,
+    /// Only this action, e.g. endpoint.updated.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only changes by this actor: a token id, admin or system.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only changes of this object (an endpoint id, …).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SourceCmd {
     /// Create a source (admin token): hookrelay consumes it from then on.
@@ -701,6 +727,28 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         }
         Command::Inbox(cmd) => run_inbox(cmd).await,
         Command::Source(cmd) => run_source(cmd).await,
+        Command::Audit(a) => {
+            let c = Client::new(a.client);
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("limit", &a.limit.to_string());
+            for (name, value) in [
+                ("action", &a.action),
+                ("actor", &a.actor),
+                ("target", &a.target),
+                ("since", &a.since),
+            ] {
+                if let Some(v) = value {
+                    q.append_pair(name, v);
+                }
+            }
+            let path = if a.all {
+                format!("/v1/audit?{}", q.finish())
+            } else {
+                c.tenant_path(&format!("/audit?{}", q.finish()))
+            };
+            print(&c.call(M::GET, &path, None).await?);
+            Ok(())
+        }
         Command::Serve(_) | Command::Migrate(_) | Command::Import(_) => {
             Err(CliError::Usage("not a client command".into()))
         }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
     domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint},
@@ -430,6 +430,7 @@ fn check_headers_for(url: &str, headers: &BTreeMap<String, String>) -> Result<()
 pub async fn create_endpoint(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path(tenant): Path<String>,
     Json(body): Json<CreateEndpoint>,
 ) -> Result<(StatusCode, axum::Json<EndpointOut>), ApiError> {
@@ -471,6 +472,15 @@ pub async fn create_endpoint(
         .store
         .create_endpoint(&endpoint, state.config.max_endpoints_per_tenant)
         .await?;
+    super::audit(
+        &state,
+        &actor,
+        Some(&endpoint.tenant_id),
+        "endpoint.created",
+        Some(&endpoint.id),
+        audit_view(&endpoint),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(EndpointOut::new(endpoint, true)),
@@ -551,11 +561,13 @@ pub async fn get_endpoint(
 pub async fn update_endpoint(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
     Json(body): Json<UpdateEndpoint>,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let mut ep = load(&state, &tenant, &id).await?;
+    let before = ep.clone();
     check_broker_access(&principal, &[&ep.url, body.url.as_deref().unwrap_or("")])?;
     if let Some(types) = body.event_types {
         validate_event_types(&types)?;
@@ -635,6 +647,18 @@ pub async fn update_endpoint(
     if resumed {
         state.waker.wake();
     }
+    let changes = audit_diff(&before, &ep);
+    if changes.as_object().is_some_and(|c| !c.is_empty()) {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "endpoint.updated",
+            Some(&id),
+            changes,
+        )
+        .await;
+    }
     Ok(axum::Json(EndpointOut::new(ep, true)))
 }
 
@@ -646,10 +670,20 @@ pub async fn update_endpoint(
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
     if state.store.delete_endpoint(&tenant, &id).await? {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "endpoint.deleted",
+            Some(&id),
+            serde_json::json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("endpoint"))
@@ -676,6 +710,7 @@ pub struct RotateSecret {
 pub async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
@@ -696,7 +731,71 @@ pub async fn rotate_secret(
     if !state.store.update_endpoint(&ep).await? {
         return Err(ApiError::not_found("endpoint"));
     }
+    super::audit(
+        &state,
+        &actor,
+        Some(&tenant),
+        "endpoint.secret_rotated",
+        Some(&id),
+        serde_json::json!({
+            "signing_scheme": audit_view(&ep)["signing_scheme"],
+            "previous_secret_expires_at": ep.previous_secret_expires_at,
+        }),
+    )
+    .await;
     Ok(axum::Json(EndpointOut::new(ep, true)))
+}
+
+/// An endpoint as the audit trail records it: what lists show (no secret, header values
+/// and the URL's password masked), without the fields that change by themselves.
+fn audit_view(ep: &Endpoint) -> serde_json::Value {
+    let mut view = serde_json::to_value(EndpointOut::new(ep.clone(), false)).unwrap_or_default();
+    if let Some(fields) = view.as_object_mut() {
+        for volatile in [
+            "id",
+            "tenant_id",
+            "breaker",
+            "created_at",
+            "updated_at",
+            "secret",
+            "public_key",
+            "previous_secret_expires_at",
+        ] {
+            fields.remove(volatile);
+        }
+    }
+    view
+}
+
+/// `{field: {from, to}}` for every field an update changed; changed header values and URL
+/// credentials are named, never shown.
+fn audit_diff(before: &Endpoint, after: &Endpoint) -> serde_json::Value {
+    let (from, to) = (audit_view(before), audit_view(after));
+    let mut changes = serde_json::Map::new();
+    if let Some(fields) = to.as_object() {
+        for (name, value) in fields {
+            let old = from.get(name).cloned().unwrap_or_default();
+            if old != *value {
+                changes.insert(
+                    name.clone(),
+                    serde_json::json!({ "from": old, "to": value }),
+                );
+            }
+        }
+    }
+    let headers: Vec<&String> = after
+        .headers
+        .iter()
+        .filter(|(name, value)| before.headers.get(*name).is_some_and(|v| v != *value))
+        .map(|(name, _)| name)
+        .collect();
+    if !headers.is_empty() {
+        changes.insert("header_values_changed".into(), serde_json::json!(headers));
+    }
+    if before.url != after.url && from.get("url") == to.get("url") {
+        changes.insert("url_credentials_changed".into(), serde_json::json!(true));
+    }
+    serde_json::Value::Object(changes)
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]

@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
+use super::{Actor, ApiError, AppState, List, PageQuery, Path, Principal, Query};
 use crate::{
     domain::{self, new_id},
     signing,
@@ -131,6 +131,7 @@ impl From<InboxMessage> for MessageOut {
 pub async fn create_inbox(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -162,6 +163,15 @@ pub async fn create_inbox(
         created_at: domain::now(),
     };
     state.store.create_inbox(&inbox).await?;
+    super::audit(
+        &state,
+        &actor,
+        Some(&inbox.tenant_id),
+        "inbox.created",
+        Some(&inbox.id),
+        serde_json::json!({ "description": inbox.description }),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(InboxOut::new(inbox, &headers)),
@@ -224,10 +234,20 @@ pub async fn get_inbox(
 pub async fn delete_inbox(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
     if state.store.delete_inbox(&tenant, &id).await? {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "inbox.deleted",
+            Some(&id),
+            serde_json::json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("inbox"))

@@ -30,6 +30,7 @@ use crate::{
     store::{cursor, Page, Store, StoreError},
 };
 
+pub(crate) mod audit;
 pub(crate) mod deliveries;
 pub(crate) mod endpoints;
 pub(crate) mod events;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(inbox::router())
         .merge(sources::router())
+        .merge(audit::router())
         .merge(crate::ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -366,30 +368,86 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("Authorization header must be Bearer <token>"))?;
-        principal_for_hash(state, &hash_token(token))
+        let (principal, actor) = principal_for_hash(state, &hash_token(token))
             .await?
-            .ok_or_else(|| unauthorized("invalid token"))
+            .ok_or_else(|| unauthorized("invalid token"))?;
+        parts.extensions.insert(actor);
+        Ok(principal)
+    }
+}
+
+/// Who makes a change, as the audit trail names them: the token's id (`tok_…`), `admin`
+/// for the configured admin token, or `system` for hookrelay's own changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl Actor {
+    /// hookrelay itself (an endpoint disabled after a 410, …).
+    pub fn system() -> Self {
+        Self("system".into())
+    }
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.extensions.get::<Actor>().is_none() {
+            Principal::from_request_parts(parts, state).await?;
+        }
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or_else(ApiError::internal)
+    }
+}
+
+/// Appends to the audit trail after a change has been made. A failure to record is logged
+/// (the change stands).
+pub(crate) async fn audit(
+    state: &AppState,
+    actor: &Actor,
+    tenant: Option<&str>,
+    action: &str,
+    target: Option<&str>,
+    changes: serde_json::Value,
+) {
+    let entry = crate::store::ops::AuditEntry {
+        id: crate::domain::new_id("aud"),
+        tenant_id: tenant.map(str::to_owned),
+        actor: actor.0.clone(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        changes,
+        created_at: crate::domain::now(),
+    };
+    if let Err(e) = state.store.add_audit(&entry).await {
+        error!(error = %e, action, "could not record an audit entry");
     }
 }
 
 /// Who holds the token whose SHA-256 is `hash`: the configured admin token, or a stored
-/// admin or tenant token. `None` when no token has that hash.
+/// admin or tenant token, with the [`Actor`] the audit trail names. `None` when no token
+/// has that hash.
 pub(crate) async fn principal_for_hash(
     state: &AppState,
     hash: &[u8; 32],
-) -> Result<Option<Principal>, StoreError> {
+) -> Result<Option<(Principal, Actor)>, StoreError> {
     if let Some(admin) = &state.admin_hash {
         if bool::from(admin.ct_eq(hash)) {
-            return Ok(Some(Principal::Admin));
+            return Ok(Some((Principal::Admin, Actor("admin".into()))));
         }
     }
     Ok(state
         .store
         .find_token(&hex::encode(hash))
         .await?
-        .map(|record| match record.tenant_id {
-            None => Principal::Admin,
-            Some(t) => Principal::Tenant(t),
+        .map(|record| {
+            let principal = match record.tenant_id {
+                None => Principal::Admin,
+                Some(t) => Principal::Tenant(t),
+            };
+            (principal, Actor(record.id))
         }))
 }
 

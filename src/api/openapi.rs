@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{deliveries, endpoints, events, inbox, ops, sources, tenants};
+use super::{audit, deliveries, endpoints, events, inbox, ops, sources, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,11 +26,12 @@ use super::{deliveries, endpoints, events, inbox, ops, sources, tenants};
         inbox::list_messages,
         sources::create_source, sources::list_sources, sources::get_source,
         sources::delete_source, sources::list_rejections,
+        audit::list_all, audit::list_tenant,
     ),
     modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "tenants"), (name = "event-types"), (name = "endpoints"),
-        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"), (name = "sources"),
+        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"), (name = "sources"), (name = "audit"),
     )
 )]
 pub struct ApiDoc;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::options::redact,
     domain::{self, new_id},
@@ -120,6 +120,7 @@ impl From<SourceRejection> for RejectionOut {
 pub async fn create_source(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path(tenant): Path<String>,
     Json(req): Json<CreateSource>,
 ) -> Result<(StatusCode, axum::Json<SourceOut>), ApiError> {
@@ -161,6 +162,15 @@ pub async fn create_source(
         created_at: domain::now(),
     };
     state.store.create_source(&source).await?;
+    super::audit(
+        &state,
+        &actor,
+        Some(&source.tenant_id),
+        "source.created",
+        Some(&source.id),
+        serde_json::json!({ "url": redact(&source.url), "description": source.description }),
+    )
+    .await;
     state.ops.sources_changed.notify_one();
     Ok((
         StatusCode::CREATED,
@@ -222,11 +232,21 @@ pub async fn get_source(
 pub async fn delete_source(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
     if state.store.delete_source(&tenant, &id).await? {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "source.deleted",
+            Some(&id),
+            serde_json::json!({}),
+        )
+        .await;
         state.ops.sources_changed.notify_one();
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -11,12 +11,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{hash_token, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{hash_token, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     domain::{self, new_id, prefix, EventType, Tenant, DEFAULT_TENANT},
     ingest::{compile_schema, validate_type_name},
     store::TokenRecord,
 };
+use serde_json::json;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,6 +67,7 @@ fn validate_tenant_id(id: &str) -> Result<(), ApiError> {
 pub async fn create_tenant(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<Tenant>), ApiError> {
     principal.require_admin()?;
@@ -83,6 +85,15 @@ pub async fn create_tenant(
         created_at: domain::now(),
     };
     state.store.create_tenant(&tenant).await?;
+    super::audit(
+        &state,
+        &actor,
+        Some(&tenant.id),
+        "tenant.created",
+        Some(&tenant.id),
+        json!({ "name": tenant.name }),
+    )
+    .await;
     Ok((StatusCode::CREATED, axum::Json(tenant)))
 }
 
@@ -128,6 +139,7 @@ pub async fn get_tenant(
 pub async fn delete_tenant(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
@@ -135,6 +147,15 @@ pub async fn delete_tenant(
         return Err(ApiError::conflict("the default tenant cannot be deleted"));
     }
     if state.store.delete_tenant(&tenant).await? {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "tenant.deleted",
+            Some(&tenant),
+            json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("tenant"))
@@ -168,6 +189,7 @@ pub fn generate_token(kind: &str) -> String {
 pub async fn create_token(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path(tenant): Path<String>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
     principal.require_admin()?;
@@ -180,6 +202,15 @@ pub async fn create_token(
         created_at: domain::now(),
     };
     state.store.create_token(&record).await?;
+    super::audit(
+        &state,
+        &actor,
+        Some(&tenant),
+        "token.created",
+        Some(&record.id),
+        json!({}),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {
@@ -208,6 +239,7 @@ pub struct CreateEventType {
 pub async fn create_event_type(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Json(body): Json<CreateEventType>,
 ) -> Result<(StatusCode, axum::Json<EventType>), ApiError> {
     principal.require_admin()?;
@@ -228,6 +260,15 @@ pub async fn create_event_type(
         created_at: domain::now(),
     };
     state.store.create_event_type(&et).await?;
+    super::audit(
+        &state,
+        &actor,
+        None,
+        "event_type.created",
+        Some(&et.name),
+        json!({ "description": et.description, "schema": et.schema }),
+    )
+    .await;
     Ok((StatusCode::CREATED, axum::Json(et)))
 }
 
@@ -290,11 +331,21 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     principal: Principal,
+    actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
     if state.store.delete_token(&tenant, &id).await? {
+        super::audit(
+            &state,
+            &actor,
+            Some(&tenant),
+            "token.revoked",
+            Some(&id),
+            json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("token"))

@@ -331,6 +331,65 @@ pub struct SourceRejection {
     pub received_at: DateTime<Utc>,
 }
 
+/// One configuration change in the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    /// The tenant the change belongs to; `null` for changes outside any tenant (event types).
+    pub tenant_id: Option<String>,
+    /// Who: a token id (`tok_…`), `admin` (the configured admin token) or `system`
+    /// (hookrelay itself, e.g. an endpoint disabled after a 410).
+    pub actor: String,
+    /// What, as `object.verb`: `endpoint.updated`, `token.created`, …
+    pub action: String,
+    /// The id of the changed object.
+    pub target: Option<String>,
+    /// What changed (for updates, `{field: {from, to}}`); never a secret.
+    #[schema(value_type = Object)]
+    pub changes: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// One tenant's entries; `None` lists every entry.
+    pub tenant_id: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub page: Page,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub(crate) id: String,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: Option<String>,
+    pub(crate) changes: String,
+    pub(crate) created_at: i64,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = super::StoreError;
+    fn try_from(r: AuditRow) -> Result<Self> {
+        Ok(Self {
+            changes: serde_json::from_str(&r.changes)
+                .map_err(|e| super::rows::corrupt("audit changes", e))?,
+            id: r.id,
+            tenant_id: r.tenant_id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            created_at: from_millis(r.created_at),
+        })
+    }
+}
+
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pruned {
@@ -446,6 +505,11 @@ pub trait OpsStore: Send + Sync {
         source_id: &str,
         page: &Page,
     ) -> Result<Vec<SourceRejection>>;
+
+    /// Appends an entry to the audit trail.
+    async fn add_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Audit entries matching `filter`, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
 
     /// Retention: deletes at most `limit` events created before `older_than` none of whose
     /// deliveries is pending, with their deliveries and attempts.

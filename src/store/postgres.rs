@@ -278,6 +278,11 @@ fn db(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e)
 }
 
+/// The id of an audit entry hookrelay writes itself.
+pub(crate) fn audit_id() -> String {
+    domain::new_id("aud")
+}
+
 /// Postgres refuses the NUL character in text (`22021`) and `\u0000` in jsonb (`22P05`),
 /// which SQLite stores: that is bad input, not a server error.
 fn unstorable_text(e: &sqlx::Error) -> bool {
@@ -1499,6 +1504,14 @@ impl PostgresStore {
                       updated_at = to_timestamp(c.finished / 1000.0) \
                FROM c WHERE d.id = c.delivery_id AND d.lease_id = c.lease_id \
                RETURNING 1 \
+             ), audited AS ( \
+               INSERT INTO audit_log (id, tenant_id, actor, action, target, changes, created_at) \
+               SELECT x.audit_id, e.tenant_id, 'system', 'endpoint.disabled', e.id, \
+                      jsonb_build_object('enabled', jsonb_build_object('from', true, 'to', false), \
+                                         'disabled_reason', x.reason), $17 \
+               FROM UNNEST($15::text[], $16::text[], $20::text[]) AS x(id, reason, audit_id) \
+               JOIN endpoints e ON e.id = x.id WHERE e.enabled \
+               RETURNING 1 \
              ), disabled AS ( \
                UPDATE endpoints e SET enabled = false, disabled_reason = x.reason, \
                       updated_at = to_timestamp($17 / 1000.0) \
@@ -1531,10 +1544,28 @@ impl PostgresStore {
         .bind(ms(domain::now()))
         .bind(stats_rows)
         .bind(endpoint_rows)
+        .bind(disable_ids.iter().map(|_| audit_id()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
+            if let Some(reason) = &disable {
+                // Recorded only when it was enabled until now.
+                sqlx::query(
+                    "INSERT INTO audit_log (id, tenant_id, actor, action, target, changes, created_at) \
+                     SELECT $1, tenant_id, 'system', 'endpoint.disabled', id, \
+                            jsonb_build_object('enabled', jsonb_build_object('from', true, 'to', false), \
+                                               'disabled_reason', $2::text), $3 \
+                     FROM endpoints WHERE id = $4 AND enabled",
+                )
+                .bind(audit_id())
+                .bind(storable(reason).into_owned())
+                .bind(ms(domain::now()))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
             sqlx::query(
                 "UPDATE endpoints SET breaker_state = $1, consecutive_failures = $2, \
                  breaker_until = to_timestamp($3 / 1000.0), \

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ops::{
-        AlertRecord, BatchStats, DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox,
-        InboxMessage, MinuteStats, PendingSummary, Source, SourceRejection,
+        AlertRecord, AuditEntry, AuditFilter, BatchStats, DispatcherBeat, EndpointHistory,
+        FlaggedEndpoint, Inbox, InboxMessage, MinuteStats, PendingSummary, Source, SourceRejection,
     },
     Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
     ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
@@ -559,6 +559,12 @@ impl OpsStore for SealedStore {
         page: &Page,
     ) -> Result<Vec<SourceRejection>> {
         self.inner.list_source_rejections(source_id, page).await
+    }
+    async fn add_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.inner.add_audit(entry).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.inner.list_audit(filter).await
     }
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         self.inner.prune_events(older_than, limit).await

@@ -407,6 +407,30 @@ const IN_ORDER: &str = "(d.ordering_key IS NULL OR NOT EXISTS ( \
      AND (p.status = 'pending' OR (p.status = 'failed' AND p.ordering_blocks))))";
 
 /// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
+/// Records in the audit trail that hookrelay disables an endpoint, when it was enabled
+/// until now; in the transaction that disables it.
+async fn audit_disable(
+    tx: &mut sqlx::SqliteConnection,
+    endpoint_id: &str,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, tenant_id, actor, action, target, changes, created_at) \
+         SELECT ?, tenant_id, 'system', 'endpoint.disabled', id, \
+                json_object('enabled', json_object('from', json('true'), 'to', json('false')), \
+                            'disabled_reason', ?), ? \
+         FROM endpoints WHERE id = ? AND enabled = 1",
+    )
+    .bind(crate::domain::new_id("aud"))
+    .bind(reason)
+    .bind(ms(crate::domain::now()))
+    .bind(endpoint_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
     if let Some(after) = &page.after_id {
         q.push(" AND id < ").push_bind(after.clone());
@@ -1300,6 +1324,9 @@ impl SqliteStore {
                 .collect();
         }
         for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
+            if let Some(reason) = &disable {
+                audit_disable(&mut tx, &id, reason).await?;
+            }
             sqlx::query(
                 "UPDATE endpoints SET breaker_state = ?, consecutive_failures = ?, \
                  breaker_until = ?, failing_since = ?, \
@@ -1319,6 +1346,7 @@ impl SqliteStore {
         }
         for c in completions {
             if let Some(reason) = &c.disable_endpoint {
+                audit_disable(&mut tx, &c.endpoint_id, reason).await?;
                 sqlx::query(
                     "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
                      WHERE id = ?",

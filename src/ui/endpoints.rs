@@ -208,6 +208,7 @@ async fn create(
     match api_ep::create_endpoint(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path(ctx.tenant.clone()),
         Json(body),
     )
@@ -426,6 +427,7 @@ async fn set_enabled(
     api_ep::update_endpoint(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path((ctx.tenant.clone(), id.clone())),
         Json(UpdateEndpoint {
             enabled: Some(f.enabled),
@@ -446,6 +448,7 @@ async fn rotate(
     let axum::Json(ep) = api_ep::rotate_secret(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path((ctx.tenant.clone(), id.clone())),
         axum::body::Bytes::new(),
     )

@@ -98,6 +98,7 @@ async fn create(
     let (_, axum::Json(inbox)) = create_inbox(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path(ctx.tenant.clone()),
         headers,
         serde_json::to_vec(&body).unwrap_or_default().into(),

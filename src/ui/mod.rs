@@ -34,7 +34,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    api::{hash_token, principal_for_hash, ApiError, AppState, Principal},
+    api::{hash_token, principal_for_hash, Actor, ApiError, AppState, Principal},
     domain::DEFAULT_TENANT,
     store::{cursor, Page},
 };
@@ -148,15 +148,18 @@ fn nonce() -> String {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub principal: Principal,
+    /// Who the audit trail names for this session's changes (checked on every request).
+    pub actor: Actor,
     token_hash: [u8; 32],
     expires: i64,
     nonce: String,
 }
 
 impl Session {
-    fn new(principal: Principal, token_hash: [u8; 32]) -> Self {
+    fn new(principal: Principal, actor: Actor, token_hash: [u8; 32]) -> Self {
         Self {
             principal,
+            actor,
             token_hash,
             expires: (crate::domain::now() + chrono::Duration::hours(SESSION_HOURS)).timestamp(),
             nonce: nonce(),
@@ -203,6 +206,8 @@ impl Session {
         };
         Some(Self {
             principal,
+            // Filled from the store when the session is checked.
+            actor: Actor(String::new()),
             token_hash,
             expires,
             nonce,
@@ -265,7 +270,7 @@ impl FromRequestParts<AppState> for Session {
         }
         // The token must still exist and still name the same principal.
         match principal_for_hash(state, &session.token_hash).await {
-            Ok(Some(p)) if p == session.principal => Ok(session),
+            Ok(Some((p, actor))) if p == session.principal => Ok(Session { actor, ..session }),
             Ok(_) => Err(to_login()),
             Err(e) => Err(UiError::from(ApiError::from(e)).into_response()),
         }
@@ -660,11 +665,11 @@ async fn login(
     }
     let hash = hash_token(token);
     match principal_for_hash(&state, &hash).await {
-        Ok(Some(principal)) => {
+        Ok(Some((principal, actor))) => {
             if let Some(ip) = ip {
                 state.ui_guard.succeeded(ip);
             }
-            let session = Session::new(principal, hash);
+            let session = Session::new(principal, actor, hash);
             let to = format!("/ui/t/{}", urlencode(session.home_tenant()));
             let mut resp = Redirect::to(&to).into_response();
             let h = resp.headers_mut();
@@ -734,7 +739,11 @@ mod tests {
 
     #[test]
     fn session_cookies_round_trip_and_reject_tampering() {
-        let s = Session::new(Principal::Tenant("acme".into()), [7; 32]);
+        let s = Session::new(
+            Principal::Tenant("acme".into()),
+            Actor("tok_1".into()),
+            [7; 32],
+        );
         let v = s.encode();
         let back = Session::decode(&v).unwrap();
         assert_eq!(back.principal, Principal::Tenant("acme".into()));
@@ -743,7 +752,7 @@ mod tests {
         let forged = v.replacen("t.", "a.", 1);
         assert!(Session::decode(&forged).is_none());
         assert!(Session::decode("a....1.x.y").is_none());
-        let mut expired = Session::new(Principal::Admin, [1; 32]);
+        let mut expired = Session::new(Principal::Admin, Actor("admin".into()), [1; 32]);
         expired.expires = 0;
         assert!(Session::decode(&expired.encode()).is_none());
     }

@@ -116,6 +116,7 @@ async fn create(
     let (_, axum::Json(source)) = create_source(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path(ctx.tenant.clone()),
         Json(body),
     )
@@ -132,6 +133,7 @@ async fn delete(
     delete_source(
         State(state.clone()),
         ctx.session.principal.clone(),
+        ctx.session.actor.clone(),
         Path((ctx.tenant.clone(), id)),
     )
     .await?;

@@ -8,13 +8,17 @@ use super::{db, has_nul, ms, push_page, to_json, write_error, PostgresStore};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
-        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
-        DispatcherBeat, EndpointHistory, FlaggedEndpoint, Inbox, InboxMessage, InboxRow,
-        MessageRow, MinuteStats, OpsStore, PendingSummary, RejectionRow, Source, SourceRejection,
-        SourceRow, REJECTION_COLUMNS, SOURCE_COLUMNS,
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, AuditEntry,
+        AuditFilter, AuditRow, BatchStats, BeatRow, DispatcherBeat, EndpointHistory,
+        FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats, OpsStore,
+        PendingSummary, RejectionRow, Source, SourceRejection, SourceRow, REJECTION_COLUMNS,
+        SOURCE_COLUMNS,
     },
     Completion, Page, Result,
 };
+
+const AUDIT_COLUMNS: &str =
+    "id, tenant_id, actor, action, target, changes::text AS changes, created_at";
 
 impl PostgresStore {
     /// Gives inboxes written before tokens were hashed (migration 0031) their token hash;
@@ -670,6 +674,61 @@ impl OpsStore for PostgresStore {
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, tenant_id, actor, action, target, changes, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+        )
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(to_json(&e.changes, "changes")?)
+        .bind(ms(e.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        if has_nul(&[
+            f.tenant_id.as_deref().unwrap_or_default(),
+            f.action.as_deref().unwrap_or_default(),
+            f.actor.as_deref().unwrap_or_default(),
+            f.target.as_deref().unwrap_or_default(),
+            f.page.after_id.as_deref().unwrap_or_default(),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<'_, Postgres> =
+            QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true"));
+        if let Some(t) = &f.tenant_id {
+            q.push(" AND tenant_id = ").push_bind(t.clone());
+        }
+        for (column, value) in [
+            ("action", &f.action),
+            ("actor", &f.actor),
+            ("target", &f.target),
+        ] {
+            if let Some(v) = value {
+                q.push(format!(" AND {column} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(t) = f.since {
+            q.push(" AND id >= ")
+                .push_bind(crate::store::ops::id_at("aud", t));
+        }
+        if let Some(t) = f.until {
+            q.push(" AND id < ")
+                .push_bind(crate::store::ops::id_at("aud", t));
+        }
+        push_page(&mut q, &f.page);
+        let rows: Vec<AuditRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Ids are time-ordered (ULIDs), so "created before" is a range of the primary key.
         // Events being pruned by another process are skipped, not waited for.
@@ -709,14 +768,18 @@ impl OpsStore for PostgresStore {
                  RETURNING 1), \
              d AS (DELETE FROM dispatchers WHERE id IN ( \
                  SELECT id FROM dispatchers \
-                 WHERE last_heartbeat < to_timestamp($3 / 1000.0) LIMIT $4) RETURNING 1) \
+                 WHERE last_heartbeat < to_timestamp($3 / 1000.0) LIMIT $4) RETURNING 1), \
+             a AS (DELETE FROM audit_log WHERE id IN ( \
+                 SELECT id FROM audit_log WHERE id < $5 LIMIT $4) RETURNING 1) \
              SELECT (SELECT count(*) FROM m) + (SELECT count(*) FROM s) + \
-                    (SELECT count(*) FROM e) + (SELECT count(*) FROM d)",
+                    (SELECT count(*) FROM e) + (SELECT count(*) FROM d) + \
+                    (SELECT count(*) FROM a)",
         )
         .bind(messages)
         .bind(stats_before_minute)
         .bind(ms(dispatchers_before))
         .bind(i64::from(limit))
+        .bind(crate::store::ops::id_at("aud", older_than))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;

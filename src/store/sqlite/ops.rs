@@ -8,13 +8,16 @@ use super::{db, ms, push_page, to_json, SqliteStore};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
-        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, BatchStats, BeatRow,
-        DispatcherBeat, EndpointHistory, EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage,
-        InboxRow, MessageRow, MinuteStats, OpsStore, PendingSummary, RejectionRow, Source,
-        SourceRejection, SourceRow, REJECTION_COLUMNS, SOURCE_COLUMNS,
+        counter_columns, stats_from_row, stats_to_json, AlertRecord, AlertRow, AuditEntry,
+        AuditFilter, AuditRow, BatchStats, BeatRow, DispatcherBeat, EndpointHistory,
+        EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats,
+        OpsStore, PendingSummary, RejectionRow, Source, SourceRejection, SourceRow,
+        REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     Completion, Page, Result,
 };
+
+const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, target, changes, created_at";
 
 impl SqliteStore {
     /// Gives inboxes written before tokens were hashed (migration 0031) their token hash;
@@ -631,6 +634,55 @@ impl OpsStore for SqliteStore {
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
+    async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(to_json(&e.changes)?)
+        .bind(ms(e.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut q: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true"));
+        if let Some(t) = &f.tenant_id {
+            q.push(" AND tenant_id = ").push_bind(t.clone());
+        }
+        for (column, value) in [
+            ("action", &f.action),
+            ("actor", &f.actor),
+            ("target", &f.target),
+        ] {
+            if let Some(v) = value {
+                q.push(format!(" AND {column} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(t) = f.since {
+            q.push(" AND id >= ")
+                .push_bind(crate::store::ops::id_at("aud", t));
+        }
+        if let Some(t) = f.until {
+            q.push(" AND id < ")
+                .push_bind(crate::store::ops::id_at("aud", t));
+        }
+        push_page(&mut q, &f.page);
+        let rows: Vec<AuditRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Ids are time-ordered (ULIDs), so "created before" is a range of the primary key.
         let before = crate::store::ops::id_at("evt", older_than);
@@ -656,8 +708,14 @@ impl OpsStore for SqliteStore {
         limit: u32,
     ) -> Result<u64> {
         let messages = crate::store::ops::id_at("msg", older_than);
+        let audit = crate::store::ops::id_at("aud", older_than);
         let mut total = 0;
         for (sql, bind) in [
+            (
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
+                 WHERE id < ? LIMIT ?)",
+                serde_json::json!(audit),
+            ),
             (
                 "DELETE FROM inbox_messages WHERE id IN (SELECT id FROM inbox_messages \
                  WHERE id < ? LIMIT ?)",

@@ -1,0 +1,14 @@
+-- The audit trail: every configuration change, who made it (a token id, `admin` for the
+-- configured admin token, `system` for hookrelay's own changes), when, and what changed
+-- (secrets never). No foreign key: a tenant's trail outlives the tenant. Kept under the
+-- retention setting.
+CREATE TABLE audit_log (
+    id         text COLLATE "C" PRIMARY KEY,
+    tenant_id  text COLLATE "C",
+    actor      text NOT NULL,
+    action     text NOT NULL,
+    target     text,
+    changes    jsonb NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX audit_log_tenant ON audit_log (tenant_id, id);
