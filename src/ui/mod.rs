@@ -39,6 +39,7 @@ use crate::{
     store::{cursor, Page},
 };
 
+mod audit;
 mod endpoints;
 pub mod guard;
 mod inbox;
@@ -69,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .merge(log::router())
         .merge(inbox::router())
         .merge(sources::router())
+        .merge(audit::router())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -442,6 +444,7 @@ pub enum Nav {
     Deliveries,
     Inbox,
     Sources,
+    Audit,
 }
 
 /// A whole page: header with navigation, tenant, search and logout, then `content`.
@@ -465,6 +468,7 @@ pub async fn layout(state: &AppState, ctx: &Ctx, nav: Nav, title: &str, content:
         (Nav::Deliveries, "Deliveries", "/deliveries"),
         (Nav::Inbox, "Inbox", "/inboxes"),
         (Nav::Sources, "Sources", "/sources"),
+        (Nav::Audit, "Audit", "/audit"),
     ];
     html! {
         (DOCTYPE)

@@ -356,6 +356,8 @@ fn body_for(method: &reqwest::Method, path: &str, receiver: &str) -> Option<serd
     }
     Some(if path.ends_with("/endpoints") {
         json!({"url": receiver})
+    } else if path.ends_with("/sources") {
+        json!({"url": "redis://127.0.0.1:6379/0?stream=hr-intruder"})
     } else if path.ends_with("/events") {
         json!({"type": "matrix.test", "data": {}})
     } else if *method == Method::PATCH {
@@ -390,12 +392,20 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
     assert_eq!(s, StatusCode::CREATED);
     let (s, inbox) = app.post("/v1/tenants/default/inboxes", json!({})).await;
     assert_eq!(s, StatusCode::CREATED, "{inbox}");
+    let (s, source) = app
+        .post(
+            "/v1/tenants/default/sources",
+            json!({"url": format!("redis://127.0.0.1:6379/0?stream=hr-victim-{}", ulid::Ulid::new())}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{source}");
     let victim: std::collections::HashMap<&str, String> = [
         ("endpoints", ep["id"].as_str().unwrap().to_owned()),
         ("events", event["id"].as_str().unwrap().to_owned()),
         ("deliveries", delivery["id"].as_str().unwrap().to_owned()),
         ("tokens", victim_token["id"].as_str().unwrap().to_owned()),
         ("inboxes", inbox["id"].as_str().unwrap().to_owned()),
+        ("sources", source["id"].as_str().unwrap().to_owned()),
     ]
     .into();
     // The attacker: tenant `acme` with its own token.

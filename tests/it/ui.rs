@@ -10,7 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app, TestApp, ADMIN};
+use crate::helpers::{eventually, send, spawn_app, TestApp, ADMIN};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -591,6 +591,8 @@ async fn sources_page_adds_watches_and_deletes_a_source() {
     )
     .await;
     b.click("#create-source-submit").await;
+    // The source's own page, once the browser has followed the redirect.
+    b.css("#source").await;
     let page = b.url().await;
     assert!(page.contains("/sources/src_"), "{page}");
     let running = eventually(Duration::from_secs(20), || async {
@@ -624,6 +626,42 @@ async fn sources_page_adds_watches_and_deletes_a_source() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    b.close().await;
+    app.stop().await;
+}
+
+/// The audit page lists the tenant's changes with their actor, filtered by action.
+#[tokio::test]
+async fn audit_page_lists_changes_by_action() {
+    let app = spawn_app().await;
+    let ep = app
+        .endpoint(json!({ "url": "http://127.0.0.1:9/hook" }))
+        .await;
+    let id = ep["id"].as_str().unwrap();
+    let (s, _) = send(
+        app.req(
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/default/endpoints/{id}"),
+        )
+        .json(&json!({ "description": "renamed" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let b = Browser::start("audit").await;
+    b.login(&app, ADMIN).await;
+    b.click("header nav a[href$='/audit']").await;
+    let table = b.text("#audit").await;
+    assert!(table.contains("endpoint.created"), "{table}");
+    assert!(table.contains("endpoint.updated"), "{table}");
+    assert!(table.contains("renamed"), "{table}");
+    b.goto(&app.url("/ui/t/default/audit?action=endpoint.created"))
+        .await;
+    let table = b.text("#audit").await;
+    assert!(
+        table.contains("endpoint.created") && !table.contains("endpoint.updated"),
+        "{table}"
+    );
+    b.shot("audit").await;
     b.close().await;
     app.stop().await;
 }
