@@ -43,7 +43,8 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateSource {
     /// Where to read: `redis://HOST:PORT/DB?stream=NAME` (options `group`, `start`,
-    /// `claim_idle_ms`, `batch`).
+    /// `claim_idle_ms`, `batch`) or `nats://HOST:PORT/STREAM` (options `consumer`,
+    /// `subject`, `start`, `ack_wait_ms`, `batch`).
     pub url: String,
     pub description: Option<String>,
 }
@@ -55,7 +56,7 @@ pub struct SourceOut {
     pub tenant_id: String,
     /// The URL, its password shown as `***`.
     pub url: String,
-    /// `redis`.
+    /// `redis` or `nats`.
     pub kind: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -87,7 +88,8 @@ impl SourceOut {
 pub struct RejectionOut {
     pub id: String,
     pub source_id: String,
-    /// The broker's id of the message (for Redis Streams, the entry id).
+    /// The broker's id of the message (the entry id of a Redis stream, the stream
+    /// sequence of a JetStream message).
     pub message_id: String,
     pub reason: String,
     /// The message as text, cut at 4 KiB.

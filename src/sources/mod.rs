@@ -33,6 +33,7 @@ use crate::{
     },
 };
 
+pub mod nats;
 pub mod redis;
 
 /// Rejected messages kept per source (the oldest go first).
@@ -47,6 +48,7 @@ pub const RESCAN: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub enum SourceUrl {
     Redis(redis::RedisSource),
+    Nats(nats::NatsSource),
 }
 
 impl SourceUrl {
@@ -58,16 +60,18 @@ impl SourceUrl {
         let scheme = raw.split_once("://").map(|(s, _)| s).unwrap_or_default();
         match scheme {
             "redis" => redis::RedisSource::parse(raw).map(Self::Redis),
+            "nats" => nats::NatsSource::parse(raw).map(Self::Nats),
             _ => Err(format!(
-                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams)"
+                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams) and nats:// (NATS JetStream)"
             )),
         }
     }
 
-    /// The kind of broker: `redis`.
+    /// The kind of broker: `redis`, `nats`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis(_) => "redis",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -304,7 +308,7 @@ pub enum SourceStatus {
 pub struct SourceState {
     pub id: String,
     pub tenant_id: String,
-    /// `redis`.
+    /// `redis` or `nats`.
     pub kind: String,
     pub status: SourceStatus,
     /// Messages in the broker not yet read by hookrelay, when the broker says.
@@ -443,6 +447,7 @@ impl Supervisor {
             };
             let task = match url {
                 SourceUrl::Redis(r) => tokio::spawn(r.run(consumer)),
+                SourceUrl::Nats(n) => tokio::spawn(n.run(consumer)),
             };
             running.insert(source.id.clone(), (source.url.clone(), task));
         }

@@ -423,3 +423,159 @@ async fn two_processes_share_a_stream_without_creating_an_event_twice() {
     drop_stream(&mut conn, &stream).await;
     drop_pg_database(&name).await;
 }
+
+/// A JetStream stream of its own, bound to `<name>.>`.
+async fn nats_stream(name: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("the test NATS server is reachable (scripts/services starts it)");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_stream_messages_arrive_once_and_bad_ones_are_recorded() {
+    let app = spawn_app_on(Backend::Sqlite, |c| c.strict_event_types = true).await;
+    let (s, _) = app
+        .post("/v1/event-types", json!({"name": "job.done"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url })).await;
+    let name = format!("HR_SRC_{}", ulid::Ulid::new());
+    let js = nats_stream(&name).await;
+    let subject = format!("{name}.jobs");
+    let publish = |payload: String| {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            js.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    for n in 0..500 {
+        publish(json!({"type": "job.done", "data": {"n": n}}).to_string()).await;
+    }
+    publish("{not json".to_owned()).await;
+    publish(json!({"type": "job.unknown", "data": {}}).to_string()).await;
+    for n in 500..1000 {
+        publish(json!({"type": "job.done", "data": {"n": n}}).to_string()).await;
+    }
+    // Created after the messages: `start=all` reads the stream from its beginning.
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!("nats://127.0.0.1:4222/{name}?start=all&ack_wait_ms=2000"),
+    )
+    .await;
+    let id = src["id"].as_str().unwrap().to_owned();
+    assert_eq!(src["kind"], "nats");
+
+    assert_each_once(&receiver, 1000).await;
+    let rejections = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app
+            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
+            .await;
+        (r["data"].as_array().unwrap().len() == 2).then_some(r)
+    })
+    .await
+    .expect("two rejections recorded");
+    let text = rejections.to_string();
+    assert!(
+        text.contains("malformed") && text.contains("not in the catalog"),
+        "{text}"
+    );
+
+    // Nothing left to deliver to hookrelay or to acknowledge.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let (_, h) = app.get("/v1/health").await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["pending"] == 0 && s["ingested"] == 1000).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/v1/health").await;
+    assert!(settled.is_some(), "{}", h["sources"]);
+    let mut stream = js.get_stream(&name).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("hookrelay").await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    let _ = stream.info().await;
+    js.delete_stream(&name).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_consuming_nats_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("nats.db").display());
+    let receiver = Receiver::ok().await;
+    let http = reqwest::Client::new();
+    let flags = ["--lease", "3s", "--request-timeout", "1s"];
+    let mut server = start_server(&db, &flags);
+    let (s, _) = send(
+        http.post(format!("{}/v1/tenants/default/endpoints", server.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "url": receiver.url })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let name = format!("HR_KILL_{}", ulid::Ulid::new());
+    let js = nats_stream(&name).await;
+    // Redelivered 1 s after the killed process took them without acknowledging.
+    create_source(
+        &server.base,
+        &http,
+        &format!("nats://127.0.0.1:4222/{name}?start=all&ack_wait_ms=1000&batch=20"),
+    )
+    .await;
+    let producer = {
+        let (js, subject) = (js.clone(), format!("{name}.jobs"));
+        tokio::spawn(async move {
+            for n in 0..1000u32 {
+                let payload = json!({"type": "job.done", "data": {"n": n}}).to_string();
+                js.publish(subject.clone(), payload.into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let started = eventually(Duration::from_secs(30), || async {
+        let (_, h) = send(
+            http.get(format!("{}/v1/health", server.base))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        (h["sources"][0]["ingested"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the source never ingested");
+    server.kill();
+    producer.await.unwrap();
+    let server = start_server(&db, &flags);
+    assert_each_once(&receiver, 1000).await;
+    let settled = eventually(Duration::from_secs(30), || async {
+        let (_, h) = send(
+            http.get(format!("{}/v1/health", server.base))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["pending"] == 0).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "messages left unacknowledged");
+    drop(server);
+    js.delete_stream(&name).await.unwrap();
+}
