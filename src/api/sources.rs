@@ -44,7 +44,8 @@ pub fn router() -> Router<AppState> {
 pub struct CreateSource {
     /// Where to read: `redis://HOST:PORT/DB?stream=NAME` (options `group`, `start`,
     /// `claim_idle_ms`, `batch`) or `nats://HOST:PORT/STREAM` (options `consumer`,
-    /// `subject`, `start`, `ack_wait_ms`, `batch`).
+    /// `subject`, `start`, `ack_wait_ms`, `batch`) or `sqs://QUEUE?region=R` (options
+    /// `endpoint`, `wait_seconds`, `visibility_timeout`, `batch`).
     pub url: String,
     pub description: Option<String>,
 }
@@ -56,7 +57,7 @@ pub struct SourceOut {
     pub tenant_id: String,
     /// The URL, its password shown as `***`.
     pub url: String,
-    /// `redis` or `nats`.
+    /// `redis`, `nats` or `sqs`.
     pub kind: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -89,7 +90,7 @@ pub struct RejectionOut {
     pub id: String,
     pub source_id: String,
     /// The broker's id of the message (the entry id of a Redis stream, the stream
-    /// sequence of a JetStream message).
+    /// sequence of a JetStream message, an SQS `MessageId`).
     pub message_id: String,
     pub reason: String,
     /// The message as text, cut at 4 KiB.

@@ -67,6 +67,12 @@ fn validate_name(name: &str) -> Result<(), String> {
 
 impl SqsConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::parse_with(raw, &[]).map(|(config, _)| config)
+    }
+
+    /// Parses an `sqs://` URL that may also carry the options `extra`, returned for the
+    /// caller to read (a source's own options).
+    pub(crate) fn parse_with(raw: &str, extra: &[&str]) -> Result<(Self, Options), String> {
         let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
         let host = url
             .host_str()
@@ -96,11 +102,9 @@ impl SqsConfig {
                     .into(),
             );
         }
-        let options = Options::parse(
-            "sqs",
-            url.query(),
-            &["region", "endpoint", "message_group_id"],
-        )?;
+        let mut known = vec!["region", "endpoint", "message_group_id"];
+        known.extend_from_slice(extra);
+        let options = Options::parse("sqs", url.query(), &known)?;
         let host = written_out.unwrap_or_else(|| decode(host));
         let (queue, name) = if host.starts_with("https://") || host.starts_with("http://") {
             let q = url::Url::parse(&host).map_err(|e| format!("invalid sqs queue URL: {e}"))?;
@@ -153,13 +157,16 @@ impl SqsConfig {
                 return Err("sqs message_group_id is at most 128 characters".into());
             }
         }
-        Ok(Self {
-            queue,
-            region,
-            endpoint,
-            message_group_id,
-            fifo,
-        })
+        Ok((
+            Self {
+                queue,
+                region,
+                endpoint,
+                message_group_id,
+                fifo,
+            },
+            options,
+        ))
     }
 
     fn client_key(&self) -> String {
@@ -169,6 +176,39 @@ impl SqsConfig {
             self.endpoint.as_deref().unwrap_or("")
         )
     }
+}
+
+/// An SQS client for `config`'s region and endpoint, credentials from the AWS chain.
+pub(crate) async fn sdk_client(
+    config: &SqsConfig,
+    connect_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Result<Client, String> {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(connect_timeout)
+                .operation_attempt_timeout(timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(2));
+    if let Some(r) = &config.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(e) = &config.endpoint {
+        loader = loader.endpoint_url(e.clone());
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err("sqs: no region: add ?region=R to the url or set AWS_REGION".into());
+    }
+    Ok(Client::new(&sdk))
 }
 
 /// The SQS destination.
@@ -221,33 +261,9 @@ impl Sqs {
         let settings = &self.settings;
         self.clients
             .get(&config.client_key(), || async {
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .http_client(http)
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .connect_timeout(settings.connect_timeout)
-                            .operation_attempt_timeout(settings.timeout)
-                            .build(),
-                    )
-                    .retry_config(RetryConfig::standard().with_max_attempts(2));
-                if let Some(r) = &config.region {
-                    loader = loader.region(Region::new(r.clone()));
-                }
-                if let Some(e) = &config.endpoint {
-                    loader = loader.endpoint_url(e.clone());
-                }
-                let sdk = loader.load().await;
-                if sdk.region().is_none() {
-                    return Err(permanent(
-                        "sqs: no region: add ?region=R to the url or set AWS_REGION",
-                    ));
-                }
-                Ok(Client::new(&sdk))
+                sdk_client(config, settings.connect_timeout, settings.timeout)
+                    .await
+                    .map_err(permanent)
             })
             .await
     }

@@ -35,6 +35,7 @@ use crate::{
 
 pub mod nats;
 pub mod redis;
+pub mod sqs;
 
 /// Rejected messages kept per source (the oldest go first).
 pub const KEEP_REJECTIONS: u32 = 1_000;
@@ -49,6 +50,7 @@ pub const RESCAN: Duration = Duration::from_secs(2);
 pub enum SourceUrl {
     Redis(redis::RedisSource),
     Nats(nats::NatsSource),
+    Sqs(sqs::SqsSource),
 }
 
 impl SourceUrl {
@@ -61,17 +63,19 @@ impl SourceUrl {
         match scheme {
             "redis" => redis::RedisSource::parse(raw).map(Self::Redis),
             "nats" => nats::NatsSource::parse(raw).map(Self::Nats),
+            "sqs" => sqs::SqsSource::parse(raw).map(Self::Sqs),
             _ => Err(format!(
-                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams) and nats:// (NATS JetStream)"
+                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams), nats:// (NATS JetStream) and sqs:// (AWS SQS)"
             )),
         }
     }
 
-    /// The kind of broker: `redis`, `nats`.
+    /// The kind of broker: `redis`, `nats`, `sqs`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis(_) => "redis",
             Self::Nats(_) => "nats",
+            Self::Sqs(_) => "sqs",
         }
     }
 }
@@ -308,7 +312,7 @@ pub enum SourceStatus {
 pub struct SourceState {
     pub id: String,
     pub tenant_id: String,
-    /// `redis` or `nats`.
+    /// `redis`, `nats` or `sqs`.
     pub kind: String,
     pub status: SourceStatus,
     /// Messages in the broker not yet read by hookrelay, when the broker says.
@@ -448,6 +452,7 @@ impl Supervisor {
             let task = match url {
                 SourceUrl::Redis(r) => tokio::spawn(r.run(consumer)),
                 SourceUrl::Nats(n) => tokio::spawn(n.run(consumer)),
+                SourceUrl::Sqs(q) => tokio::spawn(q.run(consumer)),
             };
             running.insert(source.id.clone(), (source.url.clone(), task));
         }

@@ -83,9 +83,9 @@ fn tansu_binary() -> PathBuf {
 }
 
 /// A server process this test started; killed when dropped, restartable on its port.
-struct Server {
+pub struct Server {
     name: &'static str,
-    port: u16,
+    pub port: u16,
     command: Box<dyn Fn() -> Command + Send + Sync>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
@@ -148,7 +148,7 @@ impl Drop for Server {
     }
 }
 
-async fn moto() -> Server {
+pub async fn moto() -> Server {
     let bin = binary("HOOKRELAY_TEST_MOTO", venv().join("bin/moto_server"));
     let port = free_port();
     Server::start("moto_server", port, None, move || {
@@ -536,14 +536,14 @@ async fn after_outage(app: &TestApp, endpoint_id: &str, dlv: &str) -> Value {
 // ---------------------------------------------------------------------------------
 // SQS (moto)
 
-fn aws_env() {
+pub fn aws_env() {
     // hookrelay takes credentials from the usual AWS chain; moto accepts any.
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
 }
 
-fn sqs_client(port: u16) -> aws_sdk_sqs::Client {
+pub fn sqs_client(port: u16) -> aws_sdk_sqs::Client {
     use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -560,7 +560,7 @@ fn sqs_client(port: u16) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(conf)
 }
 
-async fn sqs_create(client: &aws_sdk_sqs::Client, name: &str) -> String {
+pub async fn sqs_create(client: &aws_sdk_sqs::Client, name: &str) -> String {
     let mut req = client.create_queue().queue_name(name);
     if name.ends_with(".fifo") {
         req = req.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");

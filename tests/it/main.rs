@@ -9,7 +9,7 @@ mod controls;
 mod crash;
 mod credentials;
 mod delivery;
-mod destinations;
+pub mod destinations;
 mod fairness;
 mod faults;
 mod helpers;

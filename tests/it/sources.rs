@@ -579,3 +579,81 @@ async fn kill_9_while_consuming_nats_loses_nothing() {
     drop(server);
     js.delete_stream(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
+    use crate::destinations::{aws_env, moto, sqs_client, sqs_create};
+    aws_env();
+    let server = moto().await;
+    let client = sqs_client(server.port);
+    let name = format!("hr-src-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let queue_url = sqs_create(&client, &name).await;
+    let app = spawn_app_on(Backend::Sqlite, |c| c.strict_event_types = true).await;
+    let (s, _) = app
+        .post("/v1/event-types", json!({"name": "job.done"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url })).await;
+    let mut bodies: Vec<String> = (0..1000)
+        .map(|n| json!({"type": "job.done", "data": {"n": n}}).to_string())
+        .collect();
+    bodies.insert(300, "{not json".to_owned());
+    bodies.insert(600, json!({"type": "job.unknown", "data": {}}).to_string());
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!(
+            "sqs://{name}?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A{}&wait_seconds=1",
+            server.port
+        ),
+    )
+    .await;
+    let id = src["id"].as_str().unwrap().to_owned();
+    assert_eq!(src["kind"], "sqs");
+
+    assert_each_once(&receiver, 1000).await;
+    let rejections = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app
+            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
+            .await;
+        (r["data"].as_array().unwrap().len() == 2).then_some(r)
+    })
+    .await
+    .expect("two rejections recorded");
+    let text = rejections.to_string();
+    assert!(
+        text.contains("malformed") && text.contains("not in the catalog"),
+        "{text}"
+    );
+    // Every message deleted: none visible, none in flight.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let (_, h) = app.get("/v1/health").await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["pending"] == 0 && s["ingested"] == 1000).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/v1/health").await;
+    assert!(settled.is_some(), "{}", h["sources"]);
+    app.stop().await;
+}
