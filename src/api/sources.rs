@@ -45,7 +45,8 @@ pub struct CreateSource {
     /// Where to read: `redis://HOST:PORT/DB?stream=NAME` (options `group`, `start`,
     /// `claim_idle_ms`, `batch`) or `nats://HOST:PORT/STREAM` (options `consumer`,
     /// `subject`, `start`, `ack_wait_ms`, `batch`) or `sqs://QUEUE?region=R` (options
-    /// `endpoint`, `wait_seconds`, `visibility_timeout`, `batch`).
+    /// `endpoint`, `wait_seconds`, `visibility_timeout`, `batch`) or
+    /// `amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME` (option `prefetch`).
     pub url: String,
     pub description: Option<String>,
 }
@@ -57,7 +58,7 @@ pub struct SourceOut {
     pub tenant_id: String,
     /// The URL, its password shown as `***`.
     pub url: String,
-    /// `redis`, `nats` or `sqs`.
+    /// `redis`, `nats`, `sqs` or `amqp`.
     pub kind: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -90,7 +91,7 @@ pub struct RejectionOut {
     pub id: String,
     pub source_id: String,
     /// The broker's id of the message (the entry id of a Redis stream, the stream
-    /// sequence of a JetStream message, an SQS `MessageId`).
+    /// sequence of a JetStream message, an SQS `MessageId`, an AMQP `message_id`).
     pub message_id: String,
     pub reason: String,
     /// The message as text, cut at 4 KiB.

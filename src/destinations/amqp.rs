@@ -48,13 +48,7 @@ impl std::fmt::Debug for AmqpConfig {
 
 impl AmqpConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let mut url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        url.host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("amqp:// url has no host; the form is amqp://USER:PASS@HOST:PORT/VHOST?exchange=X&routing_key=K")?;
-        let mut known = vec!["exchange", "routing_key"];
-        known.extend_from_slice(CLIENT_OPTIONS);
-        let options = Options::parse("amqp", url.query(), &known)?;
+        let (connection, options) = connection_uri(raw, &["exchange", "routing_key"])?;
         let exchange = options.string("exchange").unwrap_or("").to_owned();
         let routing_key = options.string("routing_key").unwrap_or("").to_owned();
         if exchange.is_empty() && routing_key.is_empty() {
@@ -63,25 +57,38 @@ impl AmqpConfig {
         if exchange.len() > 255 || routing_key.len() > 255 {
             return Err("amqp exchange and routing_key are at most 255 bytes".into());
         }
-        let passed: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(k, _)| CLIENT_OPTIONS.contains(&k.as_ref()))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        url.set_query(None);
-        if !passed.is_empty() {
-            url.query_pairs_mut().extend_pairs(passed);
-        }
-        let connection = url.to_string();
-        connection
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| format!("invalid amqp:// url: {e}"))?;
         Ok(Self {
             connection,
             exchange,
             routing_key,
         })
     }
+}
+
+/// Splits an `amqp://` URL into the URI handed to the client (the client's own options
+/// kept) and hookrelay's options among `known`; checks both.
+pub(crate) fn connection_uri(raw: &str, known: &[&str]) -> Result<(String, Options), String> {
+    let mut url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+    url.host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("amqp:// url has no host; the form is amqp://USER:PASS@HOST:PORT/VHOST?…")?;
+    let mut all = known.to_vec();
+    all.extend_from_slice(CLIENT_OPTIONS);
+    let options = Options::parse("amqp", url.query(), &all)?;
+    let passed: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| CLIENT_OPTIONS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(None);
+    if !passed.is_empty() {
+        url.query_pairs_mut().extend_pairs(passed);
+    }
+    let connection = url.to_string();
+    connection
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| format!("invalid amqp:// url: {e}"))?;
+    Ok((connection, options))
 }
 
 #[derive(Clone)]

@@ -33,6 +33,7 @@ use crate::{
     },
 };
 
+pub mod amqp;
 pub mod nats;
 pub mod redis;
 pub mod sqs;
@@ -51,6 +52,7 @@ pub enum SourceUrl {
     Redis(redis::RedisSource),
     Nats(nats::NatsSource),
     Sqs(sqs::SqsSource),
+    Amqp(amqp::AmqpSource),
 }
 
 impl SourceUrl {
@@ -64,18 +66,20 @@ impl SourceUrl {
             "redis" => redis::RedisSource::parse(raw).map(Self::Redis),
             "nats" => nats::NatsSource::parse(raw).map(Self::Nats),
             "sqs" => sqs::SqsSource::parse(raw).map(Self::Sqs),
+            "amqp" | "amqps" => amqp::AmqpSource::parse(raw).map(Self::Amqp),
             _ => Err(format!(
-                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams), nats:// (NATS JetStream) and sqs:// (AWS SQS)"
+                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams), nats:// (NATS JetStream), sqs:// (AWS SQS) and amqp:// (RabbitMQ)"
             )),
         }
     }
 
-    /// The kind of broker: `redis`, `nats`, `sqs`.
+    /// The kind of broker: `redis`, `nats`, `sqs`, `amqp`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis(_) => "redis",
             Self::Nats(_) => "nats",
             Self::Sqs(_) => "sqs",
+            Self::Amqp(_) => "amqp",
         }
     }
 }
@@ -218,12 +222,11 @@ impl Intake {
             event_type: envelope.event_type.clone(),
             data: envelope.data.clone(),
             actor: envelope.actor.clone(),
-            idempotency_key: Some(
-                envelope
-                    .idempotency_key
-                    .clone()
-                    .unwrap_or_else(|| format!("{}:{}", source.id, message.id)),
-            ),
+            // The message's own key, else its broker id (a message without either, which
+            // only RabbitMQ allows, has no key).
+            idempotency_key: envelope.idempotency_key.clone().or_else(|| {
+                (!message.id.is_empty()).then(|| format!("{}:{}", source.id, message.id))
+            }),
             deliver_at: None,
             traceparent: envelope.traceparent.clone(),
         })
@@ -312,7 +315,7 @@ pub enum SourceStatus {
 pub struct SourceState {
     pub id: String,
     pub tenant_id: String,
-    /// `redis`, `nats` or `sqs`.
+    /// `redis`, `nats`, `sqs` or `amqp`.
     pub kind: String,
     pub status: SourceStatus,
     /// Messages in the broker not yet read by hookrelay, when the broker says.
@@ -453,6 +456,7 @@ impl Supervisor {
                 SourceUrl::Redis(r) => tokio::spawn(r.run(consumer)),
                 SourceUrl::Nats(n) => tokio::spawn(n.run(consumer)),
                 SourceUrl::Sqs(q) => tokio::spawn(q.run(consumer)),
+                SourceUrl::Amqp(a) => tokio::spawn(a.run(consumer)),
             };
             running.insert(source.id.clone(), (source.url.clone(), task));
         }

@@ -657,3 +657,124 @@ async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     assert!(settled.is_some(), "{}", h["sources"]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_queue_messages_arrive_once_and_bad_ones_are_recorded() {
+    use lapin::{options::*, types::FieldTable, BasicProperties};
+    let conn = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ on 127.0.0.1:5672 (scripts/services starts it)");
+    let channel = conn.create_channel().await.unwrap();
+    let queue = format!("hr-src-{}", ulid::Ulid::new().to_string().to_lowercase());
+    channel
+        .queue_declare(
+            queue.as_str(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let publish = |body: String, id: String| {
+        let (channel, queue) = (channel.clone(), queue.clone());
+        async move {
+            channel
+                .basic_publish(
+                    "",
+                    queue.as_str(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_message_id(id.as_str().into()),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    for n in 0..1000 {
+        if n == 300 {
+            publish("{not json".into(), "bad-1".into()).await;
+        }
+        if n == 600 {
+            publish(
+                json!({"type": "job.unknown", "data": {}}).to_string(),
+                "bad-2".into(),
+            )
+            .await;
+        }
+        publish(
+            json!({"type": "job.done", "data": {"n": n}}).to_string(),
+            format!("m-{n}"),
+        )
+        .await;
+    }
+    let app = spawn_app_on(Backend::Sqlite, |c| c.strict_event_types = true).await;
+    let (s, _) = app
+        .post("/v1/event-types", json!({"name": "job.done"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url })).await;
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!("amqp://guest:guest@127.0.0.1:5672/%2f?queue={queue}&prefetch=50"),
+    )
+    .await;
+    let id = src["id"].as_str().unwrap().to_owned();
+    assert_eq!(src["kind"], "amqp");
+    assert!(
+        !src["url"].as_str().unwrap().contains("guest:guest"),
+        "{src}"
+    );
+
+    assert_each_once(&receiver, 1000).await;
+    let rejections = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app
+            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
+            .await;
+        (r["data"].as_array().unwrap().len() == 2).then_some(r)
+    })
+    .await
+    .expect("two rejections recorded");
+    let text = rejections.to_string();
+    assert!(
+        text.contains("malformed") && text.contains("not in the catalog"),
+        "{text}"
+    );
+    assert!(text.contains("bad-1") && text.contains("bad-2"), "{text}");
+    // Every message acknowledged: nothing ready, nothing unacknowledged.
+    let settled = eventually(Duration::from_secs(20), || async {
+        let (_, h) = app.get("/v1/health").await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["ingested"] == 1000).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/v1/health").await;
+    assert!(settled.is_some(), "{}", h["sources"]);
+    app.stop().await;
+    // With hookrelay stopped, a message still unacknowledged would be ready again.
+    let q = channel
+        .queue_declare(
+            queue.as_str(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    channel
+        .queue_delete(queue.as_str(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+}
