@@ -55,7 +55,7 @@ pub enum Command {
     Inbox(InboxCmd),
     /// The audit trail of configuration changes (JSON, newest first).
     Audit(AuditArgs),
-    /// Sources: brokers whose messages become events (Redis Streams, NATS JetStream, SQS, RabbitMQ).
+    /// Sources: brokers whose messages become events (Redis Streams, NATS JetStream, SQS, RabbitMQ, Kafka).
     #[command(subcommand)]
     Source(SourceCmd),
     /// Print the OpenAPI document.

@@ -46,7 +46,8 @@ pub struct CreateSource {
     /// `claim_idle_ms`, `batch`) or `nats://HOST:PORT/STREAM` (options `consumer`,
     /// `subject`, `start`, `ack_wait_ms`, `batch`) or `sqs://QUEUE?region=R` (options
     /// `endpoint`, `wait_seconds`, `visibility_timeout`, `batch`) or
-    /// `amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME` (option `prefetch`).
+    /// `amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME` (option `prefetch`) or
+    /// `kafka://HOST:PORT/TOPIC` (options `start`, `max_bytes`).
     pub url: String,
     pub description: Option<String>,
 }
@@ -58,7 +59,7 @@ pub struct SourceOut {
     pub tenant_id: String,
     /// The URL, its password shown as `***`.
     pub url: String,
-    /// `redis`, `nats`, `sqs` or `amqp`.
+    /// `redis`, `nats`, `sqs`, `amqp` or `kafka`.
     pub kind: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -91,7 +92,8 @@ pub struct RejectionOut {
     pub id: String,
     pub source_id: String,
     /// The broker's id of the message (the entry id of a Redis stream, the stream
-    /// sequence of a JetStream message, an SQS `MessageId`, an AMQP `message_id`).
+    /// sequence of a JetStream message, an SQS `MessageId`, an AMQP `message_id`, a Kafka
+    /// `partition:offset`).
     pub message_id: String,
     pub reason: String,
     /// The message as text, cut at 4 KiB.

@@ -34,6 +34,7 @@ use crate::{
 };
 
 pub mod amqp;
+pub mod kafka;
 pub mod nats;
 pub mod redis;
 pub mod sqs;
@@ -53,6 +54,7 @@ pub enum SourceUrl {
     Nats(nats::NatsSource),
     Sqs(sqs::SqsSource),
     Amqp(amqp::AmqpSource),
+    Kafka(kafka::KafkaSource),
 }
 
 impl SourceUrl {
@@ -67,19 +69,21 @@ impl SourceUrl {
             "nats" => nats::NatsSource::parse(raw).map(Self::Nats),
             "sqs" => sqs::SqsSource::parse(raw).map(Self::Sqs),
             "amqp" | "amqps" => amqp::AmqpSource::parse(raw).map(Self::Amqp),
+            "kafka" => kafka::KafkaSource::parse(raw).map(Self::Kafka),
             _ => Err(format!(
-                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams), nats:// (NATS JetStream), sqs:// (AWS SQS) and amqp:// (RabbitMQ)"
+                "unsupported source url scheme {scheme:?}: sources read redis:// (Redis Streams), nats:// (NATS JetStream), sqs:// (AWS SQS), amqp:// (RabbitMQ) and kafka:// (Kafka)"
             )),
         }
     }
 
-    /// The kind of broker: `redis`, `nats`, `sqs`, `amqp`.
+    /// The kind of broker: `redis`, `nats`, `sqs`, `amqp`, `kafka`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis(_) => "redis",
             Self::Nats(_) => "nats",
             Self::Sqs(_) => "sqs",
             Self::Amqp(_) => "amqp",
+            Self::Kafka(_) => "kafka",
         }
     }
 }
@@ -273,6 +277,13 @@ impl Intake {
         }
     }
 
+    /// Records that another process reads this source.
+    pub fn standby(&self, source: &Source) {
+        if let Some(s) = self.ops.sources.lock().get_mut(&source.id) {
+            s.status = SourceStatus::Standby;
+        }
+    }
+
     /// Records a failure of a source's consumer (it retries by itself).
     pub fn failing(&self, source: &Source, error: &str) {
         tracing::warn!(source = %source.id, error, "source failing");
@@ -306,6 +317,9 @@ pub enum SourceStatus {
     /// Connecting for the first time.
     Starting,
     Running,
+    /// Another process reads this source (Kafka sources are read by one process at a
+    /// time); this one takes over if that one stops.
+    Standby,
     /// The last attempt to read or to store failed; it is retried with backoff.
     Failing,
 }
@@ -315,7 +329,7 @@ pub enum SourceStatus {
 pub struct SourceState {
     pub id: String,
     pub tenant_id: String,
-    /// `redis`, `nats`, `sqs` or `amqp`.
+    /// `redis`, `nats`, `sqs`, `amqp` or `kafka`.
     pub kind: String,
     pub status: SourceStatus,
     /// Messages in the broker not yet read by hookrelay, when the broker says.
@@ -457,6 +471,7 @@ impl Supervisor {
                 SourceUrl::Nats(n) => tokio::spawn(n.run(consumer)),
                 SourceUrl::Sqs(q) => tokio::spawn(q.run(consumer)),
                 SourceUrl::Amqp(a) => tokio::spawn(a.run(consumer)),
+                SourceUrl::Kafka(k) => tokio::spawn(k.run(consumer)),
             };
             running.insert(source.id.clone(), (source.url.clone(), task));
         }

@@ -506,6 +506,20 @@ pub trait OpsStore: Send + Sync {
         page: &Page,
     ) -> Result<Vec<SourceRejection>>;
 
+    /// Takes, or renews, the lease on reading a source for `holder` until `until`, unless
+    /// another holder's lease runs past `now`. `true` when `holder` holds it.
+    async fn lease_source(
+        &self,
+        source_id: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// A source's positions: the next offset to read, by partition.
+    async fn source_positions(&self, source_id: &str) -> Result<Vec<(i32, i64)>>;
+    /// Moves a source's position in a partition forward to `next` (never back).
+    async fn set_source_position(&self, source_id: &str, partition: i32, next: i64) -> Result<()>;
+
     /// Appends an entry to the audit trail.
     async fn add_audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Audit entries matching `filter`, newest first.

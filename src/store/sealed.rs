@@ -560,6 +560,23 @@ impl OpsStore for SealedStore {
     ) -> Result<Vec<SourceRejection>> {
         self.inner.list_source_rejections(source_id, page).await
     }
+    async fn lease_source(
+        &self,
+        source_id: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner.lease_source(source_id, holder, until, now).await
+    }
+    async fn source_positions(&self, source_id: &str) -> Result<Vec<(i32, i64)>> {
+        self.inner.source_positions(source_id).await
+    }
+    async fn set_source_position(&self, source_id: &str, partition: i32, next: i64) -> Result<()> {
+        self.inner
+            .set_source_position(source_id, partition, next)
+            .await
+    }
     async fn add_audit(&self, entry: &AuditEntry) -> Result<()> {
         self.inner.add_audit(entry).await
     }

@@ -50,7 +50,7 @@ async fn list(
         .map(|s| SourceOut::new(s, &state))
         .collect();
     let content = html! {
-        p { "A source reads a broker (Redis Streams, NATS JetStream, SQS, RabbitMQ) and turns each message into an event of this tenant, as the events API would. Messages that cannot become events are kept with the reason." }
+        p { "A source reads a broker (Redis Streams, NATS JetStream, SQS, RabbitMQ, Kafka) and turns each message into an event of this tenant, as the events API would. Messages that cannot become events are kept with the reason." }
         @if ctx.session.is_admin() {
             section.card {
                 form.inline method="post" action=(ctx.href("/sources")) id="create-source" {
@@ -93,6 +93,7 @@ fn status_text(s: &crate::sources::SourceState) -> &'static str {
     match s.status {
         crate::sources::SourceStatus::Starting => "starting",
         crate::sources::SourceStatus::Running => "running",
+        crate::sources::SourceStatus::Standby => "standby",
         crate::sources::SourceStatus::Failing => "failing",
     }
 }

@@ -193,7 +193,7 @@ async fn cloudbox() -> Server {
     .await
 }
 
-async fn tansu() -> Server {
+pub async fn tansu() -> Server {
     let bin = tansu_binary();
     let port = free_port();
     Server::start("tansu", port, None, move || {

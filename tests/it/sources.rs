@@ -778,3 +778,101 @@ async fn rabbitmq_queue_messages_arrive_once_and_bad_ones_are_recorded() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_topic_records_arrive_once_and_bad_ones_are_recorded() {
+    use rskafka::{
+        client::partition::{Compression, UnknownTopicHandling},
+        record::Record,
+    };
+    let server = crate::destinations::tansu().await;
+    let broker = format!("127.0.0.1:{}", server.port);
+    let client = rskafka::client::ClientBuilder::new(vec![broker.clone()])
+        .build()
+        .await
+        .unwrap();
+    let topic = format!("hr-src-{}", ulid::Ulid::new().to_string().to_lowercase());
+    client
+        .controller_client()
+        .unwrap()
+        .create_topic(&topic, 2, 1, 5_000)
+        .await
+        .unwrap();
+    let mut bodies: Vec<String> = (0..1000)
+        .map(|n| json!({"type": "job.done", "data": {"n": n}}).to_string())
+        .collect();
+    bodies.insert(300, "{not json".to_owned());
+    bodies.insert(600, json!({"type": "job.unknown", "data": {}}).to_string());
+    for partition in 0..2 {
+        let pc = client
+            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        let mine: Vec<Record> = bodies
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as i32 % 2 == partition)
+            .map(|(_, b)| Record {
+                key: None,
+                value: Some(b.clone().into_bytes()),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            })
+            .collect();
+        for chunk in mine.chunks(100) {
+            pc.produce(chunk.to_vec(), Compression::NoCompression)
+                .await
+                .unwrap();
+        }
+    }
+    let app = spawn_app_on(Backend::Sqlite, |c| c.strict_event_types = true).await;
+    let (s, _) = app
+        .post("/v1/event-types", json!({"name": "job.done"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url })).await;
+    let src = create_source(
+        &app.base,
+        &app.http,
+        &format!("kafka://{broker}/{topic}?start=all"),
+    )
+    .await;
+    let id = src["id"].as_str().unwrap().to_owned();
+    assert_eq!(src["kind"], "kafka");
+
+    assert_each_once(&receiver, 1000).await;
+    let rejections = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app
+            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
+            .await;
+        (r["data"].as_array().unwrap().len() == 2).then_some(r)
+    })
+    .await
+    .expect("two rejections recorded");
+    let text = rejections.to_string();
+    assert!(
+        text.contains("malformed") && text.contains("not in the catalog"),
+        "{text}"
+    );
+    let settled = eventually(Duration::from_secs(20), || async {
+        let (_, h) = app.get("/v1/health").await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["ingested"] == 1000).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/v1/health").await;
+    assert!(settled.is_some(), "{}", h["sources"]);
+
+    // A restart resumes from the stored positions: nothing is read twice.
+    let app = app.restart().await;
+    let resumed = eventually(Duration::from_secs(30), || async {
+        let (_, h) = app.get("/v1/health").await;
+        (h["sources"][0]["status"] == "running").then_some(h)
+    })
+    .await;
+    assert!(resumed.is_some(), "the source did not resume");
+    let (_, h) = app.get("/v1/health").await;
+    assert_eq!(h["sources"][0]["duplicates"], 0, "{}", h["sources"]);
+    app.stop().await;
+}

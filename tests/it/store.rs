@@ -132,4 +132,61 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
     }
 }
 
-crate::both_stores!(retention_prunes_only_old_attempts_of_delivered_deliveries);
+crate::both_stores!(
+    retention_prunes_only_old_attempts_of_delivered_deliveries,
+    a_source_lease_has_one_holder_and_positions_only_move_forward
+);
+
+/// A source's lease has one holder until it runs out; its positions never move back (a
+/// process that lost the lease cannot undo its successor's progress).
+async fn a_source_lease_has_one_holder_and_positions_only_move_forward(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pg) = open(backend, &dir).await;
+    let source = store::ops::Source {
+        id: new_id("src"),
+        tenant_id: "default".into(),
+        url: "kafka://127.0.0.1:9092/jobs".into(),
+        description: None,
+        created_at: domain::now(),
+    };
+    store.create_source(&source).await.unwrap();
+    let now = domain::now();
+    let later = now + chrono::Duration::seconds(15);
+    assert!(store
+        .lease_source(&source.id, "a", later, now)
+        .await
+        .unwrap());
+    assert!(!store
+        .lease_source(&source.id, "b", later, now)
+        .await
+        .unwrap());
+    assert!(store
+        .lease_source(&source.id, "a", later, now)
+        .await
+        .unwrap());
+    // Once a's lease has run out, b takes it, and a no longer holds it.
+    let after = later + chrono::Duration::seconds(1);
+    let until = after + chrono::Duration::seconds(15);
+    assert!(store
+        .lease_source(&source.id, "b", until, after)
+        .await
+        .unwrap());
+    assert!(!store
+        .lease_source(&source.id, "a", until, after)
+        .await
+        .unwrap());
+
+    store.set_source_position(&source.id, 0, 10).await.unwrap();
+    store.set_source_position(&source.id, 1, 5).await.unwrap();
+    store.set_source_position(&source.id, 0, 7).await.unwrap();
+    assert_eq!(
+        store.source_positions(&source.id).await.unwrap(),
+        vec![(0, 10), (1, 5)]
+    );
+    // Deleting the source drops its lease and positions.
+    assert!(store.delete_source("default", &source.id).await.unwrap());
+    assert!(store.source_positions(&source.id).await.unwrap().is_empty());
+    if let Some(name) = pg {
+        drop_pg_database(&name).await;
+    }
+}

@@ -634,6 +634,57 @@ impl OpsStore for SqliteStore {
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
+    async fn lease_source(
+        &self,
+        source_id: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "INSERT INTO source_leases (source_id, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (source_id) DO UPDATE SET holder = excluded.holder, \
+               expires_at = excluded.expires_at \
+             WHERE source_leases.holder = excluded.holder OR source_leases.expires_at < ?4 \
+             RETURNING holder",
+        )
+        .bind(source_id)
+        .bind(holder)
+        .bind(ms(until))
+        .bind(ms(now))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn source_positions(&self, source_id: &str) -> Result<Vec<(i32, i64)>> {
+        sqlx::query_as(
+            "SELECT partition_id, next_offset FROM source_positions WHERE source_id = ?1 \
+             ORDER BY partition_id",
+        )
+        .bind(source_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)
+    }
+
+    async fn set_source_position(&self, source_id: &str, partition: i32, next: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_positions (source_id, partition_id, next_offset) \
+             VALUES (?1, ?2, ?3) \
+             ON CONFLICT (source_id, partition_id) DO UPDATE \
+             SET next_offset = max(source_positions.next_offset, excluded.next_offset)",
+        )
+        .bind(source_id)
+        .bind(partition)
+        .bind(next)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn add_audit(&self, e: &AuditEntry) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
