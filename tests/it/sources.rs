@@ -219,7 +219,7 @@ async fn sources_are_admin_configured_and_tenant_readable() {
     // Refused with a reason: no stream, unknown scheme, unknown option.
     for (url, why) in [
         ("redis://127.0.0.1:6379/0", "stream"),
-        ("kafka://127.0.0.1:9092/t", "unsupported"),
+        ("mqtt://127.0.0.1:1883/t", "unsupported"),
         (
             "redis://127.0.0.1:6379/0?stream=s&maxlen=3",
             "unknown option",
