@@ -21,11 +21,8 @@ use lapin::{
     Connection, ConnectionProperties,
 };
 
-use super::{Consumer, Envelope, Message};
+use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
 use crate::destinations::amqp::connection_uri;
-
-/// How often the queue's backlog is read for `/v1/health` and `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 
 /// A parsed RabbitMQ source URL.
 #[derive(Clone)]
@@ -69,22 +66,9 @@ impl AmqpSource {
             prefetch: u16::try_from(prefetch).unwrap_or(500),
         })
     }
+}
 
-    /// Consumes the queue until the process stops, reconnecting with backoff.
-    pub async fn run(self, mut c: Consumer) {
-        let mut backoff = Duration::from_millis(100);
-        while !c.stopping() {
-            match self.session(&mut c).await {
-                Ok(()) => return,
-                Err(e) => {
-                    c.intake.failing(&c.source, &e);
-                    c.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
+impl super::Session for AmqpSource {
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
         let amqp = |e: lapin::Error| format!("amqp: {e}");
         let connection = tokio::time::timeout(

@@ -53,15 +53,7 @@ impl KafkaSource {
         };
         let options = Options::parse("kafka", query, &["start", "max_bytes"])?;
         let config = KafkaConfig::parse(base)?;
-        let start_at_beginning = match options.string("start").unwrap_or("new") {
-            "new" => false,
-            "all" => true,
-            other => {
-                return Err(format!(
-                    "start must be new (records written from now on) or all (the whole topic), got {other:?}"
-                ))
-            }
-        };
+        let start_at_beginning = super::start_at_beginning(&options)?;
         let max_bytes = options
             .number("max_bytes", 1024..=16 * 1024 * 1024)?
             .unwrap_or(1024 * 1024);
@@ -74,21 +66,6 @@ impl KafkaSource {
         })
     }
 
-    /// Reads the topic until the process stops, while this process holds the source.
-    pub async fn run(self, mut c: Consumer) {
-        let mut backoff = Duration::from_millis(100);
-        while !c.stopping() {
-            match self.session(&mut c).await {
-                Ok(()) => return,
-                Err(e) => {
-                    c.intake.failing(&c.source, &e);
-                    c.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
     /// Takes or renews the lease; `false` while another process holds it.
     async fn lease(&self, c: &Consumer) -> Result<bool, String> {
         let now = domain::now();
@@ -99,7 +76,9 @@ impl KafkaSource {
             .await
             .map_err(|e| format!("store: {e}"))
     }
+}
 
+impl super::Session for KafkaSource {
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
         // Wait until this process holds the source.
         while !self.lease(c).await? {

@@ -13,6 +13,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -467,11 +468,11 @@ impl Supervisor {
                 stop: stop.clone(),
             };
             let task = match url {
-                SourceUrl::Redis(r) => tokio::spawn(r.run(consumer)),
-                SourceUrl::Nats(n) => tokio::spawn(n.run(consumer)),
-                SourceUrl::Sqs(q) => tokio::spawn(q.run(consumer)),
-                SourceUrl::Amqp(a) => tokio::spawn(a.run(consumer)),
-                SourceUrl::Kafka(k) => tokio::spawn(k.run(consumer)),
+                SourceUrl::Redis(r) => tokio::spawn(run(r, consumer)),
+                SourceUrl::Nats(n) => tokio::spawn(run(n, consumer)),
+                SourceUrl::Sqs(q) => tokio::spawn(run(q, consumer)),
+                SourceUrl::Amqp(a) => tokio::spawn(run(a, consumer)),
+                SourceUrl::Kafka(k) => tokio::spawn(run(k, consumer)),
             };
             running.insert(source.id.clone(), (source.url.clone(), task));
         }
@@ -487,6 +488,43 @@ impl Supervisor {
                 .source_messages
                 .remove_label_values(&[id, outcome.label()]);
         }
+    }
+}
+
+/// One connection's life of a source's reader: returns `Ok` when the process stops, `Err`
+/// on any failure (recorded, then the reader starts again with backoff; what was read and
+/// not acknowledged is read again).
+pub trait Session {
+    fn session(&self, c: &mut Consumer) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Reads a source until the process stops, one session after another with backoff.
+pub async fn run(reader: impl Session, mut c: Consumer) {
+    let mut backoff = Duration::from_millis(100);
+    while !c.stopping() {
+        match reader.session(&mut c).await {
+            Ok(()) => return,
+            Err(e) => {
+                c.intake.failing(&c.source, &e);
+                c.pause(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// How often a reader reads its broker's backlog for `/v1/health` and `/metrics`.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(2);
+
+/// The `start` option: where a reader hookrelay creates at the broker (a group, a
+/// consumer, positions) starts: `new` (the default) or `all`.
+pub fn start_at_beginning(options: &crate::destinations::options::Options) -> Result<bool, String> {
+    match options.string("start").unwrap_or("new") {
+        "new" => Ok(false),
+        "all" => Ok(true),
+        other => Err(format!(
+            "start must be new (what arrives from now on) or all (everything the broker holds), got {other:?}"
+        )),
     }
 }
 

@@ -18,14 +18,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 
-use super::{Consumer, Envelope, Message};
+use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
 use crate::destinations::options::{credentials, decode, Options};
 
 /// How long to wait before a message the store could not take comes back.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How often the consumer's backlog is read for `/v1/health` and `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(2);
-
 /// A parsed NATS JetStream source URL.
 #[derive(Clone)]
 pub struct NatsSource {
@@ -101,15 +98,7 @@ impl NatsSource {
                 "the subject filter may not contain spaces (at most 256 characters)".into(),
             );
         }
-        let start_at_beginning = match options.string("start").unwrap_or("new") {
-            "new" => false,
-            "all" => true,
-            other => {
-                return Err(format!(
-                    "start must be new (messages stored from now on) or all (the whole stream), got {other:?}"
-                ))
-            }
-        };
+        let start_at_beginning = super::start_at_beginning(&options)?;
         let ack_wait_ms = options
             .number("ack_wait_ms", 1_000..=86_400_000)?
             .unwrap_or(30_000);
@@ -128,22 +117,9 @@ impl NatsSource {
             batch: usize::try_from(batch).unwrap_or(500),
         })
     }
+}
 
-    /// Consumes the stream until the process stops, reconnecting with backoff.
-    pub async fn run(self, mut c: Consumer) {
-        let mut backoff = Duration::from_millis(100);
-        while !c.stopping() {
-            match self.session(&mut c).await {
-                Ok(()) => return,
-                Err(e) => {
-                    c.intake.failing(&c.source, &e);
-                    c.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
+impl super::Session for NatsSource {
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))

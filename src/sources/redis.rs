@@ -29,15 +29,13 @@ use redis::{
     AsyncCommands, Value,
 };
 
-use super::{Consumer, Envelope, Message};
+use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
 use crate::destinations::options::Options;
 
 /// Prefix of the consumer names hookrelay uses in a group.
 const CONSUMER_PREFIX: &str = "hookrelay-";
 /// How long one `XREADGROUP` waits for new entries.
 const BLOCK: Duration = Duration::from_secs(1);
-/// How often the group's backlog is read for `/v1/health` and `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 /// Idle time after which a consumer holding nothing is removed from the group.
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 
@@ -87,15 +85,7 @@ impl RedisSource {
                 return Err(format!("the {what} name is longer than 256 characters"));
             }
         }
-        let start_at_beginning = match options.string("start").unwrap_or("new") {
-            "new" => false,
-            "all" => true,
-            other => {
-                return Err(format!(
-                    "start must be new (entries added from now on) or all (the whole stream), got {other:?}"
-                ))
-            }
-        };
+        let start_at_beginning = super::start_at_beginning(&options)?;
         let claim_idle_ms = options
             .number("claim_idle_ms", 100..=86_400_000)?
             .unwrap_or(30_000);
@@ -110,22 +100,9 @@ impl RedisSource {
             batch: usize::try_from(batch).unwrap_or(500),
         })
     }
+}
 
-    /// Consumes the stream until the process stops, reconnecting with backoff.
-    pub async fn run(self, mut c: Consumer) {
-        let mut backoff = Duration::from_millis(100);
-        while !c.stopping() {
-            match self.session(&mut c).await {
-                Ok(()) => return,
-                Err(e) => {
-                    c.intake.failing(&c.source, &e);
-                    c.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
+impl super::Session for RedisSource {
     /// One connection's life: returns `Ok` when the process stops, `Err` on any failure
     /// (the caller waits and starts again; unacknowledged entries are read again).
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
@@ -180,7 +157,9 @@ impl RedisSource {
         }
         Ok(())
     }
+}
 
+impl RedisSource {
     /// Creates the group (and the stream) unless it exists.
     async fn create_group(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
         let start = if self.start_at_beginning { "0" } else { "$" };

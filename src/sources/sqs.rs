@@ -25,11 +25,8 @@ use aws_sdk_sqs::{
     Client,
 };
 
-use super::{Consumer, Envelope, Message};
+use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
 use crate::destinations::sqs::{sdk_client, Queue, SqsConfig};
-
-/// How often the queue's backlog is read for `/v1/health` and `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 
 /// A parsed SQS source URL.
 #[derive(Debug, Clone)]
@@ -63,22 +60,9 @@ impl SqsSource {
             config,
         })
     }
+}
 
-    /// Consumes the queue until the process stops, reconnecting with backoff.
-    pub async fn run(self, mut c: Consumer) {
-        let mut backoff = Duration::from_millis(100);
-        while !c.stopping() {
-            match self.session(&mut c).await {
-                Ok(()) => return,
-                Err(e) => {
-                    c.intake.failing(&c.source, &e);
-                    c.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
+impl super::Session for SqsSource {
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
         let wait = Duration::from_secs(u64::try_from(self.wait_seconds).unwrap_or(2));
         let client = sdk_client(
@@ -184,7 +168,9 @@ impl SqsSource {
         }
         Ok(())
     }
+}
 
+impl SqsSource {
     /// Reads the queue's visible and in-flight message counts.
     async fn backlog(&self, client: &Client, queue_url: &str, c: &Consumer) -> Result<(), String> {
         let attributes = client

@@ -92,6 +92,32 @@ async fn assert_each_once(r: &Receiver, count: u64) {
     }
 }
 
+/// Waits until the source has `n` rejections; returns them as text.
+async fn rejected(app: &TestApp, id: &str, n: usize) -> String {
+    let path = format!("/v1/tenants/default/sources/{id}/rejections");
+    let found = eventually(Duration::from_secs(20), || async {
+        let (_, r) = app.get(&path).await;
+        (r["data"].as_array().unwrap().len() == n).then_some(r)
+    })
+    .await;
+    let (_, last) = app.get(&path).await;
+    assert!(found.is_some(), "expected {n} rejections: {last}");
+    last.to_string()
+}
+
+/// Waits until `/v1/health` shows the source's 1,000 events ingested and nothing left unread
+/// (nor, with `pending`, unacknowledged) at the broker.
+async fn settled(app: &TestApp, pending: bool) {
+    let done = eventually(Duration::from_secs(20), || async {
+        let (_, h) = app.get("/v1/health").await;
+        let s = &h["sources"][0];
+        (s["lag"] == 0 && s["ingested"] == 1000 && (!pending || s["pending"] == 0)).then_some(())
+    })
+    .await;
+    let (_, h) = app.get("/v1/health").await;
+    assert!(done.is_some(), "{}", h["sources"]);
+}
+
 async fn create_source(base: &str, http: &reqwest::Client, url: &str) -> Value {
     let (status, src) = send(
         http.post(format!("{base}/v1/tenants/default/sources"))
@@ -481,29 +507,14 @@ async fn nats_stream_messages_arrive_once_and_bad_ones_are_recorded() {
     assert_eq!(src["kind"], "nats");
 
     assert_each_once(&receiver, 1000).await;
-    let rejections = eventually(Duration::from_secs(20), || async {
-        let (_, r) = app
-            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
-            .await;
-        (r["data"].as_array().unwrap().len() == 2).then_some(r)
-    })
-    .await
-    .expect("two rejections recorded");
-    let text = rejections.to_string();
+    let text = rejected(&app, &id, 2).await;
     assert!(
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
 
     // Nothing left to deliver to hookrelay or to acknowledge.
-    let settled = eventually(Duration::from_secs(20), || async {
-        let (_, h) = app.get("/v1/health").await;
-        let s = &h["sources"][0];
-        (s["lag"] == 0 && s["pending"] == 0 && s["ingested"] == 1000).then_some(())
-    })
-    .await;
-    let (_, h) = app.get("/v1/health").await;
-    assert!(settled.is_some(), "{}", h["sources"]);
+    settled(&app, true).await;
     let mut stream = js.get_stream(&name).await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer("hookrelay").await.unwrap();
@@ -633,28 +644,13 @@ async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     assert_eq!(src["kind"], "sqs");
 
     assert_each_once(&receiver, 1000).await;
-    let rejections = eventually(Duration::from_secs(20), || async {
-        let (_, r) = app
-            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
-            .await;
-        (r["data"].as_array().unwrap().len() == 2).then_some(r)
-    })
-    .await
-    .expect("two rejections recorded");
-    let text = rejections.to_string();
+    let text = rejected(&app, &id, 2).await;
     assert!(
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
     // Every message deleted: none visible, none in flight.
-    let settled = eventually(Duration::from_secs(20), || async {
-        let (_, h) = app.get("/v1/health").await;
-        let s = &h["sources"][0];
-        (s["lag"] == 0 && s["pending"] == 0 && s["ingested"] == 1000).then_some(())
-    })
-    .await;
-    let (_, h) = app.get("/v1/health").await;
-    assert!(settled.is_some(), "{}", h["sources"]);
+    settled(&app, true).await;
     app.stop().await;
 }
 
@@ -736,29 +732,14 @@ async fn rabbitmq_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     );
 
     assert_each_once(&receiver, 1000).await;
-    let rejections = eventually(Duration::from_secs(20), || async {
-        let (_, r) = app
-            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
-            .await;
-        (r["data"].as_array().unwrap().len() == 2).then_some(r)
-    })
-    .await
-    .expect("two rejections recorded");
-    let text = rejections.to_string();
+    let text = rejected(&app, &id, 2).await;
     assert!(
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
     assert!(text.contains("bad-1") && text.contains("bad-2"), "{text}");
     // Every message acknowledged: nothing ready, nothing unacknowledged.
-    let settled = eventually(Duration::from_secs(20), || async {
-        let (_, h) = app.get("/v1/health").await;
-        let s = &h["sources"][0];
-        (s["lag"] == 0 && s["ingested"] == 1000).then_some(())
-    })
-    .await;
-    let (_, h) = app.get("/v1/health").await;
-    assert!(settled.is_some(), "{}", h["sources"]);
+    settled(&app, false).await;
     app.stop().await;
     // With hookrelay stopped, a message still unacknowledged would be ready again.
     let q = channel
@@ -842,27 +823,12 @@ async fn kafka_topic_records_arrive_once_and_bad_ones_are_recorded() {
     assert_eq!(src["kind"], "kafka");
 
     assert_each_once(&receiver, 1000).await;
-    let rejections = eventually(Duration::from_secs(20), || async {
-        let (_, r) = app
-            .get(&format!("/v1/tenants/default/sources/{id}/rejections"))
-            .await;
-        (r["data"].as_array().unwrap().len() == 2).then_some(r)
-    })
-    .await
-    .expect("two rejections recorded");
-    let text = rejections.to_string();
+    let text = rejected(&app, &id, 2).await;
     assert!(
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
-    let settled = eventually(Duration::from_secs(20), || async {
-        let (_, h) = app.get("/v1/health").await;
-        let s = &h["sources"][0];
-        (s["lag"] == 0 && s["ingested"] == 1000).then_some(())
-    })
-    .await;
-    let (_, h) = app.get("/v1/health").await;
-    assert!(settled.is_some(), "{}", h["sources"]);
+    settled(&app, false).await;
 
     // A restart resumes from the stored positions: nothing is read twice.
     let app = app.restart().await;
