@@ -200,8 +200,9 @@ pub enum EndpointCmd {
         description: Option<String>,
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Deliveries per second (`10`), or a rate with its period (`10/s`, `30/min`).
         #[arg(long)]
-        rate_limit: Option<u32>,
+        rate_limit: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -222,7 +223,7 @@ pub enum EndpointCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Enable or disable an endpoint, or change its URL.
+    /// Enable or disable an endpoint, or change its URL, format or rate limit.
     Update {
         id: String,
         #[arg(long)]
@@ -234,6 +235,9 @@ pub enum EndpointCmd {
         /// `standard-webhooks` or `community`.
         #[arg(long)]
         format: Option<String>,
+        /// Deliveries per second (`10`), a rate with its period (`30/min`), or `none`.
+        #[arg(long)]
+        rate_limit: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -881,7 +885,11 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                             "signing_scheme": signing_scheme, "format": format,
                             "headers": (!header_map.is_empty()).then_some(header_map),
                             "description": description, "max_attempts": max_attempts,
-                            "rate_limit": rate_limit,
+                            // A bare number goes as a number (per second), as the API takes it.
+                            "rate_limit": rate_limit.map(|r| match r.parse::<u32>() {
+                                Ok(n) => json!(n),
+                                Err(_) => json!(r),
+                            }),
                         })),
                     )
                 }
@@ -898,9 +906,18 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     enable,
                     disable,
                     format,
+                    rate_limit,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(r) = rate_limit {
+                        let value = match (r.as_str(), r.parse::<u32>()) {
+                            ("none", _) => Value::Null,
+                            (_, Ok(n)) => json!(n),
+                            _ => json!(r),
+                        };
+                        patch.insert("rate_limit".into(), value);
+                    }
                     if let Some(f) = format {
                         patch.insert("format".into(), json!(f));
                     }

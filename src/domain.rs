@@ -87,8 +87,10 @@ pub struct Endpoint {
     /// The secret before the last rotation, still used to sign until it expires.
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    /// Deliveries per second; `None` means unlimited.
+    /// Deliveries per [`Endpoint::rate_period`]; `None` means unlimited.
     pub rate_limit: Option<u32>,
+    /// What `rate_limit` counts per: a second (the default) or a minute.
+    pub rate_period: RatePeriod,
     /// Attempts before a delivery fails for good; `None` uses the server default.
     pub max_attempts: Option<u32>,
     /// Extra headers sent with every delivery.
@@ -302,6 +304,7 @@ impl Endpoint {
             previous_secret: None,
             previous_secret_expires_at: None,
             rate_limit: None,
+            rate_period: RatePeriod::Second,
             max_attempts: None,
             headers: Default::default(),
             enabled: true,
@@ -382,19 +385,70 @@ pub fn fan_out(event: &Event, endpoints: &[Endpoint], default_max_attempts: u32)
         .collect()
 }
 
-/// Rate limiting by GCRA (a token bucket kept as one time): an endpoint allows `rate` sends
-/// per second with a burst of one second's worth. `tat` is the stored theoretical arrival
-/// time. Returns how many of `want` sends may go at `now`, the new `tat`, and when each of
-/// the others should be tried (one emission interval apart).
+/// What a rate limit counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RatePeriod {
+    #[default]
+    Second,
+    Minute,
+}
+
+impl RatePeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Second => "second",
+            Self::Minute => "minute",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "second" => Some(Self::Second),
+            "minute" => Some(Self::Minute),
+            _ => None,
+        }
+    }
+
+    /// The period's length in milliseconds.
+    pub fn millis(self) -> f64 {
+        match self {
+            Self::Second => 1_000.0,
+            Self::Minute => 60_000.0,
+        }
+    }
+}
+
+/// A rate limit: `count` sends per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: RatePeriod,
+}
+
+impl Endpoint {
+    /// The endpoint's rate limit, if it has one.
+    pub fn rate(&self) -> Option<Rate> {
+        self.rate_limit.map(|count| Rate {
+            count,
+            period: self.rate_period,
+        })
+    }
+}
+
+/// Rate limiting by GCRA (a token bucket kept as one time): an endpoint allows `rate.count`
+/// sends per period with a burst of one period's worth. `tat` is the stored theoretical
+/// arrival time. Returns how many of `want` sends may go at `now`, the new `tat`, and when
+/// each of the others should be tried (one emission interval apart).
 pub fn admit_sends(
     tat: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-    rate: u32,
+    rate: Rate,
     want: u32,
 ) -> (u32, DateTime<Utc>, Vec<DateTime<Utc>>) {
-    let rate = f64::from(rate.max(1));
-    let interval = 1000.0 / rate; // ms between sends
-    let burst_window = rate * interval; // one second's worth
+    let count = f64::from(rate.count.max(1));
+    let interval = rate.period.millis() / count; // ms between sends
+    let burst_window = count * interval; // one period's worth
     let now_ms = now.timestamp_millis() as f64;
     let base = tat
         .map(|t| t.timestamp_millis() as f64)
@@ -603,7 +657,11 @@ mod tests {
 
     #[test]
     fn rate_limits_allow_a_burst_then_the_rate() {
-        let (n, tat, later) = admit_sends(None, t(0), 10, 25);
+        let ten = Rate {
+            count: 10,
+            period: RatePeriod::Second,
+        };
+        let (n, tat, later) = admit_sends(None, t(0), ten, 25);
         assert_eq!(n, 10, "a second's worth at once");
         assert_eq!(later.len(), 15);
         assert_eq!(later[0], t(0) + chrono::Duration::milliseconds(100));
@@ -612,14 +670,32 @@ mod tests {
         let (n, tat2, _) = admit_sends(
             Some(tat),
             t(0) + chrono::Duration::milliseconds(300),
-            10,
+            ten,
             25,
         );
         assert_eq!(n, 3);
         assert!(tat2 > tat);
         // After a quiet spell the burst is back, no more.
-        let (n, _, _) = admit_sends(Some(tat2), t(60), 10, 100);
+        let (n, _, _) = admit_sends(Some(tat2), t(60), ten, 100);
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn per_minute_limits_space_sends_over_the_minute() {
+        let thirty = Rate {
+            count: 30,
+            period: RatePeriod::Minute,
+        };
+        let (n, tat, later) = admit_sends(None, t(0), thirty, 40);
+        assert_eq!(n, 30, "a minute's worth at once");
+        assert_eq!(later.len(), 10);
+        // Then one every two seconds.
+        assert_eq!(later[0], t(0) + chrono::Duration::seconds(2));
+        assert_eq!(later[1] - later[0], chrono::Duration::seconds(2));
+        let (n, _, _) = admit_sends(Some(tat), t(1), thirty, 10);
+        assert_eq!(n, 0, "nothing more within the first second");
+        let (n, _, _) = admit_sends(Some(tat), t(7), thirty, 10);
+        assert_eq!(n, 3, "one per two seconds after the burst");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
-    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint},
+    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, RatePeriod},
     ingest::validate_type_name,
     routing::{OrderingSpec, Routing, RoutingSpec},
     signing,
@@ -61,8 +61,11 @@ pub struct CreateEndpoint {
     /// and `X-Webhook-Signature: sha256=<hex>` header, for receivers built for it.
     pub format: Option<DeliveryFormat>,
     pub description: Option<String>,
-    /// Deliveries per second.
-    pub rate_limit: Option<u32>,
+    /// Deliveries per second (a number), or a rate with its period: `"30/min"`, `"5/s"`.
+    #[schema(value_type = Option<RateLimitInput>)]
+    pub rate_limit: Option<serde_json::Value>,
+    /// What a numeric `rate_limit` counts per: `second` (the default) or `minute`.
+    pub rate_limit_period: Option<RatePeriod>,
     /// Attempts before a delivery fails for good.
     pub max_attempts: Option<u32>,
     /// Extra headers sent with every delivery.
@@ -171,9 +174,13 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
+    /// A number (per second, or per `rate_limit_period`), a rate like `"30/min"`, or
+    /// `null` for no limit.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
-    pub rate_limit: Option<Option<u32>>,
+    #[schema(value_type = Option<RateLimitInput>)]
+    pub rate_limit: Option<Option<serde_json::Value>>,
+    /// What a numeric `rate_limit` counts per: `second` or `minute`.
+    pub rate_limit_period: Option<RatePeriod>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub max_attempts: Option<Option<u32>>,
@@ -208,7 +215,10 @@ pub struct EndpointOut {
     pub url: String,
     pub description: Option<String>,
     pub event_types: Vec<String>,
+    /// Deliveries per `rate_limit_period`; `null` for no limit.
     pub rate_limit: Option<u32>,
+    /// `second` or `minute`.
+    pub rate_limit_period: RatePeriod,
     pub max_attempts: Option<u32>,
     /// Extra headers: values in single-endpoint answers, `***` in lists.
     pub headers: BTreeMap<String, String>,
@@ -267,6 +277,7 @@ impl EndpointOut {
             description: ep.description,
             event_types: ep.event_types,
             rate_limit: ep.rate_limit,
+            rate_limit_period: ep.rate_period,
             max_attempts: ep.max_attempts,
             // Header values often are receivers' API keys: lists show the names only.
             headers: if with_secret {
@@ -372,6 +383,64 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> 
     Ok(())
 }
 
+// The OpenAPI schema of `rate_limit` on input; the handlers read a JSON value with
+// `parse_rate`, so that every error names the field.
+/// A rate limit: a number per second (or per `rate_limit_period`), or a rate with its period.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // A schema only.
+pub enum RateLimitInput {
+    /// Deliveries per second, or per `rate_limit_period`.
+    PerPeriod(u32),
+    /// A rate with its period: `"30/min"`, `"5/s"`.
+    Rate(String),
+}
+
+/// Most sends a rate limit may allow per period.
+const MAX_RATE: u32 = 100_000;
+
+/// Reads `rate_limit` as the API takes it: a number per `period` (per second when absent),
+/// or text `N/s` or `N/min` (also `sec`, `second`, `m`, `minute`), whose unit must agree
+/// with `period` when both are given.
+fn parse_rate(
+    value: &serde_json::Value,
+    period: Option<RatePeriod>,
+) -> Result<(u32, RatePeriod), ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "rate_limit must be a whole number from 1 to {MAX_RATE} (per second, or per rate_limit_period) or a rate like \"30/min\" or \"5/s\", got {value}"
+        ))
+    };
+    let in_range = |n: u64| {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_RATE).contains(n))
+            .ok_or_else(bad)
+    };
+    match value {
+        serde_json::Value::Number(n) => Ok((
+            in_range(n.as_u64().ok_or_else(bad)?)?,
+            period.unwrap_or_default(),
+        )),
+        serde_json::Value::String(text) => {
+            let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+            let count = in_range(count.trim().parse().map_err(|_| bad())?)?;
+            let unit = match unit.trim() {
+                "s" | "sec" | "second" => RatePeriod::Second,
+                "m" | "min" | "minute" => RatePeriod::Minute,
+                _ => return Err(bad()),
+            };
+            if period.is_some_and(|p| p != unit) {
+                return Err(ApiError::invalid(
+                    "rate_limit and rate_limit_period name different periods",
+                ));
+            }
+            Ok((count, unit))
+        }
+        _ => Err(bad()),
+    }
+}
+
 fn validate_limits(rate_limit: Option<u32>, max_attempts: Option<u32>) -> Result<(), ApiError> {
     if rate_limit.is_some_and(|r| !(1..=100_000).contains(&r)) {
         return Err(ApiError::invalid("rate_limit must be between 1 and 100000"));
@@ -441,7 +510,14 @@ pub async fn create_endpoint(
     check_catalog(&state, &event_types).await?;
     let headers = body.headers.unwrap_or_default();
     validate_headers(&headers)?;
-    validate_limits(body.rate_limit, body.max_attempts)?;
+    let (rate_limit, rate_period) = match &body.rate_limit {
+        Some(v) if !v.is_null() => {
+            let (n, p) = parse_rate(v, body.rate_limit_period)?;
+            (Some(n), p)
+        }
+        _ => (None, body.rate_limit_period.unwrap_or_default()),
+    };
+    validate_limits(rate_limit, body.max_attempts)?;
     validate_description(body.description.as_ref())?;
     let format = body.format.unwrap_or_default();
     let secret = choose_secret(
@@ -460,7 +536,8 @@ pub async fn create_endpoint(
     let endpoint = Endpoint {
         description: body.description,
         event_types,
-        rate_limit: body.rate_limit,
+        rate_limit,
+        rate_period,
         max_attempts: body.max_attempts,
         headers,
         enabled: body.enabled.unwrap_or(true),
@@ -590,8 +667,18 @@ pub async fn update_endpoint(
         validate_description(d.as_ref())?;
         ep.description = d;
     }
-    if let Some(r) = body.rate_limit {
-        ep.rate_limit = r;
+    match (body.rate_limit, body.rate_limit_period) {
+        (Some(None), _) => {
+            ep.rate_limit = None;
+            ep.rate_period = RatePeriod::default();
+        }
+        (Some(Some(v)), period) => {
+            let (n, p) = parse_rate(&v, period)?;
+            ep.rate_limit = Some(n);
+            ep.rate_period = p;
+        }
+        (None, Some(period)) => ep.rate_period = period,
+        (None, None) => {}
     }
     if let Some(m) = body.max_attempts {
         ep.max_attempts = m;

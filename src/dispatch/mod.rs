@@ -197,7 +197,7 @@ impl Dispatcher {
                     back.push((c.delivery.id, c.lease_id, soon));
                 }
             }
-            let rate = group.first().and_then(|c| c.endpoint.rate_limit);
+            let rate = group.first().and_then(|c| c.endpoint.rate());
             if let (Some(rate), false) = (rate, group.is_empty()) {
                 let want = u32::try_from(group.len()).unwrap_or(u32::MAX);
                 match self

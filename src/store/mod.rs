@@ -370,7 +370,7 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
-        rate: u32,
+        rate: crate::domain::Rate,
         want: u32,
         now: DateTime<Utc>,
     ) -> Result<(u32, Vec<DateTime<Utc>>)>;

@@ -348,7 +348,7 @@ const ENDPOINT_COLUMNS: &str = concat!(
     "id, tenant_id, url, description, event_types::text AS event_types, secret, \
      previous_secret, ",
     ms_col!("previous_secret_expires_at"),
-    ", rate_limit, max_attempts, headers::text AS headers, enabled, disabled_reason, \
+    ", rate_limit, rate_period, max_attempts, headers::text AS headers, enabled, disabled_reason, \
      breaker_state, consecutive_failures, ",
     ms_col!("breaker_until"),
     ", ",
@@ -513,7 +513,7 @@ impl Store for PostgresStore {
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
-        rate: u32,
+        rate: crate::domain::Rate,
         want: u32,
         now: DateTime<Utc>,
     ) -> Result<(u32, Vec<DateTime<Utc>>)> {
@@ -790,10 +790,10 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing, format) \
+             enabled, disabled_reason, created_at, updated_at, routing, format, rate_period) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, to_timestamp($8 / 1000.0), $9, $10, \
              $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0), $16, \
-             $17)",
+             $17, $18)",
         )
         .bind(&ep.id)
         .bind(&ep.tenant_id)
@@ -812,6 +812,7 @@ impl Store for PostgresStore {
         .bind(ms(ep.updated_at))
         .bind(routing_text(ep))
         .bind(ep.format.as_str())
+        .bind(ep.rate_period.as_str())
         .execute(&mut *tx)
         .await
         .map_err(write_error)?;
@@ -863,7 +864,7 @@ impl Store for PostgresStore {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
-             routing = $15, format = $16 \
+             routing = $15, format = $16, rate_period = $17 \
              WHERE tenant_id = $13 AND id = $14 \
              RETURNING id, enabled \
              ), unparked AS ( \
@@ -891,6 +892,7 @@ impl Store for PostgresStore {
         .bind(&ep.id)
         .bind(routing_text(ep))
         .bind(ep.format.as_str())
+        .bind(ep.rate_period.as_str())
         .execute(&self.pool)
         .await
         .map_err(write_error)?;

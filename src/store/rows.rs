@@ -41,6 +41,7 @@ pub(super) struct EndpointRow {
     pub(super) previous_secret: Option<String>,
     pub(super) previous_secret_expires_at: Option<i64>,
     pub(super) rate_limit: Option<i64>,
+    pub(super) rate_period: String,
     pub(super) max_attempts: Option<i64>,
     pub(super) headers: String,
     pub(super) enabled: bool,
@@ -138,6 +139,8 @@ impl TryFrom<EndpointRow> for Endpoint {
             headers: serde_json::from_str(&r.headers)
                 .map_err(|e| corrupt("endpoints.headers", e))?,
             rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
+            rate_period: crate::domain::RatePeriod::parse(&r.rate_period)
+                .ok_or_else(|| corrupt("endpoints.rate_period", &r.rate_period))?,
             max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
             id: r.id,
             tenant_id: r.tenant_id,

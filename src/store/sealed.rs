@@ -390,7 +390,7 @@ impl Store for SealedStore {
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
-        rate: u32,
+        rate: crate::domain::Rate,
         want: u32,
         now: DateTime<Utc>,
     ) -> Result<(u32, Vec<DateTime<Utc>>)> {

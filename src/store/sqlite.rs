@@ -387,9 +387,9 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
-     previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, enabled, \
-     disabled_reason, breaker_state, consecutive_failures, breaker_until, failing_since, \
-     routing, format, created_at, updated_at";
+     previous_secret, previous_secret_expires_at, rate_limit, rate_period, max_attempts, \
+     headers, enabled, disabled_reason, breaker_state, consecutive_failures, breaker_until, \
+     failing_since, routing, format, created_at, updated_at";
 
 const EVENT_COLUMNS: &str =
     "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
@@ -520,7 +520,7 @@ impl Store for SqliteStore {
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
-        rate: u32,
+        rate: crate::domain::Rate,
         want: u32,
         now: DateTime<Utc>,
     ) -> Result<(u32, Vec<DateTime<Utc>>)> {
@@ -728,8 +728,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
              previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing, format) \
-             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17,?18 \
+             enabled, disabled_reason, created_at, updated_at, routing, format, rate_period) \
+             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17,?18,?19 \
              WHERE (SELECT count(*) FROM endpoints WHERE tenant_id = ?2) < ?16",
         )
         .bind(&ep.id)
@@ -750,6 +750,7 @@ impl Store for SqliteStore {
         .bind(i64::from(max_per_tenant))
         .bind(routing_text(ep))
         .bind(ep.format.as_str())
+        .bind(ep.rate_period.as_str())
         .execute(&self.writer)
         .await
         .map_err(db)?;
@@ -796,7 +797,7 @@ impl Store for SqliteStore {
              breaker_until = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE failing_since END, \
              enabled = ?10, disabled_reason = ?11, updated_at = ?12, routing = ?16, \
-             format = ?17 WHERE tenant_id = ?13 AND id = ?15",
+             format = ?17, rate_period = ?18 WHERE tenant_id = ?13 AND id = ?15",
         )
         .bind(&ep.url)
         .bind(&ep.description)
@@ -816,6 +817,7 @@ impl Store for SqliteStore {
         .bind(&ep.id)
         .bind(routing_text(ep))
         .bind(ep.format.as_str())
+        .bind(ep.rate_period.as_str())
         .execute(&self.writer)
         .await
         .map_err(db)?;

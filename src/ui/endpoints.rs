@@ -119,7 +119,7 @@ async fn list_page(
                 (ctx.csrf_field())
                 label { "URL " input type="url" name="url" id="endpoint-url" required placeholder="https://example.com/webhooks" size="40"; }
                 label { "Event types " input type="text" name="event_types" id="endpoint-types" placeholder="user.*, order.paid (empty: all)"; }
-                label { "Rate limit/s " input type="number" name="rate_limit" min="1" max="100000"; }
+                label { "Rate limit " input type="text" name="rate_limit" id="endpoint-rate" placeholder="10/s or 30/min" size="10"; }
                 label { "Description " input type="text" name="description" maxlength="1024"; }
                 label { "Secret (optional) " input type="text" name="secret" id="endpoint-secret-input" placeholder="whsec_… (generated when empty)"; }
                 label { "Format " select name="format" id="endpoint-format" {
@@ -140,7 +140,7 @@ async fn list_page(
                         td { a href=(ctx.href(&format!("/endpoints/{}", ep.id))) { (crate::destinations::redact_url(&ep.url)) } br; small.id { (ep.id) } }
                         td { @if ep.enabled { (badge("enabled")) } @else { (badge("disabled")) } }
                         td { (badge(ep.breaker.state.as_str())) }
-                        td { (ep.rate_limit.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".into())) }
+                        td { (rate_limit_text(ep)) }
                         td { (rate_text(r)) }
                         td { (opt_time(r.last_attempt)) }
                     }
@@ -163,19 +163,28 @@ struct CreateForm {
     format: Option<String>,
 }
 
+/// An endpoint's rate limit as people write it: `10/s`, `30/min`, or `none`.
+fn rate_limit_text(ep: &crate::domain::Endpoint) -> String {
+    match ep.rate() {
+        None => "none".into(),
+        Some(r) => match r.period {
+            crate::domain::RatePeriod::Second => format!("{}/s", r.count),
+            crate::domain::RatePeriod::Minute => format!("{}/min", r.count),
+        },
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     Form(session, f): Form<CreateForm>,
 ) -> Result<Response, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let rate_limit = match non_empty(&f.rate_limit) {
-        None => None,
-        Some(r) => Some(
-            r.parse::<u32>()
-                .map_err(|_| UiError::bad_request("rate limit must be a whole number"))?,
-        ),
-    };
+    // A bare number is per second, as in the API; the API checks the rest.
+    let rate_limit = non_empty(&f.rate_limit).map(|r| match r.parse::<u32>() {
+        Ok(n) => serde_json::json!(n),
+        Err(_) => serde_json::json!(r),
+    });
     let event_types: Vec<String> = f
         .event_types
         .unwrap_or_default()
@@ -198,6 +207,7 @@ async fn create(
         },
         description: non_empty(&f.description),
         rate_limit,
+        rate_limit_period: None,
         max_attempts: None,
         headers: None,
         enabled: None,
@@ -299,7 +309,7 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                 tr { th { "Circuit breaker" } td { (badge(ep.breaker.state.as_str())) " "
                     (ep.breaker.consecutive_failures) " consecutive failures"
                     @if let Some(t) = ep.breaker.open_until { " · probe at " (time(t)) } } }
-                tr { th { "Rate limit" } td { (ep.rate_limit.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".into())) } }
+                tr { th { "Rate limit" } td { (rate_limit_text(&ep)) } }
                 tr { th { "Max attempts" } td { (ep.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| format!("server default ({})", state.config.retry.max_attempts))) } }
                 tr { th { "Format" } td id="endpoint-format" { (ep.format.as_str()) } }
                 tr { th { "Signing secret" } td { details { summary { "show" } code id="endpoint-secret" { (ep.secret) } }

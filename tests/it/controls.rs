@@ -172,6 +172,110 @@ async fn a_rate_limited_endpoint_does_not_slow_another(backend: Backend) {
     app.stop().await;
 }
 
+/// A per-minute limit: a burst of a minute's worth, then the rest scheduled one interval
+/// apart over the minute; given as "N/min" or as a number with its period, shown the same
+/// way back, and refused with a 400 naming the field when malformed.
+async fn a_per_minute_rate_limit_spreads_deliveries_over_the_minute(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let receiver = Receiver::ok().await;
+    for bad in [
+        json!("0/min"),
+        json!("abc"),
+        json!("5/hour"),
+        json!(0),
+        json!(-3),
+        json!(1.5),
+    ] {
+        let (s, e) = app
+            .post(
+                "/v1/tenants/default/endpoints",
+                json!({"url": receiver.url, "rate_limit": bad}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rate_limit"),
+            "{e}"
+        );
+    }
+    let (s, e) = app
+        .post(
+            "/v1/tenants/default/endpoints",
+            json!({"url": receiver.url, "rate_limit": "3/s", "rate_limit_period": "minute"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+
+    let ep = app
+        .endpoint(json!({"url": receiver.url, "rate_limit": "2/min"}))
+        .await;
+    assert_eq!(
+        (ep["rate_limit"].clone(), ep["rate_limit_period"].clone()),
+        (json!(2), json!("minute"))
+    );
+    let id = ep["id"].as_str().unwrap();
+    for i in 0..4 {
+        app.event("limited.tick", json!({ "i": i })).await;
+    }
+    // The burst: two at once. The other two wait, due 30 and 60 seconds later.
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    let waiting = eventually(Duration::from_secs(20), || async {
+        let (_, list) = app
+            .get(&format!(
+                "/v1/tenants/default/deliveries?status=pending&endpoint={id}"
+            ))
+            .await;
+        let due: Vec<chrono::DateTime<chrono::Utc>> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["next_attempt_at"].as_str().unwrap().parse().unwrap())
+            .collect();
+        (due.len() == 2
+            && due
+                .iter()
+                .all(|t| *t > chrono::Utc::now() + chrono::Duration::seconds(15)))
+        .then_some(due)
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the rest were not spread over the minute"
+    );
+    assert_eq!(receiver.count(), 2, "more than a minute's worth went out");
+
+    // Changed to a number: per second again; with a period: per that period.
+    let path = format!("/v1/tenants/default/endpoints/{id}");
+    let (_, changed) = send(
+        app.req(reqwest::Method::PATCH, &path)
+            .json(&json!({"rate_limit": 5})),
+    )
+    .await;
+    assert_eq!(
+        (
+            changed["rate_limit"].clone(),
+            changed["rate_limit_period"].clone()
+        ),
+        (json!(5), json!("second"))
+    );
+    let (_, changed) = send(
+        app.req(reqwest::Method::PATCH, &path)
+            .json(&json!({"rate_limit": 30, "rate_limit_period": "minute"})),
+    )
+    .await;
+    assert_eq!(changed["rate_limit_period"], "minute");
+    let (_, cleared) = send(
+        app.req(reqwest::Method::PATCH, &path)
+            .json(&json!({"rate_limit": null})),
+    )
+    .await;
+    assert_eq!(cleared["rate_limit"], serde_json::Value::Null);
+    app.stop().await;
+}
+
 async fn a_slow_endpoint_cannot_take_every_slot(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
         c.dispatch.concurrency = 8;
@@ -348,5 +452,6 @@ crate::both_stores!(
     breaker_opens_waits_probes_and_survives_a_restart,
     failing_longer_than_the_window_disables_and_reenabling_resumes,
     a_rate_limited_endpoint_does_not_slow_another,
+    a_per_minute_rate_limit_spreads_deliveries_over_the_minute,
     a_slow_endpoint_cannot_take_every_slot,
 );
