@@ -665,3 +665,27 @@ async fn audit_page_lists_changes_by_action() {
     b.close().await;
     app.stop().await;
 }
+
+/// The endpoint form takes a per-minute rate limit, and the pages show it as written.
+#[tokio::test]
+async fn endpoint_form_takes_a_per_minute_rate_limit() {
+    let app = spawn_app().await;
+    let b = Browser::start("rate").await;
+    b.login(&app, ADMIN).await;
+    b.click("header nav a[href$='/endpoints']").await;
+    b.fill("#endpoint-url", "http://127.0.0.1:9/hook").await;
+    b.fill("#endpoint-rate", "30/min").await;
+    b.click("#create-endpoint-submit").await;
+    let id = b.text("#endpoint-id").await;
+    assert!(
+        b.body().await.contains("30/min"),
+        "the endpoint page shows the limit"
+    );
+    let (_, ep) = app
+        .get(&format!("/v1/tenants/default/endpoints/{id}"))
+        .await;
+    assert_eq!(ep["rate_limit"], 30);
+    assert_eq!(ep["rate_limit_period"], "minute");
+    b.close().await;
+    app.stop().await;
+}
