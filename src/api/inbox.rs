@@ -293,10 +293,9 @@ fn message_id() -> String {
 
 /// Text that every store can keep: no NUL characters.
 fn storable(s: String) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
-    } else {
-        s
+    match crate::store::storable(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(o) => o,
     }
 }
 

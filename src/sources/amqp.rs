@@ -21,7 +21,7 @@ use lapin::{
     Connection, ConnectionProperties,
 };
 
-use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
+use super::{Consumer, Message, BACKLOG_EVERY};
 use crate::destinations::amqp::connection_uri;
 
 /// A parsed RabbitMQ source URL.
@@ -133,22 +133,12 @@ impl super::Session for AmqpSource {
             for d in chunk {
                 received.push(d.map_err(amqp)?);
             }
-            c.intake.running(&c.source);
             let batch: Vec<Message> = received
                 .iter()
                 .map(|d| {
-                    let raw = String::from_utf8_lossy(&d.data).into_owned();
-                    Message {
-                        // No id, no key: see the module documentation.
-                        id: d
-                            .properties
-                            .message_id()
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        envelope: Envelope::from_json(&raw),
-                        raw,
-                    }
+                    // No id, no key: see the module documentation.
+                    let id = d.properties.message_id().as_ref().map(|m| m.to_string());
+                    Message::json(id.unwrap_or_default(), &d.data)
                 })
                 .collect();
             let answers = c.intake.take_batch(&c.source, batch).await;

@@ -23,8 +23,11 @@ use rskafka::client::{
     ClientBuilder,
 };
 
-use super::{Consumer, Envelope, Message};
-use crate::{destinations::kafka::KafkaConfig, destinations::options::Options, domain};
+use super::{Consumer, Message};
+use crate::{
+    destinations::{kafka::KafkaConfig, options::Options},
+    domain,
+};
 
 /// How long a process holds a source after its last renewal.
 const LEASE: Duration = Duration::from_secs(15);
@@ -161,13 +164,8 @@ impl super::Session for KafkaSource {
                 let batch: Vec<Message> = records
                     .into_iter()
                     .map(|r| {
-                        let raw = String::from_utf8_lossy(&r.record.value.unwrap_or_default())
-                            .into_owned();
-                        Message {
-                            id: format!("{p}:{}", r.offset),
-                            envelope: Envelope::from_json(&raw),
-                            raw,
-                        }
+                        let value = r.record.value.unwrap_or_default();
+                        Message::json(format!("{p}:{}", r.offset), &value)
                     })
                     .collect();
                 let answers = c.intake.take_batch(&c.source, batch).await;

@@ -30,7 +30,7 @@ use crate::{
     ops::Ops,
     store::{
         ops::{Source, SourceRejection},
-        Ingested, Page, Store, StoreError,
+        storable, Ingested, Page, Store, StoreError,
     },
 };
 
@@ -118,6 +118,18 @@ pub struct Message {
     pub envelope: Result<Envelope, String>,
 }
 
+impl Message {
+    /// A message whose payload is the envelope as a JSON object (invalid UTF-8 replaced).
+    pub fn json(id: String, payload: &[u8]) -> Self {
+        let raw = String::from_utf8_lossy(payload).into_owned();
+        Self {
+            id,
+            envelope: Envelope::from_json(&raw),
+            raw,
+        }
+    }
+}
+
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -159,6 +171,8 @@ impl Intake {
         source: &Source,
         messages: Vec<Message>,
     ) -> Vec<Result<Taken, StoreError>> {
+        // A batch was read: the reader is running, whatever the store answers.
+        self.running(source);
         // Polled in order, so the ingests reach the store's writer in the broker's order.
         let answers =
             futures::future::join_all(messages.into_iter().map(|m| self.take(source, m))).await;
@@ -243,9 +257,7 @@ impl Intake {
         message: &Message,
         reason: String,
     ) -> Result<(), StoreError> {
-        // Text every store can keep: PostgreSQL text cannot hold NUL.
-        let storable = |s: &str| s.replace('\0', "\u{FFFD}");
-        let mut body = storable(&message.raw);
+        let mut body = storable(&message.raw).into_owned();
         let truncated = body.len() > MAX_KEPT_BODY;
         if truncated {
             let mut cut = MAX_KEPT_BODY;

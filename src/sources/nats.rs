@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 
-use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
+use super::{Consumer, Message, BACKLOG_EVERY};
 use crate::destinations::options::{credentials, decode, Options};
 
 /// How long to wait before a message the store could not take comes back.
@@ -188,20 +188,11 @@ impl super::Session for NatsSource {
             for m in chunk {
                 received.push(m.map_err(|e| format!("nats: {e}"))?);
             }
-            c.intake.running(&c.source);
             let batch: Vec<Message> = received
                 .iter()
                 .map(|m| {
-                    let id = m
-                        .info()
-                        .map(|i| i.stream_sequence.to_string())
-                        .unwrap_or_default();
-                    let raw = String::from_utf8_lossy(&m.payload).into_owned();
-                    Message {
-                        id,
-                        envelope: Envelope::from_json(&raw),
-                        raw,
-                    }
+                    let id = m.info().map(|i| i.stream_sequence.to_string());
+                    Message::json(id.unwrap_or_default(), &m.payload)
                 })
                 .collect();
             let answers = c.intake.take_batch(&c.source, batch).await;

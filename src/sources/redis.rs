@@ -150,9 +150,6 @@ impl super::Session for RedisSource {
                 own_pending = false;
                 continue;
             }
-            if !entries.is_empty() {
-                c.intake.running(&c.source);
-            }
             self.take(&mut conn, c, entries).await?;
         }
         Ok(())

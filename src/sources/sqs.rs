@@ -25,7 +25,7 @@ use aws_sdk_sqs::{
     Client,
 };
 
-use super::{Consumer, Envelope, Message, BACKLOG_EVERY};
+use super::{Consumer, Message, BACKLOG_EVERY};
 use crate::destinations::sqs::{sdk_client, Queue, SqsConfig};
 
 /// A parsed SQS source URL.
@@ -103,16 +103,11 @@ impl super::Session for SqsSource {
             if received.is_empty() {
                 continue;
             }
-            c.intake.running(&c.source);
             let batch: Vec<Message> = received
                 .iter()
                 .map(|m| {
-                    let raw = m.body.clone().unwrap_or_default();
-                    Message {
-                        id: m.message_id.clone().unwrap_or_default(),
-                        envelope: Envelope::from_json(&raw),
-                        raw,
-                    }
+                    let body = m.body.as_deref().unwrap_or_default();
+                    Message::json(m.message_id.clone().unwrap_or_default(), body.as_bytes())
                 })
                 .collect();
             let answers = c.intake.take_batch(&c.source, batch).await;

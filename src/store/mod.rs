@@ -78,6 +78,17 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Text from the outside world (a response excerpt, a received body, an error message) made
+/// storable in every store: PostgreSQL text cannot hold NUL, which becomes U+FFFD, so that
+/// one such byte cannot fail a write.
+pub fn storable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// A bearer token as stored: only its SHA-256 hash is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {

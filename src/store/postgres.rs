@@ -19,7 +19,6 @@
 //! read as text.
 
 use std::{
-    borrow::Cow,
     collections::{HashMap, HashSet},
     str::FromStr,
     sync::Arc,
@@ -40,8 +39,9 @@ use super::rows::{
     TokenRow,
 };
 use super::{
-    endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
-    Ingested, Page, PgSchemas, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
+    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, DeliveryFilter,
+    EventFilter, Ingested, Page, PgSchemas, ReplayFilter, Result, Store, StoreError, TenantShare,
+    TokenRecord,
 };
 use crate::domain::{
     self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
@@ -308,16 +308,6 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
             StoreError::UnknownTenant(tenant.to_owned())
         }
         _ => write_error(e),
-    }
-}
-
-/// Text from the outside world (a response excerpt, an error message) made storable:
-/// Postgres text cannot hold NUL, and one such byte must not block a batch of results.
-fn storable(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
     }
 }
 

@@ -333,15 +333,17 @@ async fn sources_are_admin_configured_and_tenant_readable() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_while_consuming_a_stream_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("sources.db").display());
-    let receiver = Receiver::ok().await;
-    let http = reqwest::Client::new();
-    // Deliveries leased by the killed process are due again after 3 s.
-    let flags = ["--lease", "3s", "--request-timeout", "1s"];
-    let mut server = start_server(&db, &flags);
+/// Flags of the processes the kill tests start: deliveries leased by a killed process are
+/// due again after 3 s.
+const KILL_FLAGS: [&str; 4] = ["--lease", "3s", "--request-timeout", "1s"];
+
+/// A `hookrelay serve` on `db` with one endpoint delivering to `receiver`.
+async fn server_delivering_to(
+    db: &str,
+    receiver: &Receiver,
+    http: &reqwest::Client,
+) -> crate::crash::Server {
+    let server = start_server(db, &KILL_FLAGS);
     let (s, _) = send(
         http.post(format!("{}/v1/tenants/default/endpoints", server.base))
             .bearer_auth(ADMIN)
@@ -349,6 +351,33 @@ async fn kill_9_while_consuming_a_stream_loses_nothing() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
+    server
+}
+
+/// The first source's state in `base`'s `/v1/health`.
+async fn source_state(http: &reqwest::Client, base: &str) -> Value {
+    let (_, h) = send(http.get(format!("{base}/v1/health")).bearer_auth(ADMIN)).await;
+    h["sources"][0].clone()
+}
+
+/// `kill -9` of `server` as soon as its source has taken events in.
+async fn kill_once_ingesting(server: &mut crate::crash::Server, http: &reqwest::Client) {
+    let started = eventually(Duration::from_secs(30), || async {
+        let s = source_state(http, &server.base).await;
+        (s["ingested"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the source never ingested");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_consuming_a_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sources.db").display());
+    let receiver = Receiver::ok().await;
+    let http = reqwest::Client::new();
+    let mut server = server_delivering_to(&db, &receiver, &http).await;
     let stream = stream_name();
     let mut conn = redis().await;
     // Taken over from the killed process's consumer after 500 ms idle.
@@ -370,20 +399,10 @@ async fn kill_9_while_consuming_a_stream_loses_nothing() {
         })
     };
     // Killed as soon as it has taken entries in: the rest were read or not yet read.
-    let started = eventually(Duration::from_secs(30), || async {
-        let (_, h) = send(
-            http.get(format!("{}/v1/health", server.base))
-                .bearer_auth(ADMIN),
-        )
-        .await;
-        (h["sources"][0]["ingested"].as_u64().unwrap_or(0) > 0).then_some(())
-    })
-    .await;
-    assert!(started.is_some(), "the source never ingested");
-    server.kill();
+    kill_once_ingesting(&mut server, &http).await;
     let at_kill = group_backlog(&mut conn, &stream).await;
     producer.await.unwrap();
-    let server = start_server(&db, &flags);
+    let server = start_server(&db, &KILL_FLAGS);
     // What the kill left behind: entries read and not acknowledged, entries unread.
     eprintln!("backlog at the kill: (pending, lag) = {at_kill:?}");
     assert_each_once(&receiver, 1000).await;
@@ -429,8 +448,9 @@ async fn two_processes_share_a_stream_without_creating_an_event_twice() {
     let ingested = |base: String| {
         let http = http.clone();
         async move {
-            let (_, h) = send(http.get(format!("{base}/v1/health")).bearer_auth(ADMIN)).await;
-            h["sources"][0]["ingested"].as_u64().unwrap_or(0)
+            source_state(&http, &base).await["ingested"]
+                .as_u64()
+                .unwrap_or(0)
         }
     };
     let total = eventually(Duration::from_secs(20), || async {
@@ -531,15 +551,7 @@ async fn kill_9_while_consuming_nats_loses_nothing() {
     let db = format!("sqlite://{}", dir.path().join("nats.db").display());
     let receiver = Receiver::ok().await;
     let http = reqwest::Client::new();
-    let flags = ["--lease", "3s", "--request-timeout", "1s"];
-    let mut server = start_server(&db, &flags);
-    let (s, _) = send(
-        http.post(format!("{}/v1/tenants/default/endpoints", server.base))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "url": receiver.url })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED);
+    let mut server = server_delivering_to(&db, &receiver, &http).await;
     let name = format!("HR_KILL_{}", ulid::Ulid::new());
     let js = nats_stream(&name).await;
     // Redelivered 1 s after the killed process took them without acknowledging.
@@ -562,27 +574,12 @@ async fn kill_9_while_consuming_nats_loses_nothing() {
             }
         })
     };
-    let started = eventually(Duration::from_secs(30), || async {
-        let (_, h) = send(
-            http.get(format!("{}/v1/health", server.base))
-                .bearer_auth(ADMIN),
-        )
-        .await;
-        (h["sources"][0]["ingested"].as_u64().unwrap_or(0) > 0).then_some(())
-    })
-    .await;
-    assert!(started.is_some(), "the source never ingested");
-    server.kill();
+    kill_once_ingesting(&mut server, &http).await;
     producer.await.unwrap();
-    let server = start_server(&db, &flags);
+    let server = start_server(&db, &KILL_FLAGS);
     assert_each_once(&receiver, 1000).await;
     let settled = eventually(Duration::from_secs(30), || async {
-        let (_, h) = send(
-            http.get(format!("{}/v1/health", server.base))
-                .bearer_auth(ADMIN),
-        )
-        .await;
-        let s = &h["sources"][0];
+        let s = source_state(&http, &server.base).await;
         (s["lag"] == 0 && s["pending"] == 0).then_some(())
     })
     .await;
