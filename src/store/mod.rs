@@ -431,10 +431,15 @@ pub(crate) struct ProbeClock(std::sync::Mutex<Option<DateTime<Utc>>>);
 
 impl ProbeClock {
     pub(crate) fn due(&self, now: DateTime<Utc>) -> bool {
+        self.due_every(now, chrono::Duration::milliseconds(250))
+    }
+
+    /// True at most once per `every` (and whenever the clock went back).
+    pub(crate) fn due_every(&self, now: DateTime<Utc>, every: chrono::Duration) -> bool {
         let Ok(mut last) = self.0.lock() else {
             return true;
         };
-        let due = last.is_none_or(|l| now - l >= chrono::Duration::milliseconds(250) || now < l);
+        let due = last.is_none_or(|l| now - l >= every || now < l);
         if due {
             *last = Some(now);
         }

@@ -97,6 +97,8 @@ pub struct PostgresStore {
     /// Dropping the store (and with it this sender) stops its wake-up probes.
     stop: watch::Sender<()>,
     probe_check: super::ProbeClock,
+    /// Spaces out the sweep that releases ordered deliveries left parked by a race.
+    ordered_check: super::ProbeClock,
     /// [`WAKE_FOLLOW_UP`]; tests that count wake-ups turn it off.
     wake_follow_up: Duration,
     /// Ingests on their way to the group commit (see [`ingest`]).
@@ -135,6 +137,7 @@ impl PostgresStore {
             pool,
             stop,
             probe_check: Default::default(),
+            ordered_check: Default::default(),
             wake_follow_up: WAKE_FOLLOW_UP,
         };
         store.hash_inbox_tokens().await?;
@@ -1128,6 +1131,7 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+            self.park_ordered(now).await?;
             sqlx::query_as(
                 "UPDATE endpoints e SET breaker_state = 'half_open', \
                     breaker_until = to_timestamp($1 / 1000.0) \
@@ -1322,6 +1326,95 @@ impl Store for PostgresStore {
             (a, b) => a.or(b),
         }
         .map(from_millis))
+    }
+}
+
+/// Ordered deliveries waiting for an earlier one of their key, kept out of the claims' way.
+impl PostgresStore {
+    /// Parks the due deliveries that wait for an earlier one of their endpoint and key
+    /// (`next_attempt_at` NULL, out of every claim's index range), so that a key with a
+    /// long backlog behind a delivery in flight, retrying or failed for good costs the
+    /// claims nothing: without this every claim walked the whole backlog, checking each
+    /// row's predecessors, for every tenant's claim. A finished delivery releases the next
+    /// of its key ([`Self::release_ordered`]); every few seconds, whatever a race between a
+    /// park and a finish left waiting is released here too. Ordering itself never depends on
+    /// parking: the claim checks every delivery's predecessors as before.
+    async fn park_ordered(&self, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_at = NULL \
+             WHERE id IN ( \
+               SELECT d.id FROM deliveries d \
+               WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL \
+                 AND d.next_attempt_at <= to_timestamp($1 / 1000.0) AND NOT {IN_ORDER} \
+               ORDER BY d.next_attempt_at LIMIT 10000 FOR UPDATE OF d SKIP LOCKED)"
+        ))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if !self
+            .ordered_check
+            .due_every(now, chrono::Duration::seconds(5))
+        {
+            return Ok(());
+        }
+        // The first open delivery of each key, where it is parked and now in order.
+        let released = sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_at = to_timestamp($1 / 1000.0) \
+             WHERE status = 'pending' AND next_attempt_at IS NULL AND id IN ( \
+               SELECT d.id FROM ( \
+                 SELECT DISTINCT ON (x.endpoint_id, x.ordering_key) x.id, x.endpoint_id, \
+                        x.ordering_key, x.seq, x.next_attempt_at \
+                 FROM deliveries x WHERE x.status = 'pending' AND x.ordering_key IS NOT NULL \
+                 ORDER BY x.endpoint_id, x.ordering_key, x.seq) d \
+               WHERE d.next_attempt_at IS NULL \
+                 AND (SELECT e.enabled FROM endpoints e WHERE e.id = d.endpoint_id) \
+                 AND {IN_ORDER})"
+        ))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if released > 0 {
+            debug!(
+                released,
+                "released ordered deliveries left waiting by a race"
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes due the next parked delivery of each key whose delivery among `ids` has just
+    /// finished (in the completing transaction), and wakes every process if one was.
+    async fn release_ordered(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(&format!(
+            "WITH released AS ( \
+               UPDATE deliveries d SET next_attempt_at = to_timestamp($2 / 1000.0) \
+               WHERE d.id IN ( \
+                 SELECT (SELECT x.id FROM deliveries x \
+                         WHERE x.endpoint_id = f.endpoint_id AND x.ordering_key = f.ordering_key \
+                           AND x.status = 'pending' AND x.seq > f.seq \
+                         ORDER BY x.seq LIMIT 1) \
+                 FROM deliveries f WHERE f.id = ANY($1) AND f.ordering_key IS NOT NULL) \
+                 AND d.status = 'pending' AND d.next_attempt_at IS NULL \
+                 AND (SELECT e.enabled FROM endpoints e WHERE e.id = d.endpoint_id) \
+                 AND {IN_ORDER} \
+               RETURNING 1) \
+             SELECT CASE WHEN EXISTS (SELECT 1 FROM released) \
+                    THEN nextval('{WAKE_SEQUENCE}') END"
+        ))
+        .bind(ids)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 }
 
@@ -1540,6 +1633,15 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        let ordered: Vec<String> = completions
+            .iter()
+            .filter(|c| c.ordered)
+            .map(|c| c.delivery_id.clone())
+            .collect();
+        if !ordered.is_empty() {
+            self.release_ordered(&mut tx, &ordered, domain::now())
+                .await?;
+        }
         for (id, b, disable) in super::breaker_updates(completions, &current, policy) {
             if let Some(reason) = &disable {
                 // Recorded only when it was enabled until now.
@@ -1743,6 +1845,88 @@ mod tests {
             after_id: None,
             limit,
         }
+    }
+
+    /// The next attempt of each delivery of `ids`, in that order.
+    async fn due_times(store: &PostgresStore, ids: &[&str]) -> Vec<Option<i64>> {
+        let mut out = Vec::new();
+        for id in ids {
+            let (t,): (Option<i64>,) = sqlx::query_as(
+                "SELECT (extract(epoch FROM next_attempt_at) * 1000)::int8 \
+                 FROM deliveries WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            out.push(t);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_keys_backlog_waits_parked_and_each_finish_releases_the_next() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let spec = serde_json::json!({"ordering": {"key": "data.user_id"}});
+        let ep = Endpoint {
+            routing: Arc::new(
+                crate::routing::Routing::compile(serde_json::from_value(spec).unwrap()).unwrap(),
+            ),
+            ..endpoint("default", &["user.*"])
+        };
+        store.create_endpoint(&ep, 100).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let Ingested::Created(_, ds) = ingest(store, event("default", "user.joined", None))
+                .await
+                .unwrap()
+            else {
+                panic!("created")
+            };
+            ids.push(ds[0].id.clone());
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let now = domain::now();
+        // The three behind the head wait parked; the head stays due.
+        store.park_ordered(now).await.unwrap();
+        let due = due_times(store, &ids).await;
+        assert!(due[0].is_some(), "the head is due");
+        assert_eq!(due[1..], [None, None, None], "the rest wait parked");
+        let lease = far();
+        let got = store
+            .claim(now, lease, "lse_1", 10, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].delivery.id, ids[0]);
+        // The head's finish releases the next one only.
+        let done = Completion {
+            ordered: true,
+            ..completion(&got[0], DeliveryStatus::Delivered, "lse_1")
+        };
+        store.complete(&[done], &Default::default()).await.unwrap();
+        let due = due_times(store, &ids).await;
+        assert!(due[1].is_some(), "the next one is due");
+        assert_eq!(due[2..], [None, None]);
+        let got = store
+            .claim(domain::now(), lease, "lse_2", 10, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].delivery.id, ids[1]);
+        // A finish that released nothing (as a race between a park and a finish can leave
+        // it) is caught up by the sweep.
+        let done = completion(&got[0], DeliveryStatus::Delivered, "lse_2");
+        store.complete(&[done], &Default::default()).await.unwrap();
+        assert_eq!(due_times(store, &ids).await[2], None);
+        store
+            .park_ordered(domain::now() + chrono::Duration::seconds(10))
+            .await
+            .unwrap();
+        let due = due_times(store, &ids).await;
+        assert!(due[2].is_some(), "the sweep released the next one");
+        assert_eq!(due[3], None, "and only that one");
     }
 
     #[tokio::test]
