@@ -7,8 +7,9 @@
 //! 1000 events/s; BENCH_SECONDS, default 10; BENCH_PRODUCERS, default 64; BENCH_BINARY, the
 //! hookrelay binary to run instead of this build's).
 //!
-//! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate
-//! and the delivery rate (events per second from the first post to the last receipt).
+//! Phase 1 posts BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the ingest rate,
+//! the delivery rate (events per second from the first post to the last receipt) and the
+//! end-to-end latency under that load.
 //! Phase 2 posts at a fixed rate and reports end-to-end latency (post sent → request
 //! received) percentiles. At the end, the number of deliveries received more than once
 //! (by `webhook-id`): with every process healthy it must be 0.
@@ -27,7 +28,7 @@ use axum::{body::Bytes, extract::State, http::StatusCode, Router};
 use serde_json::json;
 
 mod common;
-use common::{create_endpoint, env_or, produce, start_hookrelay, TOKEN};
+use common::{create_endpoint, env_or, produce_with, start_hookrelay, TOKEN};
 
 struct Sink {
     count: AtomicUsize,
@@ -60,6 +61,13 @@ async fn receive(
     }
     sink.count.fetch_add(1, Ordering::Relaxed);
     StatusCode::OK
+}
+
+/// The end-to-end latencies received so far, sorted.
+fn latencies(sink: &Sink) -> Vec<u64> {
+    let mut lat = sink.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    lat
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -120,12 +128,16 @@ async fn main() {
 
     // Phase 1: as fast as possible.
     let start = Instant::now();
-    produce(
+    let stamp = sink.clone();
+    produce_with(
         &http,
         &base,
         usize::try_from(concurrency).unwrap(),
         events,
-        json!({"type": "bench.event", "data": {"n": 1}}),
+        move || {
+            let sent_us = stamp.base.elapsed().as_micros() as u64;
+            json!({"type": "bench.event", "data": {"sent_us": sent_us}})
+        },
     )
     .await;
     let ingest_secs = start.elapsed().as_secs_f64();
@@ -145,6 +157,15 @@ async fn main() {
     println!(
         "  delivery: {:>8.0} deliveries/s (first post to last receipt, {deliver_secs:.2} s)",
         events as f64 / deliver_secs
+    );
+
+    let lat = latencies(&sink);
+    println!(
+        "  end-to-end latency at full load: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0)
     );
 
     // Phase 2: fixed rate, end-to-end latency.
@@ -175,8 +196,7 @@ async fn main() {
     while sink.count.load(Ordering::Relaxed) < before + total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut lat = sink.latencies.lock().unwrap().clone();
-    lat.sort_unstable();
+    let lat = latencies(&sink);
     println!(
         "phase 2: {rate} events/s for {seconds} s ({} delivered)",
         lat.len()

@@ -46,6 +46,18 @@ pub async fn produce(
     events: usize,
     body: Value,
 ) {
+    produce_with(http, base, producers, events, move || body.clone()).await
+}
+
+/// [`produce`] with each event's body made by `body` just before it is sent (to carry the
+/// time it was sent, say).
+pub async fn produce_with(
+    http: &reqwest::Client,
+    base: &str,
+    producers: usize,
+    events: usize,
+    body: impl Fn() -> Value + Clone + Send + 'static,
+) {
     let ingest = format!("{base}/v1/tenants/default/events");
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..producers)
@@ -57,7 +69,7 @@ pub async fn produce(
                     let r = http
                         .post(&ingest)
                         .bearer_auth(TOKEN)
-                        .json(&body)
+                        .json(&body())
                         .send()
                         .await
                         .unwrap();
