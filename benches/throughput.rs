@@ -70,6 +70,17 @@ fn latencies(sink: &Sink) -> Vec<u64> {
     lat
 }
 
+/// One line of latency percentiles, indented under its phase.
+fn print_latency(what: &str, sorted: &[u64]) {
+    println!(
+        "  {what}: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.95),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0)
+    );
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -159,14 +170,7 @@ async fn main() {
         events as f64 / deliver_secs
     );
 
-    let lat = latencies(&sink);
-    println!(
-        "  end-to-end latency at full load: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.95),
-        percentile(&lat, 0.99),
-        percentile(&lat, 1.0)
-    );
+    print_latency("end-to-end latency at full load", &latencies(&sink));
 
     // Phase 2: fixed rate, end-to-end latency.
     let before = sink.count.load(Ordering::Relaxed);
@@ -201,13 +205,7 @@ async fn main() {
         "phase 2: {rate} events/s for {seconds} s ({} delivered)",
         lat.len()
     );
-    println!(
-        "  end-to-end latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.95),
-        percentile(&lat, 0.99),
-        percentile(&lat, 1.0)
-    );
+    print_latency("end-to-end latency", &lat);
     println!(
         "duplicates: {} deliveries received more than once",
         sink.duplicates.load(Ordering::Relaxed)
