@@ -476,7 +476,8 @@ pub struct Event {
     pub data: serde_json::Value,
     pub actor: Option<String>,
     pub idempotency_key: Option<String>,
-    /// W3C `traceparent` received on ingest, sent again on every delivery.
+    /// W3C `traceparent` received on ingest (or, when none came, one hookrelay started for
+    /// the event), sent again on every delivery.
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     /// Earliest delivery time, when delivery was deferred.

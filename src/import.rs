@@ -558,7 +558,7 @@ fn map_delivery(
         data,
         actor,
         idempotency_key: request_id,
-        traceparent: None,
+        traceparent: Some(crate::ops::trace::new_traceparent()),
         created_at: timestamp,
         deliver_at: None,
     };

@@ -218,7 +218,7 @@ pub async fn ingest(
         data: new.data,
         actor: new.actor,
         idempotency_key: new.idempotency_key,
-        traceparent: new.traceparent.filter(|tp| valid_traceparent(tp)),
+        traceparent: Some(crate::ops::trace::event_traceparent(new.traceparent)),
         created_at: now,
         deliver_at: new.deliver_at.filter(|t| *t > now),
     };

@@ -17,7 +17,6 @@ use super::{ApiError, AppState, Path, Principal};
 use crate::{
     dispatch::{attempt, batch_stats},
     domain::{self, new_id, new_id_at, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
-    ingest::valid_traceparent,
     ops::health::{HealthReport, Snapshot},
     store::Claimed,
 };
@@ -268,11 +267,12 @@ pub async fn test_endpoint(
         data,
         actor: None,
         idempotency_key: None,
-        traceparent: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|tp| valid_traceparent(tp))
-            .map(str::to_owned),
+        traceparent: Some(crate::ops::trace::event_traceparent(
+            headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )),
         created_at: now,
         deliver_at: None,
     };

@@ -38,6 +38,26 @@ pub fn outgoing_traceparent(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// The trace context an event keeps: the producer's when it gave a well-formed one; else,
+/// when spans are exported, the span it was taken in (the ingest span, so the attempts join
+/// hookrelay's own trace); else a new one. Every event thus carries a trace id that its
+/// deliveries send on and its attempts' log lines share.
+pub fn event_traceparent(given: Option<String>) -> String {
+    given
+        .filter(|tp| crate::ingest::valid_traceparent(tp))
+        .or_else(|| outgoing_traceparent(&tracing::Span::current()))
+        .unwrap_or_else(new_traceparent)
+}
+
+/// A new W3C trace context: random trace and parent ids (never all zero), sampled.
+pub fn new_traceparent() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let trace: u128 = rng.gen::<u128>() | 1;
+    let parent: u64 = rng.gen::<u64>() | 1;
+    format!("00-{trace:032x}-{parent:016x}-01")
+}
+
 /// The trace id (32 hex digits) of a `traceparent`, if it is well formed.
 pub fn trace_id(traceparent: Option<&str>) -> Option<&str> {
     let tp = traceparent?;
@@ -75,6 +95,18 @@ pub fn attempt_span(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_without_a_trace_context_get_a_new_one() {
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(event_traceparent(Some(given.into())), given);
+        let made = event_traceparent(None);
+        assert!(crate::ingest::valid_traceparent(&made), "{made}");
+        assert!(made.ends_with("-01"));
+        let bad = event_traceparent(Some("garbage".into()));
+        assert!(crate::ingest::valid_traceparent(&bad));
+        assert_ne!(trace_id(Some(&made)), trace_id(Some(&bad)));
+    }
 
     #[test]
     fn trace_ids_come_from_valid_traceparents_only() {

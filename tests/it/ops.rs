@@ -285,6 +285,36 @@ async fn metrics_scrapes_share_the_store_read() {
     app.stop().await;
 }
 
+/// An event ingested without a trace context starts its own trace: the event (read back)
+/// and the delivered request carry the same new `traceparent`, another one per event.
+#[tokio::test]
+async fn an_event_without_a_trace_context_gets_one() {
+    let app = spawn_app().await;
+    let r = Receiver::ok().await;
+    app.endpoint(json!({"url": r.url})).await;
+    let mut events = Vec::new();
+    for n in [1, 2] {
+        let accepted = app.event("order.paid", json!({"n": n})).await;
+        let id = accepted["id"].as_str().unwrap();
+        let (_, ev) = app.get(&format!("/v1/tenants/default/events/{id}")).await;
+        events.push(ev);
+    }
+    let got = r.wait_for(2, WAIT).await;
+    for ev in &events {
+        let tp = ev["traceparent"]
+            .as_str()
+            .expect("the event has a traceparent");
+        assert!(hookrelay::ingest::valid_traceparent(tp), "{tp}");
+        let delivered = got
+            .iter()
+            .find(|g| g.json()["data"]["n"] == ev["data"]["n"])
+            .expect("delivered");
+        assert_eq!(delivered.header("traceparent"), tp);
+    }
+    assert_ne!(events[0]["traceparent"], events[1]["traceparent"]);
+    app.stop().await;
+}
+
 /// A `traceparent` given to `dispatch_webhook()` (its fifth argument) reaches the receiver,
 /// as one given on ingest does (see `delivery.rs`).
 #[tokio::test]
@@ -302,7 +332,7 @@ async fn the_sql_function_carries_a_traceparent_to_the_receiver() {
         .execute(&mut conn)
         .await
         .unwrap();
-    // Without it, and with a malformed one, nothing is sent as trace context.
+    // Without it, and with a malformed one, a trace is started for the event.
     sqlx::query("SELECT dispatch_webhook('order.paid', '{\"n\": 2}')")
         .execute(&mut conn)
         .await
@@ -323,8 +353,12 @@ async fn the_sql_function_carries_a_traceparent_to_the_receiver() {
         .collect();
     assert_eq!(by_n[&1], tp);
     assert_eq!(&by_n[&1][3..35], "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(by_n[&2], "");
-    assert_eq!(by_n[&3], "");
+    for n in [2, 3] {
+        let made = &by_n[&n];
+        assert!(hookrelay::ingest::valid_traceparent(made), "{made}");
+        assert_ne!(&made[3..35], "0af7651916cd43dd8448eb211c80319c");
+    }
+    assert_ne!(by_n[&2][3..35], by_n[&3][3..35], "each event its own trace");
     app.stop().await;
 }
 

@@ -31,7 +31,10 @@ const RELAY_SQL: &str = "WITH batch AS ( \
        SELECT b.* FROM batch b WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = b.tenant_id) \
      ), ev AS ( \
        INSERT INTO events (id, tenant_id, type, data, actor, traceparent, created_at) \
-       SELECT l.id, l.tenant_id, l.type, l.data::json, l.actor, l.traceparent, l.created_at \
+       SELECT l.id, l.tenant_id, l.type, l.data::json, l.actor, \
+              coalesce(l.traceparent, '00-' || replace(gen_random_uuid()::text, '-', '') || '-' \
+                       || left(replace(gen_random_uuid()::text, '-', ''), 16) || '-01'), \
+              l.created_at \
        FROM live l ORDER BY l.seq \
        RETURNING 1 \
      ), targets AS ( \
