@@ -209,7 +209,8 @@ pub struct ServeArgs {
 /// Alert settings of `hookrelay serve`.
 #[derive(Debug, Clone, Args, Default)]
 pub struct AlertArgs {
-    /// URL that alerts are delivered to, signed and retried like any delivery (repeatable).
+    /// URL that alerts are delivered to, signed and retried like any delivery (repeatable):
+    /// http(s):// or smtp:// (email); ending in `#critical`, the sink gets critical alerts only.
     #[arg(
         long = "alert-sink",
         value_name = "URL",
@@ -637,16 +638,10 @@ impl Config {
                 "the alert interval and stall time must be above zero",
             );
         }
-        if self
-            .alerts
-            .sinks
-            .iter()
-            .any(|u| !matches!(u.scheme(), "http" | "https"))
-        {
-            return invalid(
-                "alert_sinks",
-                "alert sinks must be http:// or https:// URLs",
-            );
+        for sink in &self.alerts.sinks {
+            if let Err(message) = crate::ops::alerts::check_sink(sink) {
+                return invalid("alert_sinks", &message);
+            }
         }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {

@@ -25,6 +25,7 @@ pub mod options;
 pub mod pubsub;
 pub mod redis;
 pub mod router;
+pub mod smtp;
 pub mod sqs;
 
 pub use options::redact as redact_url;
@@ -254,7 +255,7 @@ pub trait Destination: Send + Sync {
 
 /// The schemes hookrelay can deliver to.
 pub const SUPPORTED_SCHEMES: &[&str] = &[
-    "http", "https", "sqs", "pubsub", "kafka", "amqp", "nats", "redis", "mqtt",
+    "http", "https", "sqs", "pubsub", "kafka", "amqp", "nats", "redis", "mqtt", "smtp",
 ];
 
 /// The kind of destination a URL names, from its scheme.
@@ -268,6 +269,7 @@ pub enum Scheme {
     Nats,
     Redis,
     Mqtt,
+    Smtp,
 }
 
 impl Scheme {
@@ -291,6 +293,8 @@ impl Scheme {
             Self::Redis
         } else if is("mqtt") {
             Self::Mqtt
+        } else if is("smtp") {
+            Self::Smtp
         } else {
             return None;
         })
@@ -307,6 +311,7 @@ impl Scheme {
             Self::Nats => "nats",
             Self::Redis => "redis",
             Self::Mqtt => "mqtt",
+            Self::Smtp => "smtp",
         }
     }
 }

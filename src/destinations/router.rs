@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::{
-    amqp, http::HttpDestination, kafka, mqtt, nats, options, pubsub, redis, sqs, Ack, Destination,
-    Message, Scheme, SendError,
+    amqp, http::HttpDestination, kafka, mqtt, nats, options, pubsub, redis, smtp, sqs, Ack,
+    Destination, Message, Scheme, SendError,
 };
 use crate::domain::Endpoint;
 
@@ -53,6 +53,7 @@ pub enum Target {
     Nats(nats::NatsConfig),
     Redis(redis::RedisConfig),
     Mqtt(mqtt::MqttConfig),
+    Smtp(smtp::SmtpConfig),
 }
 
 impl Target {
@@ -72,6 +73,7 @@ impl Target {
             Some(Scheme::Nats) => nats::NatsConfig::parse(raw).map(Self::Nats),
             Some(Scheme::Redis) => redis::RedisConfig::parse(raw).map(Self::Redis),
             Some(Scheme::Mqtt) => mqtt::MqttConfig::parse(raw).map(Self::Mqtt),
+            Some(Scheme::Smtp) => smtp::SmtpConfig::parse(raw).map(Self::Smtp),
             Some(Scheme::Http) | None => Err("not a broker url".into()),
         }
     }
@@ -89,6 +91,7 @@ pub struct Destinations {
     nats: nats::Nats,
     redis: redis::Redis,
     mqtt: mqtt::Mqtt,
+    smtp: smtp::Smtp,
 }
 
 /// Parsed URLs kept at most; beyond, the cache starts over (URLs are cheap to parse).
@@ -105,6 +108,7 @@ impl Destinations {
             nats: nats::Nats::new(settings.clone()),
             redis: redis::Redis::new(settings.clone()),
             mqtt: mqtt::Mqtt::new(settings.clone()),
+            smtp: smtp::Smtp::new(settings.clone()),
             settings,
             targets: Mutex::new(HashMap::new()),
         }
@@ -140,6 +144,7 @@ impl Destinations {
                 Target::Nats(c) => self.nats.send(c, message).await,
                 Target::Redis(c) => self.redis.send(c, message).await,
                 Target::Mqtt(c) => self.mqtt.send(c, message).await,
+                Target::Smtp(c) => self.smtp.send(c, message).await,
             }
         };
         let result = match tokio::time::timeout(self.settings.timeout, work).await {

@@ -91,25 +91,69 @@ fn is_managed_sink(id: &str) -> bool {
     id.starts_with(JSON_SINK_PREFIX) || id.starts_with(SLACK_SINK_PREFIX)
 }
 
-/// The routing of a sink endpoint: Slack-format sinks get the event's `{"text": …}` alone,
-/// through the same transformation any endpoint can have (so it is signed as sent).
-fn sink_routing(format: AlertFormat) -> std::sync::Arc<crate::routing::Routing> {
-    match format {
-        AlertFormat::Json => Default::default(),
-        AlertFormat::Slack => {
-            let spec = crate::routing::RoutingSpec {
-                transform: Some(serde_json::json!([
-                    {"rename": {"data.text": "text"}},
-                    {"pick": ["text"]}
-                ])),
-                ..Default::default()
-            };
-            // A constant, valid transformation: compiling it cannot fail.
-            crate::routing::Routing::compile(spec)
-                .map(std::sync::Arc::new)
-                .unwrap_or_default()
-        }
+/// How urgent a rule's alerts are: `critical` when events stop moving (a growing backlog,
+/// a stalled dispatcher, a source that cannot read), `warning` for the rest. A sink whose URL
+/// ends in `#critical` gets the critical ones only.
+pub fn severity(rule: &str) -> &'static str {
+    match rule {
+        "pending" | "dispatcher_stalled" | "source_failing" => "critical",
+        _ => "warning",
     }
+}
+
+/// A configured sink: the URL deliveries go to (without the severity fragment) and whether
+/// it takes critical alerts only (`#critical`; `#warning`, or none, takes every alert).
+pub fn sink_target(sink: &url::Url) -> (String, bool) {
+    let critical = sink.fragment() == Some("critical");
+    let mut target = sink.clone();
+    if matches!(sink.fragment(), Some("critical" | "warning")) {
+        target.set_fragment(None);
+    }
+    (target.to_string(), critical)
+}
+
+/// Checks a configured sink: an http(s) or smtp URL, with at most a severity fragment.
+pub fn check_sink(sink: &url::Url) -> Result<(), String> {
+    let (target, _) = sink_target(sink);
+    match sink.scheme() {
+        "http" | "https" => Ok(()),
+        "smtp" => crate::destinations::smtp::SmtpConfig::parse(&target).map(|_| ()),
+        other => Err(format!(
+            "alert sinks must be http://, https:// or smtp:// URLs, got {other}://"
+        )),
+    }
+    .map_err(|e| crate::destinations::options::scrub(e, sink.as_str()))?;
+    match sink.fragment() {
+        None | Some("critical" | "warning") => Ok(()),
+        Some(_) if sink.scheme() != "smtp" => Ok(()),
+        Some(other) => Err(format!(
+            "an alert sink may end in #critical or #warning (the alerts it takes), got #{other}"
+        )),
+    }
+}
+
+/// The routing of a sink endpoint: Slack-format sinks get the event's `{"text": …}` alone,
+/// through the same transformation any endpoint can have (so it is signed as sent); a
+/// critical-only sink filters on the alert's severity.
+fn sink_routing(
+    format: AlertFormat,
+    critical_only: bool,
+) -> std::sync::Arc<crate::routing::Routing> {
+    let spec = crate::routing::RoutingSpec {
+        transform: (format == AlertFormat::Slack).then(|| {
+            serde_json::json!([
+                {"rename": {"data.text": "text"}},
+                {"pick": ["text"]}
+            ])
+        }),
+        filter: critical_only
+            .then(|| serde_json::json!({"field": "data.severity", "eq": "critical"})),
+        ..Default::default()
+    };
+    // A constant, valid routing: compiling it cannot fail.
+    crate::routing::Routing::compile(spec)
+        .map(std::sync::Arc::new)
+        .unwrap_or_default()
 }
 
 /// Makes the system tenant, the alert event types and one endpoint per configured sink
@@ -153,12 +197,13 @@ pub async fn install_sinks(store: &dyn Store, config: &AlertConfig) -> Result<()
         if store.get_endpoint(SYSTEM_TENANT, id).await?.is_some() {
             continue;
         }
+        let (target, critical_only) = sink_target(url);
         let endpoint = Endpoint {
             id: id.clone(),
             description: Some("alert sink (managed by --alert-sink)".into()),
             event_types: vec!["hookrelay.alert.*".into()],
-            routing: sink_routing(config.format),
-            ..Endpoint::new(SYSTEM_TENANT, url.as_str(), signing::generate_secret())
+            routing: sink_routing(config.format, critical_only),
+            ..Endpoint::new(SYSTEM_TENANT, &target, signing::generate_secret())
         };
         if let Err(e) = store.create_endpoint(&endpoint, u32::MAX).await {
             // Another process may have created it meanwhile.
@@ -297,16 +342,21 @@ impl Evaluator {
         } else {
             (FIRED, "firing")
         };
+        let severity = severity(&a.rule);
         let text = if resolved {
-            format!("[hookrelay] RESOLVED {}: {}", a.rule, a.message)
+            format!(
+                "[hookrelay] RESOLVED {} ({severity}): {}",
+                a.rule, a.message
+            )
         } else {
-            format!("[hookrelay] ALERT {}: {}", a.rule, a.message)
+            format!("[hookrelay] ALERT {} ({severity}): {}", a.rule, a.message)
         };
         let data = match self.config.format {
-            AlertFormat::Slack => serde_json::json!({ "text": text }),
+            AlertFormat::Slack => serde_json::json!({ "text": text, "severity": severity }),
             AlertFormat::Json => serde_json::json!({
                 "text": text,
                 "rule": a.rule,
+                "severity": severity,
                 "subject": a.subject,
                 "state": state,
                 "message": a.message,
@@ -346,6 +396,34 @@ impl Evaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sinks_are_http_or_smtp_and_may_take_critical_alerts_only() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let mail = "smtp://u:p@127.0.0.1:2525?from=a%40b.c&to=d%40e.f%2Cg%40h.i";
+        assert!(check_sink(&url(mail)).is_ok());
+        let critical = url(&format!("{mail}#critical"));
+        assert!(check_sink(&critical).is_ok());
+        assert_eq!(sink_target(&critical), (mail.to_owned(), true));
+        assert_eq!(
+            sink_target(&url("https://x.example/hook#warning")),
+            ("https://x.example/hook".to_owned(), false)
+        );
+        for (bad, says) in [
+            ("ftp://x.example/", "http://, https:// or smtp://"),
+            ("smtp://u:s3cret@x.example?to=d%40e.f", "from="),
+            (
+                "smtp://x.example?from=a%40b.c&to=d%40e.f#urgent",
+                "#critical or #warning",
+            ),
+        ] {
+            let e = check_sink(&url(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        assert_eq!(severity("pending"), "critical");
+        assert_eq!(severity("breaker_open"), "warning");
+    }
 
     #[test]
     fn sink_ids_are_stable_and_say_their_format() {

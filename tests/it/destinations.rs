@@ -26,7 +26,7 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------------
 // servers
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,12 +44,12 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-fn venv() -> PathBuf {
+pub fn venv() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-brokers")
 }
 
 /// A server binary: from `env`, else `default`; panics (never skips) when missing.
-fn binary(env: &str, default: PathBuf) -> PathBuf {
+pub fn binary(env: &str, default: PathBuf) -> PathBuf {
     let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
     assert!(
         path.exists(),
@@ -92,7 +92,7 @@ pub struct Server {
 }
 
 impl Server {
-    async fn start(
+    pub async fn start(
         name: &'static str,
         port: u16,
         dir: Option<tempfile::TempDir>,

@@ -363,7 +363,7 @@ async fn the_sql_function_carries_a_traceparent_to_the_receiver() {
 }
 
 /// What a sink received: (event type, rule, subject), in order.
-fn announcements(sink: &Receiver) -> Vec<(String, String, String)> {
+pub(crate) fn announcements(sink: &Receiver) -> Vec<(String, String, String)> {
     sink.requests()
         .iter()
         .map(|r| {
@@ -377,7 +377,7 @@ fn announcements(sink: &Receiver) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn wait_announced(sink: &Receiver, kind: &str, rule: &str, subject: &str) {
+pub(crate) async fn wait_announced(sink: &Receiver, kind: &str, rule: &str, subject: &str) {
     let found = eventually(WAIT, || async {
         announcements(sink)
             .iter()
