@@ -479,7 +479,7 @@ fn check_broker_access(principal: &Principal, urls: &[&str]) -> Result<(), ApiEr
     if urls.iter().any(|u| is_broker_url(u)) {
         principal.require_admin().map_err(|_| {
             ApiError::forbidden(
-                "broker destinations (sqs, pubsub, kafka, amqp, nats, redis, mqtt) need the admin token",
+                "broker destinations (sqs, pubsub, kafka, amqp, nats, redis, mqtt, smtp) need the admin token",
             )
         })?;
     }
