@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     destinations::{binary, free_port, venv, Server},
     helpers::*,
-    ops::{announcements, wait_announced},
+    ops::{announcements, fail_three_events, hold_four_deliveries, wait_announced},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -184,14 +184,7 @@ async fn a_critical_only_email_sink_gets_critical_alerts_only() {
     .await;
 
     // breaker_open (a warning): every sink but the critical-only one.
-    let (flaky, _) = Receiver::switchable(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let ep = app
-        .endpoint(json!({"url": flaky.url, "event_types": ["flaky.*"], "max_attempts": 1000}))
-        .await;
-    let flaky_id = ep["id"].as_str().unwrap().to_owned();
-    for i in 0..3 {
-        app.event("flaky.x", json!({"i": i})).await;
-    }
+    let (flaky_id, _flaky, _) = fail_three_events(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "breaker_open", &flaky_id).await;
     let warning = sink
         .requests()
@@ -201,17 +194,7 @@ async fn a_critical_only_email_sink_gets_critical_alerts_only() {
     assert_eq!(warning.json()["data"]["severity"], "warning");
 
     // pending (critical): four deliveries due in an hour reach both sinks.
-    let parked = Receiver::ok().await;
-    app.endpoint(json!({"url": parked.url, "event_types": ["later.*"]}))
-        .await;
-    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    for i in 0..4 {
-        app.post(
-            "/v1/tenants/default/events",
-            json!({"type": "later.x", "data": {"i": i}, "deliver_at": later}),
-        )
-        .await;
-    }
+    let _parked = hold_four_deliveries(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "pending", "global").await;
     let mail = wait_mail(&dir, "for the pending alert", |m| {
         m.subject()

@@ -392,6 +392,39 @@ pub(crate) async fn wait_announced(sink: &Receiver, kind: &str, rule: &str, subj
     );
 }
 
+/// Four deliveries due in an hour, to a new endpoint (returned, with its receiver): more
+/// pending than a `pending` threshold of 3.
+pub(crate) async fn hold_four_deliveries(app: &TestApp) -> (Value, Receiver) {
+    let parked = Receiver::ok().await;
+    let ep = app
+        .endpoint(json!({"url": parked.url, "event_types": ["later.*"]}))
+        .await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    for i in 0..4 {
+        app.post(
+            "/v1/tenants/default/events",
+            json!({"type": "later.x", "data": {"i": i}, "deliver_at": later}),
+        )
+        .await;
+    }
+    (ep, parked)
+}
+
+/// An endpoint answering 500 until the flag is set (its id, receiver and flag), and three
+/// events for it: enough to open a breaker with a threshold of 3, and no more pending.
+pub(crate) async fn fail_three_events(
+    app: &TestApp,
+) -> (String, Receiver, Arc<std::sync::atomic::AtomicBool>) {
+    let (flaky, healthy) = Receiver::switchable(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let ep = app
+        .endpoint(json!({"url": flaky.url, "event_types": ["flaky.*"], "max_attempts": 1000}))
+        .await;
+    for i in 0..3 {
+        app.event("flaky.x", json!({"i": i})).await;
+    }
+    (ep["id"].as_str().unwrap().to_owned(), flaky, healthy)
+}
+
 async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backend) {
     let sink = Receiver::ok().await;
     let sink_url: url::Url = sink.url.parse().unwrap();
@@ -407,18 +440,7 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
     .await;
 
     // pending: four deliveries due in an hour; resolved when their endpoint goes.
-    let parked = Receiver::ok().await;
-    let ep = app
-        .endpoint(json!({"url": parked.url, "event_types": ["later.*"]}))
-        .await;
-    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    for i in 0..4 {
-        app.post(
-            "/v1/tenants/default/events",
-            json!({"type": "later.x", "data": {"i": i}, "deliver_at": later}),
-        )
-        .await;
-    }
+    let (ep, _parked) = hold_four_deliveries(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "pending", "global").await;
     let (s, _) = send(app.req(
         reqwest::Method::DELETE,
@@ -433,14 +455,7 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
 
     // breaker_open and failure_rate: an endpoint that fails, then recovers.
     // Three events (at most three pending: the pending rule stays quiet).
-    let (flaky, healthy) = Receiver::switchable(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let ep = app
-        .endpoint(json!({"url": flaky.url, "event_types": ["flaky.*"], "max_attempts": 1000}))
-        .await;
-    let flaky_id = ep["id"].as_str().unwrap().to_owned();
-    for i in 0..3 {
-        app.event("flaky.x", json!({"i": i})).await;
-    }
+    let (flaky_id, _flaky, healthy) = fail_three_events(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "breaker_open", &flaky_id).await;
     // Health counts the breaker by its state (open, or half-open while a probe runs).
     let h = health_when(&app, |h| {
