@@ -39,6 +39,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     ingest_tx: mpsc::Sender<IngestJob>,
     probe_check: super::ProbeClock,
+    /// Spaces out the sweep that releases ordered deliveries left parked by a race.
+    ordered_check: super::ProbeClock,
 }
 
 /// Most events committed in one ingest transaction.
@@ -134,6 +136,7 @@ impl SqliteStore {
             reader,
             ingest_tx,
             probe_check: Default::default(),
+            ordered_check: Default::default(),
         };
         store.hash_inbox_tokens().await?;
         Ok(store)
@@ -397,6 +400,78 @@ const EVENT_COLUMNS: &str =
 const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, status, attempts, \
      max_attempts, next_attempt_at, last_error, ordering_key, ordering_blocks, created_at, \
      updated_at";
+
+/// Ordered deliveries waiting for an earlier one of their key, kept out of the claims' way
+/// (as on PostgreSQL, see its store for the reasoning).
+impl SqliteStore {
+    /// Parks the due deliveries that wait for an earlier one of their endpoint and key
+    /// (`next_attempt_at` NULL), and every few seconds releases those a race left parked.
+    async fn park_ordered(&self, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_at = NULL WHERE id IN ( \
+               SELECT d.id FROM deliveries d \
+               WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL \
+                 AND d.next_attempt_at <= ?1 AND NOT {IN_ORDER} \
+               ORDER BY d.next_attempt_at LIMIT 10000)"
+        ))
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        if !self
+            .ordered_check
+            .due_every(now, chrono::Duration::seconds(5))
+        {
+            return Ok(());
+        }
+        let released = sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_at = ?1 WHERE id IN ( \
+               SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL \
+                 AND d.next_attempt_at IS NULL AND e.enabled = 1 AND {IN_ORDER})"
+        ))
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if released > 0 {
+            tracing::debug!(
+                released,
+                "released ordered deliveries left waiting by a race"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Makes due the next parked delivery of each key whose delivery among `ids` has just
+/// finished, in the completing transaction.
+async fn release_ordered(
+    tx: &mut sqlx::SqliteConnection,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "UPDATE deliveries AS d SET next_attempt_at = ?2 \
+         WHERE d.id IN ( \
+           SELECT (SELECT x.id FROM deliveries x \
+                   WHERE x.endpoint_id = f.endpoint_id AND x.ordering_key = f.ordering_key \
+                     AND x.status = 'pending' AND x.rowid > f.rowid \
+                   ORDER BY x.rowid LIMIT 1) \
+           FROM deliveries f \
+           WHERE f.id IN (SELECT value FROM json_each(?1)) AND f.ordering_key IS NOT NULL) \
+           AND d.status = 'pending' AND d.next_attempt_at IS NULL \
+           AND (SELECT e.enabled FROM endpoints e WHERE e.id = d.endpoint_id) = 1 \
+           AND {IN_ORDER}"
+    ))
+    .bind(to_json(&ids)?)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
 
 /// Claimable as far as ordering goes (for a delivery `d`): unordered, or no delivery of the
 /// same endpoint and key inserted before it (rowid order) is still pending (in flight
@@ -1010,6 +1085,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(db)?;
+            self.park_ordered(now).await?;
             sqlx::query_as(
                 "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
              WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
@@ -1360,6 +1436,14 @@ impl SqliteStore {
                 .await
                 .map_err(db)?;
             }
+        }
+        let ordered: Vec<String> = completions
+            .iter()
+            .filter(|c| c.ordered)
+            .map(|c| c.delivery_id.clone())
+            .collect();
+        if !ordered.is_empty() {
+            release_ordered(&mut tx, &ordered, crate::domain::now()).await?;
         }
         if let Some((dispatcher, stats)) = stats {
             ops::add_stats(&mut tx, dispatcher, stats).await?;

@@ -132,9 +132,112 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
     }
 }
 
+/// A key's deliveries behind its head wait parked (`next_attempt_at` null, out of the
+/// claims' way), and each one that finishes releases the next, on both stores.
+async fn a_keys_backlog_waits_parked_and_goes_one_at_a_time(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pg) = open(backend, &dir).await;
+    let spec = serde_json::json!({"ordering": {"key": "data.k"}});
+    let endpoint = Endpoint {
+        routing: Arc::new(
+            hookrelay::routing::Routing::compile(serde_json::from_value(spec).unwrap()).unwrap(),
+        ),
+        ..Endpoint::new(
+            "default",
+            "http://127.0.0.1:9/",
+            hookrelay::signing::generate_secret(),
+        )
+    };
+    store.create_endpoint(&endpoint, u32::MAX).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let event = Event {
+            id: new_id(prefix::EVENT),
+            tenant_id: "default".into(),
+            event_type: "order.step".into(),
+            data: serde_json::json!({ "k": "one", "i": i }),
+            actor: None,
+            idempotency_key: None,
+            traceparent: None,
+            created_at: domain::now(),
+            deliver_at: None,
+        };
+        let store::Ingested::Created(_, ds) =
+            store.ingest(event, 5, Arc::new(NoCheck)).await.unwrap()
+        else {
+            panic!("created")
+        };
+        ids.push(ds[0].id.clone());
+    }
+    let due = |store: Arc<dyn Store>, ids: Vec<String>| async move {
+        let mut out = Vec::new();
+        for id in &ids {
+            let d = store.get_delivery("default", id).await.unwrap().unwrap();
+            out.push(d.next_attempt_at.is_some());
+        }
+        out
+    };
+    let lease = domain::now() + chrono::Duration::seconds(60);
+    for (round, id) in ids.iter().enumerate() {
+        // The claim parks whoever waits (its sweep runs at most every 250 ms).
+        let claimed = eventually(std::time::Duration::from_secs(5), || async {
+            let c = store
+                .claim(domain::now(), lease, "lse_o", 10, &Default::default())
+                .await
+                .unwrap();
+            (!c.is_empty()).then_some(c)
+        })
+        .await
+        .expect("the next of the key is claimable");
+        assert_eq!(claimed.len(), 1, "one at a time");
+        assert_eq!(&claimed[0].delivery.id, id, "in order");
+        let waiting = eventually(std::time::Duration::from_secs(5), || async {
+            let d = due(store.clone(), ids[round + 1..].to_vec()).await;
+            d.iter().all(|due| !due).then_some(())
+        })
+        .await;
+        assert!(waiting.is_some(), "the rest of the key waits parked");
+        let c = &claimed[0];
+        let done = Completion {
+            ordered: true,
+            delivery_id: c.delivery.id.clone(),
+            endpoint_id: c.endpoint.id.clone(),
+            lease_id: c.lease_id.clone(),
+            status: DeliveryStatus::Delivered,
+            next_attempt_at: None,
+            disable_endpoint: None,
+            attempt: Attempt {
+                id: new_id(prefix::ATTEMPT),
+                delivery_id: c.delivery.id.clone(),
+                attempt_number: 1,
+                started_at: domain::now(),
+                duration_ms: 3,
+                status_code: Some(200),
+                response: None,
+                error: None,
+                outcome: AttemptOutcome::Success,
+                next_attempt_at: None,
+            },
+        };
+        store.complete(&[done], &Default::default()).await.unwrap();
+        if let Some(next) = ids.get(round + 1) {
+            let d = store.get_delivery("default", next).await.unwrap().unwrap();
+            assert!(
+                d.next_attempt_at.is_some(),
+                "the finish released the next one"
+            );
+        }
+    }
+    if let Some(name) = pg {
+        drop(store);
+        drop_pg_database(&name).await;
+    }
+}
+
 crate::both_stores!(
     retention_prunes_only_old_attempts_of_delivered_deliveries,
-    a_source_lease_has_one_holder_and_positions_only_move_forward
+    a_source_lease_has_one_holder_and_positions_only_move_forward,
+    a_keys_backlog_waits_parked_and_goes_one_at_a_time
 );
 
 /// A source's lease has one holder until it runs out; its positions never move back (a
