@@ -344,12 +344,9 @@ impl Evaluator {
         };
         let severity = severity(&a.rule);
         let text = if resolved {
-            format!(
-                "[hookrelay] RESOLVED {} ({severity}): {}",
-                a.rule, a.message
-            )
+            format!("[hookrelay] RESOLVED {}: {}", a.rule, a.message)
         } else {
-            format!("[hookrelay] ALERT {} ({severity}): {}", a.rule, a.message)
+            format!("[hookrelay] ALERT {}: {}", a.rule, a.message)
         };
         let data = match self.config.format {
             AlertFormat::Slack => serde_json::json!({ "text": text, "severity": severity }),
