@@ -49,8 +49,8 @@ pub struct SmtpConfig {
     password: Option<String>,
     from: Mailbox,
     to: Vec<Mailbox>,
-    /// PEM certificates to trust instead of the web's roots.
-    ca: Option<Vec<u8>>,
+    /// The TLS setup, made once when the URL is parsed (with `ca_file`'s certificates).
+    tls: Tls,
 }
 
 /// Debug output never shows the password.
@@ -133,12 +133,12 @@ impl SmtpConfig {
                 }
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("option \"ca_file\": cannot read {path:?}: {e}"))?;
-                Certificate::from_pem(&pem).map_err(|e| {
+                Some(Certificate::from_pem(&pem).map_err(|e| {
                     format!("option \"ca_file\": {path:?} is not a PEM certificate: {e}")
-                })?;
-                Some(pem)
+                })?)
             }
         };
+        let tls = tls_for(&host, security, ca)?;
         let port = url.port().unwrap_or(match security {
             Security::StartTls => 587,
             Security::Tls => 465,
@@ -152,44 +152,39 @@ impl SmtpConfig {
             password,
             from,
             to,
-            ca,
+            tls,
         })
     }
 
-    fn transport(
-        &self,
-        settings: &BrokerSettings,
-    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
-        let tls = |required: bool| -> Result<Tls, SendError> {
-            let mut params = TlsParameters::builder(self.host.clone());
-            if let Some(pem) = &self.ca {
-                // Checked when the URL was parsed.
-                let cert = Certificate::from_pem(pem)
-                    .map_err(|e| permanent(format!("ca_file is not a PEM certificate: {e}")))?;
-                params = params.add_root_certificate(cert);
-            }
-            let params = params
-                .build_rustls()
-                .map_err(|e| permanent(format!("cannot set up TLS: {e}")))?;
-            Ok(if required {
-                Tls::Required(params)
-            } else {
-                Tls::Wrapper(params)
-            })
-        };
+    fn transport(&self, settings: &BrokerSettings) -> AsyncSmtpTransport<Tokio1Executor> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
             .port(self.port)
-            .timeout(Some(settings.timeout));
-        builder = match self.security {
-            Security::StartTls => builder.tls(tls(true)?),
-            Security::Tls => builder.tls(tls(false)?),
-            Security::None => builder.tls(Tls::None),
-        };
+            .timeout(Some(settings.timeout))
+            .tls(self.tls.clone());
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        Ok(builder.build())
+        builder.build()
     }
+}
+
+/// The TLS setup of a connection to `host`: required after STARTTLS, from the start, or none;
+/// checked against `ca` when given, else against the web's roots.
+fn tls_for(host: &str, security: Security, ca: Option<Certificate>) -> Result<Tls, String> {
+    if security == Security::None {
+        return Ok(Tls::None);
+    }
+    let mut params = TlsParameters::builder(host.to_owned());
+    if let Some(cert) = ca {
+        params = params.add_root_certificate(cert);
+    }
+    let params = params
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS for {host}: {e}"))?;
+    Ok(match security {
+        Security::StartTls => Tls::Required(params),
+        _ => Tls::Wrapper(params),
+    })
 }
 
 /// The subject and text of the mail for a delivered JSON body.
@@ -252,7 +247,7 @@ impl Smtp {
         let mail = mail
             .body(text)
             .map_err(|e| permanent(format!("cannot build the mail: {e}")))?;
-        let transport = config.transport(&self.settings)?;
+        let transport = config.transport(&self.settings);
         match transport.send(mail).await {
             Ok(response) => Ok(acked(format!(
                 "{} {}",

@@ -447,6 +447,16 @@ impl ProbeClock {
     }
 }
 
+/// The deliveries of a batch with an ordering key: finishing one may release the next of
+/// its key (both stores release it in the completing transaction).
+pub(crate) fn ordered_ids(completions: &[Completion]) -> Vec<String> {
+    completions
+        .iter()
+        .filter(|c| c.ordered)
+        .map(|c| c.delivery_id.clone())
+        .collect()
+}
+
 /// Splits the endpoints of a batch: those whose last attempt in it succeeded, whose breaker
 /// simply resets (no need to read it), and the others, whose breaker must be read and moved
 /// on with [`breaker_updates`].

@@ -1633,11 +1633,7 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let ordered: Vec<String> = completions
-            .iter()
-            .filter(|c| c.ordered)
-            .map(|c| c.delivery_id.clone())
-            .collect();
+        let ordered = super::ordered_ids(completions);
         if !ordered.is_empty() {
             self.release_ordered(&mut tx, &ordered, domain::now())
                 .await?;

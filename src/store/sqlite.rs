@@ -1437,11 +1437,7 @@ impl SqliteStore {
                 .map_err(db)?;
             }
         }
-        let ordered: Vec<String> = completions
-            .iter()
-            .filter(|c| c.ordered)
-            .map(|c| c.delivery_id.clone())
-            .collect();
+        let ordered = super::ordered_ids(completions);
         if !ordered.is_empty() {
             release_ordered(&mut tx, &ordered, crate::domain::now()).await?;
         }

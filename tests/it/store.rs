@@ -35,6 +35,39 @@ async fn open(backend: Backend, dir: &tempfile::TempDir) -> (Arc<dyn Store>, Opt
     }
 }
 
+/// The completion of a claimed delivery's first attempt, finished for good with `status`.
+fn finished(
+    c: &store::Claimed,
+    status: DeliveryStatus,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Completion {
+    Completion {
+        ordered: false,
+        delivery_id: c.delivery.id.clone(),
+        endpoint_id: c.endpoint.id.clone(),
+        lease_id: c.lease_id.clone(),
+        status,
+        next_attempt_at: None,
+        disable_endpoint: None,
+        attempt: Attempt {
+            id: new_id(prefix::ATTEMPT),
+            delivery_id: c.delivery.id.clone(),
+            attempt_number: 1,
+            started_at,
+            duration_ms: 3,
+            status_code: Some(200),
+            response: None,
+            error: None,
+            outcome: if status == DeliveryStatus::Delivered {
+                AttemptOutcome::Success
+            } else {
+                AttemptOutcome::Failed
+            },
+            next_attempt_at: None,
+        },
+    }
+}
+
 async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (store, pg) = open(backend, &dir).await;
@@ -85,31 +118,7 @@ async fn retention_prunes_only_old_attempts_of_delivered_deliveries(backend: Bac
     let completions: Vec<Completion> = claimed
         .iter()
         .zip(plan)
-        .map(|(c, (status, started_at))| Completion {
-            ordered: false,
-            delivery_id: c.delivery.id.clone(),
-            endpoint_id: c.endpoint.id.clone(),
-            lease_id: c.lease_id.clone(),
-            status,
-            next_attempt_at: None,
-            disable_endpoint: None,
-            attempt: Attempt {
-                id: new_id(prefix::ATTEMPT),
-                delivery_id: c.delivery.id.clone(),
-                attempt_number: 1,
-                started_at,
-                duration_ms: 3,
-                status_code: Some(200),
-                response: None,
-                error: None,
-                outcome: if status == DeliveryStatus::Delivered {
-                    AttemptOutcome::Success
-                } else {
-                    AttemptOutcome::Failed
-                },
-                next_attempt_at: None,
-            },
-        })
+        .map(|(c, (status, started_at))| finished(c, status, started_at))
         .collect();
     store
         .complete(&completions, &Default::default())
@@ -197,27 +206,9 @@ async fn a_keys_backlog_waits_parked_and_goes_one_at_a_time(backend: Backend) {
         })
         .await;
         assert!(waiting.is_some(), "the rest of the key waits parked");
-        let c = &claimed[0];
         let done = Completion {
             ordered: true,
-            delivery_id: c.delivery.id.clone(),
-            endpoint_id: c.endpoint.id.clone(),
-            lease_id: c.lease_id.clone(),
-            status: DeliveryStatus::Delivered,
-            next_attempt_at: None,
-            disable_endpoint: None,
-            attempt: Attempt {
-                id: new_id(prefix::ATTEMPT),
-                delivery_id: c.delivery.id.clone(),
-                attempt_number: 1,
-                started_at: domain::now(),
-                duration_ms: 3,
-                status_code: Some(200),
-                response: None,
-                error: None,
-                outcome: AttemptOutcome::Success,
-                next_attempt_at: None,
-            },
+            ..finished(&claimed[0], DeliveryStatus::Delivered, domain::now())
         };
         store.complete(&[done], &Default::default()).await.unwrap();
         if let Some(next) = ids.get(round + 1) {
