@@ -46,26 +46,30 @@ pub async fn produce(
     events: usize,
     body: Value,
 ) {
-    produce_with(http, base, producers, events, move || body.clone()).await
+    produce_with(http, base, producers, events, move || body.clone()).await;
 }
 
 /// [`produce`] with each event's body made by `body` just before it is sent (to carry the
-/// time it was sent, say).
+/// time it was sent, say). Returns, for every post, when it was sent (microseconds after
+/// `base`) and how long it took to be answered (microseconds).
 pub async fn produce_with(
     http: &reqwest::Client,
     base: &str,
     producers: usize,
     events: usize,
     body: impl Fn() -> Value + Clone + Send + 'static,
-) {
+) -> Vec<(u64, u64)> {
     let ingest = format!("{base}/v1/tenants/default/events");
     let next = Arc::new(AtomicUsize::new(0));
+    let origin = std::time::Instant::now();
     let tasks: Vec<_> = (0..producers)
         .map(|_| {
             let (http, ingest, next, body) =
                 (http.clone(), ingest.clone(), next.clone(), body.clone());
             tokio::spawn(async move {
+                let mut answers = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < events {
+                    let sent = origin.elapsed();
                     let r = http
                         .post(&ingest)
                         .bearer_auth(TOKEN)
@@ -74,13 +78,18 @@ pub async fn produce_with(
                         .await
                         .unwrap();
                     assert_eq!(r.status(), 202);
+                    let took = origin.elapsed() - sent;
+                    answers.push((sent.as_micros() as u64, took.as_micros() as u64));
                 }
+                answers
             })
         })
         .collect();
+    let mut answers = Vec::with_capacity(events);
     for t in tasks {
-        t.await.unwrap();
+        answers.extend(t.await.unwrap());
     }
+    answers
 }
 
 /// Starts `hookrelay serve` on `db` with `role` (`all`, `api` or `dispatcher`) and the
@@ -107,6 +116,9 @@ pub fn start_hookrelay(db: &str, role: &str, env: &[(String, String)]) -> (Child
             if line.contains("hookrelay started") {
                 let v: Value = serde_json::from_str(&line).unwrap();
                 let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            } else if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
+                // What hookrelay warns of during a bench belongs beside its figures.
+                eprintln!("hookrelay: {line}");
             }
         }
     });
