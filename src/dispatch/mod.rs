@@ -84,7 +84,10 @@ impl Dispatcher {
             done_rx,
         ));
         let mut store_errors = 0u32;
-        let in_flight = InFlight::new(this.config.tenant_limit());
+        let in_flight = InFlight::new(
+            this.config.tenant_limit(),
+            this.config.endpoint_concurrency.max(1),
+        );
 
         while !*shutdown.borrow() {
             // Wait for a free slot before claiming: never lease more than can be sent.
@@ -131,9 +134,17 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
-            let claimed = this.admit(claimed, &in_flight).await;
+            let claimed = this.admit(claimed).await;
             let mut first = Some(first);
+            // Deliveries to an endpoint that is at its cap and has lately been too slow to
+            // free a slot in time go straight back.
+            let mut back = Vec::new();
             for c in claimed {
+                let mut slot = in_flight.enter(&c.endpoint.id, &c.delivery.tenant_id);
+                if !slot.may_send() {
+                    back.push((c.delivery.id, c.lease_id, later()));
+                    continue;
+                }
                 let permit = match first.take() {
                     Some(p) => p,
                     // `room` permits were free and only this loop takes them.
@@ -147,8 +158,14 @@ impl Dispatcher {
                 };
                 let this = this.clone();
                 let done = done_tx.clone();
-                let slot = in_flight.enter(&c.endpoint.id, &c.delivery.tenant_id);
                 tokio::spawn(async move {
+                    if !slot.send_within(ENDPOINT_WAIT).await {
+                        // The endpoint stayed at its cap: hand the delivery back, due a
+                        // little later, without an attempt.
+                        this.hand_back(vec![(c.delivery.id, c.lease_id, later())])
+                            .await;
+                        return;
+                    }
                     let completion = this.deliver(c).await;
                     drop(slot);
                     // The writer lives until every sender is gone; a failed send means the
@@ -157,6 +174,7 @@ impl Dispatcher {
                     let _ = done.send((completion, permit)).await;
                 });
             }
+            this.hand_back(back).await;
             if got >= limit {
                 continue; // more may be due right now
             }
@@ -171,11 +189,11 @@ impl Dispatcher {
         let _ = writer.await;
     }
 
-    /// Applies the per-endpoint limits to a claimed batch: at most
-    /// `endpoint_concurrency` deliveries in flight per endpoint in this process (so a slow
-    /// endpoint cannot take every slot), and each endpoint's rate limit (shared through
-    /// the store). What may not go now is handed back, due later, without an attempt.
-    async fn admit(&self, claimed: Vec<Claimed>, in_flight: &InFlight) -> Vec<Claimed> {
+    /// Applies each endpoint's rate limit (shared through the store) to a claimed batch. What
+    /// may not go now is handed back, due at its turn, without an attempt. The cap of
+    /// `endpoint_concurrency` deliveries being sent to one endpoint at once is applied per
+    /// delivery when it is sent (see [`Slot::send_within`]).
+    async fn admit(&self, claimed: Vec<Claimed>) -> Vec<Claimed> {
         let now = domain::now();
         let mut groups: Vec<(String, Vec<Claimed>)> = Vec::new();
         for c in claimed {
@@ -186,17 +204,7 @@ impl Dispatcher {
         }
         let mut go = Vec::new();
         let mut back: Vec<(String, String, DateTime<Utc>)> = Vec::new();
-        let soon = now + chrono::Duration::milliseconds(200);
         for (endpoint_id, mut group) in groups {
-            let free = self
-                .config
-                .endpoint_concurrency
-                .saturating_sub(in_flight.count(&endpoint_id));
-            if group.len() > free {
-                for c in group.split_off(free) {
-                    back.push((c.delivery.id, c.lease_id, soon));
-                }
-            }
             let rate = group.first().and_then(|c| c.endpoint.rate());
             if let (Some(rate), false) = (rate, group.is_empty()) {
                 let want = u32::try_from(group.len()).unwrap_or(u32::MAX);
@@ -225,13 +233,19 @@ impl Dispatcher {
             }
             go.extend(group);
         }
-        if !back.is_empty() {
-            if let Err(e) = self.store.release(&back).await {
-                // The leases run out and the deliveries come back then.
-                warn!(error = %e, count = back.len(), "handing back deferred deliveries failed");
-            }
-        }
+        self.hand_back(back).await;
         go
+    }
+
+    /// Hands claimed deliveries back to the store, each due at its time, without an attempt.
+    async fn hand_back(&self, back: Vec<(String, String, DateTime<Utc>)>) {
+        if back.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release(&back).await {
+            // The leases run out and the deliveries come back then.
+            warn!(error = %e, count = back.len(), "handing back deferred deliveries failed");
+        }
     }
 
     /// Sleeps until woken, until the earliest pending delivery is due, or the poll interval.
@@ -439,38 +453,60 @@ struct InFlightState {
     counts: std::sync::Mutex<Counts>,
     /// Most deliveries in flight for one tenant.
     tenant_limit: usize,
+    /// Most deliveries being sent to one endpoint at once.
+    endpoint_limit: usize,
     /// Signalled when a tenant at its cap gets a slot back.
     freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Counts {
-    endpoints: HashMap<String, usize>,
+    endpoints: HashMap<String, EndpointSlots>,
     tenants: HashMap<String, usize>,
 }
 
-/// One delivery in flight; leaving drops the counts.
+/// The sending slots of one endpoint with deliveries in flight.
+struct EndpointSlots {
+    /// `endpoint_limit` permits; waiters are served in claim order, one wake-up per permit.
+    slots: Arc<Semaphore>,
+    /// Until when a claimed delivery finding no slot goes straight back instead of waiting:
+    /// set when one waited [`ENDPOINT_WAIT`] in vain, so that a slow endpoint's backlog
+    /// does not hold the process's slots while others' deliveries wait behind it.
+    congested_until: Option<std::time::Instant>,
+}
+
+impl InFlightState {
+    /// The counts. They are plain numbers, each changed in one step under the lock, so a
+    /// panic elsewhere while the lock was held cannot have left them half-changed: a
+    /// poisoned lock still holds true counts.
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One claimed delivery: counted against its tenant from the claim on, and against its
+/// endpoint (a permit of the endpoint's semaphore) while it is being sent. Dropping it
+/// gives both back.
 struct Slot {
     in_flight: InFlight,
     endpoint_id: String,
     tenant_id: String,
+    endpoint: Arc<Semaphore>,
+    sending: Option<OwnedSemaphorePermit>,
+    /// Whether it may wait for a sending slot (the endpoint is not congested).
+    may_wait: bool,
 }
 
 impl InFlight {
-    fn new(tenant_limit: usize) -> Self {
+    fn new(tenant_limit: usize, endpoint_limit: usize) -> Self {
         Self(Arc::new(InFlightState {
             counts: Default::default(),
             tenant_limit,
+            endpoint_limit,
             freed: tokio::sync::Notify::new(),
         }))
-    }
-
-    fn count(&self, endpoint_id: &str) -> usize {
-        self.0
-            .counts
-            .lock()
-            .map(|m| m.endpoints.get(endpoint_id).copied().unwrap_or(0))
-            .unwrap_or(0)
     }
 
     /// What the next claim may take of each tenant: up to the cap, less what is in flight.
@@ -478,18 +514,14 @@ impl InFlight {
         let limit = self.0.tenant_limit;
         let room = self
             .0
-            .counts
-            .lock()
-            .map(|m| {
-                m.tenants
-                    .iter()
-                    .map(|(t, n)| {
-                        let left = limit.saturating_sub(*n);
-                        (t.clone(), u32::try_from(left).unwrap_or(u32::MAX))
-                    })
-                    .collect()
+            .counts()
+            .tenants
+            .iter()
+            .map(|(t, n)| {
+                let left = limit.saturating_sub(*n);
+                (t.clone(), u32::try_from(left).unwrap_or(u32::MAX))
             })
-            .unwrap_or_default();
+            .collect();
         TenantShare {
             per_tenant: u32::try_from(limit).unwrap_or(u32::MAX),
             room,
@@ -502,16 +534,58 @@ impl InFlight {
         self.0.freed.notified().await
     }
 
+    /// Counts a claimed delivery against its tenant, and against its endpoint when the
+    /// endpoint has room now (see [`Slot::send_within`] otherwise).
     fn enter(&self, endpoint_id: &str, tenant_id: &str) -> Slot {
-        if let Ok(mut m) = self.0.counts.lock() {
-            *m.endpoints.entry(endpoint_id.to_owned()).or_default() += 1;
-            *m.tenants.entry(tenant_id.to_owned()).or_default() += 1;
-        }
+        let mut counts = self.0.counts();
+        *counts.tenants.entry(tenant_id.to_owned()).or_default() += 1;
+        let endpoint = counts
+            .endpoints
+            .entry(endpoint_id.to_owned())
+            .or_insert_with(|| EndpointSlots {
+                slots: Arc::new(Semaphore::new(self.0.endpoint_limit)),
+                congested_until: None,
+            });
+        let may_wait = endpoint
+            .congested_until
+            .is_none_or(|t| t <= std::time::Instant::now());
+        let slots = endpoint.slots.clone();
+        drop(counts);
+        let sending = slots.clone().try_acquire_owned().ok();
         Slot {
             in_flight: self.clone(),
             endpoint_id: endpoint_id.to_owned(),
             tenant_id: tenant_id.to_owned(),
+            endpoint: slots,
+            sending,
+            may_wait,
         }
+    }
+}
+
+impl Slot {
+    /// Whether it is being sent, or may wait for a slot at its endpoint.
+    fn may_send(&self) -> bool {
+        self.sending.is_some() || self.may_wait
+    }
+
+    /// Waits, at most `wait`, for a sending slot at the endpoint (in claim order); false
+    /// when none came in time, and the endpoint counts as congested for a while.
+    async fn send_within(&mut self, wait: Duration) -> bool {
+        if self.sending.is_none() && self.may_wait {
+            let acquire = self.endpoint.clone().acquire_owned();
+            self.sending = tokio::time::timeout(wait, acquire)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if self.sending.is_none() {
+                let mut counts = self.in_flight.0.counts();
+                if let Some(e) = counts.endpoints.get_mut(&self.endpoint_id) {
+                    e.congested_until = Some(std::time::Instant::now() + CONGESTED_FOR);
+                }
+            }
+        }
+        self.sending.is_some()
     }
 }
 
@@ -530,18 +604,37 @@ fn leave(counts: &mut HashMap<String, usize>, key: &str) -> usize {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.sending = None;
         let state = &self.in_flight.0;
-        if let Ok(mut m) = state.counts.lock() {
-            leave(&mut m.endpoints, &self.endpoint_id);
-            if leave(&mut m.tenants, &self.tenant_id) >= state.tenant_limit {
-                state.freed.notify_one();
-            }
+        let mut counts = state.counts();
+        // Every other slot of this endpoint holds a clone of its semaphore: when only the
+        // map's and this one's are left, no other delivery to it is in flight.
+        if Arc::strong_count(&self.endpoint) == 2 {
+            counts.endpoints.remove(&self.endpoint_id);
+        }
+        if leave(&mut counts.tenants, &self.tenant_id) >= state.tenant_limit {
+            state.freed.notify_one();
         }
     }
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// How long a claimed delivery waits for room at an endpoint that has
+/// `endpoint_concurrency` deliveries being sent. An endpoint that answers quickly frees a slot
+/// well within it; one that does not gets its surplus handed back (see [`later`]), so a slow
+/// endpoint holds the process's slots for no longer than this.
+const ENDPOINT_WAIT: Duration = Duration::from_millis(100);
+
+/// How long an endpoint that left a delivery waiting [`ENDPOINT_WAIT`] in vain counts as
+/// congested: its deliveries that find no slot meanwhile are handed back at once.
+const CONGESTED_FOR: Duration = Duration::from_secs(1);
+
+/// When a delivery handed back for want of room at its endpoint is due again.
+fn later() -> DateTime<Utc> {
+    domain::now() + chrono::Duration::milliseconds(200)
 }
 
 /// Most completions written in one transaction.
@@ -643,5 +736,49 @@ pub fn batch_stats(done: &[Done]) -> BatchStats {
     BatchStats {
         minutes: by_minute.into_values().collect(),
         endpoints: by_endpoint.into_values().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_over_the_endpoint_cap_waits_for_a_slot_in_order() {
+        let in_flight = InFlight::new(10, 1);
+        let first = in_flight.enter("ep_1", "t_1");
+        let mut second = in_flight.enter("ep_1", "t_1");
+        assert!(first.sending.is_some() && second.sending.is_none());
+        assert!(second.may_send(), "a fresh endpoint is not congested");
+        // Another endpoint has its own slots.
+        assert!(in_flight.enter("ep_2", "t_1").sending.is_some());
+        let waiting = tokio::spawn(async move { second.send_within(Duration::from_secs(5)).await });
+        drop(first);
+        assert!(waiting.await.unwrap(), "the freed slot went to the waiter");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_frees_no_slot_in_time_is_congested_for_a_while() {
+        let in_flight = InFlight::new(10, 1);
+        let _busy = in_flight.enter("ep_1", "t_1");
+        let mut waiter = in_flight.enter("ep_1", "t_1");
+        assert!(!waiter.send_within(Duration::from_millis(10)).await);
+        let next = in_flight.enter("ep_1", "t_1");
+        assert!(
+            !next.may_send(),
+            "a congested endpoint's surplus goes straight back"
+        );
+        // Its tenant still counts every claimed delivery.
+        assert_eq!(in_flight.share().room, vec![("t_1".to_owned(), 7)]);
+    }
+
+    #[tokio::test]
+    async fn slots_leave_no_trace_once_every_delivery_is_done() {
+        let in_flight = InFlight::new(2, 1);
+        let slots: Vec<Slot> = (0..3).map(|_| in_flight.enter("ep_1", "t_1")).collect();
+        assert_eq!(in_flight.share().room, vec![("t_1".to_owned(), 0)]);
+        drop(slots);
+        let counts = in_flight.0.counts();
+        assert!(counts.endpoints.is_empty() && counts.tenants.is_empty());
     }
 }
