@@ -14,8 +14,9 @@
 //! ingest rate, the delivery rate (events per second from the first post to the last
 //! receipt) and the end-to-end latency under that load. Phase 2 posts at a fixed rate and
 //! reports end-to-end latency (post sent → request received). Both print a latency histogram,
-//! the slowest delivery and when in the phase it was sent, and the hookrelay process's peak
-//! resident memory (sampled every 20 ms from /proc). At the end, the number of deliveries
+//! the slowest delivery and when in the phase it was sent, how long ingest took to answer,
+//! and the hookrelay process's peak resident memory (sampled every 20 ms from /proc); phase 1
+//! also its CPU time per delivered event by kind of thread. At the end, the number of deliveries
 //! received more than once (by `webhook-id`): with every process healthy it must be 0. With
 //! several runs, a summary gives min, median and max of each figure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -182,6 +183,52 @@ impl RssSampler {
     }
 }
 
+/// CPU time (user + system) a process's threads have used, in seconds, summed by thread
+/// name with digits dropped (`tokio-runtime-worker`, `sqlx-sqlite-worker-`, …), from /proc.
+fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    // The kernel reports thread times in USER_HZ ticks, 100 a second on Linux.
+    let hz = 100.0;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid … field 14 utime, 15 stime.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name: String = stat[open + 1..close]
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        *by_name.entry(name).or_insert(0.0) += ticks / hz;
+    }
+    by_name
+}
+
+/// Prints the CPU time each kind of thread used between `before` and now, per event.
+fn print_cpu(pid: u32, before: &std::collections::BTreeMap<String, f64>, events: usize) {
+    let now = cpu_by_thread(pid);
+    let mut line = String::from("  hookrelay CPU per delivered event:");
+    let mut total = 0.0;
+    for (name, secs) in &now {
+        let used = secs - before.get(name).copied().unwrap_or(0.0);
+        total += used;
+        if used > 0.0 {
+            line.push_str(&format!(" {name} {:.0} µs,", used * 1e6 / events as f64));
+        }
+    }
+    println!("{line} total {:.0} µs", total * 1e6 / events as f64);
+}
+
 /// One run's figures, for the summary over runs.
 #[derive(Default)]
 struct Figures {
@@ -303,6 +350,7 @@ async fn run_once() -> Figures {
     rss.take_peak();
 
     // Phase 1: as fast as possible.
+    let cpu_before = cpu_by_thread(first.id());
     let start = Instant::now();
     let phase_start = sink.base.elapsed().as_micros() as u64;
     let stamp = sink.clone();
@@ -339,6 +387,7 @@ async fn run_once() -> Figures {
     );
     answers.sort_unstable_by_key(|&(_, l)| l);
     print_latency("ingest answered (post to 202)", &answers, 0);
+    print_cpu(first.id(), &cpu_before, events);
     figures.full_rss = rss.take_peak();
 
     // Phase 2: fixed rate, end-to-end latency.
