@@ -560,38 +560,70 @@ struct Dns {
 }
 
 impl Dns {
-    fn start(name: &str, ip: &str) -> Self {
+    /// Starts dnsmasq answering `name` = `ip`, once it does. dnsmasq listens on UDP and TCP:
+    /// a port another test takes meanwhile makes it exit, and then it is started again on
+    /// another port.
+    async fn start(name: &str, ip: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hosts"), format!("{ip} {name}\n")).unwrap();
-        // A free UDP port: bind, read it, release it for dnsmasq.
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--local-ttl=0",
-                "--cache-size=0",
-                "--pid-file=",
-                "--user=root",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--hostsdir={}", dir.path().display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq is installed (scripts/services installs dnsmasq-base)");
-        Self {
-            addr: ([127, 0, 0, 1], port).into(),
-            dir,
-            child,
+        let want: std::net::IpAddr = ip.parse().unwrap();
+        for _ in 0..5 {
+            // A port free for both TCP and UDP: bind both, read it, release them.
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = tcp.local_addr().unwrap().port();
+            let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
+                continue;
+            };
+            drop((tcp, udp));
+            let mut child = std::process::Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--listen-address=127.0.0.1",
+                    "--local-ttl=0",
+                    "--cache-size=0",
+                    "--pid-file=",
+                    "--user=root",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--hostsdir={}", dir.path().display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dnsmasq is installed (scripts/services installs dnsmasq-base)");
+            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            // Listening on TCP first: a UDP query sent before it listens waits out the
+            // resolver's timeout.
+            let listening = eventually(Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(addr).await.ok()
+            })
+            .await;
+            if listening.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
+            let lookup = hookrelay::destinations::net::Lookup::server(addr);
+            let answered = eventually(Duration::from_secs(10), || {
+                let lookup = lookup.clone();
+                async move {
+                    lookup
+                        .resolve(name, 80)
+                        .await
+                        .ok()
+                        .filter(|ips| ips.contains(&want))
+                }
+            })
+            .await;
+            if answered.is_some() {
+                return Self { addr, dir, child };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("dnsmasq did not start answering {name} = {ip} on any of five ports");
     }
 
     /// Points `name` at `ip` and waits until the server answers so.
@@ -648,7 +680,7 @@ async fn ssrf_guard_follows_dns_changes() {
         "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         "100::1",
     ];
-    let dns = Dns::start(NAME, "127.0.0.1");
+    let dns = Dns::start(NAME, "127.0.0.1").await;
     // Loopback is allowed for the receiver's sake, but only 127.0.0.1/32: the rest of
     // 127/8 is as blocked as any private range.
     let app = spawn_app_on(Backend::Sqlite, |c| {
