@@ -566,7 +566,6 @@ impl Dns {
     async fn start(name: &str, ip: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hosts"), format!("{ip} {name}\n")).unwrap();
-        let want: std::net::IpAddr = ip.parse().unwrap();
         for _ in 0..5 {
             // A port free for both TCP and UDP: bind both, read it, release them.
             let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -605,19 +604,7 @@ impl Dns {
                 let _ = child.wait();
                 continue;
             }
-            let lookup = hookrelay::destinations::net::Lookup::server(addr);
-            let answered = eventually(Duration::from_secs(10), || {
-                let lookup = lookup.clone();
-                async move {
-                    lookup
-                        .resolve(name, 80)
-                        .await
-                        .ok()
-                        .filter(|ips| ips.contains(&want))
-                }
-            })
-            .await;
-            if answered.is_some() {
+            if answers(addr, name, ip).await {
                 return Self { addr, dir, child };
             }
             let _ = child.kill();
@@ -632,21 +619,29 @@ impl Dns {
         let tmp = self.dir.path().join(".hosts.tmp");
         std::fs::write(&tmp, format!("{ip} {name}\n")).unwrap();
         std::fs::rename(&tmp, self.dir.path().join("hosts")).unwrap();
-        let want: std::net::IpAddr = ip.parse().unwrap();
-        let lookup = hookrelay::destinations::net::Lookup::server(self.addr);
-        eventually(Duration::from_secs(10), || {
-            let lookup = lookup.clone();
-            async move {
-                lookup
-                    .resolve(name, 80)
-                    .await
-                    .ok()
-                    .filter(|ips| ips.contains(&want))
-            }
-        })
-        .await
-        .unwrap_or_else(|| panic!("dnsmasq never answered {name} = {ip}"));
+        assert!(
+            answers(self.addr, name, ip).await,
+            "dnsmasq never answered {name} = {ip}"
+        );
     }
+}
+
+/// Whether the DNS server at `addr` answers `name` with `ip` within 10 s.
+async fn answers(addr: std::net::SocketAddr, name: &str, ip: &str) -> bool {
+    let want: std::net::IpAddr = ip.parse().unwrap();
+    let lookup = hookrelay::destinations::net::Lookup::server(addr);
+    eventually(Duration::from_secs(10), || {
+        let lookup = lookup.clone();
+        async move {
+            lookup
+                .resolve(name, 80)
+                .await
+                .ok()
+                .filter(|ips| ips.contains(&want))
+        }
+    })
+    .await
+    .is_some()
 }
 
 impl Drop for Dns {
