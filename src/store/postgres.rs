@@ -63,6 +63,7 @@ macro_rules! ms_col {
 mod ingest;
 mod ops;
 mod outbox;
+mod pool;
 pub mod schema;
 
 /// The sequence from which every write that makes deliveries due draws a number (new
@@ -123,12 +124,7 @@ impl PostgresStore {
         // cost estimates crossed `jit_above_cost`, so a claim that runs in under a
         // millisecond spent about 300 ms compiling itself.
         let options = base.options([("jit", "off"), ("search_path", schema.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(db)?;
+        let (pool, plans) = pool::open(options, max_connections, ACQUIRE_TIMEOUT).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         schema::install_functions(&pool, &schema, &schemas.functions).await?;
         let (stop, _) = watch::channel(());
@@ -141,6 +137,9 @@ impl PostgresStore {
             wake_follow_up: WAKE_FOLLOW_UP,
         };
         store.hash_inbox_tokens().await?;
+        if !plans.settle(&store.pool, pool::GROWN_PAGES).await? {
+            plans.watch(store.pool.clone(), store.stop.subscribe());
+        }
         Ok(store)
     }
 }
@@ -2671,14 +2670,53 @@ mod tests {
         }
     }
 
+    async fn plan_mode(pool: &PgPool) -> (String, String) {
+        sqlx::query_as("SELECT current_setting('jit'), current_setting('plan_cache_mode')")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn connections_run_without_jit() {
+    async fn connections_plan_with_parameters_until_the_tables_grow() {
         let db = TestDb::new().await;
-        let jit: String = sqlx::query_scalar("SHOW jit")
-            .fetch_one(&db.store.pool)
+        // The store's pool, on tables that are still empty.
+        assert_eq!(
+            plan_mode(&db.store.pool).await,
+            ("off".to_owned(), "force_custom_plan".to_owned())
+        );
+        // A pool of the same kind: generic plans come in once both tables have grown.
+        let options = PgConnectOptions::from_str(&db.url())
+            .unwrap()
+            .options([("jit", "off"), ("search_path", "hookrelay")]);
+        let (pool, plans) = pool::open(options, 2, ACQUIRE_TIMEOUT).await.unwrap();
+        assert!(!plans.settle(&pool, 1).await.unwrap(), "empty tables");
+        let t = "t_plans";
+        db.store
+            .create_tenant(&Tenant {
+                id: t.into(),
+                name: t.into(),
+                created_at: Utc::now(),
+            })
             .await
             .unwrap();
-        assert_eq!(jit, "off");
+        db.store
+            .create_endpoint(&endpoint(t, &["*"]), 100)
+            .await
+            .unwrap();
+        ingest(&db.store, event(t, "user.created", None))
+            .await
+            .unwrap();
+        assert!(plans.settle(&pool, 1).await.unwrap(), "a page each");
+        // Connections made before are replaced as they are acquired: the server's setting.
+        assert_eq!(
+            plan_mode(&pool).await,
+            ("off".to_owned(), "auto".to_owned())
+        );
+        assert!(
+            plans.settle(&pool, i64::MAX).await.unwrap(),
+            "once in, in for good"
+        );
     }
 
     #[tokio::test]
