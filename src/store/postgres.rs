@@ -2747,6 +2747,11 @@ mod tests {
                 .fetch_all(&db.store.pool)
                 .await
                 .unwrap();
+        // Every random character takes many values (a wrong shift would pin one).
+        for position in 14..30 {
+            let seen: HashSet<u8> = many.iter().map(|(id,)| id.as_bytes()[position]).collect();
+            assert!(seen.len() >= 24, "position {position}: {seen:?}");
+        }
         let distinct: HashSet<String> = many.into_iter().map(|(id,)| id).collect();
         assert_eq!(distinct.len(), 1000);
     }
