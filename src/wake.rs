@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::Notify;
 
 /// Wakes idle dispatchers when deliveries become due (a committed event, a re-enabled
@@ -18,5 +19,30 @@ impl Waker {
     /// Completes at the next wake-up (or at once if one is pending).
     pub async fn woken(&self) {
         self.0.notified().await;
+    }
+
+    /// Takes the pending wake-up, if there is one, without waiting: true if there was.
+    pub fn take_pending(&self) -> bool {
+        self.0.notified().now_or_never().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pending_wake_up_is_taken_once() {
+        let waker = Waker::default();
+        assert!(!waker.take_pending(), "nothing woke it yet");
+        waker.wake();
+        waker.wake(); // wake-ups do not add up
+        assert!(waker.take_pending());
+        assert!(!waker.take_pending(), "taken");
+        // One that comes after a look that found none still wakes the next wait.
+        waker.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waker.woken())
+            .await
+            .expect("woken");
     }
 }

@@ -252,6 +252,11 @@ impl Dispatcher {
     /// With a tenant at its cap (`capped`), what is due now may be only that tenant's
     /// backlog: a slot of a capped tenant coming free wakes the loop instead of a fast poll.
     async fn idle(&self, shutdown: &mut watch::Receiver<bool>, in_flight: &InFlight, capped: bool) {
+        // Woken while claiming (an event committed meanwhile): claim again at once, without
+        // the round trip that asks when the next delivery is due.
+        if self.waker.take_pending() {
+            return;
+        }
         let mut wait = self.config.poll_interval;
         let horizon = Utc::now() + to_chrono(wait);
         if let Ok(Some(due)) = self.store.next_due(horizon).await {
