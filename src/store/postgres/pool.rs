@@ -70,13 +70,14 @@ pub(super) async fn open(
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
-            let replaced = replaced.clone();
+            // Connected before generic plans were let in: closed, and another taken.
+            let stale = replaced.get().is_some_and(|at| meta.age > at.elapsed());
+            let ping = meta.idle_for >= PING_AFTER_IDLE;
             Box::pin(async move {
-                // Connected before generic plans were let in: closed, and another taken.
-                if replaced.get().is_some_and(|at| meta.age > at.elapsed()) {
+                if stale {
                     return Ok(false);
                 }
-                if meta.idle_for >= PING_AFTER_IDLE {
+                if ping {
                     conn.ping().await?;
                 }
                 Ok(true)
