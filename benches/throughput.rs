@@ -8,7 +8,10 @@
 //! BENCH_RUNS, runs each on a fresh database and process, default 1; BENCH_BINARY, the
 //! hookrelay binary to run instead of this build's).
 //!
-//! Each run first posts BENCH_EVENTS requests straight to the receiver from the same
+//! On PostgreSQL each run first measures plain single-row inserts into an ordinary table
+//! from as many connections as there are producers, for 4 s, before hookrelay starts: what
+//! that PostgreSQL commits on its own (ingest and delivery are also printed as ratios to
+//! it). Each run then posts BENCH_EVENTS requests straight to the receiver from the same
 //! producers (the raw HTTP rate the delivery rate is compared with). Phase 1 posts
 //! BENCH_EVENTS events as fast as BENCH_PRODUCERS concurrent producers can and reports the
 //! ingest rate, the delivery rate (events per second from the first post to the last
@@ -16,7 +19,9 @@
 //! reports end-to-end latency (post sent → request received). Both print a latency histogram,
 //! the slowest delivery and when in the phase it was sent, how long ingest took to answer,
 //! and the hookrelay process's peak resident memory (sampled every 20 ms from /proc); phase 1
-//! also its CPU time per delivered event by kind of thread. At the end, the number of deliveries
+//! also its CPU time per delivered event by kind of thread, and the whole machine's: CPU time
+//! per delivered event of every hookrelay process, of PostgreSQL's processes, of this bench
+//! (producers and receiver), and how busy the cores were. At the end, the number of deliveries
 //! received more than once (by `webhook-id`): with every process healthy it must be 0. With
 //! several runs, a summary gives min, median and max of each figure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,7 +39,10 @@ use axum::{body::Bytes, extract::State, http::StatusCode, Router};
 use serde_json::json;
 
 mod common;
-use common::{create_endpoint, env_or, produce_with, start_hookrelay, TOKEN};
+use common::{
+    create_endpoint, env_or, machine_cpu, plain_insert_rate, postgres_cpu, process_cpu,
+    produce_with, start_hookrelay, TOKEN,
+};
 
 struct Sink {
     count: AtomicUsize,
@@ -229,10 +237,56 @@ fn print_cpu(pid: u32, before: &std::collections::BTreeMap<String, f64>, events:
     println!("{line} total {:.0} µs", total * 1e6 / events as f64);
 }
 
+/// CPU time used on the whole machine, split by who used it, at one moment (seconds).
+struct Machine {
+    hookrelay: f64,
+    postgres: f64,
+    bench: f64,
+    busy: f64,
+    interrupts: f64,
+    total: f64,
+}
+
+impl Machine {
+    fn read(hookrelay: &[u32]) -> Self {
+        let (busy, interrupts, total) = machine_cpu();
+        Self {
+            hookrelay: hookrelay.iter().map(|&p| process_cpu(p)).sum(),
+            postgres: postgres_cpu(),
+            bench: process_cpu(std::process::id()),
+            busy,
+            interrupts,
+            total,
+        }
+    }
+
+    /// Prints the CPU time used since `before` per delivered event, by whom, and how busy
+    /// the machine's cores were: where the time goes when the machine is the limit.
+    fn print_since(&self, before: &Machine, events: usize) {
+        let per = |now: f64, then: f64| (now - then) * 1e6 / events as f64;
+        let (hookrelay, postgres, bench) = (
+            per(self.hookrelay, before.hookrelay),
+            per(self.postgres, before.postgres),
+            per(self.bench, before.bench),
+        );
+        let busy = per(self.busy, before.busy);
+        let interrupts = per(self.interrupts, before.interrupts);
+        println!(
+            "  machine CPU per delivered event: hookrelay {hookrelay:.0} µs, PostgreSQL {postgres:.0} µs, \
+             this bench (producers, receiver) {bench:.0} µs, interrupts (loopback network) \
+             {interrupts:.0} µs, other {:.0} µs; cores busy {:.0} %",
+            (busy - hookrelay - postgres - bench - interrupts).max(0.0),
+            100.0 * (self.busy - before.busy) / (self.total - before.total).max(f64::MIN_POSITIVE)
+        );
+    }
+}
+
 /// One run's figures, for the summary over runs.
 #[derive(Default)]
 struct Figures {
     raw_rate: f64,
+    /// PostgreSQL only: plain single-row inserts per second from as many connections.
+    plain_rate: f64,
     ingest_rate: f64,
     delivery_rate: f64,
     full_p99: f64,
@@ -271,6 +325,15 @@ async fn main() {
         show("ingest", "events/s", |f| f.ingest_rate);
         show("delivery", "deliveries/s", |f| f.delivery_rate);
         show("delivery / raw HTTP", "", |f| f.delivery_rate / f.raw_rate);
+        if all.iter().all(|f| f.plain_rate > 0.0) {
+            show("plain insert", "rows/s", |f| f.plain_rate);
+            show("ingest / plain insert", "", |f| {
+                f.ingest_rate / f.plain_rate
+            });
+            show("delivery / plain insert", "", |f| {
+                f.delivery_rate / f.plain_rate
+            });
+        }
         show("full load p99", "ms", |f| f.full_p99);
         show("full load max", "ms", |f| f.full_max);
         show("full load peak RSS", "MB", |f| f.full_rss);
@@ -319,6 +382,16 @@ async fn run_once() -> Figures {
             None,
         ),
     };
+    let producers = usize::try_from(concurrency).unwrap();
+    // On PostgreSQL, the other reference: what it commits of plain single-row inserts,
+    // measured before hookrelay starts (its pools would take connections).
+    if pg_name.is_some() {
+        figures.plain_rate = plain_insert_rate(&db, producers, 4).await;
+        println!(
+            "plain insert: {:>8.0} rows/s into an ordinary table ({producers} connections, autocommit)",
+            figures.plain_rate
+        );
+    }
     let dispatchers = env_or("BENCH_DISPATCHERS", 1).max(1);
     let (mut first, base) = start(&db, "all");
     let base = base.unwrap();
@@ -332,7 +405,6 @@ async fn run_once() -> Figures {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let producers = usize::try_from(concurrency).unwrap();
 
     // The baseline: the same producers posting the same bodies straight to the receiver.
     let start = Instant::now();
@@ -351,6 +423,9 @@ async fn run_once() -> Figures {
 
     // Phase 1: as fast as possible.
     let cpu_before = cpu_by_thread(first.id());
+    let mut hookrelay_pids: Vec<u32> = others.iter().map(Child::id).collect();
+    hookrelay_pids.push(first.id());
+    let machine_before = Machine::read(&hookrelay_pids);
     let start = Instant::now();
     let phase_start = sink.base.elapsed().as_micros() as u64;
     let stamp = sink.clone();
@@ -380,6 +455,13 @@ async fn run_once() -> Figures {
         figures.delivery_rate,
         figures.delivery_rate / figures.raw_rate
     );
+    if figures.plain_rate > 0.0 {
+        println!(
+            "  as a ratio to the plain insert: ingest {:.2}, delivery {:.2}",
+            figures.ingest_rate / figures.plain_rate,
+            figures.delivery_rate / figures.plain_rate
+        );
+    }
     (figures.full_p99, figures.full_max) = print_latency(
         "end-to-end latency at full load",
         &latencies(&sink),
@@ -388,6 +470,7 @@ async fn run_once() -> Figures {
     answers.sort_unstable_by_key(|&(_, l)| l);
     print_latency("ingest answered (post to 202)", &answers, 0);
     print_cpu(first.id(), &cpu_before, events);
+    Machine::read(&hookrelay_pids).print_since(&machine_before, events);
     figures.full_rss = rss.take_peak();
 
     // Phase 2: fixed rate, end-to-end latency.

@@ -125,3 +125,119 @@ pub fn start_hookrelay(db: &str, role: &str, env: &[(String, String)]) -> (Child
     let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     (child, addr)
 }
+
+/// CPU time (user + system) a process has used, in seconds, from /proc; 0 when it is gone.
+pub fn process_cpu(pid: u32) -> f64 {
+    process_ticks(pid, 11..13)
+}
+
+/// CPU time of every process named `postgres`, with that of the backends that have exited
+/// (reaped by the postmaster, which counts their time as its children's), in seconds.
+pub fn postgres_cpu() -> f64 {
+    pids_named("postgres")
+        .into_iter()
+        .map(|pid| process_ticks(pid, 11..15))
+        .sum()
+}
+
+/// The sum of the /proc/PID/stat `fields` after the command name (11..13: utime and stime;
+/// 13..15: cutime and cstime, of reaped children), in seconds.
+fn process_ticks(pid: u32, fields: std::ops::Range<usize>) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // pid (comm) state ppid … field 14 utime, 15 stime, in USER_HZ ticks (100 a second).
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let all: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    all.get(fields)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum::<f64>() / 100.0)
+        .unwrap_or(0.0)
+}
+
+/// The ids of every process whose command name is `name` (e.g. every PostgreSQL backend).
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect()
+}
+
+/// (busy, interrupts, total) CPU time of the whole machine, in seconds of all cores, from
+/// /proc/stat; interrupts (hard and soft: most of it the loopback network) are part of busy.
+pub fn machine_cpu() -> (f64, f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0.0, 0.0, 0.0);
+    };
+    // user nice system idle iowait irq softirq steal, in USER_HZ ticks.
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    (
+        (total - at(3) - at(4)) / 100.0,
+        (at(5) + at(6)) / 100.0,
+        total / 100.0,
+    )
+}
+
+/// Rate of plain single-row inserts (autocommit) of a small JSON payload into an ordinary
+/// table on the PostgreSQL database `db`, from `clients` connections for `seconds`: what
+/// this PostgreSQL commits on its own, the reference PostgreSQL figures are compared with.
+pub async fn plain_insert_rate(db: &str, clients: usize, seconds: u64) -> f64 {
+    use sqlx::{Connection, PgConnection};
+    let mut setup = PgConnection::connect(db).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, type text NOT NULL, \
+         data jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut setup)
+    .await
+    .unwrap();
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(PgConnection::connect(db).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while std::time::Instant::now() < deadline {
+                sqlx::query(
+                    "INSERT INTO bench_plain (type, data) VALUES ('bench.plain', $1::jsonb)",
+                )
+                .bind(format!("{{\"sent_us\": {n}}}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_plain")
+        .execute(&mut setup)
+        .await
+        .unwrap();
+    rate
+}
