@@ -9,6 +9,7 @@
 //! 1. Write rates, each from 16 and 64 client connections, every figure also as a ratio to
 //!    the first one, measured in the same run on the same PostgreSQL:
 //!    - a plain single-row insert of the same payload into an ordinary table (autocommit);
+//!    - `SELECT dispatch_webhook(…)` on its own (autocommit, one statement like the insert);
 //!    - `BEGIN; SELECT dispatch_webhook(…); COMMIT`;
 //!    - an application transaction without the outbox (`BEGIN; INSERT …; COMMIT`), and the
 //!      same transaction calling `dispatch_webhook()`: the time the call adds.
@@ -70,6 +71,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[derive(Clone, Copy)]
 enum Work {
     PlainInsert,
+    /// `SELECT dispatch_webhook(…)` on its own: one statement, its own transaction, as the
+    /// plain insert is.
+    OutboxAutocommit,
     Outbox,
     AppTx,
     AppTxWithOutbox,
@@ -79,6 +83,7 @@ impl Work {
     fn label(self) -> &'static str {
         match self {
             Work::PlainInsert => "plain insert (autocommit)",
+            Work::OutboxAutocommit => "dispatch_webhook() (autocommit)",
             Work::Outbox => "BEGIN; dispatch_webhook(); COMMIT",
             Work::AppTx => "app tx: BEGIN; INSERT; COMMIT",
             Work::AppTxWithOutbox => "app tx + dispatch_webhook()",
@@ -91,6 +96,13 @@ impl Work {
         match self {
             Work::PlainInsert => {
                 sqlx::query(insert)
+                    .bind(PAYLOAD)
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+            }
+            Work::OutboxAutocommit => {
+                sqlx::query(outbox)
                     .bind(PAYLOAD)
                     .execute(&mut *c)
                     .await
@@ -200,6 +212,7 @@ async fn main() {
         let mut app_ms = None;
         for work in [
             Work::PlainInsert,
+            Work::OutboxAutocommit,
             Work::Outbox,
             Work::AppTx,
             Work::AppTxWithOutbox,
