@@ -72,18 +72,31 @@ fn ids_by_n(r: &Receiver) -> HashMap<u64, std::collections::HashSet<String>> {
 }
 
 /// Waits until the receiver has every `n` in `0..count`, then checks that each came from
-/// one event (one `webhook-id`): no entry became two events.
+/// one event (one `webhook-id`): no entry became two events. The wait lasts as long as
+/// entries keep arriving (a broker server from a package registry, such as moto's SQS, may
+/// pass on a thousand messages slowly on a busy machine): it fails once none has arrived
+/// for [`STALLED`], or after [`AT_MOST`] in all.
 async fn assert_each_once(r: &Receiver, count: u64) {
-    let all = eventually(Duration::from_secs(60), || async {
-        (ids_by_n(r).len() as u64 >= count).then_some(())
-    })
-    .await;
+    const STALLED: Duration = Duration::from_secs(30);
+    const AT_MOST: Duration = Duration::from_secs(600);
+    let started = std::time::Instant::now();
+    let (mut seen, mut last_new) = (0u64, started);
+    loop {
+        let now = ids_by_n(r).len() as u64;
+        if now >= count {
+            break;
+        }
+        if now > seen {
+            (seen, last_new) = (now, std::time::Instant::now());
+        }
+        assert!(
+            last_new.elapsed() < STALLED && started.elapsed() < AT_MOST,
+            "receiver has {now} of {count} entries, none new for {:?}",
+            last_new.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let by_n = ids_by_n(r);
-    assert!(
-        all.is_some(),
-        "receiver has {} of {count} entries",
-        by_n.len()
-    );
     for n in 0..count {
         let ids = by_n
             .get(&n)
