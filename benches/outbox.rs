@@ -36,7 +36,7 @@ use rand::Rng;
 use sqlx::{Connection, PgConnection};
 
 mod common;
-use common::{create_endpoint, env_or, start_hookrelay};
+use common::{create_endpoint, env_or, start_hookrelay, PLAIN_TABLE};
 
 /// The payload every writer stores.
 const PAYLOAD: &str = r#"{"user_id": "u_42", "community": "rust", "role": "member"}"#;
@@ -94,15 +94,14 @@ impl Work {
         let insert = "INSERT INTO bench_plain (type, data) VALUES ('user.joined', $1::jsonb)";
         let outbox = "SELECT dispatch_webhook('user.joined', $1::jsonb)";
         match self {
-            Work::PlainInsert => {
-                sqlx::query(insert)
-                    .bind(PAYLOAD)
-                    .execute(&mut *c)
-                    .await
-                    .unwrap();
-            }
-            Work::OutboxAutocommit => {
-                sqlx::query(outbox)
+            // One statement, its own transaction.
+            Work::PlainInsert | Work::OutboxAutocommit => {
+                let one = if matches!(self, Work::PlainInsert) {
+                    insert
+                } else {
+                    outbox
+                };
+                sqlx::query(one)
                     .bind(PAYLOAD)
                     .execute(&mut *c)
                     .await
@@ -194,13 +193,7 @@ async fn main() {
     let _ = hookrelay.kill();
     let _ = hookrelay.wait();
     let mut c = PgConnection::connect(&db).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, type text NOT NULL, \
-         data jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    sqlx::query(PLAIN_TABLE).execute(&mut c).await.unwrap();
 
     println!("phase 1: write rates, {seconds} s each, hookrelay stopped");
     println!(

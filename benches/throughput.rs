@@ -41,7 +41,7 @@ use serde_json::json;
 mod common;
 use common::{
     create_endpoint, env_or, machine_cpu, plain_insert_rate, postgres_cpu, process_cpu,
-    produce_with, start_hookrelay, TOKEN,
+    produce_with, start_hookrelay, stat_seconds, TOKEN,
 };
 
 struct Sink {
@@ -198,13 +198,11 @@ fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return by_name;
     };
-    // The kernel reports thread times in USER_HZ ticks, 100 a second on Linux.
-    let hz = 100.0;
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // pid (comm) state ppid … field 14 utime, 15 stime.
+        // pid (comm) state …: the thread's name between the parentheses.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
@@ -212,12 +210,7 @@ fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
             .chars()
             .filter(|c| !c.is_ascii_digit())
             .collect();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-            .unwrap_or(0.0);
-        *by_name.entry(name).or_insert(0.0) += ticks / hz;
+        *by_name.entry(name).or_insert(0.0) += stat_seconds(&stat, 11..13);
     }
     by_name
 }

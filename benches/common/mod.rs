@@ -140,13 +140,19 @@ pub fn postgres_cpu() -> f64 {
         .sum()
 }
 
-/// The sum of the /proc/PID/stat `fields` after the command name (11..13: utime and stime;
-/// 13..15: cutime and cstime, of reaped children), in seconds.
+/// The sum of the /proc/PID/stat `fields` of a process, in seconds (see [`stat_seconds`]);
+/// 0 when it is gone.
 fn process_ticks(pid: u32, fields: std::ops::Range<usize>) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // pid (comm) state ppid … field 14 utime, 15 stime, in USER_HZ ticks (100 a second).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat_seconds(&stat, fields))
+        .unwrap_or(0.0)
+}
+
+/// The sum of the `fields` after the command name of a /proc stat line (of a process or a
+/// thread), in seconds: 11..13 are utime and stime, 13..15 cutime and cstime (of reaped
+/// children), all in USER_HZ ticks, 100 a second on Linux.
+pub fn stat_seconds(stat: &str, fields: std::ops::Range<usize>) -> f64 {
+    // pid (comm) state ppid …: the name may hold spaces and parentheses.
     let Some(close) = stat.rfind(')') else {
         return 0.0;
     };
@@ -155,6 +161,12 @@ fn process_ticks(pid: u32, fields: std::ops::Range<usize>) -> f64 {
         .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum::<f64>() / 100.0)
         .unwrap_or(0.0)
 }
+
+/// The ordinary table that plain single-row inserts, the reference for PostgreSQL figures,
+/// go into.
+pub const PLAIN_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, type text NOT NULL, \
+     data jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())";
 
 /// The ids of every process whose command name is `name` (e.g. every PostgreSQL backend).
 pub fn pids_named(name: &str) -> Vec<u32> {
@@ -200,13 +212,7 @@ pub fn machine_cpu() -> (f64, f64, f64) {
 pub async fn plain_insert_rate(db: &str, clients: usize, seconds: u64) -> f64 {
     use sqlx::{Connection, PgConnection};
     let mut setup = PgConnection::connect(db).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, type text NOT NULL, \
-         data jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut setup)
-    .await
-    .unwrap();
+    sqlx::query(PLAIN_TABLE).execute(&mut setup).await.unwrap();
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
         conns.push(PgConnection::connect(db).await.unwrap());
