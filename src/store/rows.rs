@@ -131,17 +131,23 @@ impl TryFrom<EndpointRow> for Endpoint {
     type Error = StoreError;
     fn try_from(r: EndpointRow) -> Result<Self> {
         Ok(Endpoint {
-            routing: crate::routing::compiled(r.routing.as_deref()),
+            routing: crate::domain::routing::compiled(r.routing.as_deref()),
             format: DeliveryFormat::parse(&r.format)
                 .ok_or_else(|| corrupt("endpoints.format", &r.format))?,
             event_types: serde_json::from_str(&r.event_types)
                 .map_err(|e| corrupt("endpoints.event_types", e))?,
             headers: serde_json::from_str(&r.headers)
                 .map_err(|e| corrupt("endpoints.headers", e))?,
-            rate_limit: r.rate_limit.and_then(|v| u32::try_from(v).ok()),
+            rate_limit: r
+                .rate_limit
+                .map(|v| count("endpoints.rate_limit", v))
+                .transpose()?,
             rate_period: crate::domain::RatePeriod::parse(&r.rate_period)
                 .ok_or_else(|| corrupt("endpoints.rate_period", &r.rate_period))?,
-            max_attempts: r.max_attempts.and_then(|v| u32::try_from(v).ok()),
+            max_attempts: r
+                .max_attempts
+                .map(|v| count("endpoints.max_attempts", v))
+                .transpose()?,
             id: r.id,
             tenant_id: r.tenant_id,
             url: r.url,
@@ -154,7 +160,10 @@ impl TryFrom<EndpointRow> for Endpoint {
             breaker: Breaker {
                 state: BreakerState::parse(&r.breaker_state)
                     .ok_or_else(|| corrupt("endpoints.breaker_state", &r.breaker_state))?,
-                consecutive_failures: u32::try_from(r.consecutive_failures).unwrap_or(u32::MAX),
+                consecutive_failures: count(
+                    "endpoints.consecutive_failures",
+                    r.consecutive_failures,
+                )?,
                 open_until: r.breaker_until.map(from_millis),
                 failing_since: r.failing_since.map(from_millis),
             },
@@ -214,8 +223,8 @@ impl TryFrom<DeliveryRow> for Delivery {
             event_id: r.event_id,
             endpoint_id: r.endpoint_id,
             status,
-            attempts: u32::try_from(r.attempts).unwrap_or(0),
-            max_attempts: u32::try_from(r.max_attempts).unwrap_or(1),
+            attempts: count("deliveries.attempts", r.attempts)?,
+            max_attempts: count("deliveries.max_attempts", r.max_attempts)?,
             next_attempt_at: if status == DeliveryStatus::Pending {
                 r.next_attempt_at.map(from_millis)
             } else {
@@ -238,10 +247,13 @@ impl TryFrom<AttemptRow> for Attempt {
                 .ok_or_else(|| corrupt("attempts.outcome", &r.outcome))?,
             id: r.id,
             delivery_id: r.delivery_id,
-            attempt_number: u32::try_from(r.attempt_number).unwrap_or(0),
+            attempt_number: count("attempts.attempt_number", r.attempt_number)?,
             started_at: from_millis(r.started_at),
-            duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
-            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            duration_ms: count("attempts.duration_ms", r.duration_ms)?,
+            status_code: r
+                .status_code
+                .map(|c| count("attempts.status_code", c))
+                .transpose()?,
             response: r.response,
             error: r.error,
             next_attempt_at: r.next_attempt_at.map(from_millis),
@@ -258,6 +270,13 @@ where
 
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A stored count or code in its domain type: a value out of range (negative, or too large)
+/// is a corrupt row, not a silent zero that would, say, give a delivery its attempts back.
+fn count<T: TryFrom<i64>>(what: &str, value: impl Into<i64>) -> Result<T> {
+    let value = value.into();
+    T::try_from(value).map_err(|_| corrupt(what, value))
 }
 
 impl From<TokenRow> for super::TokenRecord {
