@@ -20,8 +20,8 @@ use std::{
 
 use hookrelay::{
     config::Config,
+    domain::routing::{Routing, RoutingSpec},
     domain::{self, new_id, prefix, Endpoint, Event},
-    routing::{Routing, RoutingSpec},
     store::{self, DataCheck, Store},
 };
 use serde_json::json;

@@ -7,10 +7,12 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    dispatch::retry::RetryPolicy,
+    dispatch::DispatchConfig,
+    domain::retry::RetryPolicy,
     domain::BreakerPolicy,
     ops::{
         alerts::{AlertConfig, AlertFormat},
@@ -63,6 +65,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m, 6h)"))
 }
 
+/// A secret setting: kept in a type whose `Debug` never shows it.
+fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
+
 /// The store location: shared by `serve` and `migrate`.
 #[derive(Debug, Clone, Args, Default)]
 pub struct StoreArgs {
@@ -97,8 +104,8 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 
     /// Admin bearer token. When unset, one is generated on first start and printed once.
-    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<SecretString>,
 
     /// Network that HTTP destinations may reach although it is private (repeatable).
     #[arg(
@@ -169,9 +176,10 @@ pub struct ServeArgs {
         value_name = "BASE64",
         env = "HOOKRELAY_ENCRYPTION_KEYS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = parse_secret
     )]
-    pub encryption_keys: Vec<String>,
+    pub encryption_keys: Vec<SecretString>,
 
     /// Refuse events (and endpoint filters) naming a type that is not in the catalog.
     #[arg(long, env = "HOOKRELAY_STRICT_EVENT_TYPES")]
@@ -255,7 +263,7 @@ struct FileConfig {
     pg_schema: Option<String>,
     pg_function_schema: Option<String>,
     listen: Option<SocketAddr>,
-    admin_token: Option<String>,
+    admin_token: Option<SecretString>,
     #[serde(default)]
     allow_networks: Vec<IpNet>,
     role: Option<Role>,
@@ -284,7 +292,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_opt")]
     disable_after: Option<Duration>,
     #[serde(default)]
-    encryption_keys: Vec<String>,
+    encryption_keys: Vec<SecretString>,
     strict_event_types: Option<bool>,
     max_endpoints_per_tenant: Option<u32>,
     dns_server: Option<SocketAddr>,
@@ -311,38 +319,6 @@ mod humantime_opt {
     }
 }
 
-/// Dispatcher tuning.
-#[derive(Debug, Clone)]
-pub struct DispatchConfig {
-    pub concurrency: usize,
-    /// Most deliveries in flight to one endpoint.
-    pub endpoint_concurrency: usize,
-    /// Most deliveries in flight for one tenant; `None`: three quarters of `concurrency` (see
-    /// [`DispatchConfig::tenant_limit`]).
-    pub tenant_concurrency: Option<usize>,
-    /// Deliveries claimed per store round trip.
-    pub batch_size: usize,
-    pub lease: Duration,
-    pub poll_interval: Duration,
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// `host:port` of a Pub/Sub emulator: from `PUBSUB_EMULATOR_HOST`, as Google's clients
-    /// read it; `pubsub://` destinations then go there, without credentials.
-    pub pubsub_emulator_host: Option<String>,
-}
-
-impl DispatchConfig {
-    /// Most deliveries in flight for one tenant in this process: `tenant_concurrency`, or
-    /// three quarters of `concurrency` (rounded up: above the default `endpoint_concurrency`,
-    /// half, so one slow endpoint does not take its tenant's every slot either), never more
-    /// than `concurrency`.
-    pub fn tenant_limit(&self) -> usize {
-        self.tenant_concurrency
-            .unwrap_or((self.concurrency.saturating_mul(3)).div_ceil(4))
-            .clamp(1, self.concurrency.max(1))
-    }
-}
-
 /// Fully resolved configuration of a server process. Its `Debug` output hides the admin
 /// token, the encryption keys and passwords in URLs.
 #[derive(Clone)]
@@ -352,7 +328,7 @@ pub struct Config {
     pub database_pool_size: u32,
     /// Where hookrelay's objects live on PostgreSQL.
     pub pg_schemas: crate::store::PgSchemas,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     pub allow_networks: Vec<IpNet>,
     pub role: Role,
     pub max_body_bytes: usize,
@@ -361,7 +337,7 @@ pub struct Config {
     /// How long the previous secret keeps signing after a rotation.
     pub rotation_grace: Duration,
     /// Keys for endpoint secrets at rest, base64; the first encrypts. Empty: plaintext.
-    pub encryption_keys: Vec<String>,
+    pub encryption_keys: Vec<SecretString>,
     pub strict_event_types: bool,
     pub max_endpoints_per_tenant: u32,
     /// Resolver for HTTP destinations; `None` is the system resolver.
@@ -375,28 +351,27 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "***");
         let sinks: Vec<_> = self
             .alerts
             .sinks
             .iter()
-            .map(|u| crate::destinations::redact_url(u.as_str()).into_owned())
+            .map(|u| crate::secrets::redact_url(u.as_str()).into_owned())
             .collect();
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field(
                 "database_url",
-                &crate::destinations::redact_url(&self.database_url),
+                &crate::secrets::redact_url(&self.database_url),
             )
             .field("database_pool_size", &self.database_pool_size)
             .field("pg_schemas", &self.pg_schemas)
-            .field("admin_token", &redacted(&self.admin_token))
+            .field("admin_token", &self.admin_token)
             .field("allow_networks", &self.allow_networks)
             .field("role", &self.role)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("retention", &self.retention)
             .field("rotation_grace", &self.rotation_grace)
-            .field("encryption_keys", &vec!["***"; self.encryption_keys.len()])
+            .field("encryption_keys", &self.encryption_keys)
             .field("strict_event_types", &self.strict_event_types)
             .field("max_endpoints_per_tenant", &self.max_endpoints_per_tenant)
             .field("dns_server", &self.dns_server)
@@ -575,7 +550,7 @@ impl Config {
             })
         };
         if let Some(token) = &self.admin_token {
-            if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+            if token.expose_secret().chars().count() < MIN_ADMIN_TOKEN_LEN {
                 return invalid(
                     "admin_token",
                     "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
@@ -806,7 +781,7 @@ mod tests {
         let err = Config::resolve(args, None).unwrap_err().to_string();
         assert!(err.contains("at least 32 characters"), "{err}");
         let args = ServeArgs {
-            admin_token: Some("a".repeat(32)),
+            admin_token: Some("a".repeat(32).into()),
             ..Default::default()
         };
         assert!(Config::resolve(args, None).is_ok());

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use crate::{
     api::CreateEvent,
     destinations::{self, net::NetworkPolicy},
+    domain::routing::{self, Routing, RoutingSpec},
     domain::{self, Endpoint, Event},
-    ingest,
-    routing::{self, Routing, RoutingSpec},
-    signing,
+    ingest, signing,
     store::{self, cursor},
 };
 
@@ -135,7 +134,7 @@ pub fn ingest_body(data: &[u8]) {
         traceparent: None,
     };
     let _ = ingest::validate(&new);
-    let _ = ingest::valid_traceparent(&new.event_type);
+    let _ = crate::telemetry::trace::valid_traceparent(&new.event_type);
     if let Ok(validator) = ingest::compile_schema(&new.data) {
         let _ = validator.is_valid(&new.data);
     }

@@ -243,7 +243,7 @@ pub async fn run(
         let line = format!(
             "endpoint {} <- {source} ({}, {} event types, {})",
             endpoint.id,
-            crate::destinations::redact_url(&endpoint.url),
+            crate::secrets::redact_url(&endpoint.url),
             endpoint.event_types.len(),
             if endpoint.enabled {
                 "active"
@@ -558,7 +558,7 @@ fn map_delivery(
         data,
         actor,
         idempotency_key: request_id,
-        traceparent: Some(crate::ops::trace::new_traceparent()),
+        traceparent: Some(crate::telemetry::trace::new_traceparent()),
         created_at: timestamp,
         deliver_at: None,
     };

@@ -9,9 +9,9 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use crate::{
-    dispatch::Waker,
     domain::{self, new_id_at, prefix, Event, EventType},
     store::{DataCheck, Ingested, Store, StoreError},
+    wake::Waker,
 };
 
 /// Why an event was refused.
@@ -70,20 +70,6 @@ pub fn validate_type_name(name: &str) -> Result<(), String> {
             "invalid event type {name:?}: use dot-separated words of letters, digits, '_' and '-' (at most 128 characters), e.g. user.joined_community"
         ))
     }
-}
-
-/// Checks a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn valid_traceparent(tp: &str) -> bool {
-    let parts: Vec<&str> = tp.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2)
 }
 
 /// Compiled JSON Schemas by event type. Keyed by the schema text as well, so a cached
@@ -218,7 +204,7 @@ pub async fn ingest(
         data: new.data,
         actor: new.actor,
         idempotency_key: new.idempotency_key,
-        traceparent: Some(crate::ops::trace::event_traceparent(new.traceparent)),
+        traceparent: Some(crate::telemetry::trace::event_traceparent(new.traceparent)),
         created_at: now,
         deliver_at: new.deliver_at.filter(|t| *t > now),
     };
@@ -251,17 +237,6 @@ mod tests {
         ] {
             assert!(validate_type_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn traceparents() {
-        assert!(valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent(
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent("garbage"));
     }
 
     #[test]

@@ -20,7 +20,6 @@ pub mod fuzzing;
 pub mod import;
 pub mod ingest;
 pub mod ops;
-pub mod routing;
 pub mod secrets;
 pub mod signing;
 pub mod sources;
@@ -31,8 +30,9 @@ pub mod wake;
 
 use config::Config;
 use destinations::{http::HttpDestination, net::NetworkPolicy, BrokerSettings, Destinations};
-use dispatch::{Dispatcher, Waker};
+use dispatch::Dispatcher;
 use store::Store;
+use wake::Waker;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ impl App {
         let generated_admin_token = ensure_admin_token(store.as_ref(), &config).await?;
         if let Some(token) = &generated_admin_token {
             // Also accept it in this process without a store round trip.
-            config.admin_token = Some(token.clone());
+            config.admin_token = Some(token.as_str().into());
         }
         let policy = Arc::new(network_policy(&config));
         let waker = Waker::default();
@@ -237,7 +237,7 @@ impl App {
         }
         let api = self.listener.map(|listener| {
             let mut rx = stop_rx.clone();
-            let router = api::router(self.state.clone());
+            let router = api::router(self.state.clone(), ui::router());
             info!(addr = %self.addr, "api listening");
             tokio::spawn(async move {
                 // The peer address: dashboard logins are throttled per client address.

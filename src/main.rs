@@ -39,7 +39,7 @@ async fn serve(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Res
 async fn run_server(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let config = Config::resolve(args, file.as_deref()).context("invalid configuration")?;
     let role = config.role;
-    let database = redact(&config.database_url);
+    let database = hookrelay::secrets::redact_url(&config.database_url).into_owned();
     let app = App::build(config).await.context("cannot start")?;
     if let Some(token) = app.generated_admin_token() {
         // Printed once, on stdout, so it can be captured; only its hash is stored.
@@ -68,7 +68,10 @@ async fn migrate(
     )
     .await
     .context("migration failed")?;
-    println!("migrations applied to {}", redact(&config.database_url));
+    println!(
+        "migrations applied to {}",
+        hookrelay::secrets::redact_url(&config.database_url)
+    );
     Ok(())
 }
 
@@ -101,17 +104,6 @@ async fn import(args: cli::ImportArgs, file: Option<std::path::PathBuf>) -> anyh
     .await
     .context("import failed")?;
     Ok(())
-}
-
-/// The database URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn shutdown_signal() {

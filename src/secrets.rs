@@ -49,13 +49,14 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// Keys from their base64 form; `Ok(None)` when there are none (secrets stay plaintext).
-    pub fn from_base64(keys: &[String]) -> Result<Option<Self>, SecretsError> {
+    pub fn from_base64(keys: &[secrecy::SecretString]) -> Result<Option<Self>, SecretsError> {
         if keys.is_empty() {
             return Ok(None);
         }
         let keys = keys
             .iter()
             .map(|k| {
+                let k = secrecy::ExposeSecret::expose_secret(k);
                 let bytes = B64.decode(k.trim()).map_err(|_| SecretsError::InvalidKey)?;
                 let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::InvalidKey)?;
                 Ok(Key {
@@ -200,14 +201,38 @@ pub fn url_password_looks_sealed(url: &str) -> bool {
     url_password_range(url).is_some_and(|r| url[r].starts_with(URL_PREFIX))
 }
 
+/// The URL with its password replaced by `***`, for answers, logs and attempt records.
+/// Works on the text, so it also covers URLs the `url` crate cannot parse.
+pub fn redact_url(raw: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = raw.find("://").map(|i| i + 3) else {
+        return std::borrow::Cow::Borrowed(raw);
+    };
+    let rest = &raw[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let Some(at) = authority.rfind('@') else {
+        return std::borrow::Cow::Borrowed(raw);
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return std::borrow::Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..start]);
+    out.push_str(&userinfo[..=colon]);
+    out.push_str("***");
+    out.push_str(&rest[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> String {
+    fn key() -> secrecy::SecretString {
         let mut k = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut k);
-        B64.encode(k)
+        B64.encode(k).into()
     }
 
     #[test]
@@ -280,7 +305,7 @@ mod tests {
         assert!(Keyring::from_base64(&[]).unwrap().is_none());
         for bad in ["", "not base64!", "c2hvcnQ="] {
             assert_eq!(
-                Keyring::from_base64(&[bad.to_owned()]).unwrap_err(),
+                Keyring::from_base64(&[bad.into()]).unwrap_err(),
                 SecretsError::InvalidKey
             );
         }

@@ -9,10 +9,11 @@ use utoipa::ToSchema;
 
 use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
-    destinations::{is_broker_url, redact_url, validate_headers_for, validate_url},
+    destinations::{is_broker_url, validate_headers_for, validate_url},
+    domain::routing::{OrderingSpec, Routing, RoutingSpec},
     domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, RatePeriod},
     ingest::validate_type_name,
-    routing::{OrderingSpec, Routing, RoutingSpec},
+    secrets::redact_url,
     signing,
     store::ReplayFilter,
 };

@@ -119,7 +119,7 @@ pub async fn create_event(
         deliver_at: body.deliver_at,
         traceparent: header("traceparent")?,
     };
-    let span = crate::ops::trace::ingest_span(&tenant, new.traceparent.as_deref());
+    let span = crate::telemetry::trace::ingest_span(&tenant, new.traceparent.as_deref());
     let result = tracing::Instrument::instrument(
         ingest(
             state.store.as_ref(),

@@ -25,15 +25,16 @@ use utoipa::ToSchema;
 use crate::{
     config::Config,
     destinations::net::NetworkPolicy,
-    dispatch::Waker,
     ingest::{IngestError, SchemaCache},
     store::{cursor, Page, Store, StoreError},
+    wake::Waker,
 };
 
 pub(crate) mod audit;
 pub(crate) mod deliveries;
 pub(crate) mod endpoints;
 pub(crate) mod events;
+pub mod guard;
 pub(crate) mod inbox;
 pub mod openapi;
 pub(crate) mod ops;
@@ -58,7 +59,7 @@ pub struct Inner {
     /// SHA-256 of the configured admin token, if one is configured.
     admin_hash: Option<[u8; 32]>,
     /// Dashboard sessions logged out and failed dashboard logins.
-    pub ui_guard: crate::ui::guard::Guard,
+    pub ui_guard: guard::Guard,
     /// Endpoint tests running now, per tenant (they send outside the dispatcher's slots).
     pub endpoint_tests: ops::TestSlots,
 }
@@ -78,7 +79,10 @@ impl AppState {
         waker: Waker,
         ops: Arc<crate::ops::Ops>,
     ) -> Self {
-        let admin_hash = config.admin_token.as_deref().map(hash_token);
+        let admin_hash = config
+            .admin_token
+            .as_ref()
+            .map(|t| hash_token(secrecy::ExposeSecret::expose_secret(t)));
         let schemas = Arc::new(SchemaCache::new(config.strict_event_types));
         Self(Arc::new(Inner {
             store,
@@ -94,8 +98,9 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface of hookrelay.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface of hookrelay: the API, with `dashboard` (the server-rendered
+/// pages, [`crate::ui::router`]) behind the same limits, fallbacks and panic guard.
+pub fn router(state: AppState, dashboard: Router<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .merge(tenants::router())
@@ -106,7 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inbox::router())
         .merge(sources::router())
         .merge(audit::router())
-        .merge(crate::ui::router())
+        .merge(dashboard)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))

@@ -267,7 +267,7 @@ pub async fn test_endpoint(
         data,
         actor: None,
         idempotency_key: None,
-        traceparent: Some(crate::ops::trace::event_traceparent(
+        traceparent: Some(crate::telemetry::trace::event_traceparent(
             headers
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok())

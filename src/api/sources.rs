@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 
 use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
-    destinations::options::redact,
     domain::{self, new_id},
-    sources::{SourceState, SourceUrl},
+    ops::source_states::SourceState,
+    sources::SourceUrl,
     store::{
         ops::{Source, SourceRejection},
         Page,
@@ -75,7 +75,7 @@ impl SourceOut {
             .unwrap_or_else(|_| "unknown".into());
         let consumer = state.ops.sources.lock().get(&s.id).cloned();
         Self {
-            url: redact(&s.url).into_owned(),
+            url: crate::secrets::redact_url(&s.url).into_owned(),
             kind,
             state: consumer,
             id: s.id,
@@ -174,7 +174,7 @@ pub async fn create_source(
         Some(&source.tenant_id),
         "source.created",
         Some(&source.id),
-        serde_json::json!({ "url": redact(&source.url), "description": source.description }),
+        serde_json::json!({ "url": crate::secrets::redact_url(&source.url), "description": source.description }),
     )
     .await;
     state.ops.sources_changed.notify_one();

@@ -39,7 +39,7 @@ const CLIENT_OPTIONS: &[&str] = &[
 impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpConfig")
-            .field("connection", &super::options::redact(&self.connection))
+            .field("connection", &crate::secrets::redact_url(&self.connection))
             .field("exchange", &self.exchange)
             .field("routing_key", &self.routing_key)
             .finish()

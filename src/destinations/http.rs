@@ -10,7 +10,7 @@ use super::{
     net::{GuardedResolver, NetworkPolicy},
     Ack, Destination, Message, SendError, RESPONSE_EXCERPT_BYTES,
 };
-use crate::{dispatch::retry::parse_retry_after, domain::Endpoint};
+use crate::{domain::retry::parse_retry_after, domain::Endpoint};
 
 /// The HTTP destination.
 pub struct HttpDestination {

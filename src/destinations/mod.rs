@@ -28,7 +28,6 @@ pub mod router;
 pub mod smtp;
 pub mod sqs;
 
-pub use options::redact as redact_url;
 pub use router::{BrokerSettings, Destinations};
 
 /// Longest response excerpt kept in the attempt log.

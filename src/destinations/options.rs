@@ -1,7 +1,7 @@
 //! Shared pieces of broker URL parsing: query options, credentials, message keys and
 //! redaction. Each adapter's `parse` uses them; so do endpoint validation and sending.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode_str;
 
@@ -143,30 +143,6 @@ pub fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// The URL with its password replaced by `***`, for answers, logs and attempt records.
-/// Works on the text, so it also covers URLs the `url` crate cannot parse.
-pub fn redact(raw: &str) -> Cow<'_, str> {
-    let Some(start) = raw.find("://").map(|i| i + 3) else {
-        return Cow::Borrowed(raw);
-    };
-    let rest = &raw[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let Some(at) = authority.rfind('@') else {
-        return Cow::Borrowed(raw);
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return Cow::Borrowed(raw);
-    };
-    let mut out = String::with_capacity(raw.len());
-    out.push_str(&raw[..start]);
-    out.push_str(&userinfo[..=colon]);
-    out.push_str("***");
-    out.push_str(&rest[at..]);
-    Cow::Owned(out)
-}
-
 /// Removes the URL's secrets from an error text, for attempt records and logs: its password
 /// (raw and decoded), and for HTTP(S) URLs the path and query, which capability URLs
 /// (`https://hooks.example.com/services/T0/B0/XXXX`, `…?token=…`) use as the credential.
@@ -208,6 +184,7 @@ pub fn scrub(text: String, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::redact_url as redact;
 
     #[test]
     fn passwords_are_redacted() {

@@ -27,7 +27,7 @@ pub struct RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("connection", &super::options::redact(&self.connection))
+            .field("connection", &crate::secrets::redact_url(&self.connection))
             .field("stream", &self.stream)
             .field("maxlen", &self.maxlen)
             .finish()

@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn, Instrument};
 
 use crate::{
-    config::DispatchConfig,
     destinations::{Destination, SendError},
     domain::{self, new_id, Attempt, AttemptOutcome, BreakerPolicy, DeliveryStatus},
     ops::Ops,
@@ -23,12 +22,39 @@ use crate::{
         Claimed, Completion, Store, TenantShare,
     },
 };
+use crate::{domain::retry::RetryPolicy, wake::Waker};
 
-pub mod retry;
+/// Dispatcher tuning.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub concurrency: usize,
+    /// Most deliveries in flight to one endpoint.
+    pub endpoint_concurrency: usize,
+    /// Most deliveries in flight for one tenant; `None`: three quarters of `concurrency` (see
+    /// [`DispatchConfig::tenant_limit`]).
+    pub tenant_concurrency: Option<usize>,
+    /// Deliveries claimed per store round trip.
+    pub batch_size: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// `host:port` of a Pub/Sub emulator: from `PUBSUB_EMULATOR_HOST`, as Google's clients
+    /// read it; `pubsub://` destinations then go there, without credentials.
+    pub pubsub_emulator_host: Option<String>,
+}
 
-use retry::RetryPolicy;
-
-pub use crate::wake::Waker;
+impl DispatchConfig {
+    /// Most deliveries in flight for one tenant in this process: `tenant_concurrency`, or
+    /// three quarters of `concurrency` (rounded up: above the default `endpoint_concurrency`,
+    /// half, so one slow endpoint does not take its tenant's every slot either), never more
+    /// than `concurrency`.
+    pub fn tenant_limit(&self) -> usize {
+        self.tenant_concurrency
+            .unwrap_or((self.concurrency.saturating_mul(3)).div_ceil(4))
+            .clamp(1, self.concurrency.max(1))
+    }
+}
 
 /// Delivers due deliveries until shut down.
 pub struct Dispatcher {
@@ -308,7 +334,8 @@ pub async fn attempt(
     } = claimed;
     let attempt_number = delivery.attempts + 1;
     let kind = crate::ops::metrics::destination_kind(&endpoint.url);
-    let span = crate::ops::trace::attempt_span(&event, &endpoint.id, &delivery.id, attempt_number);
+    let span =
+        crate::telemetry::trace::attempt_span(&event, &endpoint.id, &delivery.id, attempt_number);
     async move {
         let started_at = domain::now();
         let clock = std::time::Instant::now();
@@ -321,7 +348,8 @@ pub async fn attempt(
                 message.ordering_key = delivery.ordering_key.clone();
                 // With traces exported, the receiver's spans join the trace under this
                 // attempt.
-                if let Some(tp) = crate::ops::trace::outgoing_traceparent(&tracing::Span::current())
+                if let Some(tp) =
+                    crate::telemetry::trace::outgoing_traceparent(&tracing::Span::current())
                 {
                     message.headers.insert("traceparent".into(), tp);
                 }
@@ -355,32 +383,30 @@ pub async fn attempt(
                 let response = err.response().map(str::to_owned);
                 let reason = err.to_string();
                 match err {
-                    SendError::Retryable { retry_after, .. }
-                        if attempt_number < delivery.max_attempts =>
-                    {
-                        let delay = retry.delay(attempt_number, retry_after);
-                        let at = started_at + to_chrono(delay);
-                        (
-                            AttemptOutcome::Retry,
-                            DeliveryStatus::Pending,
-                            Some(at),
-                            None,
-                            Some(reason),
-                            status_code,
-                            response,
-                        )
+                    SendError::Retryable { retry_after, .. } => {
+                        match retry.next_delay(attempt_number, delivery.max_attempts, retry_after) {
+                            Some(delay) => (
+                                AttemptOutcome::Retry,
+                                DeliveryStatus::Pending,
+                                Some(started_at + to_chrono(delay)),
+                                None,
+                                Some(reason),
+                                status_code,
+                                response,
+                            ),
+                            None => (
+                                AttemptOutcome::Failed,
+                                DeliveryStatus::Failed,
+                                None,
+                                None,
+                                Some(format!(
+                                    "{reason} (gave up after {attempt_number} attempts)"
+                                )),
+                                status_code,
+                                response,
+                            ),
+                        }
                     }
-                    SendError::Retryable { .. } => (
-                        AttemptOutcome::Failed,
-                        DeliveryStatus::Failed,
-                        None,
-                        None,
-                        Some(format!(
-                            "{reason} (gave up after {attempt_number} attempts)"
-                        )),
-                        status_code,
-                        response,
-                    ),
                     SendError::Permanent {
                         disable_endpoint, ..
                     } => (
@@ -417,7 +443,7 @@ pub async fn attempt(
             outcome = outcome.as_str(),
             status = status_code,
             latency_ms = duration_ms,
-            trace_id = crate::ops::trace::trace_id(event.traceparent.as_deref()),
+            trace_id = crate::telemetry::trace::trace_id(event.traceparent.as_deref()),
             error = error.as_deref(),
             "attempt"
         );

@@ -27,11 +27,11 @@ use tracing::{info, warn};
 
 use super::health::{Snapshot, Thresholds};
 use crate::{
-    dispatch::Waker,
     domain::{self, Endpoint, EventType, Tenant},
     ingest::{self, NewEvent, SchemaCache},
     signing,
     store::{ops::AlertRecord, Page, Store, StoreError},
+    wake::Waker,
 };
 
 /// The internal tenant whose endpoints are the alert sinks.
@@ -138,8 +138,8 @@ pub fn check_sink(sink: &url::Url) -> Result<(), String> {
 fn sink_routing(
     format: AlertFormat,
     critical_only: bool,
-) -> std::sync::Arc<crate::routing::Routing> {
-    let spec = crate::routing::RoutingSpec {
+) -> std::sync::Arc<crate::domain::routing::Routing> {
+    let spec = crate::domain::routing::RoutingSpec {
         transform: (format == AlertFormat::Slack).then(|| {
             serde_json::json!([
                 {"rename": {"data.text": "text"}},
@@ -151,7 +151,7 @@ fn sink_routing(
         ..Default::default()
     };
     // A constant, valid routing: compiling it cannot fail.
-    crate::routing::Routing::compile(spec)
+    crate::domain::routing::Routing::compile(spec)
         .map(std::sync::Arc::new)
         .unwrap_or_default()
 }

@@ -134,7 +134,7 @@ pub struct HealthReport {
     /// Alerts firing now.
     pub alerts: Vec<FiringAlert>,
     /// The source consumers of the process that answered: status, backlog, last error.
-    pub sources: Vec<crate::sources::SourceState>,
+    pub sources: Vec<super::source_states::SourceState>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -153,7 +153,7 @@ pub const SOURCE_FAILING: &str = "source_failing";
 
 impl Status {
     /// Adds the rule about this process's source consumers.
-    pub fn with_sources(mut self, sources: &[crate::sources::SourceState]) -> Self {
+    pub fn with_sources(mut self, sources: &[super::source_states::SourceState]) -> Self {
         if sources.iter().any(failing) && !self.failing.contains(&SOURCE_FAILING) {
             self.failing.push(SOURCE_FAILING);
             self.failing.sort_unstable();
@@ -163,13 +163,13 @@ impl Status {
     }
 }
 
-fn failing(s: &crate::sources::SourceState) -> bool {
-    s.status == crate::sources::SourceStatus::Failing
+fn failing(s: &super::source_states::SourceState) -> bool {
+    s.status == super::source_states::SourceStatus::Failing
 }
 
 impl HealthReport {
     /// Adds this process's source consumers; a failing one makes the report unhealthy.
-    pub fn with_sources(mut self, sources: Vec<crate::sources::SourceState>) -> Self {
+    pub fn with_sources(mut self, sources: Vec<super::source_states::SourceState>) -> Self {
         for s in sources.iter().filter(|s| failing(s)) {
             self.healthy = false;
             self.reasons.push(format!(

@@ -18,7 +18,7 @@ pub mod endpoint_stats;
 pub mod health;
 pub mod metrics;
 pub mod retention;
-pub mod trace;
+pub mod source_states;
 
 /// How often a dispatcher process reports that it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -36,7 +36,7 @@ pub struct Ops {
     /// at most one report that often.
     pub status: tokio::sync::Mutex<Option<(std::time::Instant, health::Status)>>,
     /// The states of this process's source consumers.
-    pub sources: crate::sources::States,
+    pub sources: source_states::States,
     /// Poked when this process's API changes a source, so its consumers follow at once.
     pub sources_changed: tokio::sync::Notify,
 }

@@ -38,10 +38,7 @@ pub struct AmqpSource {
 impl std::fmt::Debug for AmqpSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpSource")
-            .field(
-                "connection",
-                &crate::destinations::options::redact(&self.connection),
-            )
+            .field("connection", &crate::secrets::redact_url(&self.connection))
             .field("queue", &self.queue)
             .field("prefetch", &self.prefetch)
             .finish()

@@ -11,27 +11,23 @@
 //! ([`crate::store::ops::SourceRejection`]), counted, and acknowledged: it never blocks the
 //! ones behind it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::{sync::watch, task::JoinHandle};
-use utoipa::ToSchema;
 
 use crate::{
-    dispatch::Waker,
     domain::{self, new_id},
     ingest::{ingest, IngestError, NewEvent, SchemaCache},
-    ops::Ops,
+    ops::{
+        source_states::{SourceState, SourceStatus},
+        Ops,
+    },
     store::{
         ops::{Source, SourceRejection},
         storable, Ingested, Page, Store, StoreError,
     },
+    wake::Waker,
 };
 
 pub mod amqp;
@@ -320,59 +316,6 @@ impl Intake {
             s.lag = lag;
             s.pending = pending;
         }
-    }
-}
-
-/// Whether a source's consumer is reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceStatus {
-    /// Connecting for the first time.
-    Starting,
-    Running,
-    /// Another process reads this source (Kafka sources are read by one process at a
-    /// time); this one takes over if that one stops.
-    Standby,
-    /// The last attempt to read or to store failed; it is retried with backoff.
-    Failing,
-}
-
-/// A source's consumer in this process, as `/v1/health` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SourceState {
-    pub id: String,
-    pub tenant_id: String,
-    /// `redis`, `nats`, `sqs`, `amqp` or `kafka`.
-    pub kind: String,
-    pub status: SourceStatus,
-    /// Messages in the broker not yet read by hookrelay, when the broker says.
-    pub lag: Option<u64>,
-    /// Messages read but not yet acknowledged, when the broker says.
-    pub pending: Option<u64>,
-    /// Messages of this process that became events, were duplicates, were rejected.
-    pub ingested: u64,
-    pub duplicates: u64,
-    pub rejected: u64,
-    pub last_message_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<DateTime<Utc>>,
-}
-
-/// The states of this process's consumers, by source id.
-#[derive(Default)]
-pub struct States(Mutex<BTreeMap<String, SourceState>>);
-
-impl States {
-    /// The map; a poisoned lock is taken over (the states are plain counters).
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SourceState>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Every state, in source id order.
-    pub fn snapshot(&self) -> Vec<SourceState> {
-        self.lock().values().cloned().collect()
     }
 }
 

@@ -56,10 +56,7 @@ pub struct RedisSource {
 impl std::fmt::Debug for RedisSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSource")
-            .field(
-                "connection",
-                &crate::destinations::options::redact(&self.connection),
-            )
+            .field("connection", &crate::secrets::redact_url(&self.connection))
             .field("stream", &self.stream)
             .field("group", &self.group)
             .finish_non_exhaustive()

@@ -410,7 +410,7 @@ pub(crate) fn routing_text(ep: &Endpoint) -> Option<String> {
         return Some(text.to_owned());
     }
     let spec = &ep.routing.spec;
-    if *spec == crate::routing::RoutingSpec::default() {
+    if *spec == crate::domain::routing::RoutingSpec::default() {
         return None;
     }
     serde_json::to_string(spec).ok()

@@ -117,7 +117,7 @@ impl PostgresStore {
     /// installed into the function schema after the migrations.
     pub async fn connect(url: &str, max_connections: u32, schemas: &PgSchemas) -> Result<Self> {
         let base = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::UnsupportedUrl(redact(url)))?
+            .map_err(|_| StoreError::UnsupportedUrl(crate::secrets::redact_url(url).into_owned()))?
             .application_name("hookrelay");
         let schema = schema::prepare(&base, schemas).await?;
         // No JIT: hookrelay's statements are short, and with a long history the planner's
@@ -234,19 +234,6 @@ async fn wake_loop(
 /// anyone waits for.
 const WAKE_PROBE_SQL: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END, \
      EXISTS (SELECT 1 FROM hookrelay_outbox) FROM hookrelay_wake_seq";
-
-/// `url` without its password, for error messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("…"));
-            }
-            u.to_string()
-        }
-        Err(_) => "postgres://…".to_owned(),
-    }
-}
 
 /// Milliseconds since the epoch, clamped to what `timestamptz` can hold (only absurd
 /// times, thousands of years away, are affected).
@@ -1866,7 +1853,8 @@ mod tests {
         let spec = serde_json::json!({"ordering": {"key": "data.user_id"}});
         let ep = Endpoint {
             routing: Arc::new(
-                crate::routing::Routing::compile(serde_json::from_value(spec).unwrap()).unwrap(),
+                crate::domain::routing::Routing::compile(serde_json::from_value(spec).unwrap())
+                    .unwrap(),
             ),
             ..endpoint("default", &["user.*"])
         };

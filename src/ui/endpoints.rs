@@ -137,7 +137,7 @@ async fn list_page(
             tbody {
                 @for (ep, r) in endpoints.iter().zip(&recents) {
                     tr {
-                        td { a href=(ctx.href(&format!("/endpoints/{}", ep.id))) { (crate::destinations::redact_url(&ep.url)) } br; small.id { (ep.id) } }
+                        td { a href=(ctx.href(&format!("/endpoints/{}", ep.id))) { (crate::secrets::redact_url(&ep.url)) } br; small.id { (ep.id) } }
                         td { @if ep.enabled { (badge("enabled")) } @else { (badge("disabled")) } }
                         td { (badge(ep.breaker.state.as_str())) }
                         td { (rate_limit_text(ep)) }
@@ -300,7 +300,7 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
         section.card {
             table.kv {
                 tr { th { "ID" } td id="endpoint-id" { (ep.id) } }
-                tr { th { "URL" } td { (crate::destinations::redact_url(&ep.url)) } }
+                tr { th { "URL" } td { (crate::secrets::redact_url(&ep.url)) } }
                 tr { th { "Description" } td { (ep.description.as_deref().unwrap_or("")) } }
                 tr { th { "Event types" } td { @if ep.event_types.is_empty() { "all" } @else { (ep.event_types.join(", ")) } } }
                 tr { th { "Enabled" } td id="endpoint-enabled" {
@@ -389,7 +389,7 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
             }
         }
     };
-    let title = format!("Endpoint {}", crate::destinations::redact_url(&ep.url));
+    let title = format!("Endpoint {}", crate::secrets::redact_url(&ep.url));
     Ok(layout(state, ctx, Nav::Endpoints, &title, content).await)
 }
 

@@ -41,7 +41,7 @@ use crate::{
 
 mod audit;
 mod endpoints;
-pub mod guard;
+use crate::api::guard;
 mod inbox;
 mod log;
 mod overview;

@@ -89,12 +89,12 @@ async fn list(
     Ok(layout(&state, &ctx, Nav::Sources, "Sources", content).await)
 }
 
-fn status_text(s: &crate::sources::SourceState) -> &'static str {
+fn status_text(s: &crate::ops::source_states::SourceState) -> &'static str {
     match s.status {
-        crate::sources::SourceStatus::Starting => "starting",
-        crate::sources::SourceStatus::Running => "running",
-        crate::sources::SourceStatus::Standby => "standby",
-        crate::sources::SourceStatus::Failing => "failing",
+        crate::ops::source_states::SourceStatus::Starting => "starting",
+        crate::ops::source_states::SourceStatus::Running => "running",
+        crate::ops::source_states::SourceStatus::Standby => "standby",
+        crate::ops::source_states::SourceStatus::Failing => "failing",
     }
 }
 

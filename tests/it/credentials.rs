@@ -119,7 +119,7 @@ async fn every_credential_is_sealed_and_lists_hide_header_values(backend: Backen
 
     // A start with a key seals what was there.
     let app = app
-        .restart_with(|c| c.encryption_keys = vec![random_key()])
+        .restart_with(|c| c.encryption_keys = vec![random_key().into()])
         .await;
     let row = stored(&db, endpoint_sql, &ep_id).await;
     let headers = row[1].clone().unwrap();
@@ -313,7 +313,7 @@ async fn inbox_tokens_are_stored_hashed_and_sealed(backend: Backend) {
 
     // A start with a key: both still receive at their URL; the token is stored nowhere.
     let app = app
-        .restart_with(|c| c.encryption_keys = vec![random_key()])
+        .restart_with(|c| c.encryption_keys = vec![random_key().into()])
         .await;
     let (fresh_id, fresh_token) = new_inbox(&app).await;
     for (id, token) in [

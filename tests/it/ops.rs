@@ -304,7 +304,7 @@ async fn an_event_without_a_trace_context_gets_one() {
         let tp = ev["traceparent"]
             .as_str()
             .expect("the event has a traceparent");
-        assert!(hookrelay::ingest::valid_traceparent(tp), "{tp}");
+        assert!(hookrelay::telemetry::trace::valid_traceparent(tp), "{tp}");
         let delivered = got
             .iter()
             .find(|g| g.json()["data"]["n"] == ev["data"]["n"])
@@ -355,7 +355,10 @@ async fn the_sql_function_carries_a_traceparent_to_the_receiver() {
     assert_eq!(&by_n[&1][3..35], "0af7651916cd43dd8448eb211c80319c");
     for n in [2, 3] {
         let made = &by_n[&n];
-        assert!(hookrelay::ingest::valid_traceparent(made), "{made}");
+        assert!(
+            hookrelay::telemetry::trace::valid_traceparent(made),
+            "{made}"
+        );
         assert_ne!(&made[3..35], "0af7651916cd43dd8448eb211c80319c");
     }
     assert_ne!(by_n[&2][3..35], by_n[&3][3..35], "each event its own trace");

@@ -214,9 +214,9 @@ async fn dispatch_webhook_applies_the_same_filters() {
         .await
         .unwrap();
     for (filter, data, actor, want) in filter_cases() {
-        let spec: hookrelay::routing::RoutingSpec =
+        let spec: hookrelay::domain::routing::RoutingSpec =
             serde_json::from_value(json!({ "filter": filter })).unwrap();
-        let rust = hookrelay::routing::Routing::compile(spec).unwrap();
+        let rust = hookrelay::domain::routing::Routing::compile(spec).unwrap();
         let event = hookrelay::domain::Event {
             id: "evt_x".into(),
             tenant_id: "default".into(),

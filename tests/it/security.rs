@@ -171,7 +171,7 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate(backend: Backend) {
     // A start with a key seals what was there, and seals new secrets as they are written.
     let old_key = random_key();
     let app = app
-        .restart_with(|c| c.encryption_keys = vec![old_key.clone()])
+        .restart_with(|c| c.encryption_keys = vec![old_key.as_str().into()])
         .await;
     let (stored, _) = stored_secrets(&url, &before_id).await;
     assert!(stored.starts_with("enc1:"), "{stored}");
@@ -220,7 +220,9 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate(backend: Backend) {
     let new_key = random_key();
     let (old_sealed, _) = stored_secrets(&url, &before_id).await;
     let app = app
-        .restart_with(|c| c.encryption_keys = vec![new_key.clone(), old_key.clone()])
+        .restart_with(|c| {
+            c.encryption_keys = vec![new_key.as_str().into(), old_key.as_str().into()]
+        })
         .await;
     let (new_sealed, _) = stored_secrets(&url, &before_id).await;
     assert_ne!(old_sealed.split(':').nth(1), new_sealed.split(':').nth(1));
@@ -232,7 +234,7 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate(backend: Backend) {
     // Without the key that sealed them, the server refuses to start rather than sign
     // with garbage.
     let mut wrong = app.config().clone();
-    wrong.encryption_keys = vec![random_key()];
+    wrong.encryption_keys = vec![random_key().into()];
     let mut app = app;
     app.halt_keeping_data().await;
     let err = hookrelay::App::build(wrong).await.err().expect("refused");

@@ -149,7 +149,8 @@ async fn a_keys_backlog_waits_parked_and_goes_one_at_a_time(backend: Backend) {
     let spec = serde_json::json!({"ordering": {"key": "data.k"}});
     let endpoint = Endpoint {
         routing: Arc::new(
-            hookrelay::routing::Routing::compile(serde_json::from_value(spec).unwrap()).unwrap(),
+            hookrelay::domain::routing::Routing::compile(serde_json::from_value(spec).unwrap())
+                .unwrap(),
         ),
         ..Endpoint::new(
             "default",

@@ -14,7 +14,7 @@ use crate::domain::Event;
 
 /// Makes `span` a child of the remote span named by `traceparent` (when spans are exported).
 fn adopt(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(tp) = traceparent.filter(|tp| crate::ingest::valid_traceparent(tp)) else {
+    let Some(tp) = traceparent.filter(|tp| valid_traceparent(tp)) else {
         return;
     };
     let carrier: HashMap<String, String> = [("traceparent".to_owned(), tp.to_owned())].into();
@@ -44,7 +44,7 @@ pub fn outgoing_traceparent(span: &tracing::Span) -> Option<String> {
 /// deliveries send on and its attempts' log lines share.
 pub fn event_traceparent(given: Option<String>) -> String {
     given
-        .filter(|tp| crate::ingest::valid_traceparent(tp))
+        .filter(|tp| valid_traceparent(tp))
         .or_else(|| outgoing_traceparent(&tracing::Span::current()))
         .unwrap_or_else(new_traceparent)
 }
@@ -61,9 +61,7 @@ pub fn new_traceparent() -> String {
 /// The trace id (32 hex digits) of a `traceparent`, if it is well formed.
 pub fn trace_id(traceparent: Option<&str>) -> Option<&str> {
     let tp = traceparent?;
-    crate::ingest::valid_traceparent(tp)
-        .then(|| tp.get(3..35))
-        .flatten()
+    valid_traceparent(tp).then(|| tp.get(3..35)).flatten()
 }
 
 /// The span of one ingest, carrying the producer's trace id.
@@ -92,19 +90,44 @@ pub fn attempt_span(
     span
 }
 
+/// Checks a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn valid_traceparent(tp: &str) -> bool {
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparents() {
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent("garbage"));
+    }
 
     #[test]
     fn events_without_a_trace_context_get_a_new_one() {
         let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(event_traceparent(Some(given.into())), given);
         let made = event_traceparent(None);
-        assert!(crate::ingest::valid_traceparent(&made), "{made}");
+        assert!(valid_traceparent(&made), "{made}");
         assert!(made.ends_with("-01"));
         let bad = event_traceparent(Some("garbage".into()));
-        assert!(crate::ingest::valid_traceparent(&bad));
+        assert!(valid_traceparent(&bad));
         assert_ne!(trace_id(Some(&made)), trace_id(Some(&bad)));
     }
 

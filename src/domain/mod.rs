@@ -7,6 +7,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod retry;
+pub mod routing;
+
 /// Current time truncated to whole milliseconds, the precision every store keeps.
 pub fn now() -> DateTime<Utc> {
     from_millis(Utc::now().timestamp_millis())
@@ -102,7 +105,7 @@ pub struct Endpoint {
     pub breaker: Breaker,
     /// Payload filter, ordering and transformation, compiled ([`crate::routing`]).
     #[serde(skip)]
-    pub routing: std::sync::Arc<crate::routing::Routing>,
+    pub routing: std::sync::Arc<routing::Routing>,
     /// The body shape and signature deliveries carry.
     pub format: DeliveryFormat,
     pub created_at: DateTime<Utc>,
@@ -148,7 +151,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("id", &self.id)
             .field("tenant_id", &self.tenant_id)
-            .field("url", &crate::destinations::redact_url(&self.url))
+            .field("url", &crate::secrets::redact_url(&self.url))
             .field("description", &self.description)
             .field("event_types", &self.event_types)
             .field("secret", &"***")

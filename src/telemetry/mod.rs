@@ -12,6 +12,8 @@
 //! trace. Without the variable nothing is exported and deliveries carry the producer's
 //! `traceparent` unchanged.
 
+pub mod trace;
+
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -47,6 +47,18 @@ impl RetryPolicy {
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
     }
+
+    /// After retryable failed attempt `attempt` of a delivery allowed `max_attempts`: the
+    /// delay before the next attempt, or `None` when the attempts are used up and the
+    /// delivery fails for good.
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        max_attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        (attempt < max_attempts).then(|| self.delay(attempt, retry_after))
+    }
 }
 
 /// Parses a `Retry-After` value: delay seconds or an HTTP date.
@@ -107,6 +119,18 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(4200))),
             Duration::from_secs(100)
         );
+    }
+
+    #[test]
+    fn attempts_run_out() {
+        let p = policy();
+        assert!(p.next_delay(1, 3, None).is_some());
+        assert_eq!(
+            p.next_delay(2, 3, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(p.next_delay(3, 3, None), None);
+        assert_eq!(p.next_delay(4, 3, None), None);
     }
 
     #[test]

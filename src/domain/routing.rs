@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::Event;
+use super::Event;
 
 /// Most conditions one filter may hold, and how deep it may nest.
 pub const MAX_CONDITIONS: usize = 100;
