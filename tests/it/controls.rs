@@ -295,9 +295,9 @@ async fn a_slow_endpoint_cannot_take_every_slot(backend: Backend) {
         app.event("slow.tick", json!({ "i": i })).await;
     }
     let started = std::time::Instant::now();
-    for i in 0..20 {
-        app.event("fast.tick", json!({ "i": i })).await;
-    }
+    // All at once: posted one after the other, on a loaded machine the posting alone can
+    // outlast the slow endpoint's first rounds.
+    futures::future::join_all((0..20).map(|i| app.event("fast.tick", json!({ "i": i })))).await;
     let fast_got = fast.wait_for(20, Duration::from_secs(20)).await;
     let fast_done = started.elapsed();
     eprintln!("slow endpoint backlog of 40 at 500 ms each: fast endpoint's 20 done in {fast_done:?}, slow has {} so far", slow.count());

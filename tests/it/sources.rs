@@ -118,13 +118,14 @@ async fn rejected(app: &TestApp, id: &str, n: usize) -> String {
     last.to_string()
 }
 
-/// Waits until `/v1/health` shows the source's 1,000 events ingested and nothing left unread
+/// Waits until `/v1/health` shows the source's `ingested` events and nothing left unread
 /// (nor, with `pending`, unacknowledged) at the broker.
-async fn settled(app: &TestApp, pending: bool) {
+async fn settled(app: &TestApp, pending: bool, ingested: u64) {
     let done = eventually(Duration::from_secs(20), || async {
         let (_, h) = app.get("/v1/health").await;
         let s = &h["sources"][0];
-        (s["lag"] == 0 && s["ingested"] == 1000 && (!pending || s["pending"] == 0)).then_some(())
+        (s["lag"] == 0 && s["ingested"] == ingested && (!pending || s["pending"] == 0))
+            .then_some(())
     })
     .await;
     let (_, h) = app.get("/v1/health").await;
@@ -547,7 +548,7 @@ async fn nats_stream_messages_arrive_once_and_bad_ones_are_recorded() {
     );
 
     // Nothing left to deliver to hookrelay or to acknowledge.
-    settled(&app, true).await;
+    settled(&app, true, 1000).await;
     let mut stream = js.get_stream(&name).await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer("hookrelay").await.unwrap();
@@ -601,6 +602,15 @@ async fn kill_9_while_consuming_nats_loses_nothing() {
     js.delete_stream(&name).await.unwrap();
 }
 
+/// Good messages the SQS source test sends: `HOOKRELAY_SQS_SOURCE_MESSAGES`, 300 by default
+/// (CI; moto passes about ten a second on a slow machine), 1,000 or more by hand.
+fn sqs_source_messages() -> usize {
+    std::env::var("HOOKRELAY_SQS_SOURCE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     use crate::destinations::{aws_env, moto, sqs_client, sqs_create};
@@ -616,11 +626,15 @@ async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     assert_eq!(s, StatusCode::CREATED);
     let receiver = Receiver::ok().await;
     app.endpoint(json!({ "url": receiver.url })).await;
-    let mut bodies: Vec<String> = (0..1000)
+    let messages = sqs_source_messages();
+    let mut bodies: Vec<String> = (0..messages)
         .map(|n| json!({"type": "job.done", "data": {"n": n}}).to_string())
         .collect();
-    bodies.insert(300, "{not json".to_owned());
-    bodies.insert(600, json!({"type": "job.unknown", "data": {}}).to_string());
+    bodies.insert(messages * 3 / 10, "{not json".to_owned());
+    bodies.insert(
+        messages * 6 / 10,
+        json!({"type": "job.unknown", "data": {}}).to_string(),
+    );
     for chunk in bodies.chunks(10) {
         let entries = chunk
             .iter()
@@ -653,14 +667,14 @@ async fn sqs_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     let id = src["id"].as_str().unwrap().to_owned();
     assert_eq!(src["kind"], "sqs");
 
-    assert_each_once(&receiver, 1000).await;
+    assert_each_once(&receiver, messages as u64).await;
     let text = rejected(&app, &id, 2).await;
     assert!(
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
     // Every message deleted: none visible, none in flight.
-    settled(&app, true).await;
+    settled(&app, true, messages as u64).await;
     app.stop().await;
 }
 
@@ -749,7 +763,7 @@ async fn rabbitmq_queue_messages_arrive_once_and_bad_ones_are_recorded() {
     );
     assert!(text.contains("bad-1") && text.contains("bad-2"), "{text}");
     // Every message acknowledged: nothing ready, nothing unacknowledged.
-    settled(&app, false).await;
+    settled(&app, false, 1000).await;
     app.stop().await;
     // With hookrelay stopped, a message still unacknowledged would be ready again.
     let q = channel
@@ -838,7 +852,7 @@ async fn kafka_topic_records_arrive_once_and_bad_ones_are_recorded() {
         text.contains("malformed") && text.contains("not in the catalog"),
         "{text}"
     );
-    settled(&app, false).await;
+    settled(&app, false, 1000).await;
 
     // A restart resumes from the stored positions: nothing is read twice.
     let app = app.restart().await;
