@@ -1,11 +1,55 @@
 //! Row types shared by the SQL stores: both read times as epoch milliseconds and JSON as
 //! text, so one set of rows and conversions to domain types serves SQLite and PostgreSQL.
 
-use super::{Result, StoreError};
+use chrono::{DateTime, Utc};
+
+use super::{Claimed, Result, StoreError};
 use crate::domain::{
     from_millis, Attempt, AttemptOutcome, Breaker, BreakerState, Delivery, DeliveryFormat,
     DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
+
+/// Milliseconds since the epoch, as both stores write times: clamped to what PostgreSQL's
+/// `timestamptz` can hold, on both stores alike (only absurd times, thousands of years
+/// away, are affected).
+pub(super) fn ms(t: DateTime<Utc>) -> i64 {
+    const MIN: i64 = -200_000_000_000_000; // about 4400 BC
+    const MAX: i64 = 9_000_000_000_000_000; // about AD 287000
+    t.timestamp_millis().clamp(MIN, MAX)
+}
+
+/// Joins claimed deliveries with their events and endpoints. A delivery whose endpoint or
+/// event is gone (deleted since the claim, which cancelled or deleted the delivery too) is
+/// left out rather than failing the whole batch.
+pub(super) fn assemble_claims(
+    deliveries: Vec<Delivery>,
+    events: Vec<(Event, Option<String>)>,
+    endpoints: Vec<Endpoint>,
+    lease_id: &str,
+) -> Vec<Claimed> {
+    let events: std::collections::HashMap<String, (Event, Option<String>)> =
+        events.into_iter().map(|e| (e.0.id.clone(), e)).collect();
+    let endpoints: std::collections::HashMap<String, Endpoint> =
+        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    deliveries
+        .into_iter()
+        .filter_map(|delivery| {
+            let event = events.get(&delivery.event_id).cloned();
+            let endpoint = endpoints.get(&delivery.endpoint_id).cloned();
+            let (Some((event, unreadable)), Some(endpoint)) = (event, endpoint) else {
+                tracing::debug!(delivery = %delivery.id, "claimed delivery lost its endpoint or event meanwhile");
+                return None;
+            };
+            Some(Claimed {
+                delivery,
+                event,
+                endpoint,
+                lease_id: lease_id.to_owned(),
+                unreadable,
+            })
+        })
+        .collect()
+}
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TenantRow {
@@ -287,5 +331,54 @@ impl From<TokenRow> for super::TokenRecord {
             hash: r.hash,
             created_at: from_millis(r.created_at),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{self, Endpoint, Event};
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            tenant_id: "t".into(),
+            event_type: "a.b".into(),
+            data: serde_json::json!({}),
+            actor: None,
+            idempotency_key: None,
+            traceparent: None,
+            created_at: domain::now(),
+            deliver_at: None,
+        }
+    }
+
+    #[test]
+    fn a_delivery_whose_endpoint_or_event_is_gone_is_left_out_alone() {
+        let ep = Endpoint::new("t", "https://example.com/", "whsec_dGVzdA==".into());
+        let ev = event("evt_1");
+        let one = || domain::fan_out(&ev, std::slice::from_ref(&ep), 3).remove(0);
+        let kept = one();
+        let mut no_endpoint = one();
+        no_endpoint.endpoint_id = "ep_gone".into();
+        let mut no_event = one();
+        no_event.event_id = "evt_gone".into();
+        let claimed = assemble_claims(
+            vec![no_endpoint, kept.clone(), no_event],
+            vec![(ev, None)],
+            vec![ep],
+            "lse_1",
+        );
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].delivery.id, kept.id);
+        assert_eq!(claimed[0].lease_id, "lse_1");
+    }
+
+    #[test]
+    fn times_are_clamped_alike() {
+        let ancient = DateTime::<Utc>::from_timestamp_millis(-300_000_000_000_000).unwrap();
+        assert_eq!(ms(ancient), -200_000_000_000_000);
+        let now = domain::now();
+        assert_eq!(ms(now), now.timestamp_millis());
     }
 }

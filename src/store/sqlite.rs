@@ -21,12 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 mod ops;
 
 use super::rows::{
-    collect, corrupt, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow, TenantRow,
-    TokenRow,
+    assemble_claims, collect, corrupt, ms, AttemptRow, DeliveryRow, EndpointRow, EventRow,
+    EventTypeRow, TenantRow, TokenRow,
 };
 use super::{
-    endpoint_limit, routing_text, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter,
-    Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
+    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, DeliveryFilter,
+    EventFilter, Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::domain::{
     self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
@@ -417,10 +417,6 @@ async fn ingest_batch(
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt("batch parameters", e))
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -1228,12 +1224,12 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader),
         )
         .map_err(db)?;
-        assemble_claims(
+        Ok(assemble_claims(
             collect(claimed)?,
             events.into_iter().map(EventRow::into_claimed).collect(),
             collect(endpoints)?,
             lease_id,
-        )
+        ))
     }
 
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
@@ -1308,39 +1304,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Joins claimed deliveries with their events and endpoints.
-fn assemble_claims(
-    deliveries: Vec<Delivery>,
-    events: Vec<(Event, Option<String>)>,
-    endpoints: Vec<Endpoint>,
-    lease_id: &str,
-) -> Result<Vec<Claimed>> {
-    let events: std::collections::HashMap<String, (Event, Option<String>)> =
-        events.into_iter().map(|e| (e.0.id.clone(), e)).collect();
-    let endpoints: std::collections::HashMap<String, Endpoint> =
-        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
-    deliveries
-        .into_iter()
-        .map(|delivery| {
-            let (event, unreadable) = events
-                .get(&delivery.event_id)
-                .cloned()
-                .ok_or_else(|| corrupt("delivery without event", &delivery.id))?;
-            let endpoint = endpoints
-                .get(&delivery.endpoint_id)
-                .cloned()
-                .ok_or_else(|| corrupt("delivery without endpoint", &delivery.id))?;
-            Ok(Claimed {
-                delivery,
-                event,
-                endpoint,
-                lease_id: lease_id.to_owned(),
-                unreadable,
-            })
-        })
-        .collect()
-}
-
 /// Completion writes shared by [`Store::complete`] and [`super::ops::OpsStore::complete_with_stats`].
 impl SqliteStore {
     /// [`Store::complete`], adding `stats` to the dispatcher's per-minute counters in the
@@ -1365,8 +1328,8 @@ impl SqliteStore {
                     ms(a.started_at),
                     a.duration_ms,
                     a.status_code,
-                    a.response,
-                    a.error,
+                    a.response.as_deref().map(storable),
+                    a.error.as_deref().map(storable),
                     a.outcome.as_str(),
                     a.next_attempt_at.map(ms)
                 ])
@@ -1382,18 +1345,20 @@ impl SqliteStore {
                     c.lease_id,
                     c.status.as_str(),
                     c.next_attempt_at.map(ms),
-                    a.error,
+                    a.error.as_deref().map(storable),
                     finished
                 ])
             })
             .collect();
         let mut tx = self.writer.begin().await.map_err(db)?;
+        // A batch written twice (its first commit's answer lost) records each attempt once.
         sqlx::query(
             "INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
              status_code, response, error, outcome, next_attempt_at) SELECT \
              j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
              j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
-             j.value ->> '$[8]', j.value ->> '$[9]' FROM json_each(?) j",
+             j.value ->> '$[8]', j.value ->> '$[9]' FROM json_each(?) j \
+             WHERE true ON CONFLICT (id) DO NOTHING",
         )
         .bind(to_json(&attempts)?)
         .execute(&mut *tx)
@@ -1475,13 +1440,13 @@ impl SqliteStore {
             .map_err(db)?;
         }
         for c in completions {
-            if let Some(reason) = &c.disable_endpoint {
-                audit_disable(&mut tx, &c.endpoint_id, reason).await?;
+            if let Some(reason) = c.disable_endpoint.as_deref().map(storable) {
+                audit_disable(&mut tx, &c.endpoint_id, &reason).await?;
                 sqlx::query(
                     "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
                      WHERE id = ?",
                 )
-                .bind(reason)
+                .bind(reason.into_owned())
                 .bind(ms(crate::domain::now()))
                 .bind(&c.endpoint_id)
                 .execute(&mut *tx)

@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod cli;
 mod community;
+mod conformance;
 mod controls;
 mod crash;
 mod credentials;

@@ -9,14 +9,17 @@ use hookrelay::{
 
 use crate::helpers::*;
 
-struct NoCheck;
+pub(crate) struct NoCheck;
 impl DataCheck for NoCheck {
     fn check(&self, _: &domain::EventType, _: &serde_json::Value) -> Result<(), String> {
         Ok(())
     }
 }
 
-async fn open(backend: Backend, dir: &tempfile::TempDir) -> (Arc<dyn Store>, Option<String>) {
+pub(crate) async fn open(
+    backend: Backend,
+    dir: &tempfile::TempDir,
+) -> (Arc<dyn Store>, Option<String>) {
     match backend {
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.path().join("s.db").display());
