@@ -15,10 +15,9 @@ use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Path, Principal};
 use crate::{
-    dispatch::{attempt, batch_stats},
-    domain::{self, new_id, new_id_at, prefix, AttemptOutcome, Delivery, DeliveryStatus, Event},
+    dispatch::{send_test, TestSend},
+    domain::{self, AttemptOutcome, DeliveryStatus},
     ops::health::{HealthReport, Snapshot},
-    store::Claimed,
 };
 
 /// Event type of the messages sent by the endpoint test.
@@ -245,87 +244,47 @@ pub async fn test_endpoint(
 ) -> Result<axum::Json<TestResult>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let req: TestRequest = super::optional_json(&body)?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    run_test(&state, &tenant, &id, req.data, traceparent)
+        .await
+        .map(axum::Json)
+}
+
+/// The endpoint test behind the route and the dashboard's button (the caller has checked
+/// access to `tenant`): sends `data` (or a default message) as a `webhook.test` event.
+pub(crate) async fn run_test(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    data: Option<serde_json::Value>,
+    traceparent: Option<String>,
+) -> Result<TestResult, ApiError> {
     // Held until the attempt is written: a tenant's tests are few at a time.
-    let _slot = state.endpoint_tests.enter(&tenant)?;
+    let _slot = state.endpoint_tests.enter(tenant)?;
     let endpoint = state
         .store
-        .get_endpoint(&tenant, &id)
+        .get_endpoint(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint"))?;
-    let now = domain::now();
-    let data = match req.data {
+    let data = match data {
         Some(serde_json::Value::Null) | None => serde_json::json!({
             "message": "Test event from hookrelay",
             "endpoint_id": endpoint.id,
         }),
         Some(d) => d,
     };
-    let event = Event {
-        id: new_id_at(prefix::EVENT, now),
-        tenant_id: tenant.clone(),
-        event_type: TEST_EVENT_TYPE.into(),
-        data,
-        actor: None,
-        idempotency_key: None,
-        traceparent: Some(crate::telemetry::trace::event_traceparent(
-            headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        )),
-        created_at: now,
-        deliver_at: None,
+    let ctx = TestSend {
+        store: state.store.as_ref(),
+        ops: &state.ops,
+        retry: &state.config.retry,
+        breaker: &state.config.breaker,
+        lease: state.config.dispatch.lease,
     };
-    let lease_id = new_id("lse");
-    let lease = chrono::Duration::from_std(state.config.dispatch.lease).unwrap_or_default();
-    let delivery = Delivery {
-        id: new_id_at(prefix::DELIVERY, now),
-        tenant_id: tenant,
-        event_id: event.id.clone(),
-        endpoint_id: endpoint.id.clone(),
-        status: DeliveryStatus::Pending,
-        attempts: 0,
-        // One attempt: a test is not retried.
-        max_attempts: 1,
-        // Leased to this request, so no dispatcher takes it meanwhile.
-        next_attempt_at: Some(now + lease),
-        last_error: None,
-        ordering_key: None,
-        ordering_blocks: false,
-        created_at: now,
-        updated_at: now,
-    };
-    state
-        .store
-        .insert_leased(&event, &delivery, &lease_id)
-        .await?;
-    let claimed = Claimed {
-        delivery,
-        event,
-        endpoint,
-        lease_id,
-        unreadable: None,
-    };
-    let event_id = claimed.event.id.clone();
-    let done = attempt(
-        state.ops.destination.as_ref(),
-        &state.config.retry,
-        claimed,
-        Some(&state.ops.metrics),
-    )
-    .await;
-    let stats = batch_stats(std::slice::from_ref(&done));
-    let c = done.completion;
-    state
-        .store
-        .complete_with_stats(
-            std::slice::from_ref(&c),
-            &state.config.breaker,
-            &state.ops.dispatcher_id,
-            &stats,
-        )
-        .await?;
-    Ok(axum::Json(TestResult {
+    let (event_id, c) = send_test(ctx, endpoint, TEST_EVENT_TYPE, data, traceparent).await?;
+    Ok(TestResult {
         event_id,
         delivery_id: c.delivery_id,
         status: c.status,
@@ -335,5 +294,5 @@ pub async fn test_endpoint(
         response: c.attempt.response,
         error: c.attempt.error,
         started_at: c.attempt.started_at,
-    }))
+    })
 }

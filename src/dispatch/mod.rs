@@ -316,6 +316,88 @@ pub struct Done {
     pub e2e_ms: Option<u64>,
 }
 
+/// What the endpoint test needs of the running process.
+pub struct TestSend<'a> {
+    pub store: &'a dyn Store,
+    pub ops: &'a crate::ops::Ops,
+    pub retry: &'a RetryPolicy,
+    pub breaker: &'a BreakerPolicy,
+    /// How long the test delivery is leased to the caller, so no dispatcher takes it.
+    pub lease: Duration,
+}
+
+/// Sends a test event to `endpoint` now, once, outside the claim loop (the endpoint test of
+/// the API and the dashboard): the event and its one delivery are written leased to the
+/// caller, sent through this process's destination like any delivery (whatever the
+/// endpoint's breaker or enabled state), and the attempt is recorded. Returns the event id
+/// and the completion written.
+pub async fn send_test(
+    ctx: TestSend<'_>,
+    endpoint: domain::Endpoint,
+    event_type: &str,
+    data: serde_json::Value,
+    traceparent: Option<String>,
+) -> Result<(String, Completion), crate::store::StoreError> {
+    let now = domain::now();
+    let event = domain::Event {
+        id: domain::new_id_at(domain::prefix::EVENT, now),
+        tenant_id: endpoint.tenant_id.clone(),
+        event_type: event_type.into(),
+        data,
+        actor: None,
+        idempotency_key: None,
+        traceparent: Some(crate::telemetry::trace::event_traceparent(traceparent)),
+        created_at: now,
+        deliver_at: None,
+    };
+    let lease_id = new_id("lse");
+    let delivery = domain::Delivery {
+        id: domain::new_id_at(domain::prefix::DELIVERY, now),
+        tenant_id: endpoint.tenant_id.clone(),
+        event_id: event.id.clone(),
+        endpoint_id: endpoint.id.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        // One attempt: a test is not retried.
+        max_attempts: 1,
+        // Leased to this caller, so no dispatcher takes it meanwhile.
+        next_attempt_at: Some(now + to_chrono(ctx.lease)),
+        last_error: None,
+        ordering_key: None,
+        ordering_blocks: false,
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.store
+        .insert_leased(&event, &delivery, &lease_id)
+        .await?;
+    let event_id = event.id.clone();
+    let claimed = Claimed {
+        delivery,
+        event,
+        endpoint,
+        lease_id,
+        unreadable: None,
+    };
+    let done = attempt(
+        ctx.ops.destination.as_ref(),
+        ctx.retry,
+        claimed,
+        Some(&ctx.ops.metrics),
+    )
+    .await;
+    let stats = batch_stats(std::slice::from_ref(&done));
+    ctx.store
+        .complete_with_stats(
+            std::slice::from_ref(&done.completion),
+            ctx.breaker,
+            &ctx.ops.dispatcher_id,
+            &stats,
+        )
+        .await?;
+    Ok((event_id, done.completion))
+}
+
 /// Sends one claimed delivery once, through `destination`, and says what follows: the
 /// attempt to record and the delivery's new state. Logs one line per attempt and counts it
 /// in `metrics`. The dispatcher and the test endpoint both send through here.

@@ -4,7 +4,6 @@
 
 use axum::{
     extract::{Query, State},
-    http::HeaderMap,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
     Router,
@@ -21,7 +20,7 @@ use super::{
 use crate::{
     api::{
         endpoints::{self as api_ep, CreateEndpoint, UpdateEndpoint},
-        ops::test_endpoint,
+        ops::run_test,
         AppState, Json, Path,
     },
     domain::{Attempt, Delivery, DeliveryStatus, Endpoint},
@@ -399,14 +398,7 @@ async fn test(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let axum::Json(r) = test_endpoint(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-        HeaderMap::new(),
-        axum::body::Bytes::new(),
-    )
-    .await?;
+    let r = run_test(&state, &ctx.tenant, &id, None, None).await?;
     let ok = r.status == DeliveryStatus::Delivered;
     let notice = html! {
         section.card.flash.good[ok].bad[!ok] id="test-result" {
