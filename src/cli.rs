@@ -1,23 +1,108 @@
 //! The command line: `serve`, `migrate`, `verify`, and client commands that talk to a
 //! running server over its HTTP API.
 
-use std::{io::Read, path::PathBuf};
+use std::{
+    ffi::{OsStr, OsString},
+    io::Read,
+    path::PathBuf,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::{config::ServeArgs, config::StoreArgs, signing};
+use crate::{
+    config::{ConfigError, FileValues, ServeArgs, StoreArgs},
+    signing,
+};
 
 /// hookrelay: webhook and event delivery, signed, retried, logged, never lost.
 #[derive(Debug, Parser)]
 #[command(name = "hookrelay", version, about, propagate_version = true)]
 pub struct Cli {
     /// TOML config file with the same keys as the flags (flags and env win over it).
-    #[arg(long, global = true, env = "HOOKRELAY_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+const CONFIG_ENV: &str = "HOOKRELAY_CONFIG";
+
+/// The commands that take settings from the config file.
+const CONFIGURED: [&str; 3] = ["serve", "migrate", "import"];
+
+/// Why the command line could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A flag or environment variable (clap's own error: it prints usage, exits with 2).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+    /// The config file.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment over its config file; on an error,
+    /// prints it and exits.
+    pub fn parse_with_config() -> Self {
+        match Self::try_parse_with_config(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(ParseError::Args(e)) => e.exit(),
+            Err(e @ ParseError::Config(_)) => {
+                eprintln!("error: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
+
+    /// Parses `argv` (the program name first) and the environment. For `serve`, `migrate`
+    /// and `import`, the config file (`--config FILE` or `HOOKRELAY_CONFIG`) is read first
+    /// and each of its values becomes the default of the argument of the same id, so flags
+    /// and environment win over it and it wins over the built-in defaults. A key that is
+    /// not a `serve` setting, or a value its flag would refuse, is an error; settings of
+    /// `serve` that `migrate` does not take are ignored there.
+    pub fn try_parse_with_config<I, T>(argv: I) -> Result<Self, ParseError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let mut cmd = Cli::command();
+        let (file, subcommand) = scan(&argv);
+        let file = file.or_else(|| std::env::var_os(CONFIG_ENV).filter(|f| !f.is_empty()));
+        let subcommand = subcommand.and_then(OsStr::to_str);
+        if let (Some(file), Some(name)) = (file, subcommand) {
+            if CONFIGURED.contains(&name) {
+                let values = FileValues::load(file.as_ref())?;
+                cmd = cmd.mut_subcommand(name, |sub| values.apply(sub));
+            }
+        }
+        let matches = cmd.try_get_matches_from_mut(argv)?;
+        Cli::from_arg_matches(&matches).map_err(|e| ParseError::Args(e.format(&mut cmd)))
+    }
+}
+
+/// The value of `--config` and the name of the subcommand in `argv`, found before clap
+/// parses: the top command has no other option taking a value, so its first word that is
+/// not an option is the subcommand. `--config` is global: it may follow the subcommand.
+fn scan(argv: &[OsString]) -> (Option<OsString>, Option<&OsStr>) {
+    let (mut file, mut subcommand) = (None, None);
+    let mut words = argv.iter().skip(1);
+    while let Some(word) = words.next() {
+        let text = word.to_string_lossy();
+        if text == "--" {
+            break;
+        } else if text == "--config" {
+            file = words.next().cloned();
+        } else if let Some(value) = text.strip_prefix("--config=") {
+            file = Some(value.into());
+        } else if subcommand.is_none() && !text.starts_with('-') {
+            subcommand = Some(word.as_os_str());
+        }
+    }
+    (file, subcommand)
 }
 
 #[derive(Debug, Subcommand)]
@@ -1038,5 +1123,76 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             print(&c.call(method, &c.tenant_path(&rest), None).await?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_config_file_and_subcommand_are_found_before_parsing() {
+        let scanned = |argv: &[&str]| {
+            let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+            let (file, sub) = scan(&argv);
+            (file, sub.map(OsStr::to_owned))
+        };
+        let some = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            scanned(&["hr", "--config", "a.toml", "serve"]),
+            (some("a.toml"), some("serve"))
+        );
+        assert_eq!(
+            scanned(&["hr", "serve", "--config=b.toml", "--listen", "x"]),
+            (some("b.toml"), some("serve"))
+        );
+        assert_eq!(scanned(&["hr", "migrate"]), (None, some("migrate")));
+        assert_eq!(
+            scanned(&["hr", "send", "--", "--config", "c"]),
+            (None, some("send"))
+        );
+    }
+
+    #[test]
+    fn serve_migrate_and_import_take_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "database_url = \"sqlite://f.db\"\nmax_attempts = 4").unwrap();
+        let path = file.path().to_str().unwrap().to_owned();
+        let path = path.as_str();
+        let parse = |argv: &[&str]| Cli::try_parse_with_config(argv.iter().copied());
+        let Command::Serve(args) = parse(&["hr", "--config", path, "serve", "--max-attempts", "9"])
+            .unwrap()
+            .command
+        else {
+            panic!("not serve")
+        };
+        // The flag wins over the file (the environment could set the database URL).
+        assert_eq!(args.max_attempts, 9);
+        let Command::Migrate(store) = parse(&["hr", "migrate", "--config", path]).unwrap().command
+        else {
+            panic!("not migrate")
+        };
+        if std::env::var_os("HOOKRELAY_DATABASE_URL").is_none() {
+            assert_eq!(store.database_url, "sqlite://f.db");
+        }
+        let Command::Import(import) =
+            parse(&["hr", "import", "--from", "postgres://x", "--config", path])
+                .unwrap()
+                .command
+        else {
+            panic!("not import")
+        };
+        if std::env::var_os("HOOKRELAY_MAX_ATTEMPTS").is_none() {
+            assert_eq!(import.serve.max_attempts, 4);
+        }
+        // A key of no `serve` setting is refused, by `migrate` too.
+        writeln!(file, "tenant = \"t\"").unwrap();
+        let err = parse(&["hr", "migrate", "--config", path])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`tenant`") && err.contains(path), "{err}");
+        // Client commands do not read it.
+        assert!(parse(&["hr", "--config", path, "openapi"]).is_ok());
     }
 }

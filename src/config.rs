@@ -1,14 +1,17 @@
 //! Configuration: parsed once into typed values and validated at start.
 //!
-//! Every setting is a flag, an environment variable and a key of the optional TOML file.
-//! Flags win over the environment (clap handles both), and both win over the file.
+//! Every setting of `hookrelay serve` is declared once, in [`ServeArgs`] (with [`StoreArgs`]
+//! and [`AlertArgs`]): its flag, its environment variable, its default, and its key in the
+//! optional TOML file (the field name). Flags win over the environment (clap handles both),
+//! both win over the file, and the file wins over the built-in defaults: each value of the
+//! file becomes the default of its argument before clap parses ([`FileValues`]).
+//! [`Config`] is the typed, validated result that the rest of the program uses.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, Command, FromArgMatches, ValueEnum};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use crate::{
     dispatch::DispatchConfig,
@@ -35,13 +38,20 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("unknown key `{key}` in config file {path}: not a setting of `hookrelay serve`")]
+    UnknownKey { key: String, path: String },
+    #[error("invalid value for `{key}` in config file {path}: {message}")]
+    FileValue {
+        key: String,
+        path: String,
+        message: String,
+    },
     #[error("invalid value for {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
 
 /// Which parts of hookrelay this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Role {
     /// The HTTP API (and dashboard) only.
     Api,
@@ -70,17 +80,22 @@ fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
 }
 
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookrelay.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
+
 /// The store location: shared by `serve` and `migrate`.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Store URL: `sqlite://PATH` (created if missing) or `postgres://…`.
-    /// [default: sqlite://hookrelay.db]
-    #[arg(long, env = "HOOKRELAY_DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[arg(long, env = "HOOKRELAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
 
-    /// Most connections this process opens to PostgreSQL. [default: 10]
-    #[arg(long, env = "HOOKRELAY_DATABASE_POOL_SIZE")]
-    pub database_pool_size: Option<u32>,
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "HOOKRELAY_DATABASE_POOL_SIZE", default_value_t = 10)]
+    pub database_pool_size: u32,
 
     /// PostgreSQL schema that holds hookrelay's tables. [default: hookrelay, or the schema
     /// where an installation made before schemas keeps them]
@@ -88,20 +103,21 @@ pub struct StoreArgs {
     pub pg_schema: Option<String>,
 
     /// PostgreSQL schema where the `dispatch_webhook()` functions that applications call
-    /// are installed. [default: public]
-    #[arg(long, env = "HOOKRELAY_PG_FUNCTION_SCHEMA")]
-    pub pg_function_schema: Option<String>,
+    /// are installed.
+    #[arg(long, env = "HOOKRELAY_PG_FUNCTION_SCHEMA", default_value = "public")]
+    pub pg_function_schema: String,
 }
 
-/// Settings of `hookrelay serve`. Each is optional here so that the config file can fill it.
-#[derive(Debug, Clone, Args, Default)]
+/// Settings of `hookrelay serve`: the one declaration of each setting. The field names are
+/// the keys of the config file.
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// Address the API listens on. [default: 127.0.0.1:8400]
-    #[arg(long, env = "HOOKRELAY_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// Address the API listens on.
+    #[arg(long, env = "HOOKRELAY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
 
     /// Admin bearer token. When unset, one is generated on first start and printed once.
     #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
@@ -116,57 +132,56 @@ pub struct ServeArgs {
     )]
     pub allow_networks: Vec<IpNet>,
 
-    /// Which parts run in this process. [default: all]
-    #[arg(long, env = "HOOKRELAY_ROLE", value_enum)]
-    pub role: Option<Role>,
+    /// Which parts run in this process.
+    #[arg(long, env = "HOOKRELAY_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
 
-    /// Largest accepted request body, in bytes. [default: 1048576]
-    #[arg(long, env = "HOOKRELAY_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HOOKRELAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
 
-    /// Attempts per delivery before it fails for good (endpoints may override). [default: 15]
-    #[arg(long, env = "HOOKRELAY_MAX_ATTEMPTS")]
-    pub max_attempts: Option<u32>,
+    /// Attempts per delivery before it fails for good (endpoints may override).
+    #[arg(long, env = "HOOKRELAY_MAX_ATTEMPTS", default_value_t = 15)]
+    pub max_attempts: u32,
 
-    /// First retry delay before jitter; doubles each attempt. [default: 10s]
-    #[arg(long, env = "HOOKRELAY_RETRY_BASE", value_parser = parse_duration)]
-    pub retry_base: Option<Duration>,
+    /// First retry delay before jitter; doubles each attempt.
+    #[arg(long, env = "HOOKRELAY_RETRY_BASE", value_parser = parse_duration, default_value = "10s")]
+    pub retry_base: Duration,
 
-    /// Longest delay between two attempts. [default: 6h]
-    #[arg(long, env = "HOOKRELAY_RETRY_MAX_DELAY", value_parser = parse_duration)]
-    pub retry_max_delay: Option<Duration>,
+    /// Longest delay between two attempts.
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX_DELAY", value_parser = parse_duration, default_value = "6h")]
+    pub retry_max_delay: Duration,
 
-    /// Deliveries in flight at once in this process. [default: 256]
-    #[arg(long, env = "HOOKRELAY_CONCURRENCY")]
-    pub concurrency: Option<usize>,
+    /// Deliveries in flight at once in this process.
+    #[arg(long, env = "HOOKRELAY_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: usize,
 
     /// Deliveries in flight at once to one endpoint, per process: a slow endpoint cannot
-    /// take every slot. [default: 128]
-    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY")]
-    pub endpoint_concurrency: Option<usize>,
+    /// take every slot.
+    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY", default_value_t = 128)]
+    pub endpoint_concurrency: usize,
 
     /// Deliveries in flight at once for one tenant, per process: a tenant with slow
     /// endpoints cannot take every slot. [default: three quarters of --concurrency]
     #[arg(long, env = "HOOKRELAY_TENANT_CONCURRENCY")]
     pub tenant_concurrency: Option<usize>,
 
-    /// Timeout of one HTTP delivery attempt. [default: 30s]
-    #[arg(long, env = "HOOKRELAY_REQUEST_TIMEOUT", value_parser = parse_duration)]
-    pub request_timeout: Option<Duration>,
+    /// Timeout of one HTTP delivery attempt.
+    #[arg(long, env = "HOOKRELAY_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
 
     /// How long a claimed delivery stays leased; after that another worker takes it. Must
-    /// exceed the request timeout. [default: 90s]
-    #[arg(long, env = "HOOKRELAY_LEASE", value_parser = parse_duration)]
-    pub lease: Option<Duration>,
+    /// exceed the request timeout.
+    #[arg(long, env = "HOOKRELAY_LEASE", value_parser = parse_duration, default_value = "90s")]
+    pub lease: Duration,
 
     /// Attempts of delivered deliveries older than this are pruned, in small batches.
-    /// [default: 30days]
-    #[arg(long, env = "HOOKRELAY_RETENTION", value_parser = parse_duration)]
-    pub retention: Option<Duration>,
+    #[arg(long, env = "HOOKRELAY_RETENTION", value_parser = parse_duration, default_value = "30days")]
+    pub retention: Duration,
 
-    /// After a secret rotation, how long the old secret keeps signing too. [default: 24h]
-    #[arg(long, env = "HOOKRELAY_ROTATION_GRACE", value_parser = parse_duration)]
-    pub rotation_grace: Option<Duration>,
+    /// After a secret rotation, how long the old secret keeps signing too.
+    #[arg(long, env = "HOOKRELAY_ROTATION_GRACE", value_parser = parse_duration, default_value = "24h")]
+    pub rotation_grace: Duration,
 
     /// Key that encrypts endpoint secrets at rest: base64 of 32 random bytes (e.g.
     /// `openssl rand -base64 32`). Repeatable: the first encrypts, all decrypt, so a key
@@ -185,37 +200,41 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_STRICT_EVENT_TYPES")]
     pub strict_event_types: bool,
 
-    /// Most endpoints one tenant may have. [default: 1000]
-    #[arg(long, env = "HOOKRELAY_MAX_ENDPOINTS_PER_TENANT")]
-    pub max_endpoints_per_tenant: Option<u32>,
+    /// Most endpoints one tenant may have.
+    #[arg(
+        long,
+        env = "HOOKRELAY_MAX_ENDPOINTS_PER_TENANT",
+        default_value_t = 1000
+    )]
+    pub max_endpoints_per_tenant: u32,
 
     /// DNS server that resolves HTTP destination hosts (IP:PORT, UDP and TCP) instead of
     /// the system resolver. [default: the system resolver]
     #[arg(long, env = "HOOKRELAY_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
 
-    /// Consecutive failures that open an endpoint's circuit breaker. [default: 5]
-    #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD")]
-    pub breaker_threshold: Option<u32>,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
 
-    /// How long an open breaker waits before one probe (±20 % jitter). [default: 5m]
-    #[arg(long, env = "HOOKRELAY_BREAKER_COOLDOWN", value_parser = parse_duration)]
-    pub breaker_cooldown: Option<Duration>,
+    /// How long an open breaker waits before one probe (±20 % jitter).
+    #[arg(long, env = "HOOKRELAY_BREAKER_COOLDOWN", value_parser = parse_duration, default_value = "5m")]
+    pub breaker_cooldown: Duration,
 
-    /// An endpoint failing continuously for longer than this is disabled. [default: 5days]
-    #[arg(long, env = "HOOKRELAY_DISABLE_AFTER", value_parser = parse_duration)]
-    pub disable_after: Option<Duration>,
+    /// An endpoint failing continuously for longer than this is disabled.
+    #[arg(long, env = "HOOKRELAY_DISABLE_AFTER", value_parser = parse_duration, default_value = "5days")]
+    pub disable_after: Duration,
 
-    /// Safety-net poll interval of the dispatcher (wake-ups are immediate). [default: 5s]
-    #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration)]
-    pub poll_interval: Option<Duration>,
+    /// Safety-net poll interval of the dispatcher (wake-ups are immediate).
+    #[arg(long, env = "HOOKRELAY_POLL_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub poll_interval: Duration,
 
     #[command(flatten)]
     pub alerts: AlertArgs,
 }
 
 /// Alert settings of `hookrelay serve`.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args)]
 pub struct AlertArgs {
     /// URL that alerts are delivered to, signed and retried like any delivery (repeatable):
     /// http(s):// or smtp:// (email); ending in `#critical`, the sink gets critical alerts only.
@@ -228,95 +247,180 @@ pub struct AlertArgs {
     pub alert_sinks: Vec<url::Url>,
 
     /// Body of alert deliveries: `json` (the webhook envelope) or `slack` (`{"text": …}`).
-    /// [default: json]
-    #[arg(long, env = "HOOKRELAY_ALERT_FORMAT", value_enum)]
-    pub alert_format: Option<AlertFormat>,
+    #[arg(long, env = "HOOKRELAY_ALERT_FORMAT", value_enum, default_value_t = AlertFormat::Json)]
+    pub alert_format: AlertFormat,
 
-    /// How often the alert rules are checked. [default: 30s]
-    #[arg(long, env = "HOOKRELAY_ALERT_INTERVAL", value_parser = parse_duration)]
-    pub alert_interval: Option<Duration>,
+    /// How often the alert rules are checked.
+    #[arg(long, env = "HOOKRELAY_ALERT_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub alert_interval: Duration,
 
     /// Percentage of failed attempts in the last hour above which the failure-rate alert
-    /// fires. [default: 50]
-    #[arg(long, env = "HOOKRELAY_ALERT_FAILURE_RATE")]
-    pub alert_failure_rate: Option<f64>,
+    /// fires.
+    #[arg(long, env = "HOOKRELAY_ALERT_FAILURE_RATE", default_value_t = 50.0)]
+    pub alert_failure_rate: f64,
 
-    /// Attempts in the last hour below which the failure rate is not judged. [default: 10]
-    #[arg(long, env = "HOOKRELAY_ALERT_MIN_ATTEMPTS")]
-    pub alert_min_attempts: Option<u64>,
+    /// Attempts in the last hour below which the failure rate is not judged.
+    #[arg(long, env = "HOOKRELAY_ALERT_MIN_ATTEMPTS", default_value_t = 10)]
+    pub alert_min_attempts: u64,
 
-    /// Pending deliveries above which the pending alert fires. [default: 100]
-    #[arg(long, env = "HOOKRELAY_ALERT_PENDING")]
-    pub alert_pending: Option<u64>,
+    /// Pending deliveries above which the pending alert fires.
+    #[arg(long, env = "HOOKRELAY_ALERT_PENDING", default_value_t = 100)]
+    pub alert_pending: u64,
 
-    /// A running dispatcher silent for longer than this is stalled. [default: 5m]
-    #[arg(long, env = "HOOKRELAY_ALERT_STALL", value_parser = parse_duration)]
-    pub alert_stall: Option<Duration>,
+    /// A running dispatcher silent for longer than this is stalled.
+    #[arg(long, env = "HOOKRELAY_ALERT_STALL", value_parser = parse_duration, default_value = "5m")]
+    pub alert_stall: Duration,
 }
 
-/// The TOML file: the same keys as the flags, in snake_case.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    database_url: Option<String>,
-    database_pool_size: Option<u32>,
-    pg_schema: Option<String>,
-    pg_function_schema: Option<String>,
-    listen: Option<SocketAddr>,
-    admin_token: Option<SecretString>,
-    #[serde(default)]
-    allow_networks: Vec<IpNet>,
-    role: Option<Role>,
-    max_body_bytes: Option<usize>,
-    max_attempts: Option<u32>,
-    #[serde(default, with = "humantime_opt")]
-    retry_base: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    retry_max_delay: Option<Duration>,
-    concurrency: Option<usize>,
-    endpoint_concurrency: Option<usize>,
-    tenant_concurrency: Option<usize>,
-    #[serde(default, with = "humantime_opt")]
-    request_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    lease: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    poll_interval: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    retention: Option<Duration>,
-    breaker_threshold: Option<u32>,
-    #[serde(default, with = "humantime_opt")]
-    rotation_grace: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    breaker_cooldown: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
-    disable_after: Option<Duration>,
-    #[serde(default)]
-    encryption_keys: Vec<SecretString>,
-    strict_event_types: Option<bool>,
-    max_endpoints_per_tenant: Option<u32>,
-    dns_server: Option<SocketAddr>,
-    #[serde(default)]
-    alert_sinks: Vec<url::Url>,
-    alert_format: Option<AlertFormat>,
-    #[serde(default, with = "humantime_opt")]
-    alert_interval: Option<Duration>,
-    alert_failure_rate: Option<f64>,
-    alert_min_attempts: Option<u64>,
-    alert_pending: Option<u64>,
-    #[serde(default, with = "humantime_opt")]
-    alert_stall: Option<Duration>,
-}
-
-mod humantime_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
+/// The built-in defaults: what an empty command line gives with no environment read.
+fn defaults<T: Args + FromArgMatches>() -> T {
+    let cmd = without_env(T::augment_args(
+        Command::new("defaults").no_binary_name(true),
+    ));
+    match cmd
+        .try_get_matches_from(std::iter::empty::<&str>())
+        .and_then(|m| T::from_arg_matches(&m))
+    {
+        Ok(args) => args,
+        Err(e) => panic!("the built-in defaults do not parse: {e}"),
     }
+}
+
+/// `cmd` with no argument read from the environment.
+fn without_env(cmd: Command) -> Command {
+    cmd.mut_args(|arg| arg.env(None))
+}
+
+impl Default for ServeArgs {
+    /// The built-in defaults; the environment is not read.
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for StoreArgs {
+    /// The built-in defaults; the environment is not read.
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl Default for AlertArgs {
+    /// The built-in defaults; the environment is not read.
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// The values of a config file, checked against the settings of `hookrelay serve`: each
+/// key is the id of an argument (the field name), each value what the flag would be given
+/// (an array: one value per element, as a repeated flag).
+#[derive(Clone)]
+pub struct FileValues {
+    values: Vec<(String, Vec<String>)>,
+}
+
+impl std::fmt::Debug for FileValues {
+    /// Keys only: values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.values.iter().map(|(key, _)| key))
+            .finish()
+    }
+}
+
+impl FileValues {
+    /// Reads the TOML file at `path`. A key that is not a setting of `serve`, or a value its
+    /// flag would refuse, is an error naming the key and the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text`, the content of the file at `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let shown = || path.display().to_string();
+        let table: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: shown(),
+            source: Box::new(source),
+        })?;
+        let serve = ServeArgs::augment_args(Command::new("serve"));
+        let mut values = Vec::with_capacity(table.len());
+        for (key, value) in table {
+            let Some(arg) = serve.get_arguments().find(|a| a.get_id() == key.as_str()) else {
+                return Err(ConfigError::UnknownKey { key, path: shown() });
+            };
+            let invalid = |message: String| ConfigError::FileValue {
+                key: key.clone(),
+                path: shown(),
+                message,
+            };
+            let repeatable = matches!(arg.get_action(), ArgAction::Append);
+            let texts = match value {
+                toml::Value::Array(items) if repeatable => items
+                    .into_iter()
+                    .map(scalar_text)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(invalid)?,
+                toml::Value::Array(_) => {
+                    return Err(invalid("takes one value, not an array".into()));
+                }
+                other => vec![scalar_text(other).map_err(invalid)?],
+            };
+            check_values(arg, &texts).map_err(invalid)?;
+            values.push((key, texts));
+        }
+        Ok(Self { values })
+    }
+
+    /// `cmd` with each value as the default of the argument of the same id; values that
+    /// `cmd` has no argument for (a `serve` setting that `migrate` does not take) are left
+    /// out. Defaults of secret arguments are hidden from `--help`, as their environment is.
+    pub fn apply(&self, cmd: Command) -> Command {
+        cmd.mut_args(|arg| {
+            let Some((_, texts)) = self
+                .values
+                .iter()
+                .find(|(key, _)| arg.get_id() == key.as_str())
+            else {
+                return arg;
+            };
+            let hide = arg.is_hide_env_values_set();
+            arg.default_values(texts.clone()).hide_default_value(hide)
+        })
+    }
+}
+
+/// A TOML scalar as the text a flag would be given.
+fn scalar_text(value: toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(_) | toml::Value::Array(_) | toml::Value::Table(_) => {
+            Err("must be a string, a number or a boolean".into())
+        }
+    }
+}
+
+/// Runs `texts` through `arg`'s value parser, as clap will: as its defaults, alone.
+fn check_values(arg: &clap::Arg, texts: &[String]) -> Result<(), String> {
+    let arg = arg.clone().env(None).default_values(texts.to_vec());
+    Command::new("check")
+        .no_binary_name(true)
+        .arg(arg)
+        .try_get_matches_from(std::iter::empty::<&str>())
+        .map(drop)
+        .map_err(|e| {
+            let text = e.render().to_string();
+            let text = text.split("\n\nFor more information").next().unwrap_or("");
+            let text = text.trim().trim_start_matches("error: ");
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
 }
 
 /// Fully resolved configuration of a server process. Its `Debug` output hides the admin
@@ -386,159 +490,85 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Shortest admin token accepted.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
-
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://hookrelay.db";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8400";
+/// Deliveries claimed per store round trip (not a setting).
+const BATCH_SIZE: usize = 256;
+/// Timeout of connecting to a destination (not a setting).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
+    /// The built-in defaults of [`ServeArgs`]; neither the environment nor a file is read.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            database_pool_size: 10,
-            pg_schemas: Default::default(),
-            admin_token: None,
-            allow_networks: Vec::new(),
-            role: Role::All,
-            max_body_bytes: 1024 * 1024,
-            retention: Duration::from_secs(30 * 24 * 3600),
-            rotation_grace: Duration::from_secs(24 * 3600),
-            encryption_keys: Vec::new(),
-            strict_event_types: false,
-            max_endpoints_per_tenant: 1000,
-            dns_server: None,
-            retry: RetryPolicy::default(),
-            breaker: BreakerPolicy::default(),
-            dispatch: DispatchConfig {
-                concurrency: 256,
-                endpoint_concurrency: 128,
-                tenant_concurrency: None,
-                batch_size: 256,
-                lease: Duration::from_secs(90),
-                poll_interval: Duration::from_secs(5),
-                request_timeout: Duration::from_secs(30),
-                connect_timeout: Duration::from_secs(10),
-                pubsub_emulator_host: None,
-            },
-            alerts: AlertConfig::default(),
-        }
+        Self::assemble(ServeArgs::default())
     }
 }
 
 impl Config {
-    /// Resolves flags and environment (already in `args`) over the optional file over defaults.
-    pub fn resolve(args: ServeArgs, file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut file = match file {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
-        };
-        let d = Config::default();
-        let alerts = resolve_alerts(args.alerts, &mut file, d.alerts.clone());
-        let allow_networks = if args.allow_networks.is_empty() {
-            file.allow_networks
-        } else {
-            args.allow_networks
-        };
-        let config = Config {
-            listen: args.listen.or(file.listen).unwrap_or(d.listen),
-            database_url: args
-                .store
-                .database_url
-                .or(file.database_url)
-                .unwrap_or(d.database_url),
-            database_pool_size: args
-                .store
-                .database_pool_size
-                .or(file.database_pool_size)
-                .unwrap_or(d.database_pool_size),
-            pg_schemas: crate::store::PgSchemas {
-                tables: args.store.pg_schema.or(file.pg_schema),
-                functions: args
-                    .store
-                    .pg_function_schema
-                    .or(file.pg_function_schema)
-                    .unwrap_or(d.pg_schemas.functions),
-            },
-            admin_token: args.admin_token.or(file.admin_token),
-            allow_networks,
-            role: args.role.or(file.role).unwrap_or(d.role),
-            max_body_bytes: args
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(d.max_body_bytes),
-            retention: args.retention.or(file.retention).unwrap_or(d.retention),
-            rotation_grace: args
-                .rotation_grace
-                .or(file.rotation_grace)
-                .unwrap_or(d.rotation_grace),
-            encryption_keys: if args.encryption_keys.is_empty() {
-                file.encryption_keys
-            } else {
-                args.encryption_keys
-            },
-            strict_event_types: args.strict_event_types
-                || file.strict_event_types.unwrap_or(d.strict_event_types),
-            max_endpoints_per_tenant: args
-                .max_endpoints_per_tenant
-                .or(file.max_endpoints_per_tenant)
-                .unwrap_or(d.max_endpoints_per_tenant),
-            dns_server: args.dns_server.or(file.dns_server),
-            retry: RetryPolicy {
-                base: args.retry_base.or(file.retry_base).unwrap_or(d.retry.base),
-                max_delay: args
-                    .retry_max_delay
-                    .or(file.retry_max_delay)
-                    .unwrap_or(d.retry.max_delay),
-                max_attempts: args
-                    .max_attempts
-                    .or(file.max_attempts)
-                    .unwrap_or(d.retry.max_attempts),
-            },
-            breaker: BreakerPolicy {
-                threshold: args
-                    .breaker_threshold
-                    .or(file.breaker_threshold)
-                    .unwrap_or(d.breaker.threshold),
-                cooldown: args
-                    .breaker_cooldown
-                    .or(file.breaker_cooldown)
-                    .unwrap_or(d.breaker.cooldown),
-                disable_after: args
-                    .disable_after
-                    .or(file.disable_after)
-                    .unwrap_or(d.breaker.disable_after),
-            },
-            dispatch: DispatchConfig {
-                concurrency: args
-                    .concurrency
-                    .or(file.concurrency)
-                    .unwrap_or(d.dispatch.concurrency),
-                endpoint_concurrency: args
-                    .endpoint_concurrency
-                    .or(file.endpoint_concurrency)
-                    .unwrap_or(d.dispatch.endpoint_concurrency),
-                tenant_concurrency: args.tenant_concurrency.or(file.tenant_concurrency),
-                batch_size: d.dispatch.batch_size,
-                lease: args.lease.or(file.lease).unwrap_or(d.dispatch.lease),
-                poll_interval: args
-                    .poll_interval
-                    .or(file.poll_interval)
-                    .unwrap_or(d.dispatch.poll_interval),
-                request_timeout: args
-                    .request_timeout
-                    .or(file.request_timeout)
-                    .unwrap_or(d.dispatch.request_timeout),
-                connect_timeout: d.dispatch.connect_timeout,
-                pubsub_emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
-                    .ok()
-                    .filter(|h| !h.is_empty()),
-            },
-            alerts,
-        };
+    /// The configuration that parsed arguments (flags over environment over file over
+    /// defaults) give, validated. `PUBSUB_EMULATOR_HOST` is read here, as Google's clients do.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let mut config = Self::assemble(args);
+        config.dispatch.pubsub_emulator_host = std::env::var("PUBSUB_EMULATOR_HOST")
+            .ok()
+            .filter(|h| !h.is_empty());
         config.validate()?;
         Ok(config)
+    }
+
+    /// Arguments into their typed places, unvalidated.
+    fn assemble(args: ServeArgs) -> Self {
+        let (store, a) = (args.store, args.alerts);
+        Config {
+            listen: args.listen,
+            database_url: store.database_url,
+            database_pool_size: store.database_pool_size,
+            pg_schemas: crate::store::PgSchemas {
+                tables: store.pg_schema,
+                functions: store.pg_function_schema,
+            },
+            admin_token: args.admin_token,
+            allow_networks: args.allow_networks,
+            role: args.role,
+            max_body_bytes: args.max_body_bytes,
+            retention: args.retention,
+            rotation_grace: args.rotation_grace,
+            encryption_keys: args.encryption_keys,
+            strict_event_types: args.strict_event_types,
+            max_endpoints_per_tenant: args.max_endpoints_per_tenant,
+            dns_server: args.dns_server,
+            retry: RetryPolicy {
+                base: args.retry_base,
+                max_delay: args.retry_max_delay,
+                max_attempts: args.max_attempts,
+            },
+            breaker: BreakerPolicy {
+                threshold: args.breaker_threshold,
+                cooldown: args.breaker_cooldown,
+                disable_after: args.disable_after,
+            },
+            dispatch: DispatchConfig {
+                concurrency: args.concurrency,
+                endpoint_concurrency: args.endpoint_concurrency,
+                tenant_concurrency: args.tenant_concurrency,
+                batch_size: BATCH_SIZE,
+                lease: args.lease,
+                poll_interval: args.poll_interval,
+                request_timeout: args.request_timeout,
+                connect_timeout: CONNECT_TIMEOUT,
+                pubsub_emulator_host: None,
+            },
+            alerts: AlertConfig {
+                sinks: a.alert_sinks,
+                format: a.alert_format,
+                interval: a.alert_interval,
+                thresholds: Thresholds {
+                    // A percentage in flags and file, a fraction in the rules.
+                    failure_rate: a.alert_failure_rate / 100.0,
+                    min_attempts: a.alert_min_attempts,
+                    pending: a.alert_pending,
+                    stall: a.alert_stall,
+                },
+            },
+        }
     }
 
     /// Checks the relations between settings that no single parser can.
@@ -626,165 +656,259 @@ impl Config {
     }
 }
 
-/// Alert settings: flags and environment over the file over defaults.
-fn resolve_alerts(args: AlertArgs, file: &mut FileConfig, d: AlertConfig) -> AlertConfig {
-    let sinks = if args.alert_sinks.is_empty() {
-        std::mem::take(&mut file.alert_sinks)
-    } else {
-        args.alert_sinks
-    };
-    AlertConfig {
-        sinks,
-        format: args.alert_format.or(file.alert_format).unwrap_or(d.format),
-        interval: args
-            .alert_interval
-            .or(file.alert_interval)
-            .unwrap_or(d.interval),
-        thresholds: Thresholds {
-            failure_rate: args
-                .alert_failure_rate
-                .or(file.alert_failure_rate)
-                .map(|p| p / 100.0)
-                .unwrap_or(d.thresholds.failure_rate),
-            min_attempts: args
-                .alert_min_attempts
-                .or(file.alert_min_attempts)
-                .unwrap_or(d.thresholds.min_attempts),
-            pending: args
-                .alert_pending
-                .or(file.alert_pending)
-                .unwrap_or(d.thresholds.pending),
-            stall: args
-                .alert_stall
-                .or(file.alert_stall)
-                .unwrap_or(d.thresholds.stall),
-        },
-    }
-}
-
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.display().to_string(),
-        source: Box::new(source),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
+    /// `hookrelay serve ARGV` over a config file holding `toml` (when given), as the binary
+    /// parses it: the configuration, or the text of the error. The environment is read only
+    /// when `env` is true, so a developer's `HOOKRELAY_*` cannot change these tests.
+    fn serve_with(argv: &[&str], toml: Option<&str>, env: bool) -> Result<Config, String> {
+        let mut cmd = ServeArgs::augment_args(Command::new("serve").no_binary_name(true));
+        if !env {
+            cmd = without_env(cmd);
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        if let Some(text) = toml {
+            writeln!(file, "{text}").unwrap();
+            cmd = FileValues::load(file.path())
+                .map_err(|e| e.to_string())?
+                .apply(cmd);
+        }
+        let matches = cmd.try_get_matches_from(argv).map_err(|e| e.to_string())?;
+        let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    fn serve(argv: &[&str], toml: Option<&str>) -> Result<Config, String> {
+        serve_with(argv, toml, false)
+    }
+
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(
-            file,
-            "listen = \"127.0.0.1:9000\"\nmax_attempts = 3\nretry_base = \"2s\"\nallow_networks = [\"10.0.0.0/8\"]"
-        )
-        .unwrap();
-        let args = ServeArgs {
-            max_attempts: Some(7),
-            ..Default::default()
-        };
-        let c = Config::resolve(args, Some(file.path())).unwrap();
+        let file = "listen = \"127.0.0.1:9000\"\nmax_attempts = 3\nretry_base = \"2s\"\nallow_networks = [\"10.0.0.0/8\"]";
+        let c = serve(&["--max-attempts", "7"], Some(file)).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.retry.max_attempts, 7);
         assert_eq!(c.retry.base, Duration::from_secs(2));
         assert_eq!(c.allow_networks.len(), 1);
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        // A flag given replaces the file's list instead of adding to it.
+        let c = serve(&["--allow-network", "192.168.0.0/16"], Some(file)).unwrap();
+        assert_eq!(
+            c.allow_networks,
+            vec!["192.168.0.0/16".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn the_file_wins_over_defaults() {
+        let file = "retry_max_delay = \"1h\"\nrole = \"api\"\nstrict_event_types = true\n\
+                    database_pool_size = 3\nalert_failure_rate = 12.5\nrotation_grace = \"2s\"";
+        let c = serve(&[], Some(file)).unwrap();
+        assert_eq!(c.retry.max_delay, Duration::from_secs(3600));
+        assert_eq!(c.role, Role::Api);
+        assert!(c.strict_event_types);
+        assert_eq!(c.database_pool_size, 3);
+        assert_eq!(c.alerts.thresholds.failure_rate, 0.125);
+        assert_eq!(c.rotation_grace, Duration::from_secs(2));
+        // Untouched settings keep the built-in defaults.
+        let d = Config::default();
+        assert_eq!(c.retry.base, d.retry.base);
+        assert_eq!(c.dispatch.lease, d.dispatch.lease);
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        // Only this test sets this variable, and only it reads the environment.
+        std::env::set_var("HOOKRELAY_ALERT_MIN_ATTEMPTS", "9");
+        let from_env = serve_with(&[], Some("alert_min_attempts = 7"), true);
+        let from_flag = serve_with(
+            &["--alert-min-attempts", "8"],
+            Some("alert_min_attempts = 7"),
+            true,
+        );
+        std::env::remove_var("HOOKRELAY_ALERT_MIN_ATTEMPTS");
+        assert_eq!(from_env.unwrap().alerts.thresholds.min_attempts, 9);
+        assert_eq!(from_flag.unwrap().alerts.thresholds.min_attempts, 8);
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // Only this test sets this variable.
+        std::env::set_var("HOOKRELAY_MAX_ENDPOINTS_PER_TENANT", "3");
+        let parsed = serve_with(&[], None, true);
+        let default = Config::default();
+        let args = ServeArgs::default();
+        std::env::remove_var("HOOKRELAY_MAX_ENDPOINTS_PER_TENANT");
+        assert_eq!(parsed.unwrap().max_endpoints_per_tenant, 3);
+        assert_eq!(default.max_endpoints_per_tenant, 1000);
+        assert_eq!(args.max_endpoints_per_tenant, 1000);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.database_pool_size, 10);
+        assert_eq!(c.pg_schemas, crate::store::PgSchemas::default());
+        assert_eq!(c.role, Role::All);
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert_eq!(c.breaker, BreakerPolicy::default());
+        assert_eq!(c.retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(c.rotation_grace, Duration::from_secs(24 * 3600));
+        assert_eq!(c.max_endpoints_per_tenant, 1000);
+        assert!(c.admin_token.is_none() && c.dns_server.is_none() && !c.strict_event_types);
+        assert!(c.allow_networks.is_empty() && c.encryption_keys.is_empty());
+        assert_eq!(c.dispatch.concurrency, 256);
+        assert_eq!(c.dispatch.endpoint_concurrency, 128);
+        assert_eq!(c.dispatch.lease, Duration::from_secs(90));
+        assert_eq!(c.dispatch.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.dispatch.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.dispatch.pubsub_emulator_host, None);
+        let alerts = AlertConfig::default();
+        assert_eq!(c.alerts.format, alerts.format);
+        assert_eq!(c.alerts.interval, alerts.interval);
+        assert_eq!(c.alerts.thresholds.failure_rate, 0.5);
+        assert_eq!(c.alerts.thresholds.min_attempts, 10);
+        assert_eq!(c.alerts.thresholds.pending, 100);
+        assert_eq!(c.alerts.thresholds.stall, Duration::from_secs(300));
+        c.validate().unwrap();
     }
 
     #[test]
     fn alert_settings_come_from_flags_and_file() {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(
-            file,
-            "alert_sinks = [\"https://hooks.example.com/a\"]\nalert_format = \"slack\"\nalert_pending = 7\nalert_stall = \"2m\""
-        )
-        .unwrap();
-        let args = ServeArgs {
-            alerts: AlertArgs {
-                alert_failure_rate: Some(25.0),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let c = Config::resolve(args, Some(file.path())).unwrap();
+        let file = "alert_sinks = [\"https://hooks.example.com/a\"]\nalert_format = \"slack\"\nalert_pending = 7\nalert_stall = \"2m\"";
+        let c = serve(&["--alert-failure-rate", "25"], Some(file)).unwrap();
         assert_eq!(c.alerts.sinks.len(), 1);
         assert_eq!(c.alerts.format, AlertFormat::Slack);
         assert_eq!(c.alerts.thresholds.pending, 7);
         assert_eq!(c.alerts.thresholds.stall, Duration::from_secs(120));
         assert_eq!(c.alerts.thresholds.failure_rate, 0.25);
         assert_eq!(c.alerts.interval, Duration::from_secs(30));
-        let args = ServeArgs {
-            alerts: AlertArgs {
-                alert_failure_rate: Some(150.0),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert!(Config::resolve(args, None).is_err());
+        assert!(serve(&["--alert-failure-rate", "150"], None).is_err());
+    }
+
+    #[test]
+    fn arrays_fill_repeatable_flags() {
+        let file = "allow_networks = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n\
+                    alert_sinks = [\"https://a.example.com/\", \"https://b.example.com/#critical\"]\n\
+                    encryption_keys = [\"a2V5LW9uZQ==\", \"a2V5LXR3bw==\"]";
+        let c = serve(&[], Some(file)).unwrap();
+        assert_eq!(
+            c.allow_networks,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.168.0.0/16".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.alerts.sinks.len(), 2);
+        let keys: Vec<_> = c
+            .encryption_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(keys, ["a2V5LW9uZQ==", "a2V5LXR3bw=="]);
+        // An array for a setting that takes one value is refused.
+        let err = serve(&[], Some("listen = [\"127.0.0.1:1\"]")).unwrap_err();
+        assert!(err.contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_file() {
+        // Each setting with a default, set to its default as a string; the others by hand.
+        let serve = ServeArgs::augment_args(Command::new("serve"));
+        let mut toml = String::new();
+        let mut keys = Vec::new();
+        for arg in serve.get_arguments() {
+            let key = arg.get_id().as_str();
+            let value = match (key, arg.get_default_values()) {
+                ("admin_token", _) => format!("{:?}", "t".repeat(32)),
+                ("pg_schema", _) => "\"hr\"".into(),
+                ("tenant_concurrency", _) => "4".into(),
+                ("dns_server", _) => "\"127.0.0.1:53\"".into(),
+                ("allow_networks", _) => "[\"10.0.0.0/8\"]".into(),
+                ("encryption_keys", _) => "[\"a2V5\"]".into(),
+                ("alert_sinks", _) => "[\"https://example.com/\"]".into(),
+                ("strict_event_types", _) => "true".into(),
+                (_, [default]) => format!("{:?}", default.to_string_lossy()),
+                _ => panic!("{key}: give it a value in this test"),
+            };
+            toml.push_str(&format!("{key} = {value}\n"));
+            keys.push(key.to_owned());
+        }
+        let c = serve_with(&[], Some(&toml), false).unwrap();
+        assert_eq!(c.dispatch.tenant_concurrency, Some(4));
+        assert_eq!(c.pg_schemas.tables.as_deref(), Some("hr"));
+        assert!(c.strict_event_types && c.admin_token.is_some() && c.dns_server.is_some());
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert!(keys.len() > 30, "{keys:?}");
+        // The file's values become the arguments' defaults: `--help` still builds.
+        let values = FileValues::parse(&toml, Path::new("all.toml")).unwrap();
+        values
+            .apply(ServeArgs::augment_args(Command::new("serve")))
+            .render_long_help();
     }
 
     #[test]
     fn tenant_concurrency_defaults_to_three_quarters_and_comes_from_the_file() {
-        let c = Config::resolve(
-            ServeArgs {
-                concurrency: Some(8),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
+        let c = serve(&["--concurrency", "8"], None).unwrap();
         assert_eq!(c.dispatch.tenant_limit(), 6);
         assert_eq!(Config::default().dispatch.tenant_limit(), 192);
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "tenant_concurrency = 3").unwrap();
-        let c = Config::resolve(ServeArgs::default(), Some(file.path())).unwrap();
+        let c = serve(&[], Some("tenant_concurrency = 3")).unwrap();
         assert_eq!(c.dispatch.tenant_limit(), 3);
-        let args = ServeArgs {
-            tenant_concurrency: Some(0),
-            ..Default::default()
-        };
-        assert!(Config::resolve(args, None).is_err());
+        assert!(serve(&["--tenant-concurrency", "0"], None).is_err());
     }
 
     #[test]
     fn unknown_file_keys_are_refused() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "lisen = \"127.0.0.1:9000\"").unwrap();
-        let err = Config::resolve(ServeArgs::default(), Some(file.path())).unwrap_err();
-        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = FileValues::load(file.path()).unwrap_err().to_string();
+        assert!(err.contains("`lisen`"), "{err}");
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+        // Not a setting of `serve` either, although a flag of the top command or `import`.
+        for key in ["config = \"x.toml\"", "from = \"postgres://x\""] {
+            assert!(serve(&[], Some(key)).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn bad_file_values_are_refused_naming_the_key() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "listen = \"127.0.0.1:9000\"\nretry_base = \"soon\"").unwrap();
+        let err = FileValues::load(file.path()).unwrap_err().to_string();
+        assert!(err.contains("`retry_base`"), "{err}");
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+        for bad in [
+            "max_attempts = \"many\"",
+            "max_attempts = -1",
+            "role = \"boss\"",
+            "strict_event_types = \"maybe\"",
+            "allow_networks = [\"10.0.0.0/8\", \"nowhere\"]",
+            "lease = 90",
+            "retention = 1979-05-27",
+        ] {
+            let key = bad.split(' ').next().unwrap();
+            let err = serve(&[], Some(bad)).unwrap_err();
+            assert!(err.contains(&format!("`{key}`")), "{bad}: {err}");
+        }
     }
 
     #[test]
     fn inconsistent_settings_are_refused() {
-        let args = ServeArgs {
-            lease: Some(Duration::from_secs(5)),
-            ..Default::default()
-        };
-        assert!(Config::resolve(args, None).is_err());
-        let args = ServeArgs {
-            admin_token: Some("short".into()),
-            ..Default::default()
-        };
-        assert!(Config::resolve(args, None).is_err());
+        assert!(serve(&["--lease", "5s"], None).is_err());
+        assert!(serve(&["--admin-token", "short"], None).is_err());
         // 27 characters passed before; 32 is the least now.
-        let args = ServeArgs {
-            admin_token: Some("test-admin-token-0123456789".into()),
-            ..Default::default()
-        };
-        let err = Config::resolve(args, None).unwrap_err().to_string();
+        let err = serve(&["--admin-token", "test-admin-token-0123456789"], None).unwrap_err();
         assert!(err.contains("at least 32 characters"), "{err}");
-        let args = ServeArgs {
-            admin_token: Some("a".repeat(32).into()),
-            ..Default::default()
-        };
-        assert!(Config::resolve(args, None).is_ok());
+        assert!(serve(&["--admin-token", &"a".repeat(32)], None).is_ok());
+        // The same from the file.
+        let err = serve(&[], Some("admin_token = \"short\"")).unwrap_err();
+        assert!(err.contains("at least 32 characters"), "{err}");
     }
 
     #[test]
@@ -804,5 +928,21 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("postgres://app:***@127.0.0.1/hr"), "{shown}");
+        // Nor do the parsed arguments, the file's values, or `serve --help` with the file.
+        let file = "admin_token = \"admin-token-never-printed-0123456789\"\nencryption_keys = [\"key-never-printed\"]";
+        let values = FileValues::parse(file, Path::new("f.toml")).unwrap();
+        let mut cmd = values.apply(ServeArgs::augment_args(Command::new("serve")));
+        let args = ServeArgs::from_arg_matches(
+            &without_env(cmd.clone())
+                .try_get_matches_from(["serve"])
+                .unwrap(),
+        )
+        .unwrap();
+        let help = cmd.render_long_help().to_string();
+        for shown in [format!("{args:?}"), format!("{values:?}"), help] {
+            for secret in ["admin-token-never-printed", "key-never-printed"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
     }
 }

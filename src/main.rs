@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use hookrelay::{
     cli::{self, Cli, Command},
     config::{Config, ServeArgs},
@@ -12,11 +11,12 @@ use hookrelay::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The config file's values are already in the arguments (under flags and environment).
+    let cli = Cli::parse_with_config();
     let result = match cli.command {
-        Command::Serve(args) => serve(*args, cli.config).await,
-        Command::Migrate(args) => migrate(args, cli.config).await,
-        Command::Import(args) => import(*args, cli.config).await,
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Import(args) => import(*args).await,
         other => cli::run_client(other).await.map_err(anyhow::Error::from),
     };
     match result {
@@ -28,16 +28,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init();
-    let result = run_server(args, file).await;
+    let result = run_server(args).await;
     // Flushing blocks until the exporter's thread has sent what it holds.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     result
 }
 
-async fn run_server(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let config = Config::resolve(args, file.as_deref()).context("invalid configuration")?;
+async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args).context("invalid configuration")?;
     let role = config.role;
     let database = hookrelay::secrets::redact_url(&config.database_url).into_owned();
     let app = App::build(config).await.context("cannot start")?;
@@ -52,15 +52,13 @@ async fn run_server(args: ServeArgs, file: Option<std::path::PathBuf>) -> anyhow
     Ok(())
 }
 
-async fn migrate(
-    args: hookrelay::config::StoreArgs,
-    file: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+async fn migrate(args: hookrelay::config::StoreArgs) -> anyhow::Result<()> {
+    // The other settings keep their built-in defaults: `migrate` does not use them.
     let serve = ServeArgs {
         store: args,
         ..Default::default()
     };
-    let config = Config::resolve(serve, file.as_deref()).context("invalid configuration")?;
+    let config = Config::from_args(serve).context("invalid configuration")?;
     store::connect(
         &config.database_url,
         config.database_pool_size,
@@ -75,8 +73,8 @@ async fn migrate(
     Ok(())
 }
 
-async fn import(args: cli::ImportArgs, file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let config = Config::resolve(args.serve, file.as_deref()).context("invalid configuration")?;
+async fn import(args: cli::ImportArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args.serve).context("invalid configuration")?;
     let mut names = hookrelay::import::SourceNames {
         configurations: args.configurations_table,
         deliveries: args.deliveries_table,
