@@ -804,7 +804,21 @@ pub async fn rotate_secret(
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let body: RotateSecret = super::optional_json(&body)?;
-    let mut ep = load(&state, &tenant, &id).await?;
+    rotate(&state, &actor, &tenant, &id, body)
+        .await
+        .map(axum::Json)
+}
+
+/// Rotates the endpoint's signing secret (the caller has checked access to `tenant`): the
+/// new one signs from now on, the old one too until the rotation grace ends.
+pub(crate) async fn rotate(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    id: &str,
+    body: RotateSecret,
+) -> Result<EndpointOut, ApiError> {
+    let mut ep = load(state, tenant, id).await?;
     let new_secret = choose_secret(
         body.secret,
         body.signing_scheme,
@@ -820,18 +834,18 @@ pub async fn rotate_secret(
         return Err(ApiError::not_found("endpoint"));
     }
     super::audit(
-        &state,
-        &actor,
-        Some(&tenant),
+        state,
+        actor,
+        Some(tenant),
         "endpoint.secret_rotated",
-        Some(&id),
+        Some(id),
         serde_json::json!({
             "signing_scheme": audit_view(&ep)["signing_scheme"],
             "previous_secret_expires_at": ep.previous_secret_expires_at,
         }),
     )
     .await;
-    Ok(axum::Json(EndpointOut::new(ep, true)))
+    Ok(EndpointOut::new(ep, true))
 }
 
 /// An endpoint as the audit trail records it: what lists show (no secret, header values

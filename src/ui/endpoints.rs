@@ -447,12 +447,12 @@ async fn rotate(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let axum::Json(ep) = api_ep::rotate_secret(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-        axum::body::Bytes::new(),
+    let ep = api_ep::rotate(
+        &state,
+        &ctx.session.actor,
+        &ctx.tenant,
+        &id,
+        Default::default(),
     )
     .await?;
     let notice = html! {
