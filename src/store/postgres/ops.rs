@@ -534,7 +534,7 @@ impl OpsStore for PostgresStore {
                INSERT INTO inbox_messages ({}) \
                VALUES ($1, $2, to_timestamp($3 / 1000.0), $4, $5::jsonb, $6, $7, $8, $9) \
                RETURNING id) \
-             DELETE FROM inbox_messages WHERE inbox_id = $2 AND id < ( \
+             DELETE FROM inbox_messages WHERE inbox_id = $2 AND id <= ( \
                SELECT id FROM inbox_messages WHERE inbox_id = $2 \
                ORDER BY id DESC OFFSET $10 LIMIT 1) \
              AND EXISTS (SELECT 1 FROM added)",
@@ -550,8 +550,9 @@ impl OpsStore for PostgresStore {
         .bind(m.truncated)
         .bind(m.verification.as_str())
         .bind(&m.verify_error)
-        // The statement sees the table as it was before the insert: keep one fewer.
-        .bind(i64::from(keep.max(2)) - 2)
+        // The statement sees the table as it was before the insert: of those rows, the
+        // `keep - 1` newest stay (none when one is kept), beside the new one.
+        .bind(i64::from(keep.max(1)) - 1)
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
@@ -637,7 +638,7 @@ impl OpsStore for PostgresStore {
             "WITH added AS ( \
                INSERT INTO source_rejections ({REJECTION_COLUMNS}) \
                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id) \
-             DELETE FROM source_rejections WHERE source_id = $2 AND id < ( \
+             DELETE FROM source_rejections WHERE source_id = $2 AND id <= ( \
                SELECT id FROM source_rejections WHERE source_id = $2 \
                ORDER BY id DESC OFFSET $8 LIMIT 1) \
              AND EXISTS (SELECT 1 FROM added)"
@@ -649,8 +650,9 @@ impl OpsStore for PostgresStore {
         .bind(&r.body)
         .bind(r.truncated)
         .bind(ms(r.received_at))
-        // The statement sees the table as it was before the insert: keep one fewer.
-        .bind(i64::from(keep.max(2)) - 2)
+        // The statement sees the table as it was before the insert: of those rows, the
+        // `keep - 1` newest stay (none when one is kept), beside the new one.
+        .bind(i64::from(keep.max(1)) - 1)
         .execute(&self.pool)
         .await
         .map_err(write_error)?;
