@@ -483,6 +483,11 @@ impl Store for PostgresStore {
         want: u32,
         now: DateTime<Utc>,
     ) -> Result<(u32, Vec<DateTime<Utc>>)> {
+        if has_nul(&[endpoint_id]) {
+            // No such endpoint: a full bucket, kept nowhere (as for any unknown id).
+            let (allowed, _, later) = domain::admit_sends(None, now, rate, want);
+            return Ok((allowed, later));
+        }
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Locked for the read-modify-write, so processes share one bucket.
         let tat: Option<(Option<i64>,)> = sqlx::query_as(concat!(
@@ -507,6 +512,11 @@ impl Store for PostgresStore {
     }
 
     async fn release(&self, items: &[(String, String, DateTime<Utc>)]) -> Result<()> {
+        // An item whose ids hold NUL names no leased delivery: there is nothing to release.
+        let items: Vec<_> = items
+            .iter()
+            .filter(|(d, l, _)| !has_nul(&[d.as_str(), l.as_str()]))
+            .collect();
         if items.is_empty() {
             return Ok(());
         }
@@ -815,6 +825,9 @@ impl Store for PostgresStore {
     }
 
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
+        if has_nul(&[&ep.tenant_id, &ep.id]) {
+            return Ok(false);
+        }
         // An enabled endpoint may have been re-enabled: its waiting deliveries (left
         // unscheduled while it was disabled, see `claim`) are due now, and the wake-up
         // sequence moves for the dispatchers of every process.

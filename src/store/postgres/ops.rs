@@ -401,6 +401,9 @@ impl OpsStore for PostgresStore {
         episode: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
+        if has_nul(&[rule, subject, episode]) {
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE alerts SET resolved_at = to_timestamp($1 / 1000.0) \
              WHERE rule = $2 AND subject = $3 AND episode = $4 AND resolved_at IS NULL",
@@ -422,6 +425,9 @@ impl OpsStore for PostgresStore {
         episode: &str,
         resolved: bool,
     ) -> Result<()> {
+        if has_nul(&[rule, subject, episode]) {
+            return Ok(());
+        }
         let sql = if resolved {
             "DELETE FROM alerts WHERE rule = $1 AND subject = $2 AND episode = $3"
         } else {
@@ -504,13 +510,16 @@ impl OpsStore for PostgresStore {
         token: &str,
         secret: Option<&str>,
     ) -> Result<bool> {
+        if has_nul(&[id]) {
+            return Ok(false);
+        }
         let done = sqlx::query("UPDATE inboxes SET token = $1, secret = $2 WHERE id = $3")
             .bind(token)
             .bind(secret)
             .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .map_err(write_error)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -701,6 +710,9 @@ impl OpsStore for PostgresStore {
     }
 
     async fn source_positions(&self, source_id: &str) -> Result<Vec<(i32, i64)>> {
+        if has_nul(&[source_id]) {
+            return Ok(Vec::new());
+        }
         sqlx::query_as(
             "SELECT partition_id, next_offset FROM source_positions WHERE source_id = $1 \
              ORDER BY partition_id",
