@@ -6,12 +6,17 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use hookrelay::{
     domain::{
-        self, new_id, prefix, Attempt, AttemptOutcome, DeliveryStatus, Endpoint, Event, EventType,
-        Tenant,
+        self, new_id, prefix, Attempt, AttemptOutcome, BreakerPolicy, Delivery, DeliveryStatus,
+        Endpoint, Event, EventType, Rate, RatePeriod, Tenant,
     },
     store::{
-        Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, Result, Store,
-        StoreError, TokenRecord,
+        ops::{
+            minute_of, AlertRecord, AuditEntry, AuditFilter, BatchStats, BreakerCounts,
+            DispatcherBeat, EndpointHistory, EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage,
+            MinuteStats, PendingSummary, Source, SourceRejection, Verification,
+        },
+        Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
+        Result, Store, StoreError, TokenRecord,
     },
 };
 
@@ -647,4 +652,1661 @@ crate::both_stores!(
     a_completion_with_a_lease_taken_over_leaves_the_delivery_to_its_new_owner,
     ingest_is_idempotent_even_under_a_race,
     a_disabled_endpoints_backlog_waits_unscheduled_until_it_is_enabled,
+    tokens_are_listed_newest_first_and_revoked_once_within_their_tenant,
+    inboxes_are_found_by_tenant_and_token_hash_and_keep_their_newest_messages,
+    the_audit_trail_filters_and_pages_newest_first,
+    sources_and_their_rejections_are_scoped_paged_and_kept_newest,
+    an_alert_opens_once_is_sent_resolves_once_and_is_forgotten,
+    dispatchers_heartbeats_and_statistics_add_up_alike,
+    import_and_leased_inserts_write_once_and_release_hands_back_only_its_lease,
+    replay_moves_finished_deliveries_once_and_reserve_sends_shares_one_bucket,
+    retention_prunes_old_events_and_operations_data_within_its_limit,
+    listen_wakes_the_dispatcher_when_a_write_makes_deliveries_due,
 );
+
+/// Creates the tenant `id` (each test has a database of its own).
+async fn tenant(store: &dyn Store, id: &str) {
+    store
+        .create_tenant(&Tenant {
+            id: id.into(),
+            name: id.into(),
+            created_at: domain::now(),
+        })
+        .await
+        .unwrap();
+}
+
+/// `t` plus `n` milliseconds: ids made at distinct milliseconds sort in that order.
+fn ms_after(t: DateTime<Utc>, n: i64) -> DateTime<Utc> {
+    t + chrono::Duration::milliseconds(n)
+}
+
+fn after(id: &str, limit: u32) -> Page {
+    Page {
+        after_id: Some(id.to_owned()),
+        limit,
+    }
+}
+
+async fn tokens_are_listed_newest_first_and_revoked_once_within_their_tenant(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let t0 = domain::now();
+    let token = |i: i64, tenant_id: Option<&str>| TokenRecord {
+        id: domain::new_id_at(prefix::TOKEN, ms_after(t0, i)),
+        tenant_id: tenant_id.map(str::to_owned),
+        hash: format!("{i:064x}"),
+        created_at: ms_after(t0, i),
+    };
+    let acme: Vec<TokenRecord> = (0..3).map(|i| token(i, Some("acme"))).collect();
+    let admins = [token(10, None), token(11, None)];
+    let default = token(20, Some("default"));
+    for t in acme.iter().chain(&admins).chain([&default]) {
+        store.create_token(t).await.unwrap();
+    }
+
+    // A tenant's tokens only, newest first; never the admin tokens.
+    let newest_first: Vec<TokenRecord> = acme.iter().rev().cloned().collect();
+    assert_eq!(store.list_tokens("acme").await.unwrap(), newest_first);
+    assert_eq!(store.list_tokens("default").await.unwrap(), vec![default]);
+    assert!(store.list_tokens("nope").await.unwrap().is_empty());
+    assert!(store.list_tokens("ac\0me").await.unwrap().is_empty());
+
+    // Revoked within its tenant only, once.
+    assert!(!store.delete_token("default", &acme[0].id).await.unwrap());
+    assert!(!store.delete_token("acme", "tok\0x").await.unwrap());
+    assert!(!store.delete_token("ac\0me", &acme[0].id).await.unwrap());
+    assert!(store.delete_token("acme", &acme[0].id).await.unwrap());
+    assert!(!store.delete_token("acme", &acme[0].id).await.unwrap());
+    assert_eq!(store.find_token(&acme[0].hash).await.unwrap(), None);
+    assert_eq!(
+        store.find_token(&acme[1].hash).await.unwrap(),
+        Some(acme[1].clone())
+    );
+    assert_eq!(store.find_token("ab\0cd").await.unwrap(), None);
+    // An admin token is no tenant's: a tenant cannot revoke it.
+    assert!(!store.delete_token("acme", &admins[0].id).await.unwrap());
+
+    // Every admin token goes at once, and only those; counted.
+    assert!(store.has_admin_token().await.unwrap());
+    assert_eq!(store.delete_admin_tokens().await.unwrap(), 2);
+    assert_eq!(store.delete_admin_tokens().await.unwrap(), 0);
+    assert!(!store.has_admin_token().await.unwrap());
+    assert_eq!(store.find_token(&admins[1].hash).await.unwrap(), None);
+    assert_eq!(
+        store.list_tokens("acme").await.unwrap(),
+        vec![acme[2].clone(), acme[1].clone()]
+    );
+    close(opened, pg).await;
+}
+
+fn inbox(tenant_id: &str, at: DateTime<Utc>, token: &str) -> Inbox {
+    Inbox {
+        id: domain::new_id_at("inb", at),
+        tenant_id: tenant_id.into(),
+        token: token.into(),
+        token_hash: Inbox::hash_token(token),
+        secret: Some("whsec_c2VjcmV0".into()),
+        description: Some(format!("inbox {token}")),
+        created_at: at,
+    }
+}
+
+fn message(inbox_id: &str, at: DateTime<Utc>, n: u32) -> InboxMessage {
+    InboxMessage {
+        id: domain::new_id_at("msg", at),
+        inbox_id: inbox_id.into(),
+        received_at: at,
+        method: "POST".into(),
+        headers: [
+            ("content-type".to_string(), "application/json".to_string()),
+            ("webhook-id".to_string(), format!("msg_{n}")),
+        ]
+        .into(),
+        body: format!("{{\"n\": {n}}}"),
+        truncated: n % 2 == 1,
+        verification: if n.is_multiple_of(2) {
+            Verification::Valid
+        } else {
+            Verification::Invalid
+        },
+        verify_error: (n % 2 == 1).then(|| "no matching signature".to_string()),
+    }
+}
+
+async fn inboxes_are_found_by_tenant_and_token_hash_and_keep_their_newest_messages(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let t0 = domain::now();
+    let a1 = inbox("acme", t0, "tok-a1");
+    let mut a2 = inbox("acme", ms_after(t0, 1), "tok-a2");
+    a2.secret = None;
+    a2.description = None;
+    let d1 = inbox("default", ms_after(t0, 2), "tok-d1");
+    for i in [&a1, &a2, &d1] {
+        store.create_inbox(i).await.unwrap();
+    }
+
+    // Found within its tenant, or by its token's hash; nothing else finds it.
+    assert_eq!(
+        store.get_inbox("acme", &a1.id).await.unwrap(),
+        Some(a1.clone())
+    );
+    assert_eq!(store.get_inbox("default", &a1.id).await.unwrap(), None);
+    assert_eq!(store.get_inbox("acme", "inb\0x").await.unwrap(), None);
+    assert_eq!(store.get_inbox("ac\0me", &a1.id).await.unwrap(), None);
+    assert_eq!(
+        store.find_inbox(&a2.token_hash).await.unwrap(),
+        Some(a2.clone())
+    );
+    assert_eq!(
+        store
+            .find_inbox(&Inbox::hash_token("tok-none"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.find_inbox("ab\0cd").await.unwrap(), None);
+
+    // Listed per tenant, newest first, in pages.
+    assert_eq!(
+        store.list_inboxes("acme", &page(1)).await.unwrap(),
+        vec![a2.clone()]
+    );
+    assert_eq!(
+        store
+            .list_inboxes("acme", &after(&a2.id, 10))
+            .await
+            .unwrap(),
+        vec![a1.clone()]
+    );
+    assert_eq!(
+        store.list_inboxes("default", &page(10)).await.unwrap(),
+        vec![d1.clone()]
+    );
+    assert!(store
+        .list_inboxes("ac\0me", &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // New credentials replace the stored ones; the hash (the lookup key) stays.
+    assert!(store
+        .set_inbox_credentials(&a1.id, "sealed-token", Some("sealed-secret"))
+        .await
+        .unwrap());
+    let changed = Inbox {
+        token: "sealed-token".into(),
+        secret: Some("sealed-secret".into()),
+        ..a1.clone()
+    };
+    assert_eq!(
+        store.get_inbox("acme", &a1.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        store.find_inbox(&a1.token_hash).await.unwrap(),
+        Some(changed)
+    );
+    assert!(store
+        .set_inbox_credentials(&a1.id, "tok-a1", None)
+        .await
+        .unwrap());
+    let a1 = Inbox { secret: None, ..a1 };
+    assert_eq!(
+        store.get_inbox("acme", &a1.id).await.unwrap(),
+        Some(a1.clone())
+    );
+    assert!(!store
+        .set_inbox_credentials("inb_nope", "t", None)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_inbox_credentials("inb\0x", "t", None)
+        .await
+        .unwrap());
+
+    // Messages: newest first, in pages, only the `keep` newest of each inbox.
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        let m = message(&a1.id, ms_after(t0, 10 + i64::from(n)), n);
+        store.add_inbox_message(&m, 3).await.unwrap();
+        sent.push(m);
+    }
+    assert!(
+        store
+            .add_inbox_message(&message("inb_nope", t0, 0), 3)
+            .await
+            .is_err(),
+        "no such inbox"
+    );
+    let other = message(&d1.id, ms_after(t0, 20), 9);
+    store.add_inbox_message(&other, 3).await.unwrap();
+    let kept = store.list_inbox_messages(&a1.id, &page(10)).await.unwrap();
+    assert_eq!(
+        kept,
+        vec![sent[3].clone(), sent[2].clone(), sent[1].clone()],
+        "the 3 newest"
+    );
+    assert_eq!(
+        store.list_inbox_messages(&a1.id, &page(2)).await.unwrap(),
+        kept[..2]
+    );
+    assert_eq!(
+        store
+            .list_inbox_messages(&a1.id, &after(&kept[1].id, 10))
+            .await
+            .unwrap(),
+        kept[2..]
+    );
+    assert_eq!(
+        store.list_inbox_messages(&d1.id, &page(10)).await.unwrap(),
+        vec![other]
+    );
+    assert!(store
+        .list_inbox_messages("inb\0x", &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    // Keeping one keeps the message just added, and only it.
+    let last = message(&a1.id, ms_after(t0, 30), 4);
+    store.add_inbox_message(&last, 1).await.unwrap();
+    assert_eq!(
+        store.list_inbox_messages(&a1.id, &page(10)).await.unwrap(),
+        vec![last]
+    );
+
+    // Deleted within its tenant only, once, with its messages.
+    assert!(!store.delete_inbox("default", &a1.id).await.unwrap());
+    assert!(!store.delete_inbox("acme", "inb\0x").await.unwrap());
+    assert!(!store.delete_inbox("ac\0me", &a1.id).await.unwrap());
+    assert!(store.delete_inbox("acme", &a1.id).await.unwrap());
+    assert!(!store.delete_inbox("acme", &a1.id).await.unwrap());
+    assert_eq!(store.get_inbox("acme", &a1.id).await.unwrap(), None);
+    assert_eq!(store.find_inbox(&a1.token_hash).await.unwrap(), None);
+    assert!(store
+        .list_inbox_messages(&a1.id, &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.list_inboxes("acme", &page(10)).await.unwrap(),
+        vec![a2]
+    );
+    close(opened, pg).await;
+}
+
+fn audit(
+    tenant_id: Option<&str>,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    target: &str,
+) -> AuditEntry {
+    AuditEntry {
+        id: domain::new_id_at("aud", at),
+        tenant_id: tenant_id.map(str::to_owned),
+        actor: actor.into(),
+        action: action.into(),
+        target: Some(target.into()),
+        changes: serde_json::json!({"url": {"from": "https://a.example", "to": "https://b.example"}, "n": 1}),
+        created_at: at,
+    }
+}
+
+async fn the_audit_trail_filters_and_pages_newest_first(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let t0 = domain::now();
+    let mut types = audit(None, t0, "admin", "event_type.created", "user.joined");
+    types.changes = serde_json::json!({});
+    let entries = vec![
+        types,
+        audit(
+            Some("acme"),
+            ms_after(t0, 1),
+            "tok_1",
+            "endpoint.created",
+            "ep_1",
+        ),
+        audit(
+            Some("acme"),
+            ms_after(t0, 2),
+            "tok_1",
+            "endpoint.updated",
+            "ep_1",
+        ),
+        audit(
+            Some("acme"),
+            ms_after(t0, 3),
+            "system",
+            "endpoint.disabled",
+            "ep_2",
+        ),
+        audit(
+            Some("default"),
+            ms_after(t0, 4),
+            "admin",
+            "endpoint.updated",
+            "ep_3",
+        ),
+    ];
+    for e in &entries {
+        store.add_audit(e).await.unwrap();
+    }
+    let list = |f: AuditFilter| async move { store.list_audit(&f).await.unwrap() };
+    let pick = |ix: &[usize]| ix.iter().map(|i| entries[*i].clone()).collect::<Vec<_>>();
+    let all = AuditFilter {
+        page: page(100),
+        ..Default::default()
+    };
+    assert_eq!(list(all.clone()).await, pick(&[4, 3, 2, 1, 0]));
+    // In pages, with the last id as cursor.
+    let first = list(AuditFilter {
+        page: page(2),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(first, pick(&[4, 3]));
+    assert_eq!(
+        list(AuditFilter {
+            page: after(&first[1].id, 2),
+            ..all.clone()
+        })
+        .await,
+        pick(&[2, 1])
+    );
+    // Each filter, and all of them together.
+    let acme = AuditFilter {
+        tenant_id: Some("acme".into()),
+        ..all.clone()
+    };
+    assert_eq!(list(acme.clone()).await, pick(&[3, 2, 1]));
+    assert_eq!(
+        list(AuditFilter {
+            action: Some("endpoint.updated".into()),
+            ..all.clone()
+        })
+        .await,
+        pick(&[4, 2])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            actor: Some("admin".into()),
+            ..all.clone()
+        })
+        .await,
+        pick(&[4, 0])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            target: Some("ep_1".into()),
+            ..acme.clone()
+        })
+        .await,
+        pick(&[2, 1])
+    );
+    // The time window is half-open: `since` includes, `until` excludes.
+    assert_eq!(
+        list(AuditFilter {
+            since: Some(ms_after(t0, 1)),
+            until: Some(ms_after(t0, 3)),
+            ..all.clone()
+        })
+        .await,
+        pick(&[2, 1])
+    );
+    assert!(list(AuditFilter {
+        since: Some(ms_after(t0, 5)),
+        ..all.clone()
+    })
+    .await
+    .is_empty());
+    // Unknown or unstorable keys find nothing.
+    for bad in [
+        AuditFilter {
+            tenant_id: Some("nope".into()),
+            ..all.clone()
+        },
+        AuditFilter {
+            tenant_id: Some("ac\0me".into()),
+            ..all.clone()
+        },
+        AuditFilter {
+            action: Some("endpoint.\0".into()),
+            ..all.clone()
+        },
+        AuditFilter {
+            actor: Some("tok\0".into()),
+            ..all.clone()
+        },
+        AuditFilter {
+            target: Some("ep\0_1".into()),
+            ..all.clone()
+        },
+    ] {
+        assert!(list(bad.clone()).await.is_empty(), "{bad:?}");
+    }
+    close(opened, pg).await;
+}
+
+fn source(tenant_id: &str, at: DateTime<Utc>) -> Source {
+    Source {
+        id: domain::new_id_at("src", at),
+        tenant_id: tenant_id.into(),
+        url: "redis://127.0.0.1:6379/0?stream=jobs".into(),
+        description: Some("jobs".into()),
+        created_at: at,
+    }
+}
+
+fn rejection(source_id: &str, at: DateTime<Utc>, n: u32) -> SourceRejection {
+    SourceRejection {
+        id: domain::new_id_at("rej", at),
+        source_id: source_id.into(),
+        message_id: format!("1700000000000-{n}"),
+        reason: "data is not JSON".into(),
+        body: format!("not json {n}"),
+        truncated: n.is_multiple_of(2),
+        received_at: at,
+    }
+}
+
+async fn sources_and_their_rejections_are_scoped_paged_and_kept_newest(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let t0 = domain::now();
+    let s1 = source("acme", t0);
+    let mut s2 = source("acme", ms_after(t0, 1));
+    s2.description = None;
+    let s3 = source("default", ms_after(t0, 2));
+    for s in [&s1, &s2, &s3] {
+        store.create_source(s).await.unwrap();
+    }
+
+    assert_eq!(
+        store.get_source("acme", &s1.id).await.unwrap(),
+        Some(s1.clone())
+    );
+    assert_eq!(store.get_source("default", &s1.id).await.unwrap(), None);
+    assert_eq!(store.get_source("acme", "src\0x").await.unwrap(), None);
+    assert_eq!(store.get_source("ac\0me", &s1.id).await.unwrap(), None);
+    // One tenant's, or every tenant's; newest first, in pages.
+    assert_eq!(
+        store.list_sources(Some("acme"), &page(10)).await.unwrap(),
+        vec![s2.clone(), s1.clone()]
+    );
+    assert_eq!(
+        store.list_sources(None, &page(10)).await.unwrap(),
+        vec![s3.clone(), s2.clone(), s1.clone()]
+    );
+    assert_eq!(
+        store.list_sources(None, &page(1)).await.unwrap(),
+        vec![s3.clone()]
+    );
+    assert_eq!(
+        store.list_sources(None, &after(&s3.id, 1)).await.unwrap(),
+        vec![s2.clone()]
+    );
+    assert!(store
+        .list_sources(Some("nope"), &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .list_sources(Some("ac\0me"), &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Rejections: newest first, in pages, only the `keep` newest of each source.
+    let mut made = Vec::new();
+    for n in 0..4 {
+        let r = rejection(&s1.id, ms_after(t0, 10 + i64::from(n)), n);
+        store.add_source_rejection(&r, 3).await.unwrap();
+        made.push(r);
+    }
+    assert!(
+        store
+            .add_source_rejection(&rejection("src_nope", t0, 0), 3)
+            .await
+            .is_err(),
+        "no such source"
+    );
+    let other = rejection(&s3.id, ms_after(t0, 20), 9);
+    store.add_source_rejection(&other, 3).await.unwrap();
+    let kept = store
+        .list_source_rejections(&s1.id, &page(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        vec![made[3].clone(), made[2].clone(), made[1].clone()],
+        "the 3 newest"
+    );
+    assert_eq!(
+        store
+            .list_source_rejections(&s1.id, &after(&kept[0].id, 1))
+            .await
+            .unwrap(),
+        kept[1..2]
+    );
+    assert_eq!(
+        store
+            .list_source_rejections(&s3.id, &page(10))
+            .await
+            .unwrap(),
+        vec![other]
+    );
+    assert!(store
+        .list_source_rejections("src\0x", &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    let last = rejection(&s1.id, ms_after(t0, 30), 4);
+    store.add_source_rejection(&last, 1).await.unwrap();
+    assert_eq!(
+        store
+            .list_source_rejections(&s1.id, &page(10))
+            .await
+            .unwrap(),
+        vec![last],
+        "keeping one keeps the rejection just added"
+    );
+
+    assert!(store.source_positions("src\0x").await.unwrap().is_empty());
+
+    // A deleted source takes its rejections with it.
+    assert!(!store.delete_source("default", &s1.id).await.unwrap());
+    assert!(store.delete_source("acme", &s1.id).await.unwrap());
+    assert!(store
+        .list_source_rejections(&s1.id, &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.get_source("acme", &s1.id).await.unwrap(), None);
+    close(opened, pg).await;
+}
+
+fn alert(rule: &str, subject: &str, at: DateTime<Utc>) -> AlertRecord {
+    AlertRecord {
+        rule: rule.into(),
+        subject: subject.into(),
+        episode: domain::new_id_at("alr", at),
+        message: format!("{rule} on {subject}"),
+        details: serde_json::json!({"rate": 0.5, "window": "5m"}),
+        fired_at: at,
+        fired_sent: false,
+        resolved_at: None,
+    }
+}
+
+async fn an_alert_opens_once_is_sent_resolves_once_and_is_forgotten(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let t0 = domain::now();
+    assert!(store.list_alerts().await.unwrap().is_empty());
+    let mut rate = alert("failure_rate", "global", ms_after(t0, 5));
+    let stalled = alert("dispatcher_stalled", "dsp_1", t0);
+    assert!(store.open_alert(&rate).await.unwrap());
+    assert!(store.open_alert(&stalled).await.unwrap());
+    // One per rule and subject: another process's firing of the same alert is refused.
+    let again = alert("failure_rate", "global", ms_after(t0, 9));
+    assert!(!store.open_alert(&again).await.unwrap());
+    // Oldest firing first.
+    assert_eq!(
+        store.list_alerts().await.unwrap(),
+        vec![stalled.clone(), rate.clone()]
+    );
+
+    // Marked sent only for its own episode.
+    store
+        .alert_sent("failure_rate", "global", &again.episode, false)
+        .await
+        .unwrap();
+    assert!(!store.list_alerts().await.unwrap()[1].fired_sent);
+    store
+        .alert_sent("failure_rate", "global", &rate.episode, false)
+        .await
+        .unwrap();
+    rate.fired_sent = true;
+    assert_eq!(store.list_alerts().await.unwrap()[1], rate);
+
+    // Resolved once: a later resolution keeps the first time; another episode's changes
+    // nothing.
+    let r1 = ms_after(t0, 100);
+    store
+        .resolve_alert("failure_rate", "global", &again.episode, r1)
+        .await
+        .unwrap();
+    assert_eq!(store.list_alerts().await.unwrap()[1].resolved_at, None);
+    store
+        .resolve_alert("failure_rate", "global", &rate.episode, r1)
+        .await
+        .unwrap();
+    store
+        .resolve_alert("failure_rate", "global", &rate.episode, ms_after(t0, 200))
+        .await
+        .unwrap();
+    rate.resolved_at = Some(r1);
+    assert_eq!(store.list_alerts().await.unwrap()[1], rate);
+    // Still there until its "resolved" message is sent, so a new firing waits for that.
+    assert!(!store.open_alert(&again).await.unwrap());
+
+    // Unknown or unstorable keys change nothing and fail nothing.
+    for (rule, subject) in [("failure_rate", "glo\0bal"), ("fail\0", "global")] {
+        store
+            .alert_sent(rule, subject, &rate.episode, true)
+            .await
+            .unwrap();
+        store
+            .resolve_alert(rule, subject, &rate.episode, r1)
+            .await
+            .unwrap();
+    }
+    store
+        .alert_sent("failure_rate", "global", "alr\0x", true)
+        .await
+        .unwrap();
+    assert_eq!(store.list_alerts().await.unwrap().len(), 2);
+
+    // The "resolved" message sent: forgotten, and the alert may fire again.
+    store
+        .alert_sent("failure_rate", "global", &rate.episode, true)
+        .await
+        .unwrap();
+    assert_eq!(store.list_alerts().await.unwrap(), vec![stalled.clone()]);
+    assert!(store.open_alert(&again).await.unwrap());
+    assert_eq!(store.list_alerts().await.unwrap(), vec![stalled, again]);
+    close(opened, pg).await;
+}
+
+/// Claims every delivery due now under `lease`.
+async fn claim_all(store: &dyn Store, lease: &str) -> Vec<Claimed> {
+    let now = domain::now();
+    store
+        .claim(
+            now,
+            now + chrono::Duration::seconds(60),
+            lease,
+            100,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn dispatchers_heartbeats_and_statistics_add_up_alike(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let t0 = domain::now();
+    let ago = |minutes: i64| t0 - chrono::Duration::minutes(minutes);
+
+    // Heartbeats: inserted once, then moved on; a stopped dispatcher is listed while its
+    // last heartbeat is recent, a running one always.
+    let beat = |id: &str, started: DateTime<Utc>, last: DateTime<Utc>, stopped| DispatcherBeat {
+        id: id.into(),
+        hostname: format!("host-{id}"),
+        pid: 42,
+        started_at: started,
+        last_heartbeat: last,
+        stopped_at: stopped,
+    };
+    let gone = beat("dsp_gone", ago(180), ago(120), Some(ago(120)));
+    let mut running = beat("dsp_running", ago(90), ago(90), None);
+    let fresh = beat("dsp_fresh", t0, t0, None);
+    for b in [&gone, &running, &fresh] {
+        store.heartbeat(b).await.unwrap();
+    }
+    running.last_heartbeat = ago(1);
+    store.heartbeat(&running).await.unwrap();
+    assert_eq!(
+        store.list_dispatchers(ago(30)).await.unwrap(),
+        vec![running.clone(), fresh.clone()],
+        "oldest start first"
+    );
+    assert_eq!(
+        store.list_dispatchers(ago(600)).await.unwrap(),
+        vec![gone.clone(), running.clone(), fresh.clone()]
+    );
+    running.stopped_at = Some(t0);
+    running.last_heartbeat = t0;
+    store.heartbeat(&running).await.unwrap();
+    assert_eq!(
+        store.list_dispatchers(ago(30)).await.unwrap(),
+        vec![running.clone(), fresh.clone()]
+    );
+    assert_eq!(
+        store
+            .list_dispatchers(t0 + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        vec![fresh.clone()],
+        "stopped and silent since"
+    );
+
+    // Nothing pending, no breaker flagged.
+    assert_eq!(
+        store.pending_summary().await.unwrap(),
+        PendingSummary::default()
+    );
+    assert_eq!(
+        store.breaker_counts().await.unwrap(),
+        BreakerCounts::default()
+    );
+    assert!(store.flagged_endpoints(10).await.unwrap().is_empty());
+
+    let ok = endpoint("default", &["ok.*"]);
+    let failing = endpoint("default", &["fail.*"]);
+    let mut off = endpoint("default", &["off.*"]);
+    off.enabled = false;
+    off.disabled_reason = Some("manual".into());
+    for ep in [&ok, &failing, &off] {
+        store.create_endpoint(ep, u32::MAX).await.unwrap();
+    }
+    let mut first = event("default", "ok.a", None);
+    first.created_at = ms_after(first.created_at, -5);
+    first.id = domain::new_id_at(prefix::EVENT, first.created_at);
+    ingest(store, first.clone()).await.unwrap();
+    for t in ["ok.b", "fail.a"] {
+        ingest(store, event("default", t, None)).await.unwrap();
+    }
+    assert_eq!(
+        store.pending_summary().await.unwrap(),
+        PendingSummary {
+            count: 3,
+            oldest_created_at: Some(first.created_at),
+        }
+    );
+
+    // Two dispatchers complete with statistics: per-minute rows add up over dispatchers
+    // and over batches of one dispatcher.
+    let claimed = claim_all(store, "lse_s").await;
+    assert_eq!(claimed.len(), 3);
+    let of = |ep: &Endpoint| {
+        claimed
+            .iter()
+            .filter(|c| c.endpoint.id == ep.id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (oks, fails) = (of(&ok), of(&failing));
+    let m0 = minute_of(t0) - 2;
+    let minute = |m: i64, status: DeliveryStatus, attempt_ms: u64, e2e: Option<u64>| {
+        let mut s = MinuteStats {
+            minute: m,
+            ..Default::default()
+        };
+        s.add(status, attempt_ms, e2e);
+        s
+    };
+    let ep_minute =
+        |ep: &Endpoint, stats: MinuteStats, success, failure, error: Option<&str>| EndpointMinute {
+            endpoint_id: ep.id.clone(),
+            stats,
+            last_success_at: success,
+            last_failure_at: failure,
+            last_error: error.map(str::to_owned),
+        };
+    let success_at = t0.timestamp_millis() - 100_000;
+    let batch_a = BatchStats {
+        minutes: vec![minute(m0, DeliveryStatus::Delivered, 12, Some(30))],
+        endpoints: vec![ep_minute(
+            &ok,
+            minute(m0, DeliveryStatus::Delivered, 12, Some(30)),
+            Some(success_at),
+            None,
+            None,
+        )],
+    };
+    store
+        .complete_with_stats(
+            &[completion(&oks[0], DeliveryStatus::Delivered, "lse_s")],
+            &Default::default(),
+            "dsp_running",
+            &batch_a,
+        )
+        .await
+        .unwrap();
+    let failure_at = t0.timestamp_millis() - 50_000;
+    let batch_b = BatchStats {
+        minutes: vec![
+            minute(m0, DeliveryStatus::Delivered, 20, Some(4_000)),
+            minute(m0 + 1, DeliveryStatus::Pending, 7, None),
+        ],
+        endpoints: vec![
+            ep_minute(
+                &ok,
+                minute(m0, DeliveryStatus::Delivered, 20, Some(4_000)),
+                Some(success_at - 1_000),
+                None,
+                None,
+            ),
+            ep_minute(
+                &failing,
+                minute(m0 + 1, DeliveryStatus::Pending, 7, None),
+                None,
+                Some(failure_at),
+                Some("HTTP 503"),
+            ),
+        ],
+    };
+    let mut retry = completion(&fails[0], DeliveryStatus::Pending, "lse_s");
+    retry.attempt.error = Some("HTTP 503".into());
+    store
+        .complete_with_stats(
+            &[
+                completion(&oks[1], DeliveryStatus::Delivered, "lse_s"),
+                retry,
+            ],
+            // One failure opens the breaker.
+            &BreakerPolicy {
+                threshold: 1,
+                ..Default::default()
+            },
+            "dsp_fresh",
+            &batch_b,
+        )
+        .await
+        .unwrap();
+    // A later batch of the second dispatcher, in the same minute (its rows add up): an
+    // earlier failure than the one recorded, with another error. (Its completion's lease
+    // is long gone: the delivery stays as it is.)
+    let batch_c = BatchStats {
+        minutes: vec![minute(m0 + 1, DeliveryStatus::Failed, 3, None)],
+        endpoints: vec![ep_minute(
+            &failing,
+            minute(m0 + 1, DeliveryStatus::Failed, 3, None),
+            None,
+            Some(failure_at - 10_000),
+            Some("HTTP 500"),
+        )],
+    };
+    store
+        .complete_with_stats(
+            &[completion(&oks[0], DeliveryStatus::Delivered, "lse_gone")],
+            &Default::default(),
+            "dsp_fresh",
+            &batch_c,
+        )
+        .await
+        .unwrap();
+
+    let mut want_m0 = batch_a.minutes[0].clone();
+    want_m0.merge(&batch_b.minutes[0]);
+    let mut want_m1 = batch_b.minutes[1].clone();
+    want_m1.merge(&batch_c.minutes[0]);
+    assert_eq!(
+        store.stats_since(m0).await.unwrap(),
+        vec![want_m0.clone(), want_m1.clone()],
+        "one row per minute, oldest first"
+    );
+    assert_eq!(store.stats_since(m0 + 1).await.unwrap(), vec![want_m1]);
+    assert!(store.stats_since(m0 + 2).await.unwrap().is_empty());
+
+    assert_eq!(
+        store.endpoint_stats_since(&ok.id, m0).await.unwrap(),
+        EndpointHistory {
+            minutes: vec![want_m0],
+            last_success_at: Some(domain::from_millis(success_at)),
+            last_failure_at: None,
+            last_error: None,
+        }
+    );
+    let mut failing_m1 = batch_b.endpoints[1].stats.clone();
+    failing_m1.merge(&batch_c.endpoints[0].stats);
+    assert_eq!(
+        store.endpoint_stats_since(&failing.id, m0).await.unwrap(),
+        EndpointHistory {
+            minutes: vec![failing_m1],
+            last_success_at: None,
+            last_failure_at: Some(domain::from_millis(failure_at)),
+            last_error: Some("HTTP 503".into()),
+        },
+        "the latest failure's error"
+    );
+    assert_eq!(
+        store
+            .endpoint_stats_since(&failing.id, m0 + 2)
+            .await
+            .unwrap(),
+        EndpointHistory::default()
+    );
+    for nothing in [off.id.as_str(), "ep_nope", "ep\0x"] {
+        assert_eq!(
+            store.endpoint_stats_since(nothing, m0).await.unwrap(),
+            EndpointHistory::default(),
+            "{nothing:?}"
+        );
+    }
+
+    // The delivered ones are no longer pending; the retry is.
+    let summary = store.pending_summary().await.unwrap();
+    assert_eq!(summary.count, 1);
+    assert_eq!(
+        summary.oldest_created_at,
+        Some(fails[0].delivery.created_at)
+    );
+
+    // Breakers: the failing endpoint's opened; the disabled endpoint is flagged too.
+    assert_eq!(
+        store.breaker_counts().await.unwrap(),
+        BreakerCounts {
+            closed: 2,
+            open: 1,
+            half_open: 0,
+        }
+    );
+    let mut want = vec![
+        FlaggedEndpoint {
+            id: failing.id.clone(),
+            tenant_id: "default".into(),
+            enabled: true,
+            disabled_reason: None,
+            breaker_state: "open".into(),
+        },
+        FlaggedEndpoint {
+            id: off.id.clone(),
+            tenant_id: "default".into(),
+            enabled: false,
+            disabled_reason: Some("manual".into()),
+            breaker_state: "closed".into(),
+        },
+    ];
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(store.flagged_endpoints(10).await.unwrap(), want);
+    assert_eq!(store.flagged_endpoints(1).await.unwrap(), want[..1]);
+    close(opened, pg).await;
+}
+
+/// A pending delivery of `e` to `endpoint_id`, as `hookrelay import` or the test endpoint
+/// make them.
+fn delivery(e: &Event, endpoint_id: &str, due: Option<DateTime<Utc>>) -> Delivery {
+    Delivery {
+        id: domain::new_id_at(prefix::DELIVERY, e.created_at),
+        tenant_id: e.tenant_id.clone(),
+        event_id: e.id.clone(),
+        endpoint_id: endpoint_id.into(),
+        status: DeliveryStatus::Pending,
+        attempts: 1,
+        max_attempts: 6,
+        next_attempt_at: due,
+        last_error: Some("HTTP 502".into()),
+        ordering_key: None,
+        ordering_blocks: false,
+        created_at: e.created_at,
+        updated_at: ms_after(e.created_at, 3),
+    }
+}
+
+async fn import_and_leased_inserts_write_once_and_release_hands_back_only_its_lease(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let ep = endpoint("default", &[]);
+    store.create_endpoint(&ep, u32::MAX).await.unwrap();
+    let now = domain::now();
+
+    // Import: the event unless it exists, each delivery unless it exists or its event (of
+    // its tenant) does not; counted.
+    let mut e = event("default", "user.joined", Some("imported"));
+    e.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let d1 = delivery(&e, &ep.id, Some(now));
+    let d2 = Delivery {
+        id: domain::new_id_at(prefix::DELIVERY, ms_after(e.created_at, 1)),
+        ..delivery(&e, "ep_deleted_since", Some(now))
+    };
+    let orphan = Delivery {
+        event_id: "evt_missing".into(),
+        ..delivery(&e, &ep.id, Some(now))
+    };
+    let foreign = Delivery {
+        tenant_id: "acme".into(),
+        ..delivery(&e, &ep.id, Some(now))
+    };
+    let all = [d1.clone(), d2.clone(), orphan.clone(), foreign.clone()];
+    assert_eq!(store.import(&e, &all).await.unwrap(), 2);
+    assert_eq!(store.import(&e, &all).await.unwrap(), 0, "written once");
+    assert_eq!(
+        store.get_event("default", &e.id).await.unwrap(),
+        Some(e.clone())
+    );
+    assert_eq!(
+        store.get_delivery("default", &d1.id).await.unwrap(),
+        Some(d1.clone())
+    );
+    assert_eq!(
+        store.get_delivery("default", &d2.id).await.unwrap(),
+        Some(d2.clone())
+    );
+    for skipped in [&orphan, &foreign] {
+        assert_eq!(
+            store
+                .get_delivery(&skipped.tenant_id, &skipped.id)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // An event already there is kept as it was; new deliveries of it are written.
+    let changed = Event {
+        data: serde_json::json!({"changed": true}),
+        ..e.clone()
+    };
+    let d3 = Delivery {
+        id: domain::new_id_at(prefix::DELIVERY, ms_after(e.created_at, 2)),
+        ..delivery(&e, &ep.id, Some(now))
+    };
+    assert_eq!(
+        store
+            .import(&changed, std::slice::from_ref(&d3))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.get_event("default", &e.id).await.unwrap(),
+        Some(e.clone())
+    );
+    // An event of a tenant that does not exist is refused.
+    let stray = event("nope", "user.joined", None);
+    assert!(store
+        .import(&stray, &[delivery(&stray, &ep.id, Some(now))])
+        .await
+        .is_err());
+    // The imported deliveries of a live endpoint are due.
+    let claimed = claim_all(store, "lse_i").await;
+    let mut got: Vec<&str> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+    got.sort_unstable();
+    let mut want = vec![d1.id.as_str(), d3.id.as_str()];
+    want.sort_unstable();
+    assert_eq!(got, want);
+
+    // Release: only under the delivery's lease; back without an attempt, due when told.
+    let back = ms_after(now, 40_000);
+    store
+        .release(&[
+            (d1.id.clone(), "lse_other".into(), back),
+            ("dlv\0x".into(), "lse_i".into(), back),
+        ])
+        .await
+        .unwrap();
+    store.release(&[]).await.unwrap();
+    let c1 = claimed.iter().find(|c| c.delivery.id == d1.id).unwrap();
+    let held = store
+        .get_delivery("default", &d1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.next_attempt_at, c1.delivery.next_attempt_at);
+    store
+        .release(&[(d1.id.clone(), "lse_i".into(), back)])
+        .await
+        .unwrap();
+    let released = store
+        .get_delivery("default", &d1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (released.status, released.attempts, released.next_attempt_at),
+        (DeliveryStatus::Pending, d1.attempts, Some(back))
+    );
+    // Released means the lease is gone: its holder can no longer move it on.
+    store
+        .complete(
+            &[completion(c1, DeliveryStatus::Delivered, "lse_i")],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let after_late = store
+        .get_delivery("default", &d1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after_late.status, after_late.next_attempt_at),
+        (DeliveryStatus::Pending, Some(back))
+    );
+    // Releasing again changes nothing.
+    store
+        .release(&[(d1.id.clone(), "lse_i".into(), now)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_delivery("default", &d1.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at,
+        Some(back)
+    );
+
+    // A leased insert (the test endpoint's send): stored as given, not claimable while
+    // its lease runs, handed back by its lease.
+    let mut t = event("default", "test.ping", None);
+    t.deliver_at = Some(ms_after(t.created_at, 1));
+    let lease_end = ms_after(now, 30_000);
+    let leased = Delivery {
+        attempts: 0,
+        last_error: None,
+        ..delivery(&t, &ep.id, Some(lease_end))
+    };
+    store.insert_leased(&t, &leased, "lse_test").await.unwrap();
+    assert_eq!(
+        store.get_event("default", &t.id).await.unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(
+        store.get_delivery("default", &leased.id).await.unwrap(),
+        Some(leased.clone())
+    );
+    assert!(
+        store.insert_leased(&t, &leased, "lse_test").await.is_err(),
+        "an event id is written once"
+    );
+    assert!(claim_all(store, "lse_x").await.is_empty(), "leased");
+    store
+        .release(&[(leased.id.clone(), "lse_test".into(), now)])
+        .await
+        .unwrap();
+    let claimed = claim_all(store, "lse_y").await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.id, leased.id);
+    assert_eq!(claimed[0].event, t);
+    close(opened, pg).await;
+}
+
+async fn replay_moves_finished_deliveries_once_and_reserve_sends_shares_one_bucket(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let ep = endpoint("default", &["a.*"]);
+    let doomed = endpoint("default", &["b.*"]);
+    for e in [&ep, &doomed] {
+        store.create_endpoint(e, u32::MAX).await.unwrap();
+    }
+    let mut events = Vec::new();
+    for t in ["a.1", "a.2", "a.3", "b.1", "a.4"] {
+        let Ingested::Created(e, _) = ingest(store, event("default", t, None)).await.unwrap()
+        else {
+            panic!("created")
+        };
+        events.push(e);
+    }
+    // a.1, a.2 and b.1 fail for good; a.3 is delivered; a.4 stays pending.
+    let claimed = claim_all(store, "lse_r").await;
+    let by_event = |e: &Event| claimed.iter().find(|c| c.event.id == e.id).unwrap();
+    let mut done = Vec::new();
+    for (i, status) in [
+        (0, DeliveryStatus::Failed),
+        (1, DeliveryStatus::Failed),
+        (2, DeliveryStatus::Delivered),
+        (3, DeliveryStatus::Failed),
+    ] {
+        let mut c = completion(by_event(&events[i]), status, "lse_r");
+        c.next_attempt_at = None;
+        done.push(c);
+    }
+    store.complete(&done, &Default::default()).await.unwrap();
+    let pending_one = by_event(&events[4]).delivery.clone();
+    assert!(store.delete_endpoint("default", &doomed.id).await.unwrap());
+    let finished_at = done
+        .iter()
+        .map(|c| ms_after(c.attempt.started_at, 12))
+        .max()
+        .unwrap();
+
+    let failed = ReplayFilter {
+        statuses: vec![DeliveryStatus::Failed],
+        ..Default::default()
+    };
+    // Deliveries changed at or after `now` are not moved (they are the replay's own).
+    assert_eq!(
+        store
+            .replay("default", &failed, ms_after(finished_at, -100), 2, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    let now = ms_after(finished_at, 1_000);
+    // In batches of `limit` until fewer come back; the endpoint deleted since is skipped.
+    assert_eq!(
+        store.replay("default", &failed, now, 2, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.replay("default", &failed, now, 2, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.replay("default", &failed, now, 2, 1).await.unwrap(),
+        0
+    );
+    for e in &events[..2] {
+        let d = store
+            .get_delivery("default", &by_event(e).delivery.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.status, d.attempts, d.max_attempts, d.next_attempt_at),
+            (DeliveryStatus::Pending, 1, 3, Some(now))
+        );
+        assert_eq!(d.id, by_event(e).delivery.id, "same id, same webhook-id");
+    }
+    let gone = store
+        .get_delivery("default", &by_event(&events[3]).delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.status, DeliveryStatus::Failed);
+
+    let later = ms_after(now, 1_000);
+    // Pending is never replayed; another tenant's or an unstorable key's find nothing.
+    let pending = ReplayFilter {
+        statuses: vec![DeliveryStatus::Pending],
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .replay("default", &pending, later, 2, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    let delivered = ReplayFilter {
+        statuses: vec![DeliveryStatus::Delivered],
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .replay("acme", &delivered, later, 2, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .replay("def\0ault", &delivered, later, 2, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    for filter in [
+        ReplayFilter {
+            endpoint_id: Some(doomed.id.clone()),
+            ..delivered.clone()
+        },
+        ReplayFilter {
+            endpoint_id: Some("ep\0x".into()),
+            ..delivered.clone()
+        },
+        ReplayFilter {
+            event_id: Some(events[0].id.clone()),
+            ..delivered.clone()
+        },
+        ReplayFilter {
+            event_id: Some("evt\0x".into()),
+            ..delivered.clone()
+        },
+        ReplayFilter {
+            since: Some(ms_after(events[2].created_at, 1)),
+            ..delivered.clone()
+        },
+        ReplayFilter {
+            until: Some(events[2].created_at),
+            ..delivered.clone()
+        },
+    ] {
+        assert_eq!(
+            store
+                .replay("default", &filter, later, 2, 10)
+                .await
+                .unwrap(),
+            0,
+            "{filter:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .replay(
+                "default",
+                &ReplayFilter {
+                    endpoint_id: Some(ep.id.clone()),
+                    event_id: Some(events[2].id.clone()),
+                    since: Some(events[2].created_at),
+                    until: Some(ms_after(events[2].created_at, 1)),
+                    ..delivered.clone()
+                },
+                later,
+                0,
+                10
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    let d = store
+        .get_delivery("default", &by_event(&events[2]).delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.status, d.max_attempts, d.next_attempt_at),
+        (DeliveryStatus::Pending, 1, Some(later))
+    );
+    assert_eq!(
+        store
+            .get_delivery("default", &pending_one.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at,
+        pending_one.next_attempt_at,
+        "the pending one was left alone"
+    );
+
+    // An endpoint that cannot be stored is not there to update.
+    for (tenant_id, id) in [("default", "ep\0x"), ("def\0ault", ep.id.as_str())] {
+        let bad = Endpoint {
+            tenant_id: tenant_id.into(),
+            id: id.into(),
+            ..ep.clone()
+        };
+        assert!(!store.update_endpoint(&bad).await.unwrap(), "{id:?}");
+    }
+
+    // Rate limits: one bucket per endpoint, kept in the store (two sends a second, a burst
+    // of one second's worth).
+    let rate = Rate {
+        count: 2,
+        period: RatePeriod::Second,
+    };
+    let t = domain::now();
+    assert_eq!(
+        store.reserve_sends(&ep.id, rate, 3, t).await.unwrap(),
+        (2, vec![ms_after(t, 500)])
+    );
+    assert_eq!(
+        store.reserve_sends(&ep.id, rate, 1, t).await.unwrap(),
+        (0, vec![ms_after(t, 500)])
+    );
+    assert_eq!(
+        store
+            .reserve_sends(&ep.id, rate, 2, ms_after(t, 500))
+            .await
+            .unwrap(),
+        (1, vec![ms_after(t, 1_000)])
+    );
+    // Another endpoint's bucket is its own; an endpoint that is not stored (or cannot be)
+    // has a full one every time.
+    for other in [doomed.id.as_str(), "ep_nope", "ep\0x"] {
+        for _ in 0..2 {
+            assert_eq!(
+                store.reserve_sends(other, rate, 2, t).await.unwrap(),
+                (2, vec![]),
+                "{other:?}"
+            );
+        }
+    }
+    close(opened, pg).await;
+}
+
+async fn retention_prunes_old_events_and_operations_data_within_its_limit(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let now = domain::now();
+    let old = now - chrono::Duration::days(40);
+    let cutoff = now - chrono::Duration::days(30);
+    let at = |t: DateTime<Utc>, etype: &str| {
+        let mut e = event("default", etype, None);
+        e.created_at = t;
+        e.id = domain::new_id_at(prefix::EVENT, t);
+        e
+    };
+
+    // Events: two old ones without deliveries, an old one whose delivery is pending, an
+    // old one whose delivery was cancelled, and a recent one.
+    let mut olds = Vec::new();
+    for i in 0..2 {
+        let e = at(ms_after(old, i), "none.x");
+        ingest(store, e.clone()).await.unwrap();
+        olds.push(e);
+    }
+    let keep = endpoint("default", &["keep.*"]);
+    let doomed = endpoint("default", &["drop.*"]);
+    for ep in [&keep, &doomed] {
+        store.create_endpoint(ep, u32::MAX).await.unwrap();
+    }
+    let old_pending = at(ms_after(old, 2), "keep.x");
+    let old_cancelled = at(ms_after(old, 3), "drop.x");
+    let recent = at(now, "none.x");
+    for e in [&old_pending, &old_cancelled, &recent] {
+        ingest(store, e.clone()).await.unwrap();
+    }
+    assert!(store.delete_endpoint("default", &doomed.id).await.unwrap());
+    assert_eq!(store.prune_events(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.prune_events(cutoff, 10).await.unwrap(), 1);
+    assert_eq!(store.prune_events(cutoff, 10).await.unwrap(), 0);
+    for (e, kept) in [
+        (&olds[0], false),
+        (&olds[1], false),
+        (&old_cancelled, false),
+        (&old_pending, true),
+        (&recent, true),
+    ] {
+        assert_eq!(
+            store.get_event("default", &e.id).await.unwrap().is_some(),
+            kept,
+            "{}",
+            e.event_type
+        );
+    }
+    let left = store
+        .list_deliveries(
+            "default",
+            &DeliveryFilter {
+                page: page(10),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the cancelled delivery went with its event");
+    assert_eq!(left[0].event_id, old_pending.id);
+
+    // Operations data: inbox messages and audit entries by age, statistics by minute,
+    // dispatchers by silence; at most `limit` of each kind per call, all counted.
+    let inbox = inbox("default", now, "tok-r");
+    store.create_inbox(&inbox).await.unwrap();
+    let msgs = [
+        message(&inbox.id, old, 0),
+        message(&inbox.id, ms_after(old, 1), 1),
+        message(&inbox.id, now, 2),
+    ];
+    for m in &msgs {
+        store.add_inbox_message(m, 100).await.unwrap();
+    }
+    let entries = [
+        audit(None, old, "admin", "event_type.created", "a.b"),
+        audit(None, now, "admin", "event_type.created", "c.d"),
+    ];
+    for e in &entries {
+        store.add_audit(e).await.unwrap();
+    }
+    for (id, last) in [("dsp_old", old), ("dsp_new", now)] {
+        store
+            .heartbeat(&DispatcherBeat {
+                id: id.into(),
+                hostname: "h".into(),
+                pid: 1,
+                started_at: last,
+                last_heartbeat: last,
+                stopped_at: Some(last),
+            })
+            .await
+            .unwrap();
+    }
+    let claimed = claim_all(store, "lse_p").await;
+    assert_eq!(claimed.len(), 1);
+    let minute = |m: i64| {
+        let mut s = MinuteStats {
+            minute: m,
+            ..Default::default()
+        };
+        s.add(DeliveryStatus::Delivered, 5, Some(5));
+        s
+    };
+    let (old_minute, new_minute) = (minute_of(old), minute_of(now));
+    let stats = BatchStats {
+        minutes: vec![minute(old_minute), minute(new_minute)],
+        endpoints: vec![
+            EndpointMinute {
+                endpoint_id: keep.id.clone(),
+                stats: minute(old_minute),
+                last_success_at: Some(old.timestamp_millis()),
+                ..Default::default()
+            },
+            EndpointMinute {
+                endpoint_id: keep.id.clone(),
+                stats: minute(new_minute),
+                last_success_at: Some(now.timestamp_millis()),
+                ..Default::default()
+            },
+        ],
+    };
+    store
+        .complete_with_stats(
+            &[completion(&claimed[0], DeliveryStatus::Delivered, "lse_p")],
+            &Default::default(),
+            "dsp_new",
+            &stats,
+        )
+        .await
+        .unwrap();
+
+    let stats_cutoff = minute_of(cutoff);
+    // One of each kind: a message, an audit entry, a dispatcher minute, an endpoint
+    // minute, a dispatcher.
+    assert_eq!(
+        store
+            .prune_operations(cutoff, stats_cutoff, cutoff, 1)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .prune_operations(cutoff, stats_cutoff, cutoff, 10)
+            .await
+            .unwrap(),
+        1,
+        "the other old message"
+    );
+    assert_eq!(
+        store
+            .prune_operations(cutoff, stats_cutoff, cutoff, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .list_inbox_messages(&inbox.id, &page(10))
+            .await
+            .unwrap(),
+        vec![msgs[2].clone()]
+    );
+    let trail = store
+        .list_audit(&AuditFilter {
+            page: page(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail, vec![entries[1].clone()]);
+    assert_eq!(
+        store.stats_since(old_minute).await.unwrap(),
+        vec![minute(new_minute)]
+    );
+    assert_eq!(
+        store
+            .endpoint_stats_since(&keep.id, old_minute)
+            .await
+            .unwrap()
+            .minutes,
+        vec![minute(new_minute)]
+    );
+    let beats = store
+        .list_dispatchers(old - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        beats.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        vec!["dsp_new"]
+    );
+    close(opened, pg).await;
+}
+
+/// Wake-ups from other processes: PostgreSQL's store feeds them into the waker it is given
+/// (every write that makes deliveries due moves its wake-up sequence, whichever process
+/// made it). SQLite's writers all live in one process, whose own waker hears every commit:
+/// its `listen` has nothing to do, and returns at once.
+async fn listen_wakes_the_dispatcher_when_a_write_makes_deliveries_due(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    // The server records its attempt budget wherever it has to (a no-op on SQLite).
+    store.set_default_max_attempts(9).await.unwrap();
+    store.set_default_max_attempts(7).await.unwrap();
+    store
+        .create_endpoint(&endpoint("default", &[]), u32::MAX)
+        .await
+        .unwrap();
+    let waker = hookrelay::wake::Waker::default();
+    tokio::time::timeout(Duration::from_secs(10), store.listen(waker.clone()))
+        .await
+        .expect("listen returns")
+        .unwrap();
+    if backend == Backend::Postgres {
+        // The first connection wakes (a move may have been missed before it); its
+        // follow-ups run out within a few seconds.
+        tokio::time::timeout(Duration::from_secs(10), waker.woken())
+            .await
+            .expect("woken once connected");
+        let quiet = Duration::from_secs(3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::timeout(quiet, waker.woken()).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "never quiet");
+        }
+        ingest(store, event("default", "a.b", None)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waker.woken())
+            .await
+            .expect("woken by the ingest's commit");
+        let claimed = claim_all(store, "lse_w").await;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].delivery.max_attempts, 15, "ingest's own budget");
+    }
+    close(opened, pg).await;
+}
