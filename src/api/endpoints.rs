@@ -827,8 +827,7 @@ pub(crate) async fn rotate(
     )?;
     let now = domain::now();
     ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));
-    let grace = chrono::Duration::from_std(state.config.rotation_grace).unwrap_or_default();
-    ep.previous_secret_expires_at = Some(now + grace);
+    ep.previous_secret_expires_at = Some(domain::after(now, state.config.rotation_grace));
     ep.updated_at = now;
     if !state.store.update_endpoint(&ep).await? {
         return Err(ApiError::not_found("endpoint"));

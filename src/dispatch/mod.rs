@@ -124,8 +124,7 @@ impl Dispatcher {
             let room = permits.available_permits() + 1;
             let limit = room.min(this.config.batch_size);
             let now = domain::now();
-            let lease_until =
-                now + chrono::Duration::from_std(this.config.lease).unwrap_or_default();
+            let lease_until = domain::after(now, this.config.lease);
             let lease_id = new_id("lse");
             // Tenants at their cap are left out of the claim: their backlog is not read, let
             // alone leased and handed back.
@@ -284,7 +283,7 @@ impl Dispatcher {
             return;
         }
         let mut wait = self.config.poll_interval;
-        let horizon = Utc::now() + to_chrono(wait);
+        let horizon = domain::after(Utc::now(), wait);
         if let Ok(Some(due)) = self.store.next_due(horizon).await {
             let until = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until);
@@ -361,7 +360,7 @@ pub async fn send_test(
         // One attempt: a test is not retried.
         max_attempts: 1,
         // Leased to this caller, so no dispatcher takes it meanwhile.
-        next_attempt_at: Some(now + to_chrono(ctx.lease)),
+        next_attempt_at: Some(domain::after(now, ctx.lease)),
         last_error: None,
         ordering_key: None,
         ordering_blocks: false,
@@ -470,7 +469,7 @@ pub async fn attempt(
                             Some(delay) => (
                                 AttemptOutcome::Retry,
                                 DeliveryStatus::Pending,
-                                Some(started_at + to_chrono(delay)),
+                                Some(domain::after(started_at, delay)),
                                 None,
                                 Some(reason),
                                 status_code,
@@ -509,7 +508,7 @@ pub async fn attempt(
                 .deliver_at
                 .unwrap_or(event.created_at)
                 .max(event.created_at);
-            let finished = started_at + to_chrono(Duration::from_millis(duration_ms));
+            let finished = domain::after(started_at, Duration::from_millis(duration_ms));
             u64::try_from((finished - due).num_milliseconds()).unwrap_or(0)
         });
         if let Some(m) = metrics {
@@ -731,10 +730,6 @@ impl Drop for Slot {
     }
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 /// How long a claimed delivery waits for room at an endpoint that has
 /// `endpoint_concurrency` deliveries being sent. An endpoint that answers quickly frees a slot
 /// well within it; one that does not gets its surplus handed back (see [`later`]), so a slow
@@ -819,7 +814,7 @@ pub fn batch_stats(done: &[Done]) -> BatchStats {
     for d in done {
         let c = &d.completion;
         let a = &c.attempt;
-        let finished = a.started_at + to_chrono(Duration::from_millis(a.duration_ms));
+        let finished = domain::after(a.started_at, Duration::from_millis(a.duration_ms));
         let minute = crate::store::ops::minute_of(finished);
         by_minute
             .entry(minute)

@@ -22,6 +22,29 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+/// `t + d`. The settings and delays added to times are far inside chrono's range; one that
+/// is not (an absurd setting such as `--lease 1000000000years`) saturates at the latest time
+/// chrono holds, rather than becoming zero or panicking.
+pub fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the earliest time chrono holds (see [`after`]).
+pub fn before(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `d` as a chrono duration, saturating at the longest one (see [`after`]).
+pub fn span(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
 /// A new sortable id with the given prefix, e.g. `evt_01J…`. Ids made later sort after
 /// ids made earlier (ULID), which keeps cursor pagination cheap.
 pub fn new_id(prefix: &str) -> String {
@@ -270,13 +293,13 @@ impl Breaker {
                 let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2);
                 let wait = policy.cooldown.mul_f64(jitter);
                 b.state = BreakerState::Open;
-                b.open_until = Some(at + chrono::Duration::from_std(wait).unwrap_or_default());
+                b.open_until = Some(after(at, wait));
             }
         }
         let disable = match b.failing_since {
             Some(since) if outcomes.last().is_some_and(|(ok, _)| !ok) => {
                 let last = outcomes.last().map(|(_, t)| *t).unwrap_or(since);
-                let window = chrono::Duration::from_std(policy.disable_after).unwrap_or_default();
+                let window = span(policy.disable_after);
                 (last - since >= window).then(|| {
                     format!(
                         "failing continuously since {} (longer than {})",
@@ -598,6 +621,20 @@ pub struct Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_durations_saturate_instead_of_vanishing() {
+        let now = now();
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(after(now, second), now + chrono::Duration::seconds(1));
+        assert_eq!(before(now, second), now - chrono::Duration::seconds(1));
+        let absurd = std::time::Duration::from_secs(u64::MAX);
+        assert_eq!(after(now, absurd), DateTime::<Utc>::MAX_UTC);
+        // A retention this long keeps everything: its cutoff is the earliest time.
+        assert_eq!(before(now, absurd), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(span(absurd), chrono::Duration::MAX);
+        assert_eq!(span(second), chrono::Duration::seconds(1));
+    }
 
     #[test]
     fn endpoint_debug_output_hides_credentials() {

@@ -373,9 +373,7 @@ impl Snapshot {
     }
 
     fn stalled(&self, d: &DispatcherBeat, t: &Thresholds) -> bool {
-        d.stopped_at.is_none()
-            && self.now - d.last_heartbeat
-                > chrono::Duration::from_std(t.stall).unwrap_or(chrono::Duration::MAX)
+        d.stopped_at.is_none() && self.now - d.last_heartbeat > domain::span(t.stall)
     }
 
     /// The report, with the rules judged against `t`.

@@ -38,8 +38,8 @@ pub struct Pass {
 /// One batch of each kind.
 pub async fn prune_once(store: &dyn Store, retention: Duration) -> Result<Pass, StoreError> {
     let now = domain::now();
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let cutoff = now.checked_sub_signed(retention).unwrap_or(now);
+    // An absurd retention keeps everything (it used to prune everything: cutoff now).
+    let cutoff = domain::before(now, retention);
     let events = store.prune_events(cutoff, EVENT_BATCH).await?;
     let attempts = store.prune_attempts(cutoff, ROW_BATCH).await?;
     let other = store

@@ -72,7 +72,7 @@ impl KafkaSource {
     /// Takes or renews the lease; `false` while another process holds it.
     async fn lease(&self, c: &Consumer) -> Result<bool, String> {
         let now = domain::now();
-        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let until = domain::after(now, LEASE);
         c.intake
             .store
             .lease_source(&c.source.id, &c.name, until, now)
