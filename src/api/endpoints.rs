@@ -762,20 +762,16 @@ pub async fn delete_endpoint(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    if state.store.delete_endpoint(&tenant, &id).await? {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "endpoint.deleted",
-            Some(&id),
-            serde_json::json!({}),
-        )
-        .await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("endpoint"))
-    }
+    let existed = state.store.delete_endpoint(&tenant, &id).await?;
+    super::deleted(
+        &state,
+        &actor,
+        &tenant,
+        existed,
+        ("endpoint", "endpoint.deleted"),
+        &id,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]

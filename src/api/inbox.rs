@@ -238,20 +238,16 @@ pub async fn delete_inbox(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    if state.store.delete_inbox(&tenant, &id).await? {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "inbox.deleted",
-            Some(&id),
-            serde_json::json!({}),
-        )
-        .await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("inbox"))
-    }
+    let existed = state.store.delete_inbox(&tenant, &id).await?;
+    super::deleted(
+        &state,
+        &actor,
+        &tenant,
+        existed,
+        ("inbox", "inbox.deleted"),
+        &id,
+    )
+    .await
 }
 
 /// What an inbox received, newest first.

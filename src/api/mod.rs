@@ -431,6 +431,31 @@ pub(crate) async fn audit(
     }
 }
 
+/// The answer to a delete: `204`, recorded in the audit trail as `action` on `id`, when
+/// there was something to delete; `404` naming `what` when there was not.
+pub(crate) async fn deleted(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    existed: bool,
+    (what, action): (&str, &str),
+    id: &str,
+) -> Result<StatusCode, ApiError> {
+    if !existed {
+        return Err(ApiError::not_found(what));
+    }
+    audit(
+        state,
+        actor,
+        Some(tenant),
+        action,
+        Some(id),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Who holds the token whose SHA-256 is `hash`: the configured admin token, or a stored
 /// admin or tenant token, with the [`Actor`] the audit trail names. `None` when no token
 /// has that hash.

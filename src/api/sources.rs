@@ -243,21 +243,19 @@ pub async fn delete_source(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
-    if state.store.delete_source(&tenant, &id).await? {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "source.deleted",
-            Some(&id),
-            serde_json::json!({}),
-        )
-        .await;
+    let existed = state.store.delete_source(&tenant, &id).await?;
+    if existed {
         state.ops.sources_changed.notify_one();
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("source"))
     }
+    super::deleted(
+        &state,
+        &actor,
+        &tenant,
+        existed,
+        ("source", "source.deleted"),
+        &id,
+    )
+    .await
 }
 
 /// Messages a source could not turn into events, newest first (each source keeps its

@@ -146,20 +146,16 @@ pub async fn delete_tenant(
     if tenant == DEFAULT_TENANT {
         return Err(ApiError::conflict("the default tenant cannot be deleted"));
     }
-    if state.store.delete_tenant(&tenant).await? {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "tenant.deleted",
-            Some(&tenant),
-            json!({}),
-        )
-        .await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("tenant"))
-    }
+    let existed = state.store.delete_tenant(&tenant).await?;
+    super::deleted(
+        &state,
+        &actor,
+        &tenant,
+        existed,
+        ("tenant", "tenant.deleted"),
+        &tenant,
+    )
+    .await
 }
 
 /// A new tenant-scoped token: the only time the token itself is shown.
@@ -336,18 +332,14 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
-    if state.store.delete_token(&tenant, &id).await? {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "token.revoked",
-            Some(&id),
-            json!({}),
-        )
-        .await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("token"))
-    }
+    let existed = state.store.delete_token(&tenant, &id).await?;
+    super::deleted(
+        &state,
+        &actor,
+        &tenant,
+        existed,
+        ("token", "token.revoked"),
+        &id,
+    )
+    .await
 }
