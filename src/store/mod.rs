@@ -19,6 +19,7 @@ pub mod ops;
 pub mod postgres;
 mod rows;
 pub mod sealed;
+mod sql;
 pub mod sqlite;
 
 pub use ops::OpsStore;
@@ -252,27 +253,13 @@ pub struct Completion {
     pub ordered: bool,
 }
 
-/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
-/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
+/// The store's plain reads and writes: tenants, tokens, event types and the reads of
+/// endpoints, events, deliveries and attempts. Written once for both databases
+/// (`store/sql/catalog.rs`); [`Store`] requires it.
 #[async_trait]
-pub trait Store: OpsStore + Send + Sync + 'static {
+pub trait Catalog: Send + Sync {
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
-
-    /// Starts feeding wake-ups from other processes (they committed due deliveries) into
-    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs; on
-    /// PostgreSQL this also fans out the events that applications committed through
-    /// `dispatch_webhook()`. A store whose writers all live in this process (SQLite) needs
-    /// nothing: the in-process waker already hears every commit.
-    async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
-        Ok(())
-    }
-
-    /// Records the server's default attempt budget where SQL functions can read it
-    /// (`dispatch_webhook` on PostgreSQL). Nothing to do for stores without them.
-    async fn set_default_max_attempts(&self, _n: u32) -> Result<()> {
-        Ok(())
-    }
 
     /// Deletes at most `limit` attempts of delivered deliveries that started before
     /// `older_than`; returns how many. Small batches keep a live system responsive.
@@ -298,12 +285,42 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     async fn create_event_type(&self, event_type: &EventType) -> Result<()>;
     async fn list_event_types(&self) -> Result<Vec<EventType>>;
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>>;
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
+}
+
+/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
+/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
+#[async_trait]
+pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
+    /// Starts feeding wake-ups from other processes (they committed due deliveries) into
+    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs; on
+    /// PostgreSQL this also fans out the events that applications committed through
+    /// `dispatch_webhook()`. A store whose writers all live in this process (SQLite) needs
+    /// nothing: the in-process waker already hears every commit.
+    async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
+        Ok(())
+    }
+
+    /// Records the server's default attempt budget where SQL functions can read it
+    /// (`dispatch_webhook` on PostgreSQL). Nothing to do for stores without them.
+    async fn set_default_max_attempts(&self, _n: u32) -> Result<()> {
+        Ok(())
+    }
 
     /// Creates an endpoint unless its tenant already has `max_per_tenant` of them
     /// ([`StoreError::LimitReached`]); the count and the insert are one atomic step.
     async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()>;
-    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>>;
-    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
     /// Replaces the endpoint's mutable fields. `false` when it did not exist.
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool>;
     /// Deletes the endpoint and cancels its pending deliveries. `false` when it did not exist.
@@ -322,16 +339,6 @@ pub trait Store: OpsStore + Send + Sync + 'static {
         default_max_attempts: u32,
         check: Arc<dyn DataCheck>,
     ) -> Result<Ingested>;
-    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>>;
-    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
-
-    async fn list_deliveries(
-        &self,
-        tenant_id: &str,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<Delivery>>;
-    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
-    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
     /// Makes a delivery that is not pending due now, with `extra_attempts` more attempts.
     /// `None` when it does not exist; `Some` with its (possibly unchanged) state otherwise.
     async fn retry_delivery(

@@ -24,23 +24,21 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool, Postgres, QueryBuilder,
+    PgPool,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::rows::{
-    assemble_claims, collect, corrupt, ms, AttemptRow, DeliveryRow, EndpointRow, EventRow,
-    EventTypeRow, TenantRow, TokenRow,
+    assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
+use super::sql::{Db, Dialect, Pools, SqlStore};
 use super::{
-    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, DeliveryFilter,
-    EventFilter, Ingested, Page, PgSchemas, ReplayFilter, Result, Store, StoreError, TenantShare,
-    TokenRecord,
+    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, PgSchemas,
+    ReplayFilter, Result, Store, StoreError, TenantShare,
 };
 use crate::domain::{
-    self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
-    DeliveryStatus, Endpoint, Event, EventType, Tenant,
+    self, from_millis, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
 };
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
@@ -131,7 +129,7 @@ impl PostgresStore {
             ordered_check: Default::default(),
             wake_follow_up: WAKE_FOLLOW_UP,
         };
-        store.hash_inbox_tokens().await?;
+        super::sql::ops::hash_inbox_tokens(&store).await?;
         if !plans.settle(&store.pool, pool::GROWN_PAGES).await? {
             plans.watch(store.pool.clone(), store.stop.subscribe());
         }
@@ -230,10 +228,6 @@ async fn wake_loop(
 const WAKE_PROBE_SQL: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END, \
      EXISTS (SELECT 1 FROM hookrelay_outbox) FROM hookrelay_wake_seq";
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 /// Classifies an sqlx error. Besides what [`StoreError::from_sqlx`] treats as connection
 /// trouble, server states that pass (connection exceptions, shutdown and restart, too many
 /// connections) and transient conflicts (deadlock, serialisation failure) are `Unavailable`:
@@ -301,10 +295,6 @@ fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt(what, e))
 }
 
-const TENANT_COLUMNS: &str = concat!("id, name, ", ms_col!("created_at"));
-
-const TOKEN_COLUMNS: &str = concat!("id, tenant_id, hash, ", ms_col!("created_at"));
-
 const EVENT_TYPE_COLUMNS: &str = concat!(
     "name, description, schema::text AS schema, ",
     ms_col!("created_at")
@@ -350,37 +340,6 @@ const IN_ORDER: &str = "(d.ordering_key IS NULL OR NOT EXISTS ( \
      AND p.ordering_key = d.ordering_key AND p.seq < d.seq \
      AND (p.status = 'pending' OR (p.status = 'failed' AND p.ordering_blocks))))";
 
-const ATTEMPT_COLUMNS: &str = concat!(
-    "id, delivery_id, attempt_number, ",
-    ms_col!("started_at"),
-    ", duration_ms, status_code, response, error, outcome, ",
-    ms_col!("next_attempt_at")
-);
-
-/// Appends `AND id < after ORDER BY id DESC LIMIT n` (newest first, cursor after the last).
-fn push_page(q: &mut QueryBuilder<'_, Postgres>, page: &Page) {
-    if let Some(after) = &page.after_id {
-        q.push(" AND id < ").push_bind(after.clone());
-    }
-    q.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(page.limit));
-}
-
-/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
-fn push_created(
-    q: &mut QueryBuilder<'_, Postgres>,
-    prefix: &str,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-) {
-    if let Some(t) = since {
-        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
-    }
-    if let Some(t) = until {
-        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
-    }
-}
-
 /// Distinct values, in first-seen order.
 fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut seen = HashSet::new();
@@ -392,33 +351,6 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
-        if has_nul(&[tenant_id]) {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = $1 ORDER BY id DESC"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(rows.into_iter().map(TokenRecord::from).collect())
-    }
-
-    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(false);
-        }
-        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn replay(
         &self,
         tenant_id: &str,
@@ -550,29 +482,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM attempts WHERE id IN ( \
-               SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-               WHERE a.started_at < to_timestamp($1 / 1000.0) AND d.status = 'delivered' \
-               ORDER BY a.started_at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)",
-        )
-        .bind(ms(older_than))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
     async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
         // A connection of its own, outside the pool: the probe never waits for a busy pool.
         let options = (*self.pool.connect_options())
@@ -592,157 +501,6 @@ impl Store for PostgresStore {
             self.stop.subscribe(),
         ));
         Ok(())
-    }
-
-    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, to_timestamp($3 / 1000.0))",
-        )
-        .bind(&tenant.id)
-        .bind(&tenant.name)
-        .bind(ms(tenant.created_at))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict(format!("tenant {}", tenant.id))
-            } else {
-                write_error(e)
-            }
-        })?;
-        Ok(())
-    }
-
-    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
-        let mut q = QueryBuilder::new(format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE true"));
-        push_page(&mut q, page);
-        let rows: Vec<TenantRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.into_iter().map(Tenant::from).collect())
-    }
-
-    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        if has_nul(&[id]) {
-            return Ok(None);
-        }
-        let row: Option<TenantRow> = sqlx::query_as(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(row.map(Tenant::from))
-    }
-
-    async fn delete_tenant(&self, id: &str) -> Result<bool> {
-        if has_nul(&[id]) {
-            return Ok(false);
-        }
-        // Endpoint ids are not foreign keys of deliveries (history outlives endpoints), so
-        // deliveries go with their events through the cascade.
-        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (id, tenant_id, hash, created_at) \
-             VALUES ($1, $2, $3, to_timestamp($4 / 1000.0))",
-        )
-        .bind(&token.id)
-        .bind(&token.tenant_id)
-        .bind(&token.hash)
-        .bind(ms(token.created_at))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        if has_nul(&[hash]) {
-            return Ok(None);
-        }
-        let row: Option<TokenRow> = sqlx::query_as(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
-        ))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(row.map(|r| TokenRecord {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            hash: r.hash,
-            created_at: from_millis(r.created_at),
-        }))
-    }
-
-    async fn has_admin_token(&self) -> Result<bool> {
-        let found: Option<(i32,)> =
-            sqlx::query_as("SELECT 1 FROM tokens WHERE tenant_id IS NULL LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        Ok(found.is_some())
-    }
-
-    async fn delete_admin_tokens(&self) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id IS NULL")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn create_event_type(&self, et: &EventType) -> Result<()> {
-        let schema = et.schema.as_ref().map(|s| s.to_string());
-        sqlx::query(
-            "INSERT INTO event_types (name, description, schema, created_at) \
-             VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0))",
-        )
-        .bind(&et.name)
-        .bind(&et.description)
-        .bind(schema)
-        .bind(ms(et.created_at))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict(format!("event type {}", et.name))
-            } else {
-                write_error(e)
-            }
-        })?;
-        Ok(())
-    }
-
-    async fn list_event_types(&self) -> Result<Vec<EventType>> {
-        let rows: Vec<EventTypeRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        if has_nul(&[name]) {
-            return Ok(None);
-        }
-        let row: Option<EventTypeRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(EventType::try_from).transpose()
     }
 
     async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
@@ -794,34 +552,6 @@ impl Store for PostgresStore {
         .map_err(write_error)?;
         tx.commit().await.map_err(write_error)?;
         Ok(())
-    }
-
-    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
-        if has_nul(&[tenant_id, page.after_id.as_deref().unwrap_or_default()]) {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        push_page(&mut q, page);
-        let rows: Vec<EndpointRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let row: Option<EndpointRow> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(Endpoint::try_from).transpose()
     }
 
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
@@ -924,111 +654,6 @@ impl Store for PostgresStore {
         let stopped = || StoreError::Corrupt("the ingest writer stopped".into());
         self.ingest_tx.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-
-    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
-        // Events committed by dispatch_webhook() are visible once committed.
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[
-            tenant_id,
-            filter.event_type.as_deref().unwrap_or_default(),
-            filter.page.after_id.as_deref().unwrap_or_default(),
-        ]) {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        if let Some(t) = &filter.event_type {
-            q.push(" AND type = ").push_bind(t.clone());
-        }
-        push_created(&mut q, prefix::EVENT, filter.since, filter.until);
-        push_page(&mut q, &filter.page);
-        let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
-        // Events committed by dispatch_webhook() are visible once committed.
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let row: Option<EventRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(Event::try_from).transpose()
-    }
-
-    async fn list_deliveries(
-        &self,
-        tenant_id: &str,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<Delivery>> {
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[
-            tenant_id,
-            filter.endpoint_id.as_deref().unwrap_or_default(),
-            filter.event_id.as_deref().unwrap_or_default(),
-            filter.page.after_id.as_deref().unwrap_or_default(),
-        ]) {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        if let Some(s) = filter.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(e) = &filter.endpoint_id {
-            q.push(" AND endpoint_id = ").push_bind(e.clone());
-        }
-        if let Some(e) = &filter.event_id {
-            q.push(" AND event_id = ").push_bind(e.clone());
-        }
-        push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
-        push_page(&mut q, &filter.page);
-        let rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
-        // Events committed by dispatch_webhook() are visible once committed.
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(Delivery::try_from).transpose()
-    }
-
-    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
-        if has_nul(&[delivery_id]) {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 \
-             ORDER BY attempt_number, started_at"
-        ))
-        .bind(delivery_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        collect(rows)
     }
 
     async fn retry_delivery(
@@ -1404,10 +1029,20 @@ impl PostgresStore {
     }
 }
 
-/// Completion writes shared by [`Store::complete`] and [`super::ops::OpsStore::complete_with_stats`].
-impl PostgresStore {
-    /// [`Store::complete`], adding `stats` to the dispatcher's per-minute counters in the
-    /// same transaction.
+#[async_trait]
+impl SqlStore for PostgresStore {
+    fn pools(&self) -> Pools<'_> {
+        Pools::Postgres(Db {
+            reader: &self.pool,
+            writer: &self.pool,
+            dialect: Dialect::Postgres,
+        })
+    }
+
+    async fn settle(&self) -> Result<()> {
+        outbox::settle(&self.pool).await
+    }
+
     async fn complete_in(
         &self,
         completions: &[Completion],
@@ -1640,8 +1275,9 @@ mod tests {
     //! its own and drops it afterwards, even when it fails.
 
     use super::*;
+    use crate::store::{Catalog, DeliveryFilter, Page};
     use crate::{
-        domain::{new_id, prefix, AttemptOutcome, DeliveryStatus},
+        domain::{new_id, prefix, Attempt, AttemptOutcome, DeliveryStatus, EventType, Tenant},
         wake::Waker,
     };
     use sqlx::Connection;

@@ -16,7 +16,7 @@ use super::{
         AlertRecord, AuditEntry, AuditFilter, BatchStats, DispatcherBeat, EndpointHistory,
         FlaggedEndpoint, Inbox, InboxMessage, MinuteStats, PendingSummary, Source, SourceRejection,
     },
-    Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
+    Catalog, Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, OpsStore, Page,
     ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
 };
 use crate::{
@@ -228,15 +228,9 @@ impl SealedStore {
 }
 
 #[async_trait]
-impl Store for SealedStore {
+impl Catalog for SealedStore {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
-    }
-    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
-        self.inner.listen(waker).await
-    }
-    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
-        self.inner.set_default_max_attempts(n).await
     }
     async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         self.inner.prune_attempts(older_than, limit).await
@@ -280,11 +274,6 @@ impl Store for SealedStore {
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
         self.inner.get_event_type(name).await
     }
-    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()> {
-        self.inner
-            .create_endpoint(&self.seal(endpoint), max_per_tenant)
-            .await
-    }
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
         self.inner
             .list_endpoints(tenant_id, page)
@@ -299,20 +288,6 @@ impl Store for SealedStore {
             .await?
             .map(|e| self.open(e))
             .transpose()
-    }
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool> {
-        self.inner.update_endpoint(&self.seal(endpoint)).await
-    }
-    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        self.inner.delete_endpoint(tenant_id, id).await
-    }
-    async fn ingest(
-        &self,
-        event: Event,
-        default_max_attempts: u32,
-        check: Arc<dyn DataCheck>,
-    ) -> Result<Ingested> {
-        self.inner.ingest(event, default_max_attempts, check).await
     }
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
         self.inner.list_events(tenant_id, filter).await
@@ -332,6 +307,35 @@ impl Store for SealedStore {
     }
     async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
         self.inner.list_attempts(delivery_id).await
+    }
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
+        self.inner.listen(waker).await
+    }
+    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
+        self.inner.set_default_max_attempts(n).await
+    }
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        self.inner
+            .create_endpoint(&self.seal(endpoint), max_per_tenant)
+            .await
+    }
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<bool> {
+        self.inner.update_endpoint(&self.seal(endpoint)).await
+    }
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        self.inner.delete_endpoint(tenant_id, id).await
+    }
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested> {
+        self.inner.ingest(event, default_max_attempts, check).await
     }
     async fn retry_delivery(
         &self,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    QueryBuilder, Sqlite, SqlitePool,
+    SqlitePool,
 };
 
 use std::collections::HashMap;
@@ -21,16 +21,15 @@ use tokio::sync::{mpsc, oneshot};
 mod ops;
 
 use super::rows::{
-    assemble_claims, collect, corrupt, ms, AttemptRow, DeliveryRow, EndpointRow, EventRow,
-    EventTypeRow, TenantRow, TokenRow,
+    assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
+use super::sql::{Db, Dialect, Pools, SqlStore};
 use super::{
-    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, DeliveryFilter,
-    EventFilter, Ingested, Page, ReplayFilter, Result, Store, StoreError, TenantShare, TokenRecord,
+    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, ReplayFilter,
+    Result, Store, StoreError, TenantShare,
 };
 use crate::domain::{
-    self, first_id_at, from_millis, prefix, Attempt, Breaker, BreakerPolicy, Delivery,
-    DeliveryStatus, Endpoint, Event, EventType, Tenant,
+    self, from_millis, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event, EventType,
 };
 
 /// The SQLite implementation of [`Store`].
@@ -190,7 +189,7 @@ impl SqliteStore {
             ordered_check: Default::default(),
             _alive: alive,
         };
-        store.hash_inbox_tokens().await?;
+        super::sql::ops::hash_inbox_tokens(&store).await?;
         Ok(store)
     }
 }
@@ -419,10 +418,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt("batch parameters", e))
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e)
 }
@@ -554,53 +549,8 @@ async fn audit_disable(
     Ok(())
 }
 
-fn push_page(q: &mut QueryBuilder<'_, Sqlite>, page: &Page) {
-    if let Some(after) = &page.after_id {
-        q.push(" AND id < ").push_bind(after.clone());
-    }
-    q.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(page.limit));
-}
-
-/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
-fn push_created(
-    q: &mut QueryBuilder<'_, Sqlite>,
-    prefix: &str,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-) {
-    if let Some(t) = since {
-        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
-    }
-    if let Some(t) = until {
-        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
-    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
-        let rows: Vec<TokenRow> = sqlx::query_as(
-            "SELECT id, tenant_id, hash, created_at FROM tokens WHERE tenant_id = ? \
-             ORDER BY id DESC",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        Ok(rows.into_iter().map(TokenRecord::from).collect())
-    }
-
-    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id = ? AND id = ?")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn replay(
         &self,
         tenant_id: &str,
@@ -686,166 +636,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM attempts WHERE id IN ( \
-               SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-               WHERE a.started_at < ? AND d.status = 'delivered' \
-               ORDER BY a.started_at LIMIT ?)",
-        )
-        .bind(ms(older_than))
-        .bind(i64::from(limit))
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(&tenant.id)
-            .bind(&tenant.name)
-            .bind(ms(tenant.created_at))
-            .execute(&self.writer)
-            .await
-            .map_err(|e| {
-                if unique_violation(&e) {
-                    StoreError::Conflict(format!("tenant {}", tenant.id))
-                } else {
-                    db(e)
-                }
-            })?;
-        Ok(())
-    }
-
-    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
-        let mut q = QueryBuilder::new("SELECT id, name, created_at FROM tenants WHERE 1 = 1");
-        push_page(&mut q, page);
-        let rows: Vec<TenantRow> = q
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(rows.into_iter().map(Tenant::from).collect())
-    }
-
-    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        let row: Option<TenantRow> =
-            sqlx::query_as("SELECT id, name, created_at FROM tenants WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
-        Ok(row.map(Tenant::from))
-    }
-
-    async fn delete_tenant(&self, id: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        // Endpoint ids are not foreign keys of deliveries (history outlives endpoints), so
-        // deliveries go with their events through the cascade.
-        let done = sqlx::query("DELETE FROM tenants WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&token.id)
-            .bind(&token.tenant_id)
-            .bind(&token.hash)
-            .bind(ms(token.created_at))
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row: Option<TokenRow> =
-            sqlx::query_as("SELECT id, tenant_id, hash, created_at FROM tokens WHERE hash = ?")
-                .bind(hash)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
-        Ok(row.map(|r| TokenRecord {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            hash: r.hash,
-            created_at: from_millis(r.created_at),
-        }))
-    }
-
-    async fn has_admin_token(&self) -> Result<bool> {
-        let found: Option<(i64,)> =
-            sqlx::query_as("SELECT 1 FROM tokens WHERE tenant_id IS NULL LIMIT 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
-        Ok(found.is_some())
-    }
-
-    async fn delete_admin_tokens(&self) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM tokens WHERE tenant_id IS NULL")
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn create_event_type(&self, et: &EventType) -> Result<()> {
-        let schema = et.schema.as_ref().map(|s| s.to_string());
-        sqlx::query(
-            "INSERT INTO event_types (name, description, schema, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&et.name)
-        .bind(&et.description)
-        .bind(schema)
-        .bind(ms(et.created_at))
-        .execute(&self.writer)
-        .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict(format!("event type {}", et.name))
-            } else {
-                db(e)
-            }
-        })?;
-        Ok(())
-    }
-
-    async fn list_event_types(&self) -> Result<Vec<EventType>> {
-        let rows: Vec<EventTypeRow> = sqlx::query_as(
-            "SELECT name, description, schema, created_at FROM event_types ORDER BY name",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        let row: Option<EventTypeRow> = sqlx::query_as(
-            "SELECT name, description, schema, created_at FROM event_types WHERE name = ?",
-        )
-        .bind(name)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db)?;
-        row.map(EventType::try_from).transpose()
-    }
-
     async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
         // One writer: the count and the insert cannot interleave with another create.
         let done = sqlx::query(
@@ -881,32 +671,6 @@ impl Store for SqliteStore {
             return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
         }
         Ok(())
-    }
-
-    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        push_page(&mut q, page);
-        let rows: Vec<EndpointRow> = q
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
-        let row: Option<EndpointRow> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND id = ?"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db)?;
-        row.map(Endpoint::try_from).transpose()
     }
 
     async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
@@ -987,89 +751,6 @@ impl Store for SqliteStore {
         let closed = || StoreError::Corrupt("the ingest writer stopped".into());
         self.ingest_tx.send(job).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
-    }
-
-    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        if let Some(t) = &filter.event_type {
-            q.push(" AND type = ").push_bind(t.clone());
-        }
-        push_created(&mut q, prefix::EVENT, filter.since, filter.until);
-        push_page(&mut q, &filter.page);
-        let rows: Vec<EventRow> = q
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
-        let row: Option<EventRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND id = ?"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db)?;
-        row.map(Event::try_from).transpose()
-    }
-
-    async fn list_deliveries(
-        &self,
-        tenant_id: &str,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<Delivery>> {
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
-        ));
-        q.push_bind(tenant_id.to_owned());
-        if let Some(s) = filter.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(e) = &filter.endpoint_id {
-            q.push(" AND endpoint_id = ").push_bind(e.clone());
-        }
-        if let Some(e) = &filter.event_id {
-            q.push(" AND event_id = ").push_bind(e.clone());
-        }
-        push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
-        push_page(&mut q, &filter.page);
-        let rows: Vec<DeliveryRow> = q
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        collect(rows)
-    }
-
-    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
-        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db)?;
-        row.map(Delivery::try_from).transpose()
-    }
-
-    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
-             response, error, outcome, next_attempt_at FROM attempts WHERE delivery_id = ? \
-             ORDER BY attempt_number, started_at",
-        )
-        .bind(delivery_id)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        collect(rows)
     }
 
     async fn retry_delivery(
@@ -1304,10 +985,16 @@ impl Store for SqliteStore {
     }
 }
 
-/// Completion writes shared by [`Store::complete`] and [`super::ops::OpsStore::complete_with_stats`].
-impl SqliteStore {
-    /// [`Store::complete`], adding `stats` to the dispatcher's per-minute counters in the
-    /// same transaction.
+#[async_trait]
+impl SqlStore for SqliteStore {
+    fn pools(&self) -> Pools<'_> {
+        Pools::Sqlite(Db {
+            reader: &self.reader,
+            writer: &self.writer,
+            dialect: Dialect::Sqlite,
+        })
+    }
+
     async fn complete_in(
         &self,
         completions: &[Completion],

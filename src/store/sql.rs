@@ -1,0 +1,274 @@
+//! The store's plain reads and writes, written once for both databases.
+//!
+//! A method here has one SQL text and one body. The text is PostgreSQL's, with `$n`
+//! parameters (which sqlx also binds on SQLite) and two markers for the times that
+//! PostgreSQL keeps as `timestamptz` and SQLite as Unix milliseconds: `MS(column)` reads a
+//! time as milliseconds and `TS($n)` writes milliseconds as a time. [`Dialect::sql`] turns
+//! the text into each database's: on SQLite the markers and the `::type` casts go.
+//!
+//! The body runs through [`on_db!`], which compiles it once for each database's pool types,
+//! so it is checked against both without a generic bound in sight. Only the hot path that
+//! truly differs (ingest, claim, complete, wake-ups, rate-limit reservation) is written per
+//! database, in `sqlite.rs` and `postgres.rs`.
+
+use std::borrow::Cow;
+
+use sqlx::{Database, Pool, Postgres, QueryBuilder, Sqlite};
+
+use super::{Page, Result, StoreError};
+
+pub(super) mod catalog;
+pub(super) mod ops;
+
+/// Which database a text is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The text for this database: see the module documentation for the markers.
+    pub fn sql(self, text: &str) -> Cow<'_, str> {
+        let marked = text.contains("MS(") || text.contains("TS(");
+        let casts = self == Dialect::Sqlite && text.contains("::");
+        if !marked && !casts {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut rest = text;
+        while let Some(at) = next_marker(rest, self) {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(cast) = rest.strip_prefix("::") {
+                // SQLite has no casts of this form: the value keeps its stored type.
+                let end = cast
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(cast.len());
+                rest = &cast[end..];
+                continue;
+            }
+            let write = rest.starts_with("TS(");
+            let (inner, after) = split_call(&rest[3..]);
+            match (self, write) {
+                (Dialect::Sqlite, _) => out.push_str(inner),
+                (Dialect::Postgres, false) => {
+                    out.push_str("(extract(epoch FROM ");
+                    out.push_str(inner);
+                    out.push_str(") * 1000)::int8");
+                }
+                (Dialect::Postgres, true) => {
+                    out.push_str("to_timestamp(");
+                    out.push_str(inner);
+                    out.push_str(" / 1000.0)");
+                }
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        Cow::Owned(out)
+    }
+}
+
+impl Dialect {
+    /// `clause` (row locks) on PostgreSQL, where processes share the tables; nothing on
+    /// SQLite, whose one writer already excludes every other.
+    pub fn row_locks(self, clause: &'static str) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => clause,
+        }
+    }
+}
+
+/// Where the next marker (or, on SQLite, cast) starts: `MS(` or `TS(` not inside a longer
+/// name.
+fn next_marker(text: &str, dialect: Dialect) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        let rest = &bytes[i..];
+        let marker = (rest.starts_with(b"MS(") || rest.starts_with(b"TS("))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        marker || (dialect == Dialect::Sqlite && rest.starts_with(b"::"))
+    })
+}
+
+/// Splits `inner) rest` at the parenthesis that closes the call.
+fn split_call(text: &str) -> (&str, &str) {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return (&text[..i], &text[i + 1..]),
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
+/// A database's pools: SQLite has a reader pool and one writer, PostgreSQL one pool for
+/// both.
+pub struct Db<'a, DB: Database> {
+    pub reader: &'a Pool<DB>,
+    pub writer: &'a Pool<DB>,
+    pub dialect: Dialect,
+}
+
+impl<DB: Database> Db<'_, DB> {
+    /// [`Dialect::sql`] for this database.
+    pub fn sql<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        self.dialect.sql(text)
+    }
+}
+
+/// The pools of a store, of either database.
+pub enum Pools<'a> {
+    Sqlite(Db<'a, Sqlite>),
+    Postgres(Db<'a, Postgres>),
+}
+
+/// A store whose plain reads and writes are the ones written here once; it brings its own
+/// hot path.
+#[async_trait::async_trait]
+pub trait SqlStore: Send + Sync {
+    fn pools(&self) -> Pools<'_>;
+
+    /// [`super::Store::complete`], adding `stats` to the dispatcher's per-minute counters
+    /// in the same transaction.
+    async fn complete_in(
+        &self,
+        completions: &[super::Completion],
+        policy: &crate::domain::BreakerPolicy,
+        stats: Option<(&str, &super::ops::BatchStats)>,
+    ) -> Result<()>;
+
+    /// Makes what applications committed elsewhere visible to the reads of events and
+    /// deliveries (PostgreSQL's outbox); nothing to do on SQLite.
+    async fn settle(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `$body` with `$db` bound to the store's [`Db`], compiled once for each database.
+macro_rules! on_db {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match $crate::store::sql::SqlStore::pools($store) {
+            $crate::store::sql::Pools::Sqlite($db) => $body,
+            $crate::store::sql::Pools::Postgres($db) => $body,
+        }
+    };
+}
+pub(super) use on_db;
+
+/// Classifies an sqlx error: connection trouble (on PostgreSQL also a server shutting down,
+/// too many connections, a serialization failure or a deadlock) is `Unavailable`, to be
+/// tried again; the rest is `Database`.
+pub(super) fn db(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if let Some(code) = d.code() {
+            // SQLite's codes are numbers without a leading zero: none of these.
+            let transient = code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                );
+            if transient {
+                return StoreError::Unavailable(e);
+            }
+        }
+    }
+    StoreError::from_sqlx(e)
+}
+
+const NUL_MESSAGE: &str = "text and JSON strings may not contain the NUL character (\\u0000)";
+
+/// Maps the errors of a write with client-supplied text. PostgreSQL refuses the NUL
+/// character in text (`22021`) and `\u0000` in jsonb (`22P05`), which SQLite stores: that
+/// is bad input, not a server error.
+pub(super) fn write_error(e: sqlx::Error) -> StoreError {
+    let unstorable = matches!(&e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("22021") | Some("22P05")));
+    if unstorable {
+        StoreError::InvalidData(NUL_MESSAGE.to_owned())
+    } else {
+        db(e)
+    }
+}
+
+/// Whether any of these keys holds NUL, which PostgreSQL text cannot: such a key names
+/// nothing that is stored, so a lookup by it finds nothing (on either database).
+pub(super) fn has_nul(keys: &[&str]) -> bool {
+    keys.iter().any(|k| k.contains('\0'))
+}
+
+/// Appends a page: ids below the cursor, newest first.
+pub(super) fn push_page<'a, DB: Database>(q: &mut QueryBuilder<'a, DB>, page: &Page)
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(after) = &page.after_id {
+        q.push(" AND id < ").push_bind(after.clone());
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit));
+}
+
+/// Deletes a tenant's row of `table` by id; whether there was one.
+pub(super) async fn delete_owned(
+    store: &impl SqlStore,
+    table: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<bool> {
+    if has_nul(&[tenant_id, id]) {
+        return Ok(false);
+    }
+    let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND id = $2");
+    let done = on_db!(store, |p| sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .execute(p.writer)
+        .await
+        .map_err(db)?
+        .rows_affected());
+    Ok(done > 0)
+}
+
+/// The keys of a page request, for [`has_nul`].
+pub(super) fn page_key(page: &Page) -> &str {
+    page.after_id.as_deref().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dialect::{Postgres, Sqlite};
+
+    #[test]
+    fn markers_become_each_databases_time_conversions() {
+        let text = "SELECT MS(created_at) AS created_at, MS(min(x)) FROM t \
+                    WHERE at < TS($1) AND d = $2::jsonb AND ITEMS(1)";
+        assert_eq!(
+            Sqlite.sql(text),
+            "SELECT created_at AS created_at, min(x) FROM t \
+             WHERE at < $1 AND d = $2 AND ITEMS(1)"
+        );
+        assert_eq!(
+            Postgres.sql(text),
+            "SELECT (extract(epoch FROM created_at) * 1000)::int8 AS created_at, \
+             (extract(epoch FROM min(x)) * 1000)::int8 FROM t \
+             WHERE at < to_timestamp($1 / 1000.0) AND d = $2::jsonb AND ITEMS(1)"
+        );
+    }
+
+    #[test]
+    fn texts_without_markers_are_kept_as_they_are() {
+        let text = "SELECT a::text FROM t WHERE b = $1";
+        assert!(matches!(
+            Postgres.sql(text),
+            std::borrow::Cow::Borrowed(t) if t == text
+        ));
+        assert_eq!(Sqlite.sql(text), "SELECT a FROM t WHERE b = $1");
+    }
+}

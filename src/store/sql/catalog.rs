@@ -1,0 +1,402 @@
+//! [`Catalog`] on both databases: tenants, tokens, event types and the reads of endpoints,
+//! events, deliveries and attempts, written once (see [`super`]).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Database, QueryBuilder};
+
+use super::{db, has_nul, on_db, page_key, push_page, write_error, SqlStore};
+use crate::domain::{first_id_at, prefix, Attempt, Delivery, Endpoint, Event, EventType, Tenant};
+use crate::store::{
+    rows::{
+        collect, ms, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow, TenantRow,
+        TokenRow,
+    },
+    Catalog, DeliveryFilter, EventFilter, Page, Result, StoreError, TokenRecord,
+};
+
+/// The columns an [`EndpointRow`] reads.
+pub(in crate::store) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, \
+     event_types::text AS event_types, secret, previous_secret, \
+     MS(previous_secret_expires_at) AS previous_secret_expires_at, rate_limit, rate_period, \
+     max_attempts, headers::text AS headers, enabled, disabled_reason, breaker_state, \
+     consecutive_failures, MS(breaker_until) AS breaker_until, \
+     MS(failing_since) AS failing_since, routing, format, MS(created_at) AS created_at, \
+     MS(updated_at) AS updated_at";
+
+/// The columns an [`EventRow`] reads.
+pub(in crate::store) const EVENT_COLUMNS: &str = "id, tenant_id, type, data::text AS data, \
+     actor, idempotency_key, traceparent, MS(created_at) AS created_at, \
+     MS(deliver_at) AS deliver_at";
+
+/// The columns a [`DeliveryRow`] reads.
+pub(in crate::store) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, \
+     status, attempts, max_attempts, MS(next_attempt_at) AS next_attempt_at, last_error, \
+     ordering_key, ordering_blocks, MS(created_at) AS created_at, MS(updated_at) AS updated_at";
+
+const TENANT_COLUMNS: &str = "id, name, MS(created_at) AS created_at";
+
+const TOKEN_COLUMNS: &str = "id, tenant_id, hash, MS(created_at) AS created_at";
+
+const EVENT_TYPE_COLUMNS: &str =
+    "name, description, schema::text AS schema, MS(created_at) AS created_at";
+
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt_number, MS(started_at) AS started_at, \
+     duration_ms, status_code, response, error, outcome, MS(next_attempt_at) AS next_attempt_at";
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Maps a failed insert: a taken key is a [`StoreError::Conflict`] naming `what`.
+fn insert_error(what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| {
+        if unique_violation(&e) {
+            StoreError::Conflict(what)
+        } else {
+            write_error(e)
+        }
+    }
+}
+
+/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
+fn push_created<'a, DB: Database>(
+    q: &mut QueryBuilder<'a, DB>,
+    prefix: &str,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(t) = since {
+        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
+    }
+    if let Some(t) = until {
+        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
+    }
+}
+
+#[async_trait]
+impl<S: SqlStore> Catalog for S {
+    async fn ping(&self) -> Result<()> {
+        on_db!(self, |p| {
+            sqlx::query("SELECT 1")
+                .execute(p.reader)
+                .await
+                .map_err(db)?;
+        });
+        Ok(())
+    }
+
+    async fn prune_attempts(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let done = on_db!(self, |p| {
+            let sql = format!(
+                "DELETE FROM attempts WHERE id IN ( \
+                   SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                   WHERE a.started_at < TS($1) AND d.status = 'delivered' \
+                   ORDER BY a.started_at LIMIT $2{})",
+                p.dialect.row_locks(" FOR UPDATE OF a SKIP LOCKED")
+            );
+            sqlx::query(&p.sql(&sql))
+                .bind(ms(older_than))
+                .bind(i64::from(limit))
+                .execute(p.writer)
+                .await
+                .map_err(db)?
+                .rows_affected()
+        });
+        Ok(done)
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let sql = "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, TS($3))";
+        on_db!(self, |p| {
+            sqlx::query(&p.sql(sql))
+                .bind(&tenant.id)
+                .bind(&tenant.name)
+                .bind(ms(tenant.created_at))
+                .execute(p.writer)
+                .await
+                .map_err(insert_error(format!("tenant {}", tenant.id)))?;
+        });
+        Ok(())
+    }
+
+    async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
+        if has_nul(&[page_key(page)]) {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE true");
+        let rows: Vec<TenantRow> = on_db!(self, |p| {
+            let mut q = QueryBuilder::new(p.sql(&sql));
+            push_page(&mut q, page);
+            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
+        });
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        if has_nul(&[id]) {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let row: Option<TenantRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(id)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        Ok(row.map(Tenant::from))
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        if has_nul(&[id]) {
+            return Ok(false);
+        }
+        // Endpoint ids are not foreign keys of deliveries (history outlives endpoints), so
+        // deliveries go with their events through the cascade.
+        let done = on_db!(self, |p| sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(p.writer)
+            .await
+            .map_err(db)?
+            .rows_affected());
+        Ok(done > 0)
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        let sql =
+            "INSERT INTO tokens (id, tenant_id, hash, created_at) VALUES ($1, $2, $3, TS($4))";
+        on_db!(self, |p| {
+            sqlx::query(&p.sql(sql))
+                .bind(&token.id)
+                .bind(&token.tenant_id)
+                .bind(&token.hash)
+                .bind(ms(token.created_at))
+                .execute(p.writer)
+                .await
+                .map_err(write_error)?;
+        });
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        if has_nul(&[hash]) {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
+        let row: Option<TokenRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(hash)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        Ok(row.map(TokenRecord::from))
+    }
+
+    async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>> {
+        if has_nul(&[tenant_id]) {
+            return Ok(Vec::new());
+        }
+        let sql =
+            format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = $1 ORDER BY id DESC");
+        let rows: Vec<TokenRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(tenant_id)
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
+    }
+
+    async fn delete_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        super::delete_owned(self, "tokens", tenant_id, id).await
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        let sql = "SELECT 1 FROM tokens WHERE tenant_id IS NULL LIMIT 1";
+        let found: Option<(i32,)> = on_db!(self, |p| sqlx::query_as(sql)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        Ok(found.is_some())
+    }
+
+    async fn delete_admin_tokens(&self) -> Result<u64> {
+        let sql = "DELETE FROM tokens WHERE tenant_id IS NULL";
+        Ok(on_db!(self, |p| sqlx::query(sql)
+            .execute(p.writer)
+            .await
+            .map_err(db)?
+            .rows_affected()))
+    }
+
+    async fn create_event_type(&self, et: &EventType) -> Result<()> {
+        let schema = et.schema.as_ref().map(|s| s.to_string());
+        let sql = "INSERT INTO event_types (name, description, schema, created_at) \
+                   VALUES ($1, $2, $3::jsonb, TS($4))";
+        on_db!(self, |p| {
+            sqlx::query(&p.sql(sql))
+                .bind(&et.name)
+                .bind(&et.description)
+                .bind(&schema)
+                .bind(ms(et.created_at))
+                .execute(p.writer)
+                .await
+                .map_err(insert_error(format!("event type {}", et.name)))?;
+        });
+        Ok(())
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<EventType>> {
+        let sql = format!("SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name");
+        let rows: Vec<EventTypeRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        collect(rows)
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
+        if has_nul(&[name]) {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = $1");
+        let row: Option<EventTypeRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(name)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        row.map(EventType::try_from).transpose()
+    }
+
+    async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
+        if has_nul(&[tenant_id, page_key(page)]) {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ");
+        let rows: Vec<EndpointRow> = on_db!(self, |p| {
+            let mut q = QueryBuilder::new(p.sql(&sql));
+            q.push_bind(tenant_id.to_owned());
+            push_page(&mut q, page);
+            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
+        });
+        collect(rows)
+    }
+
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let sql =
+            format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2");
+        let row: Option<EndpointRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
+        self.settle().await?;
+        if has_nul(&[
+            tenant_id,
+            filter.event_type.as_deref().unwrap_or_default(),
+            page_key(&filter.page),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ");
+        let rows: Vec<EventRow> = on_db!(self, |p| {
+            let mut q = QueryBuilder::new(p.sql(&sql));
+            q.push_bind(tenant_id.to_owned());
+            if let Some(t) = &filter.event_type {
+                q.push(" AND type = ").push_bind(t.clone());
+            }
+            push_created(&mut q, prefix::EVENT, filter.since, filter.until);
+            push_page(&mut q, &filter.page);
+            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
+        });
+        collect(rows)
+    }
+
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        self.settle().await?;
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2");
+        let row: Option<EventRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        row.map(Event::try_from).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>> {
+        self.settle().await?;
+        if has_nul(&[
+            tenant_id,
+            filter.endpoint_id.as_deref().unwrap_or_default(),
+            filter.event_id.as_deref().unwrap_or_default(),
+            page_key(&filter.page),
+        ]) {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ");
+        let rows: Vec<DeliveryRow> = on_db!(self, |p| {
+            let mut q = QueryBuilder::new(p.sql(&sql));
+            q.push_bind(tenant_id.to_owned());
+            if let Some(s) = filter.status {
+                q.push(" AND status = ").push_bind(s.as_str().to_owned());
+            }
+            if let Some(e) = &filter.endpoint_id {
+                q.push(" AND endpoint_id = ").push_bind(e.clone());
+            }
+            if let Some(e) = &filter.event_id {
+                q.push(" AND event_id = ").push_bind(e.clone());
+            }
+            push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
+            push_page(&mut q, &filter.page);
+            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
+        });
+        collect(rows)
+    }
+
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        self.settle().await?;
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2");
+        let row: Option<DeliveryRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(p.reader)
+            .await
+            .map_err(db)?);
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
+        if has_nul(&[delivery_id]) {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 \
+             ORDER BY attempt_number, started_at"
+        );
+        let rows: Vec<AttemptRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(delivery_id)
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        collect(rows)
+    }
+}
