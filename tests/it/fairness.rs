@@ -10,8 +10,9 @@ use crate::helpers::*;
 /// How long the slow tenant's receivers take to answer (under the request timeout, so no
 /// breaker opens).
 const SLOW: Duration = Duration::from_millis(1000);
-/// The bound on the fast tenant's delivery latency.
-const BOUND: Duration = Duration::from_secs(2);
+/// The bound on the fast tenant's delivery latency: far below the ~8 s it waited before
+/// per-tenant caps, with room for a loaded machine.
+const BOUND: Duration = Duration::from_secs(4);
 
 async fn slow_receiver() -> Receiver {
     Receiver::start(SLOW, |_, _| (StatusCode::OK, "ok").into_response()).await

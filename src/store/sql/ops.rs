@@ -765,12 +765,7 @@ impl<S: SqlStore> OpsStore for S {
         let passes = [
             ("audit_log", "id", "id < $1", Bound::Text(&audit)),
             ("inbox_messages", "id", "id < $1", Bound::Text(&messages)),
-            (
-                "stats_minutely",
-                "minute, dispatcher",
-                "minute < $1",
-                stats,
-            ),
+            ("stats_minutely", "minute, dispatcher", "minute < $1", stats),
             (
                 "endpoint_stats_minutely",
                 "endpoint_id, minute, dispatcher",
