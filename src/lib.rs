@@ -21,6 +21,7 @@ pub mod import;
 pub mod ingest;
 pub mod ops;
 pub mod secrets;
+pub mod service;
 pub mod signing;
 pub mod sources;
 pub mod store;

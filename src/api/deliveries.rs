@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
 use crate::{
     domain::{self, Attempt, Delivery, DeliveryStatus},
-    store::{DeliveryFilter, ReplayFilter},
+    store::DeliveryFilter,
 };
 
 pub fn router() -> Router<AppState> {
@@ -99,32 +99,6 @@ pub async fn get_delivery(
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     let attempts = state.store.list_attempts(&delivery.id).await?;
     Ok(axum::Json(DeliveryDetail { delivery, attempts }))
-}
-
-/// Replays every delivery matching `filter`, 1,000 per statement, each with a fresh
-/// budget of attempts; wakes the dispatcher. Returns how many.
-pub(super) async fn replay_all(
-    state: &AppState,
-    tenant: &str,
-    filter: &ReplayFilter,
-) -> Result<u64, ApiError> {
-    const BATCH: u32 = 1000;
-    let now = domain::now();
-    let budget = state.config.retry.max_attempts;
-    let mut total = 0;
-    loop {
-        let n = state
-            .store
-            .replay(tenant, filter, now, budget, BATCH)
-            .await?;
-        total += n;
-        if n > 0 {
-            state.waker.wake();
-        }
-        if n < u64::from(BATCH) {
-            return Ok(total);
-        }
-    }
 }
 
 /// How many deliveries a replay made pending again.

@@ -1,21 +1,11 @@
-//! Endpoints: CRUD and secret rotation.
-
-use std::{collections::BTreeMap, sync::Arc};
+//! Endpoints over HTTP: the handlers read the request and show the answer; the rules are
+//! [`crate::service::endpoints`]'s.
 
 use axum::{extract::State, http::StatusCode, routing::get, routing::post, Router};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
 
-use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
-use crate::{
-    destinations::{is_broker_url, validate_headers_for, validate_url},
-    domain::routing::{OrderingSpec, Routing, RoutingSpec},
-    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, RatePeriod},
-    ingest::validate_type_name,
-    secrets::redact_url,
-    signing,
-    store::ReplayFilter,
+use super::{caller, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+pub use crate::service::endpoints::{
+    CreateEndpoint, EndpointOut, ReplayRequest, RotateSecret, UpdateEndpoint,
 };
 
 pub fn router() -> Router<AppState> {
@@ -44,453 +34,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateEndpoint {
-    /// Where events go: `https://…` (or `http://`), or a broker URL (`sqs://`, `pubsub://`,
-    /// `kafka://`, `amqp://`, `nats://`, `redis://`, `mqtt://`; admin token only). A
-    /// password in the URL is shown as `***` in answers.
-    pub url: String,
-    /// Exact names or `prefix.*` wildcards; absent or empty means every type.
-    pub event_types: Option<Vec<String>>,
-    /// `whsec_<base64>` (HMAC) or `whsk_<base64>` (Ed25519); generated when absent. With
-    /// the `community` format, any string of 1 to 512 bytes, used as given.
-    pub secret: Option<String>,
-    /// `hmac-sha256` (the default, `v1` signatures) or `ed25519` (`v1a` signatures,
-    /// verified with the answer's `public_key`). Must match `secret` when both are given.
-    pub signing_scheme: Option<SigningScheme>,
-    /// `standard-webhooks` (the default) or `community`: the community platform's body
-    /// and `X-Webhook-Signature: sha256=<hex>` header, for receivers built for it.
-    pub format: Option<DeliveryFormat>,
-    pub description: Option<String>,
-    /// Deliveries per second (a number), or a rate with its period: `"30/min"`, `"5/s"`.
-    #[schema(value_type = Option<RateLimitInput>)]
-    pub rate_limit: Option<serde_json::Value>,
-    /// What a numeric `rate_limit` counts per: `second` (the default) or `minute`.
-    pub rate_limit_period: Option<RatePeriod>,
-    /// Attempts before a delivery fails for good.
-    pub max_attempts: Option<u32>,
-    /// Extra headers sent with every delivery.
-    pub headers: Option<BTreeMap<String, String>>,
-    pub enabled: Option<bool>,
-    /// Payload filter: events that do not match get no delivery here (see the README's
-    /// *Routing*), e.g. `{"field": "data.amount", "gt": 100}`.
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
-    /// Ordered delivery per key, e.g. `{"key": "data.order_id"}`.
-    pub ordering: Option<OrderingSpec>,
-    /// Steps that reshape the delivered body, e.g. `[{"rename": {"data.message": "text"}}]`.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub transform: Option<serde_json::Value>,
-}
-
-/// How deliveries to an endpoint are signed (Standard Webhooks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SigningScheme {
-    /// HMAC-SHA256 with a shared `whsec_` secret: `v1,<base64>` signatures.
-    HmacSha256,
-    /// Ed25519 with a `whsk_` secret key: `v1a,<base64>` signatures; receivers hold only
-    /// the `whpk_` public key.
-    Ed25519,
-}
-
-impl From<SigningScheme> for signing::Scheme {
-    fn from(s: SigningScheme) -> Self {
-        match s {
-            SigningScheme::HmacSha256 => Self::Hmac,
-            SigningScheme::Ed25519 => Self::Ed25519,
-        }
-    }
-}
-
-impl From<signing::Scheme> for SigningScheme {
-    fn from(s: signing::Scheme) -> Self {
-        match s {
-            signing::Scheme::Hmac => Self::HmacSha256,
-            signing::Scheme::Ed25519 => Self::Ed25519,
-        }
-    }
-}
-
-/// The secret to use: the given one (validated, and matching `scheme` if both are given),
-/// or a new one of `scheme`. The community format takes any plain string and signs with
-/// HMAC only.
-fn choose_secret(
-    given: Option<String>,
-    scheme: Option<SigningScheme>,
-    default: signing::Scheme,
-    format: DeliveryFormat,
-) -> Result<String, ApiError> {
-    if format == DeliveryFormat::Community {
-        if scheme == Some(SigningScheme::Ed25519) {
-            return Err(ApiError::invalid(
-                "the community format signs with HMAC-SHA256: signing_scheme ed25519 is not available",
-            ));
-        }
-        return match given {
-            Some(s) => {
-                check_community_secret(&s)?;
-                Ok(s)
-            }
-            None => Ok(signing::Scheme::Hmac.generate()),
-        };
-    }
-    match given {
-        Some(s) => {
-            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
-            if let Some(want) = scheme {
-                if signing::Scheme::of(&s) != want.into() {
-                    return Err(ApiError::invalid(format!(
-                        "secret does not match signing_scheme {}: whsec_ secrets are hmac-sha256, whsk_ keys are ed25519",
-                        signing::Scheme::from(want).as_str()
-                    )));
-                }
-            }
-            Ok(s)
-        }
-        None => Ok(scheme
-            .map(signing::Scheme::from)
-            .unwrap_or(default)
-            .generate()),
-    }
-}
-
-/// A community-format secret: a plain string, but not an Ed25519 key (that format has
-/// HMAC signatures only).
-fn check_community_secret(secret: &str) -> Result<(), ApiError> {
-    signing::validate_community_secret(secret).map_err(ApiError::invalid)?;
-    if signing::Scheme::of(secret) == signing::Scheme::Ed25519 {
-        return Err(ApiError::invalid(
-            "the community format signs with HMAC-SHA256: use a plain or whsec_ secret, not a whsk_ key",
-        ));
-    }
-    Ok(())
-}
-
-/// Fields to change; absent fields stay as they are, `null` clears a nullable one.
-#[derive(Debug, Deserialize, ToSchema, Default)]
-pub struct UpdateEndpoint {
-    pub url: Option<String>,
-    pub event_types: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub description: Option<Option<String>>,
-    /// A number (per second, or per `rate_limit_period`), a rate like `"30/min"`, or
-    /// `null` for no limit.
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<RateLimitInput>)]
-    pub rate_limit: Option<Option<serde_json::Value>>,
-    /// What a numeric `rate_limit` counts per: `second` or `minute`.
-    pub rate_limit_period: Option<RatePeriod>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
-    pub max_attempts: Option<Option<u32>>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub enabled: Option<bool>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<Option<serde_json::Value>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<OrderingSpec>)]
-    pub ordering: Option<Option<OrderingSpec>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub transform: Option<Option<serde_json::Value>>,
-    /// `standard-webhooks` or `community`. Switching to `standard-webhooks` needs a
-    /// `whsec_`/`whsk_` secret (rotate one in first).
-    pub format: Option<DeliveryFormat>,
-}
-
-/// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// An endpoint as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EndpointOut {
-    pub id: String,
-    pub tenant_id: String,
-    pub url: String,
-    pub description: Option<String>,
-    pub event_types: Vec<String>,
-    /// Deliveries per `rate_limit_period`; `null` for no limit.
-    pub rate_limit: Option<u32>,
-    /// `second` or `minute`.
-    pub rate_limit_period: RatePeriod,
-    pub max_attempts: Option<u32>,
-    /// Extra headers: values in single-endpoint answers, `***` in lists.
-    pub headers: BTreeMap<String, String>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    /// The circuit breaker: `closed` (flowing), `open` (deliveries wait until
-    /// `open_until`, then one probe), `half_open` (the probe is in flight).
-    pub breaker: Breaker,
-    pub signing_scheme: SigningScheme,
-    /// `standard-webhooks` or `community` (see the create request).
-    pub format: DeliveryFormat,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ordering: Option<OrderingSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub transform: Option<serde_json::Value>,
-    /// For `ed25519` endpoints, the `whpk_` public key receivers verify with (not secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The signing secret: in single-endpoint answers, not in lists.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    /// Until when the previous secret still signs, after a rotation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-}
-
-impl EndpointOut {
-    fn new(ep: Endpoint, with_secret: bool) -> Self {
-        let spec = ep.routing.spec.clone();
-        Self {
-            filter: spec.filter,
-            ordering: spec.ordering,
-            transform: spec.transform,
-            signing_scheme: match ep.format {
-                DeliveryFormat::Community => SigningScheme::HmacSha256,
-                DeliveryFormat::StandardWebhooks => signing::Scheme::of(&ep.secret).into(),
-            },
-            public_key: match ep.format {
-                DeliveryFormat::Community => None,
-                DeliveryFormat::StandardWebhooks => signing::public_key(&ep.secret),
-            },
-            format: ep.format,
-            secret: with_secret.then_some(ep.secret),
-            previous_secret_expires_at: ep
-                .previous_secret_expires_at
-                .filter(|t| *t > domain::now()),
-            id: ep.id,
-            tenant_id: ep.tenant_id,
-            url: redact_url(&ep.url).into_owned(),
-            description: ep.description,
-            event_types: ep.event_types,
-            rate_limit: ep.rate_limit,
-            rate_limit_period: ep.rate_period,
-            max_attempts: ep.max_attempts,
-            // Header values often are receivers' API keys: lists show the names only.
-            headers: if with_secret {
-                ep.headers
-            } else {
-                ep.headers
-                    .into_keys()
-                    .map(|name| (name, MASK.to_owned()))
-                    .collect()
-            },
-            enabled: ep.enabled,
-            disabled_reason: ep.disabled_reason,
-            breaker: ep.breaker,
-            created_at: ep.created_at,
-            updated_at: ep.updated_at,
-        }
-    }
-}
-
-/// What lists show instead of a header value; sent back in a change, it keeps the value.
-const MASK: &str = "***";
-
-/// Headers hookrelay sets itself; an endpoint may not override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-    "traceparent",
-];
-
-fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
-    if types.len() > 100 {
-        return Err(ApiError::invalid("at most 100 event_types per endpoint"));
-    }
-    for t in types {
-        if t == "*" {
-            continue;
-        }
-        let name = t.strip_suffix(".*").unwrap_or(t);
-        validate_type_name(name).map_err(|_| {
-            ApiError::invalid(format!(
-                "invalid event_types entry {t:?}: use an event type name, \"prefix.*\" or \"*\""
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-/// Compiles an endpoint's routing; a bad filter, ordering or transformation is a 400 that
-/// names the failing part.
-fn compile_routing(spec: RoutingSpec) -> Result<Arc<Routing>, ApiError> {
-    if spec == RoutingSpec::default() {
-        return Ok(Arc::default());
-    }
-    Routing::compile(spec)
-        .map(Arc::new)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_routing", m))
-}
-
-/// With the strict catalog, every exact type an endpoint names must be in the catalog
-/// (wildcards may match types created later).
-async fn check_catalog(state: &AppState, types: &[String]) -> Result<(), ApiError> {
-    if !state.config.strict_event_types {
-        return Ok(());
-    }
-    for t in types.iter().filter(|t| *t != "*" && !t.ends_with(".*")) {
-        if state.store.get_event_type(t).await?.is_none() {
-            return Err(super::unknown_event_type(t));
-        }
-    }
-    Ok(())
-}
-
-fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if headers.len() > 20 {
-        return Err(ApiError::invalid("at most 20 custom headers"));
-    }
-    for (name, value) in headers {
-        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ApiError::invalid(format!("invalid header name {name:?}")));
-        }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ApiError::invalid(format!(
-                "header {name:?} is set by hookrelay and cannot be overridden"
-            )));
-        }
-        if axum::http::HeaderValue::from_str(value).is_err() || value.len() > 4096 {
-            return Err(ApiError::invalid(format!(
-                "invalid value for header {name:?}"
-            )));
-        }
-        if crate::secrets::is_sealed(value) {
-            return Err(ApiError::invalid(format!(
-                "value of header {name:?} may not start with `enc1:` (marks sealed values)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-// The OpenAPI schema of `rate_limit` on input; the handlers read a JSON value with
-// `parse_rate`, so that every error names the field.
-/// A rate limit: a number per second (or per `rate_limit_period`), or a rate with its period.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // A schema only.
-pub enum RateLimitInput {
-    /// Deliveries per second, or per `rate_limit_period`.
-    PerPeriod(u32),
-    /// A rate with its period: `"30/min"`, `"5/s"`.
-    Rate(String),
-}
-
-/// Most sends a rate limit may allow per period.
-const MAX_RATE: u32 = 100_000;
-
-/// Reads `rate_limit` as the API takes it: a number per `period` (per second when absent),
-/// or text `N/s` or `N/min` (also `sec`, `second`, `m`, `minute`), whose unit must agree
-/// with `period` when both are given.
-fn parse_rate(
-    value: &serde_json::Value,
-    period: Option<RatePeriod>,
-) -> Result<(u32, RatePeriod), ApiError> {
-    let bad = || {
-        ApiError::invalid(format!(
-            "rate_limit must be a whole number from 1 to {MAX_RATE} (per second, or per rate_limit_period) or a rate like \"30/min\" or \"5/s\", got {value}"
-        ))
-    };
-    let in_range = |n: u64| {
-        u32::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_RATE).contains(n))
-            .ok_or_else(bad)
-    };
-    match value {
-        serde_json::Value::Number(n) => Ok((
-            in_range(n.as_u64().ok_or_else(bad)?)?,
-            period.unwrap_or_default(),
-        )),
-        serde_json::Value::String(text) => {
-            let (count, unit) = text.split_once('/').ok_or_else(bad)?;
-            let count = in_range(count.trim().parse().map_err(|_| bad())?)?;
-            let unit = match unit.trim() {
-                "s" | "sec" | "second" => RatePeriod::Second,
-                "m" | "min" | "minute" => RatePeriod::Minute,
-                _ => return Err(bad()),
-            };
-            if period.is_some_and(|p| p != unit) {
-                return Err(ApiError::invalid(
-                    "rate_limit and rate_limit_period name different periods",
-                ));
-            }
-            Ok((count, unit))
-        }
-        _ => Err(bad()),
-    }
-}
-
-fn validate_limits(rate_limit: Option<u32>, max_attempts: Option<u32>) -> Result<(), ApiError> {
-    if rate_limit.is_some_and(|r| !(1..=100_000).contains(&r)) {
-        return Err(ApiError::invalid("rate_limit must be between 1 and 100000"));
-    }
-    if max_attempts.is_some_and(|m| !(1..=1000).contains(&m)) {
-        return Err(ApiError::invalid("max_attempts must be between 1 and 1000"));
-    }
-    Ok(())
-}
-
-fn validate_description(d: Option<&String>) -> Result<(), ApiError> {
-    if d.is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid(
-            "description is longer than 1024 characters",
-        ));
-    }
-    Ok(())
-}
-
-async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
-    if crate::secrets::url_password_looks_sealed(url) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_url",
-            "the URL's password may not start with `enc1%3A` (marks sealed values)",
-        ));
-    }
-    validate_url(url, &state.policy)
-        .await
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", m))
-}
-
-/// Broker destinations point into the operator's own infrastructure: only the admin token
-/// may create one, point an endpoint at one, or change one.
-fn check_broker_access(principal: &Principal, urls: &[&str]) -> Result<(), ApiError> {
-    if urls.iter().any(|u| is_broker_url(u)) {
-        principal.require_admin().map_err(|_| {
-            ApiError::forbidden(
-                "broker destinations (sqs, pubsub, kafka, amqp, nats, redis, mqtt, smtp) need the admin token",
-            )
-        })?;
-    }
-    Ok(())
-}
-
-fn check_headers_for(url: &str, headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    validate_headers_for(url, headers.len()).map_err(ApiError::invalid)
-}
-
 /// Create an endpoint.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/endpoints", tag = "endpoints",
     params(("tenant" = String, Path)), request_body = CreateEndpoint,
@@ -505,64 +48,11 @@ pub async fn create_endpoint(
     Json(body): Json<CreateEndpoint>,
 ) -> Result<(StatusCode, axum::Json<EndpointOut>), ApiError> {
     principal.tenant(&state, &tenant).await?;
-    check_broker_access(&principal, &[&body.url])?;
-    let event_types = body.event_types.unwrap_or_default();
-    validate_event_types(&event_types)?;
-    check_catalog(&state, &event_types).await?;
-    let headers = body.headers.unwrap_or_default();
-    validate_headers(&headers)?;
-    let (rate_limit, rate_period) = match &body.rate_limit {
-        Some(v) if !v.is_null() => {
-            let (n, p) = parse_rate(v, body.rate_limit_period)?;
-            (Some(n), p)
-        }
-        _ => (None, body.rate_limit_period.unwrap_or_default()),
-    };
-    validate_limits(rate_limit, body.max_attempts)?;
-    validate_description(body.description.as_ref())?;
-    let format = body.format.unwrap_or_default();
-    let secret = choose_secret(
-        body.secret,
-        body.signing_scheme,
-        signing::Scheme::Hmac,
-        format,
-    )?;
-    let routing = compile_routing(RoutingSpec {
-        filter: body.filter,
-        ordering: body.ordering,
-        transform: body.transform,
-    })?;
-    check_url(&state, &body.url).await?;
-    check_headers_for(&body.url, &headers)?;
-    let endpoint = Endpoint {
-        description: body.description,
-        event_types,
-        rate_limit,
-        rate_period,
-        max_attempts: body.max_attempts,
-        headers,
-        enabled: body.enabled.unwrap_or(true),
-        routing,
-        format,
-        ..Endpoint::new(tenant, body.url, secret)
-    };
-    state
-        .store
-        .create_endpoint(&endpoint, state.config.max_endpoints_per_tenant)
+    let ep = state
+        .service()
+        .create_endpoint(&caller(&principal, &actor), &tenant, body)
         .await?;
-    super::audit(
-        &state,
-        &actor,
-        Some(&endpoint.tenant_id),
-        "endpoint.created",
-        Some(&endpoint.id),
-        audit_view(&endpoint),
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(EndpointOut::new(endpoint, true)),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(EndpointOut::new(ep, true))))
 }
 
 /// List a tenant's endpoints (newest first; secrets omitted).
@@ -586,14 +76,6 @@ pub async fn list_endpoints(
     Ok(axum::Json(List::new(data, &page, |e| &e.id)))
 }
 
-async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Endpoint, ApiError> {
-    state
-        .store
-        .get_endpoint(tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint"))
-}
-
 /// An endpoint's statistics for the last hour and 24 hours: attempts, delivered, failed,
 /// success rate, latency p50/p95/p99, last success and last failure with its error. Read
 /// from per-minute counters, never from the attempt log.
@@ -608,7 +90,7 @@ pub async fn endpoint_stats(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<axum::Json<crate::ops::endpoint_stats::EndpointStats>, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let ep = load(&state, &tenant, &id).await?;
+    let ep = state.service().endpoint(&tenant, &id).await?;
     let stats = crate::ops::endpoint_stats::read(state.store.as_ref(), &ep.id).await?;
     Ok(axum::Json(stats))
 }
@@ -624,10 +106,8 @@ pub async fn get_endpoint(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    Ok(axum::Json(EndpointOut::new(
-        load(&state, &tenant, &id).await?,
-        true,
-    )))
+    let ep = state.service().endpoint(&tenant, &id).await?;
+    Ok(axum::Json(EndpointOut::new(ep, true)))
 }
 
 /// Change an endpoint. Re-enabling clears the disabled reason and resumes its deliveries.
@@ -644,109 +124,10 @@ pub async fn update_endpoint(
     Json(body): Json<UpdateEndpoint>,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let mut ep = load(&state, &tenant, &id).await?;
-    let before = ep.clone();
-    check_broker_access(&principal, &[&ep.url, body.url.as_deref().unwrap_or("")])?;
-    if let Some(types) = body.event_types {
-        validate_event_types(&types)?;
-        check_catalog(&state, &types).await?;
-        ep.event_types = types;
-    }
-    if let Some(mut headers) = body.headers {
-        // A list's masked value sent back unchanged keeps the stored one.
-        for (name, value) in headers.iter_mut() {
-            if value == MASK {
-                if let Some(stored) = ep.headers.get(name) {
-                    value.clone_from(stored);
-                }
-            }
-        }
-        validate_headers(&headers)?;
-        ep.headers = headers;
-    }
-    if let Some(d) = body.description {
-        validate_description(d.as_ref())?;
-        ep.description = d;
-    }
-    match (body.rate_limit, body.rate_limit_period) {
-        (Some(None), _) => {
-            ep.rate_limit = None;
-            ep.rate_period = RatePeriod::default();
-        }
-        (Some(Some(v)), period) => {
-            let (n, p) = parse_rate(&v, period)?;
-            ep.rate_limit = Some(n);
-            ep.rate_period = p;
-        }
-        (None, Some(period)) => ep.rate_period = period,
-        (None, None) => {}
-    }
-    if let Some(m) = body.max_attempts {
-        ep.max_attempts = m;
-    }
-    validate_limits(ep.rate_limit, ep.max_attempts)?;
-    if body.filter.is_some() || body.ordering.is_some() || body.transform.is_some() {
-        let mut spec = ep.routing.spec.clone();
-        if let Some(f) = body.filter {
-            spec.filter = f;
-        }
-        if let Some(o) = body.ordering {
-            spec.ordering = o;
-        }
-        if let Some(t) = body.transform {
-            spec.transform = t;
-        }
-        ep.routing = compile_routing(spec)?;
-    }
-    if let Some(url) = body.url {
-        // The URL as answers show it (password as ***) sent back unchanged keeps the
-        // stored one, password included.
-        let unchanged = url.contains("***") && redact_url(&url) == redact_url(&ep.url);
-        if !unchanged {
-            check_url(&state, &url).await?;
-            ep.url = url;
-        }
-    }
-    check_headers_for(&ep.url, &ep.headers)?;
-    if let Some(format) = body.format {
-        match format {
-            DeliveryFormat::Community => check_community_secret(&ep.secret)?,
-            DeliveryFormat::StandardWebhooks => {
-                signing::validate_secret(&ep.secret).map_err(|_| {
-                    ApiError::invalid(
-                        "format standard-webhooks needs a whsec_ or whsk_ secret: rotate one in first",
-                    )
-                })?;
-            }
-        }
-        ep.format = format;
-    }
-    let resumed = body.enabled == Some(true) && !ep.enabled;
-    if let Some(enabled) = body.enabled {
-        ep.enabled = enabled;
-        if enabled {
-            ep.disabled_reason = None;
-        }
-    }
-    ep.updated_at = domain::now();
-    if !state.store.update_endpoint(&ep).await? {
-        return Err(ApiError::not_found("endpoint"));
-    }
-    if resumed {
-        state.waker.wake();
-    }
-    let changes = audit_diff(&before, &ep);
-    if changes.as_object().is_some_and(|c| !c.is_empty()) {
-        super::audit(
-            &state,
-            &actor,
-            Some(&tenant),
-            "endpoint.updated",
-            Some(&id),
-            changes,
-        )
-        .await;
-    }
+    let ep = state
+        .service()
+        .update_endpoint(&caller(&principal, &actor), &tenant, &id, body)
+        .await?;
     Ok(axum::Json(EndpointOut::new(ep, true)))
 }
 
@@ -762,26 +143,11 @@ pub async fn delete_endpoint(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let existed = state.store.delete_endpoint(&tenant, &id).await?;
-    super::deleted(
-        &state,
-        &actor,
-        &tenant,
-        existed,
-        ("endpoint", "endpoint.deleted"),
-        &id,
-    )
-    .await
-}
-
-#[derive(Debug, Deserialize, ToSchema, Default)]
-pub struct RotateSecret {
-    /// The new secret, `whsec_<base64>` or `whsk_<base64>` (any plain string for the
-    /// `community` format); generated when absent.
-    pub secret: Option<String>,
-    /// The scheme of the new secret; by default the endpoint's current one. Switching
-    /// schemes is a rotation like any other: both signatures are sent during the grace.
-    pub signing_scheme: Option<SigningScheme>,
+    state
+        .service()
+        .delete_endpoint(&caller(&principal, &actor), &tenant, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Rotate the signing secret. The old secret keeps signing (both signatures are sent) for
@@ -800,109 +166,11 @@ pub async fn rotate_secret(
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
     principal.tenant(&state, &tenant).await?;
     let body: RotateSecret = super::optional_json(&body)?;
-    rotate(&state, &actor, &tenant, &id, body)
-        .await
-        .map(axum::Json)
-}
-
-/// Rotates the endpoint's signing secret (the caller has checked access to `tenant`): the
-/// new one signs from now on, the old one too until the rotation grace ends.
-pub(crate) async fn rotate(
-    state: &AppState,
-    actor: &Actor,
-    tenant: &str,
-    id: &str,
-    body: RotateSecret,
-) -> Result<EndpointOut, ApiError> {
-    let mut ep = load(state, tenant, id).await?;
-    let new_secret = choose_secret(
-        body.secret,
-        body.signing_scheme,
-        signing::Scheme::of(&ep.secret),
-        ep.format,
-    )?;
-    let now = domain::now();
-    ep.previous_secret = Some(std::mem::replace(&mut ep.secret, new_secret));
-    ep.previous_secret_expires_at = Some(domain::after(now, state.config.rotation_grace));
-    ep.updated_at = now;
-    if !state.store.update_endpoint(&ep).await? {
-        return Err(ApiError::not_found("endpoint"));
-    }
-    super::audit(
-        state,
-        actor,
-        Some(tenant),
-        "endpoint.secret_rotated",
-        Some(id),
-        serde_json::json!({
-            "signing_scheme": audit_view(&ep)["signing_scheme"],
-            "previous_secret_expires_at": ep.previous_secret_expires_at,
-        }),
-    )
-    .await;
-    Ok(EndpointOut::new(ep, true))
-}
-
-/// An endpoint as the audit trail records it: what lists show (no secret, header values
-/// and the URL's password masked), without the fields that change by themselves.
-fn audit_view(ep: &Endpoint) -> serde_json::Value {
-    let mut view = serde_json::to_value(EndpointOut::new(ep.clone(), false)).unwrap_or_default();
-    if let Some(fields) = view.as_object_mut() {
-        for volatile in [
-            "id",
-            "tenant_id",
-            "breaker",
-            "created_at",
-            "updated_at",
-            "secret",
-            "public_key",
-            "previous_secret_expires_at",
-        ] {
-            fields.remove(volatile);
-        }
-    }
-    view
-}
-
-/// `{field: {from, to}}` for every field an update changed; changed header values and URL
-/// credentials are named, never shown.
-fn audit_diff(before: &Endpoint, after: &Endpoint) -> serde_json::Value {
-    let (from, to) = (audit_view(before), audit_view(after));
-    let mut changes = serde_json::Map::new();
-    if let Some(fields) = to.as_object() {
-        for (name, value) in fields {
-            let old = from.get(name).cloned().unwrap_or_default();
-            if old != *value {
-                changes.insert(
-                    name.clone(),
-                    serde_json::json!({ "from": old, "to": value }),
-                );
-            }
-        }
-    }
-    let headers: Vec<&String> = after
-        .headers
-        .iter()
-        .filter(|(name, value)| before.headers.get(*name).is_some_and(|v| v != *value))
-        .map(|(name, _)| name)
-        .collect();
-    if !headers.is_empty() {
-        changes.insert("header_values_changed".into(), serde_json::json!(headers));
-    }
-    if before.url != after.url && from.get("url") == to.get("url") {
-        changes.insert("url_credentials_changed".into(), serde_json::json!(true));
-    }
-    serde_json::Value::Object(changes)
-}
-
-#[derive(Debug, Deserialize, ToSchema, Default)]
-pub struct ReplayRequest {
-    /// Only deliveries created at or after this time (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Only deliveries created before this time (RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-    /// Which deliveries: `failed` (the default), `delivered` or `cancelled`.
-    pub status: Option<DeliveryStatus>,
+    let ep = state
+        .service()
+        .rotate_secret(&caller(&principal, &actor), &tenant, &id, body)
+        .await?;
+    Ok(axum::Json(EndpointOut::new(ep, true)))
 }
 
 /// Bulk replay to one endpoint: its finished deliveries (by default the failed ones, the
@@ -921,21 +189,7 @@ pub async fn replay_endpoint(
 ) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
     principal.tenant(&state, &tenant).await?;
     let req: ReplayRequest = super::optional_json(&body)?;
-    load(&state, &tenant, &id).await?;
-    let status = req.status.unwrap_or(DeliveryStatus::Failed);
-    if status == DeliveryStatus::Pending {
-        return Err(ApiError::invalid(
-            "pending deliveries are already due; replay failed, delivered or cancelled ones",
-        ));
-    }
-    let filter = ReplayFilter {
-        endpoint_id: Some(id),
-        since: req.since,
-        until: req.until,
-        statuses: vec![status],
-        ..Default::default()
-    };
-    let replayed = super::deliveries::replay_all(&state, &tenant, &filter).await?;
+    let replayed = state.service().replay_endpoint(&tenant, &id, req).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(super::deliveries::Replayed { replayed }),

@@ -265,7 +265,7 @@ pub async fn replay_event(
         statuses: vec![DeliveryStatus::Delivered, DeliveryStatus::Failed],
         ..Default::default()
     };
-    let replayed = super::deliveries::replay_all(&state, &tenant, &filter).await?;
+    let replayed = state.service().replay(&tenant, &filter).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(super::deliveries::Replayed { replayed }),

@@ -62,6 +62,8 @@ pub struct Inner {
     pub ui_guard: guard::Guard,
     /// Endpoint tests running now, per tenant (they send outside the dispatcher's slots).
     pub endpoint_tests: ops::TestSlots,
+    /// The settings the services' rules read.
+    rules: crate::service::Rules,
 }
 
 impl std::ops::Deref for AppState {
@@ -84,7 +86,14 @@ impl AppState {
             .as_ref()
             .map(|t| hash_token(secrecy::ExposeSecret::expose_secret(t)));
         let schemas = Arc::new(SchemaCache::new(config.strict_event_types));
+        let rules = crate::service::Rules {
+            strict_event_types: config.strict_event_types,
+            max_endpoints_per_tenant: config.max_endpoints_per_tenant,
+            rotation_grace: config.rotation_grace,
+            max_attempts: config.retry.max_attempts,
+        };
         Self(Arc::new(Inner {
+            rules,
             store,
             config,
             policy,
@@ -100,6 +109,26 @@ impl AppState {
 
 /// The whole HTTP surface of hookrelay: the API, with `dashboard` (the server-rendered
 /// pages, [`crate::ui::router`]) behind the same limits, fallbacks and panic guard.
+impl AppState {
+    /// The services, over this server's store, policy, waker and settings.
+    pub fn service(&self) -> crate::service::Service<'_> {
+        crate::service::Service {
+            store: self.store.as_ref(),
+            policy: &self.policy,
+            waker: &self.waker,
+            rules: &self.rules,
+        }
+    }
+}
+
+/// The caller as the services see it.
+pub(crate) fn caller<'a>(principal: &Principal, actor: &'a Actor) -> crate::service::Caller<'a> {
+    crate::service::Caller {
+        actor: &actor.0,
+        admin: matches!(principal, Principal::Admin),
+    }
+}
+
 pub fn router(state: AppState, dashboard: Router<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
@@ -234,6 +263,20 @@ pub(crate) fn unknown_event_type(name: &str) -> ApiError {
             "event type {name:?} is not in the catalog and strict event types are on; create it with POST /v1/event-types first"
         ),
     )
+}
+
+impl From<crate::service::Error> for ApiError {
+    fn from(e: crate::service::Error) -> Self {
+        use crate::service::Error;
+        match e {
+            Error::Invalid { code, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            Error::NotFound(what) => ApiError::not_found(what),
+            Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::Store(s) => s.into(),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -19,9 +19,9 @@ use super::{
 };
 use crate::{
     api::{
-        endpoints::{self as api_ep, CreateEndpoint, UpdateEndpoint},
+        endpoints::{CreateEndpoint, EndpointOut, ReplayRequest, UpdateEndpoint},
         ops::run_test,
-        AppState, Json, Path,
+        ApiError, AppState, Path,
     },
     domain::{Attempt, Delivery, DeliveryStatus, Endpoint},
     store::{DeliveryFilter, Page},
@@ -214,18 +214,13 @@ async fn create(
         ordering: None,
         transform: None,
     };
-    match api_ep::create_endpoint(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path(ctx.tenant.clone()),
-        Json(body),
-    )
-    .await
+    match state
+        .service()
+        .create_endpoint(&ctx.caller(), &ctx.tenant, body)
+        .await
+        .map_err(ApiError::from)
     {
-        Ok((_, axum::Json(ep))) => {
-            Ok(Redirect::to(&ctx.href(&format!("/endpoints/{}", ep.id))).into_response())
-        }
+        Ok(ep) => Ok(Redirect::to(&ctx.href(&format!("/endpoints/{}", ep.id))).into_response()),
         Err(e) if e.status.is_client_error() => {
             let page = list_page(&state, &ctx, None, Some(e.message)).await?;
             Ok((e.status, page).into_response())
@@ -426,18 +421,18 @@ async fn set_enabled(
     Form(session, f): Form<EnabledForm>,
 ) -> Result<Redirect, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    api_ep::update_endpoint(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-        Json(UpdateEndpoint {
-            enabled: Some(f.enabled),
-            ..Default::default()
-        }),
-    )
-    .await
-    .map(drop)?;
+    state
+        .service()
+        .update_endpoint(
+            &ctx.caller(),
+            &ctx.tenant,
+            &id,
+            UpdateEndpoint {
+                enabled: Some(f.enabled),
+                ..Default::default()
+            },
+        )
+        .await?;
     Ok(Redirect::to(&ctx.href(&format!("/endpoints/{id}"))))
 }
 
@@ -447,14 +442,11 @@ async fn rotate(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let ep = api_ep::rotate(
-        &state,
-        &ctx.session.actor,
-        &ctx.tenant,
-        &id,
-        Default::default(),
-    )
-    .await?;
+    let ep = state
+        .service()
+        .rotate_secret(&ctx.caller(), &ctx.tenant, &id, Default::default())
+        .await?;
+    let ep = EndpointOut::new(ep, true);
     let notice = html! {
         p.flash.good id="rotated" {
             "Secret rotated. The new secret is " code { (ep.secret.as_deref().unwrap_or("")) }
@@ -493,26 +485,24 @@ async fn replay(
     Form(session, f): Form<ReplayForm>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let mut body = serde_json::Map::new();
-    if let Some(s) = non_empty(&f.status) {
-        body.insert("status".into(), s.into());
-    }
-    if let Some(t) = parse_time(&f.since)? {
-        body.insert("since".into(), t.to_rfc3339().into());
-    }
-    if let Some(t) = parse_time(&f.until)? {
-        body.insert("until".into(), t.to_rfc3339().into());
-    }
-    let bytes = serde_json::to_vec(&body).map_err(|_| UiError::bad_request("invalid form"))?;
-    let (_, axum::Json(r)) = api_ep::replay_endpoint(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-        bytes.into(),
-    )
-    .await?;
+    let status = match non_empty(&f.status) {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value(serde_json::Value::String(s))
+                .map_err(|_| UiError::bad_request("unknown status"))?,
+        ),
+    };
+    let request = ReplayRequest {
+        status,
+        since: parse_time(&f.since)?,
+        until: parse_time(&f.until)?,
+    };
+    let replayed = state
+        .service()
+        .replay_endpoint(&ctx.tenant, &id, request)
+        .await?;
     let notice = html! {
-        p.flash.good id="replayed" { (r.replayed) " deliveries replayed; they are due now." }
+        p.flash.good id="replayed" { (replayed) " deliveries replayed; they are due now." }
     };
     detail_page(&state, &ctx, &id, Some(notice)).await
 }

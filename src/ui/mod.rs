@@ -365,6 +365,19 @@ impl From<ApiError> for UiError {
     }
 }
 
+impl From<crate::service::Error> for UiError {
+    fn from(e: crate::service::Error) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl Ctx {
+    /// The session's caller, as the services see it.
+    pub fn caller(&self) -> crate::service::Caller<'_> {
+        crate::api::caller(&self.session.principal, &self.session.actor)
+    }
+}
+
 impl From<crate::store::StoreError> for UiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::from(e).into()
