@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
 use crate::{
-    domain::{self, Attempt, Delivery, DeliveryStatus},
+    domain::{Attempt, Delivery, DeliveryStatus},
     store::DeliveryFilter,
 };
 
@@ -120,27 +120,6 @@ pub async fn retry_delivery(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, axum::Json<Delivery>), ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let current = state
-        .store
-        .get_delivery(&tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
-    if current.status == DeliveryStatus::Pending {
-        return Err(ApiError::conflict("delivery is already pending"));
-    }
-    let endpoint = state
-        .store
-        .get_endpoint(&tenant, &current.endpoint_id)
-        .await?
-        .ok_or_else(|| ApiError::conflict("the delivery's endpoint was deleted"))?;
-    let budget = endpoint
-        .max_attempts
-        .unwrap_or(state.config.retry.max_attempts);
-    let delivery = state
-        .store
-        .retry_delivery(&tenant, &id, domain::now(), budget)
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
-    state.waker.wake();
+    let delivery = state.service().retry_delivery(&tenant, &id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
 }

@@ -255,17 +255,7 @@ pub async fn replay_event(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
     principal.tenant(&state, &tenant).await?;
-    state
-        .store
-        .get_event(&tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event"))?;
-    let filter = crate::store::ReplayFilter {
-        event_id: Some(id),
-        statuses: vec![DeliveryStatus::Delivered, DeliveryStatus::Failed],
-        ..Default::default()
-    };
-    let replayed = state.service().replay(&tenant, &filter).await?;
+    let replayed = state.service().replay_event(&tenant, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(super::deliveries::Replayed { replayed }),

@@ -16,8 +16,7 @@ use axum::{
     Router,
 };
 use chrono::{DateTime, Utc};
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Actor, ApiError, AppState, List, PageQuery, Path, Principal, Query};
@@ -49,12 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/inbox/{token}", post(receive))
 }
 
-#[derive(Debug, Deserialize, ToSchema, Default)]
-pub struct CreateInbox {
-    /// `whsec_<base64>` to verify signatures with; generated when absent.
-    pub secret: Option<String>,
-    pub description: Option<String>,
-}
+pub use crate::service::inboxes::CreateInbox;
 
 /// An inbox as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,7 +66,7 @@ pub struct InboxOut {
 }
 
 impl InboxOut {
-    fn new(i: Inbox, headers: &HeaderMap) -> Self {
+    pub fn new(i: Inbox, headers: &HeaderMap) -> Self {
         let path = format!("/inbox/{}", i.token);
         let url = headers
             .get(axum::http::header::HOST)
@@ -138,40 +132,10 @@ pub async fn create_inbox(
 ) -> Result<(StatusCode, axum::Json<InboxOut>), ApiError> {
     principal.tenant(&state, &tenant).await?;
     let req: CreateInbox = super::optional_json(&body)?;
-    let secret = match req.secret {
-        Some(s) => {
-            signing::validate_secret(&s).map_err(|e| ApiError::invalid(e.to_string()))?;
-            s
-        }
-        None => signing::generate_secret(),
-    };
-    if req.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid(
-            "description is longer than 1024 characters",
-        ));
-    }
-    let mut token = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut token);
-    let token = hex::encode(token);
-    let inbox = Inbox {
-        id: new_id("inb"),
-        tenant_id: tenant,
-        token_hash: Inbox::hash_token(&token),
-        token,
-        secret: Some(secret),
-        description: req.description,
-        created_at: domain::now(),
-    };
-    state.store.create_inbox(&inbox).await?;
-    super::audit(
-        &state,
-        &actor,
-        Some(&inbox.tenant_id),
-        "inbox.created",
-        Some(&inbox.id),
-        serde_json::json!({ "description": inbox.description }),
-    )
-    .await;
+    let inbox = state
+        .service()
+        .create_inbox(&super::caller(&principal, &actor), &tenant, req)
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(InboxOut::new(inbox, &headers)),

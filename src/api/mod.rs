@@ -116,6 +116,7 @@ impl AppState {
             store: self.store.as_ref(),
             policy: &self.policy,
             waker: &self.waker,
+            sources_changed: &self.ops.sources_changed,
             rules: &self.rules,
         }
     }
@@ -274,6 +275,7 @@ impl From<crate::service::Error> for ApiError {
             }
             Error::NotFound(what) => ApiError::not_found(what),
             Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::Conflict(m) => ApiError::conflict(m),
             Error::Store(s) => s.into(),
         }
     }

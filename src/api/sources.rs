@@ -6,22 +6,15 @@
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
-    domain::{self, new_id},
     ops::source_states::SourceState,
     sources::SourceUrl,
-    store::{
-        ops::{Source, SourceRejection},
-        Page,
-    },
+    store::ops::{Source, SourceRejection},
 };
-
-/// Sources one tenant may have.
-pub const MAX_PER_TENANT: u32 = 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,18 +32,7 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSource {
-    /// Where to read: `redis://HOST:PORT/DB?stream=NAME` (options `group`, `start`,
-    /// `claim_idle_ms`, `batch`) or `nats://HOST:PORT/STREAM` (options `consumer`,
-    /// `subject`, `start`, `ack_wait_ms`, `batch`) or `sqs://QUEUE?region=R` (options
-    /// `endpoint`, `wait_seconds`, `visibility_timeout`, `batch`) or
-    /// `amqp://USER:PASS@HOST:PORT/VHOST?queue=NAME` (option `prefetch`) or
-    /// `kafka://HOST:PORT/TOPIC` (options `start`, `max_bytes`).
-    pub url: String,
-    pub description: Option<String>,
-}
+pub use crate::service::sources::CreateSource;
 
 /// A source as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -132,52 +114,10 @@ pub async fn create_source(
 ) -> Result<(StatusCode, axum::Json<SourceOut>), ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
-    SourceUrl::parse(&req.url).map_err(ApiError::invalid)?;
-    if crate::secrets::url_password_looks_sealed(&req.url) {
-        return Err(ApiError::invalid(
-            "the URL's password may not start with `enc1%3A` (marks sealed values)",
-        ));
-    }
-    if req.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid(
-            "description is longer than 1024 characters",
-        ));
-    }
-    let existing = state
-        .store
-        .list_sources(
-            Some(&tenant),
-            &Page {
-                after_id: None,
-                limit: MAX_PER_TENANT,
-            },
-        )
+    let source = state
+        .service()
+        .create_source(&super::caller(&principal, &actor), &tenant, req)
         .await?;
-    if existing.len() >= MAX_PER_TENANT as usize {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "limit_reached",
-            format!("tenant {tenant} has {MAX_PER_TENANT} sources, the most allowed"),
-        ));
-    }
-    let source = Source {
-        id: new_id("src"),
-        tenant_id: tenant,
-        url: req.url,
-        description: req.description,
-        created_at: domain::now(),
-    };
-    state.store.create_source(&source).await?;
-    super::audit(
-        &state,
-        &actor,
-        Some(&source.tenant_id),
-        "source.created",
-        Some(&source.id),
-        serde_json::json!({ "url": crate::secrets::redact_url(&source.url), "description": source.description }),
-    )
-    .await;
-    state.ops.sources_changed.notify_one();
     Ok((
         StatusCode::CREATED,
         axum::Json(SourceOut::new(source, &state)),
@@ -243,19 +183,11 @@ pub async fn delete_source(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     principal.tenant(&state, &tenant).await?;
-    let existed = state.store.delete_source(&tenant, &id).await?;
-    if existed {
-        state.ops.sources_changed.notify_one();
-    }
-    super::deleted(
-        &state,
-        &actor,
-        &tenant,
-        existed,
-        ("source", "source.deleted"),
-        &id,
-    )
-    .await
+    state
+        .service()
+        .delete_source(&super::caller(&principal, &actor), &tenant, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Messages a source could not turn into events, newest first (each source keeps its

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, Error, Result, Service};
+use super::{check_description, Caller, Error, Result, Service};
 use crate::{
     destinations::{is_broker_url, validate_headers_for, validate_url},
     domain::routing::{OrderingSpec, Routing, RoutingSpec},
@@ -421,13 +421,6 @@ fn validate_limits(rate_limit: Option<u32>, max_attempts: Option<u32>) -> Result
     Ok(())
 }
 
-fn validate_description(d: Option<&String>) -> Result<()> {
-    if d.is_some_and(|d| d.len() > 1024) {
-        return Err(Error::invalid("description is longer than 1024 characters"));
-    }
-    Ok(())
-}
-
 async fn check_url(svc: &Service<'_>, url: &str) -> Result<()> {
     if crate::secrets::url_password_looks_sealed(url) {
         return Err(Error::code(
@@ -557,7 +550,7 @@ impl Service<'_> {
             _ => (None, body.rate_limit_period.unwrap_or_default()),
         };
         validate_limits(rate_limit, body.max_attempts)?;
-        validate_description(body.description.as_ref())?;
+        check_description(body.description.as_ref())?;
         let format = body.format.unwrap_or_default();
         let secret = choose_secret(
             body.secret,
@@ -628,7 +621,7 @@ impl Service<'_> {
             ep.headers = headers;
         }
         if let Some(d) = body.description {
-            validate_description(d.as_ref())?;
+            check_description(d.as_ref())?;
             ep.description = d;
         }
         match (body.rate_limit, body.rate_limit_period) {
@@ -776,26 +769,5 @@ impl Service<'_> {
             ..Default::default()
         };
         self.replay(tenant, &filter).await
-    }
-
-    /// Makes every delivery of `tenant` that `filter` selects pending again, due now, in
-    /// batches, waking the dispatchers after each. Returns how many.
-    pub async fn replay(&self, tenant: &str, filter: &ReplayFilter) -> Result<u64> {
-        const BATCH: u32 = 1000;
-        let now = domain::now();
-        let mut total = 0;
-        loop {
-            let n = self
-                .store
-                .replay(tenant, filter, now, self.rules.max_attempts, BATCH)
-                .await?;
-            total += n;
-            if n > 0 {
-                self.waker.wake();
-            }
-            if n < u64::from(BATCH) {
-                return Ok(total);
-            }
-        }
     }
 }

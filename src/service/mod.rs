@@ -14,7 +14,10 @@ use crate::{
     wake::Waker,
 };
 
+pub mod deliveries;
 pub mod endpoints;
+pub mod inboxes;
+pub mod sources;
 
 /// What the services work with: the store, the network policy for destination URLs, the
 /// dispatchers' waker and the settings the rules read.
@@ -23,6 +26,8 @@ pub struct Service<'a> {
     pub store: &'a dyn Store,
     pub policy: &'a NetworkPolicy,
     pub waker: &'a Waker,
+    /// Told when sources are created or deleted (the running sources follow).
+    pub sources_changed: &'a tokio::sync::Notify,
     pub rules: &'a Rules,
 }
 
@@ -60,6 +65,9 @@ pub enum Error {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The resource is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,6 +91,14 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A description: at most 1,024 bytes.
+pub(crate) fn check_description(d: Option<&String>) -> Result<()> {
+    if d.is_some_and(|d| d.len() > 1024) {
+        return Err(Error::invalid("description is longer than 1024 characters"));
+    }
+    Ok(())
+}
 
 impl Service<'_> {
     /// Records a change in the audit trail. A failure to record is logged, never the

@@ -15,7 +15,7 @@ use super::{
     badge, layout, next_link, non_empty, page_after, time, Ctx, Form, Nav, Session, UiError,
     UiResult,
 };
-use crate::api::{inbox::create_inbox, AppState, Path};
+use crate::api::{inbox::CreateInbox, AppState, Path};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -90,20 +90,17 @@ struct CreateForm {
 async fn create(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
     Form(session, f): Form<CreateForm>,
 ) -> Result<Response, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let body = serde_json::json!({ "description": non_empty(&f.description) });
-    let (_, axum::Json(inbox)) = create_inbox(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path(ctx.tenant.clone()),
-        headers,
-        serde_json::to_vec(&body).unwrap_or_default().into(),
-    )
-    .await?;
+    let request = CreateInbox {
+        secret: None,
+        description: non_empty(&f.description),
+    };
+    let inbox = state
+        .service()
+        .create_inbox(&ctx.caller(), &ctx.tenant, request)
+        .await?;
     Ok(Redirect::to(&ctx.href(&format!("/inboxes/{}", inbox.id))).into_response())
 }
 

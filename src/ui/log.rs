@@ -16,7 +16,7 @@ use super::{
     urlencode, Ctx, Form, Nav, Session, UiError, UiResult,
 };
 use crate::{
-    api::{deliveries::retry_delivery, events::replay_event, AppState, Path},
+    api::{AppState, Path},
     domain::DeliveryStatus,
     store::{DeliveryFilter, EventFilter, Page},
 };
@@ -239,13 +239,8 @@ async fn replay(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let (_, axum::Json(r)) = replay_event(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-    )
-    .await?;
-    let notice = format!("{} deliveries replayed; they are due now.", r.replayed);
+    let replayed = state.service().replay_event(&ctx.tenant, &id).await?;
+    let notice = format!("{replayed} deliveries replayed; they are due now.");
     event_page(&state, &ctx, &id, Some(notice)).await
 }
 
@@ -389,12 +384,6 @@ async fn retry(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> Result<Redirect, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    retry_delivery(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        Path((ctx.tenant.clone(), id.clone())),
-    )
-    .await
-    .map(drop)?;
+    state.service().retry_delivery(&ctx.tenant, &id).await?;
     Ok(Redirect::to(&ctx.href(&format!("/deliveries/{id}"))))
 }

@@ -15,8 +15,8 @@ use super::{
     UiResult,
 };
 use crate::api::{
-    sources::{create_source, delete_source, SourceOut},
-    AppState, Json, Path,
+    sources::{CreateSource, SourceOut},
+    AppState, Path,
 };
 
 pub fn router() -> Router<AppState> {
@@ -110,18 +110,14 @@ async fn create(
     Form(session, f): Form<CreateForm>,
 ) -> Result<Response, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let body = crate::api::sources::CreateSource {
+    let request = CreateSource {
         url: f.url.trim().to_owned(),
         description: non_empty(&f.description),
     };
-    let (_, axum::Json(source)) = create_source(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path(ctx.tenant.clone()),
-        Json(body),
-    )
-    .await?;
+    let source = state
+        .service()
+        .create_source(&ctx.caller(), &ctx.tenant, request)
+        .await?;
     Ok(Redirect::to(&ctx.href(&format!("/sources/{}", source.id))).into_response())
 }
 
@@ -131,13 +127,10 @@ async fn delete(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> Result<Response, UiError> {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    delete_source(
-        State(state.clone()),
-        ctx.session.principal.clone(),
-        ctx.session.actor.clone(),
-        Path((ctx.tenant.clone(), id)),
-    )
-    .await?;
+    state
+        .service()
+        .delete_source(&ctx.caller(), &ctx.tenant, &id)
+        .await?;
     Ok(Redirect::to(&ctx.href("/sources")).into_response())
 }
 
