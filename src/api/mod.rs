@@ -462,18 +462,14 @@ pub(crate) async fn audit(
     target: Option<&str>,
     changes: serde_json::Value,
 ) {
-    let entry = crate::store::ops::AuditEntry {
-        id: crate::domain::new_id("aud"),
-        tenant_id: tenant.map(str::to_owned),
-        actor: actor.0.clone(),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        changes,
-        created_at: crate::domain::now(),
+    let caller = crate::service::Caller {
+        actor: &actor.0,
+        admin: false,
     };
-    if let Err(e) = state.store.add_audit(&entry).await {
-        error!(error = %e, action, "could not record an audit entry");
-    }
+    state
+        .service()
+        .audit(&caller, tenant, action, target, changes)
+        .await;
 }
 
 /// The answer to a delete: `204`, recorded in the audit trail as `action` on `id`, when
@@ -483,21 +479,17 @@ pub(crate) async fn deleted(
     actor: &Actor,
     tenant: &str,
     existed: bool,
-    (what, action): (&str, &str),
+    what_action: (&'static str, &str),
     id: &str,
 ) -> Result<StatusCode, ApiError> {
-    if !existed {
-        return Err(ApiError::not_found(what));
-    }
-    audit(
-        state,
-        actor,
-        Some(tenant),
-        action,
-        Some(id),
-        serde_json::json!({}),
-    )
-    .await;
+    let caller = crate::service::Caller {
+        actor: &actor.0,
+        admin: false,
+    };
+    state
+        .service()
+        .deleted(&caller, tenant, existed, what_action, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

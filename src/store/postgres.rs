@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use super::rows::{
     assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
-use super::sql::{Db, Dialect, Pools, SqlStore};
+use super::sql::{db, has_nul, write_error, Db, Dialect, Pools, SqlStore};
 use super::{
     endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, PgSchemas,
     ReplayFilter, Result, Store, StoreError, TenantShare,
@@ -228,47 +228,9 @@ async fn wake_loop(
 const WAKE_PROBE_SQL: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END, \
      EXISTS (SELECT 1 FROM hookrelay_outbox) FROM hookrelay_wake_seq";
 
-/// Classifies an sqlx error. Besides what [`StoreError::from_sqlx`] treats as connection
-/// trouble, server states that pass (connection exceptions, shutdown and restart, too many
-/// connections) and transient conflicts (deadlock, serialisation failure) are `Unavailable`:
-/// the caller may retry.
-fn db(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if let Some(code) = d.code() {
-            let transient = code.starts_with("08")
-                || matches!(
-                    code.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
-                );
-            if transient {
-                return StoreError::Unavailable(e);
-            }
-        }
-    }
-    StoreError::from_sqlx(e)
-}
-
 /// The id of an audit entry hookrelay writes itself.
 pub(crate) fn audit_id() -> String {
     domain::new_id("aud")
-}
-
-/// Postgres refuses the NUL character in text (`22021`) and `\u0000` in jsonb (`22P05`),
-/// which SQLite stores: that is bad input, not a server error.
-fn unstorable_text(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d)
-        if matches!(d.code().as_deref(), Some("22021") | Some("22P05")))
-}
-
-const NUL_MESSAGE: &str = "text and JSON strings may not contain the NUL character (\\u0000)";
-
-/// Maps the errors of a write with client-supplied text.
-fn write_error(e: sqlx::Error) -> StoreError {
-    if unstorable_text(&e) {
-        StoreError::InvalidData(NUL_MESSAGE.to_owned())
-    } else {
-        db(e)
-    }
 }
 
 /// Maps the errors of an ingest statement: a foreign-key failure means the tenant is gone.
@@ -283,12 +245,6 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 
 fn storable_opt(s: &Option<String>) -> Option<String> {
     s.as_deref().map(|s| storable(s).into_owned())
-}
-
-/// Whether any of these keys holds NUL, which Postgres text cannot: such a key names
-/// nothing that is stored, so a lookup by it finds nothing (as on SQLite).
-fn has_nul(keys: &[&str]) -> bool {
-    keys.iter().any(|k| k.contains('\0'))
 }
 
 fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {

@@ -23,7 +23,7 @@ mod ops;
 use super::rows::{
     assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
-use super::sql::{Db, Dialect, Pools, SqlStore};
+use super::sql::{db, Db, Dialect, Pools, SqlStore};
 use super::{
     endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, ReplayFilter,
     Result, Store, StoreError, TenantShare,
@@ -416,10 +416,6 @@ async fn ingest_batch(
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt("batch parameters", e))
-}
-
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::from_sqlx(e)
 }
 
 /// Maps a foreign-key failure of an event insert (its tenant was deleted meanwhile).
