@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::rows::{
-    assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
+    assemble_claims, collect, ms, to_json, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
 use super::sql::{db, has_nul, write_error, Db, Dialect, Pools, SqlStore};
 use super::{
@@ -245,10 +245,6 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
 
 fn storable_opt(s: &Option<String>) -> Option<String> {
     s.as_deref().map(|s| storable(s).into_owned())
-}
-
-fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| corrupt(what, e))
 }
 
 const EVENT_TYPE_COLUMNS: &str = concat!(

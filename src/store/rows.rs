@@ -312,6 +312,12 @@ where
     rows.into_iter().map(T::try_from).collect()
 }
 
+/// `v` as JSON text; `what` names it in the error (which cannot happen for the plain data
+/// the store writes, but is reported rather than assumed).
+pub(super) fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| corrupt(what, e))
+}
+
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }

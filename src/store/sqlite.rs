@@ -415,7 +415,7 @@ async fn ingest_batch(
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| corrupt("batch parameters", e))
+    super::rows::to_json(v, "batch parameters")
 }
 
 /// Maps a foreign-key failure of an event insert (its tenant was deleted meanwhile).

@@ -16,7 +16,7 @@ use crate::store::{
         PendingSummary, RejectionRow, Source, SourceRejection, SourceRow, REJECTION_COLUMNS,
         SOURCE_COLUMNS,
     },
-    rows::{corrupt, ms},
+    rows::{ms, to_json},
     Completion, Page, Result,
 };
 
@@ -34,10 +34,6 @@ const MESSAGE_COLUMNS: &str = "id, inbox_id, MS(received_at) AS received_at, met
 
 const AUDIT_COLUMNS: &str =
     "id, tenant_id, actor, action, target, changes::text AS changes, created_at";
-
-fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| corrupt(what, e))
-}
 
 /// `sum(c), …` over the counter columns, in [`counter_columns`] order.
 fn summed_counters() -> String {
