@@ -253,9 +253,10 @@ pub struct Completion {
     pub ordered: bool,
 }
 
-/// The store's plain reads and writes: tenants, tokens, event types and the reads of
-/// endpoints, events, deliveries and attempts. Written once for both databases
-/// (`store/sql/catalog.rs`); [`Store`] requires it.
+/// The store's plain reads and writes: tenants, tokens, event types, endpoints, the reads
+/// of events, deliveries and attempts, and the writes that make deliveries due again
+/// (retry, replay, import). Written once for both databases (`store/sql/catalog.rs`);
+/// [`Store`] requires it.
 #[async_trait]
 pub trait Catalog: Send + Sync {
     /// Cheap liveness check of the database.
@@ -297,26 +298,6 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<Delivery>>;
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
     async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>>;
-}
-
-/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
-/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
-#[async_trait]
-pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
-    /// Starts feeding wake-ups from other processes (they committed due deliveries) into
-    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs; on
-    /// PostgreSQL this also fans out the events that applications committed through
-    /// `dispatch_webhook()`. A store whose writers all live in this process (SQLite) needs
-    /// nothing: the in-process waker already hears every commit.
-    async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
-        Ok(())
-    }
-
-    /// Records the server's default attempt budget where SQL functions can read it
-    /// (`dispatch_webhook` on PostgreSQL). Nothing to do for stores without them.
-    async fn set_default_max_attempts(&self, _n: u32) -> Result<()> {
-        Ok(())
-    }
 
     /// Creates an endpoint unless its tenant already has `max_per_tenant` of them
     /// ([`StoreError::LimitReached`]); the count and the insert are one atomic step.
@@ -326,19 +307,6 @@ pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
     /// Deletes the endpoint and cancels its pending deliveries. `false` when it did not exist.
     async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool>;
 
-    /// Stores a new event and its deliveries ([`crate::domain::fan_out`] over the tenant's
-    /// endpoints as they are in the same transaction), or returns the event that already
-    /// carries the same idempotency key.
-    ///
-    /// The tenant's existence and the type's schema are checked in the same transaction
-    /// (`check` validates `data` against the stored schema), so an ingest costs no reads
-    /// of its own: under load many events share one transaction.
-    async fn ingest(
-        &self,
-        event: Event,
-        default_max_attempts: u32,
-        check: Arc<dyn DataCheck>,
-    ) -> Result<Ingested>;
     /// Makes a delivery that is not pending due now, with `extra_attempts` more attempts.
     /// `None` when it does not exist; `Some` with its (possibly unchanged) state otherwise.
     async fn retry_delivery(
@@ -362,6 +330,45 @@ pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<u64>;
 
+    /// Writes an event and pending deliveries made elsewhere (`hookrelay import`) as they
+    /// are, in one transaction: the event unless its id exists, each delivery unless its
+    /// id exists or its event does not. Returns how many deliveries were written; the
+    /// dispatchers of every process are told (PostgreSQL) or find them on their next poll.
+    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64>;
+}
+
+/// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
+/// operations side (statistics, heartbeats, alerts, inbox, retention) is [`OpsStore`].
+#[async_trait]
+pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
+    /// Starts feeding wake-ups from other processes (they committed due deliveries) into
+    /// `waker`, and keeps doing so, reconnecting as needed, while the process runs; on
+    /// PostgreSQL this also fans out the events that applications committed through
+    /// `dispatch_webhook()`. A store whose writers all live in this process (SQLite) needs
+    /// nothing: the in-process waker already hears every commit.
+    async fn listen(&self, _waker: crate::wake::Waker) -> Result<()> {
+        Ok(())
+    }
+
+    /// Records the server's default attempt budget where SQL functions can read it
+    /// (`dispatch_webhook` on PostgreSQL). Nothing to do for stores without them.
+    async fn set_default_max_attempts(&self, _n: u32) -> Result<()> {
+        Ok(())
+    }
+
+    /// Stores a new event and its deliveries ([`crate::domain::fan_out`] over the tenant's
+    /// endpoints as they are in the same transaction), or returns the event that already
+    /// carries the same idempotency key.
+    ///
+    /// The tenant's existence and the type's schema are checked in the same transaction
+    /// (`check` validates `data` against the stored schema), so an ingest costs no reads
+    /// of its own: under load many events share one transaction.
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested>;
     /// Claims up to `limit` due deliveries of enabled endpoints whose breaker is closed, plus
     /// one probe delivery of each endpoint whose open breaker's cool-down has passed (its
     /// breaker turns half-open until the probe's lease ends). Each is leased until
@@ -402,12 +409,6 @@ pub trait Store: Catalog + OpsStore + Send + Sync + 'static {
     /// The horizon (the dispatcher's next poll) bounds the walk over pending rows, which
     /// would otherwise step over every delivery an open breaker holds.
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
-
-    /// Writes an event and pending deliveries made elsewhere (`hookrelay import`) as they
-    /// are, in one transaction: the event unless its id exists, each delivery unless its
-    /// id exists or its event does not. Returns how many deliveries were written; the
-    /// dispatchers of every process are told (PostgreSQL) or find them on their next poll.
-    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64>;
 }
 
 /// An endpoint's routing as stored: its specification's JSON, or `None` when it has none.

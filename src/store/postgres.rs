@@ -34,12 +34,10 @@ use super::rows::{
 };
 use super::sql::{db, has_nul, write_error, Db, Dialect, Pools, SqlStore};
 use super::{
-    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, PgSchemas,
-    ReplayFilter, Result, Store, StoreError, TenantShare,
+    storable, Claimed, Completion, DataCheck, Ingested, PgSchemas, Result, Store, StoreError,
+    TenantShare,
 };
-use crate::domain::{
-    self, from_millis, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event,
-};
+use crate::domain::{self, from_millis, Breaker, BreakerPolicy, Endpoint, Event};
 
 /// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
 /// epoch milliseconds.
@@ -303,63 +301,6 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn replay(
-        &self,
-        tenant_id: &str,
-        filter: &ReplayFilter,
-        now: DateTime<Utc>,
-        extra_attempts: u32,
-        limit: u32,
-    ) -> Result<u64> {
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[
-            tenant_id,
-            filter.endpoint_id.as_deref().unwrap_or_default(),
-            filter.event_id.as_deref().unwrap_or_default(),
-        ]) {
-            return Ok(0);
-        }
-        let statuses: Vec<&str> = filter
-            .statuses
-            .iter()
-            .filter(|s| **s != DeliveryStatus::Pending)
-            .map(|s| s.as_str())
-            .collect();
-        // Replayed rows move the wake-up sequence for the dispatchers of every process.
-        let done = sqlx::query(
-            "WITH moved AS ( \
-               UPDATE deliveries SET status = 'pending', \
-                      next_attempt_at = to_timestamp($1 / 1000.0), lease_id = NULL, \
-                      max_attempts = attempts + $2, updated_at = to_timestamp($1 / 1000.0) \
-               WHERE id IN ( \
-                 SELECT id FROM deliveries WHERE tenant_id = $3 AND status = ANY($4) \
-                 AND ($5::text IS NULL OR endpoint_id = $5) \
-                 AND ($6::text IS NULL OR event_id = $6) \
-                 AND ($7::int8 IS NULL OR created_at >= to_timestamp($7 / 1000.0)) \
-                 AND ($8::int8 IS NULL OR created_at < to_timestamp($8 / 1000.0)) \
-                 AND updated_at < to_timestamp($1 / 1000.0) \
-                 AND endpoint_id IN (SELECT id FROM endpoints) \
-                 LIMIT $9 FOR UPDATE SKIP LOCKED) \
-               RETURNING 1) \
-             SELECT count(*), CASE WHEN count(*) > 0 THEN nextval('hookrelay_wake_seq') END \
-             FROM moved",
-        )
-        .bind(ms(now))
-        .bind(i64::from(extra_attempts))
-        .bind(tenant_id)
-        .bind(&statuses)
-        .bind(&filter.endpoint_id)
-        .bind(&filter.event_id)
-        .bind(filter.since.map(ms))
-        .bind(filter.until.map(ms))
-        .bind(i64::from(limit))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        let count: i64 = sqlx::Row::try_get(&done, 0).map_err(db)?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
@@ -455,141 +396,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Locking the tenant row serializes creates of one tenant. The count is a statement
-        // of its own, after the lock, so its snapshot includes the creates it waited for.
-        sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(&ep.tenant_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
-                .bind(&ep.tenant_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
-        if count >= i64::from(max_per_tenant) {
-            return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
-        }
-        sqlx::query(
-            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
-             previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing, format, rate_period) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, to_timestamp($8 / 1000.0), $9, $10, \
-             $11::jsonb, $12, $13, to_timestamp($14 / 1000.0), to_timestamp($15 / 1000.0), $16, \
-             $17, $18)",
-        )
-        .bind(&ep.id)
-        .bind(&ep.tenant_id)
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(to_json(&ep.event_types, "event_types")?)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at.map(ms))
-        .bind(ep.rate_limit.map(i64::from))
-        .bind(ep.max_attempts.map(i64::from))
-        .bind(to_json(&ep.headers, "headers")?)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(ms(ep.created_at))
-        .bind(ms(ep.updated_at))
-        .bind(routing_text(ep))
-        .bind(ep.format.as_str())
-        .bind(ep.rate_period.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        tx.commit().await.map_err(write_error)?;
-        Ok(())
-    }
-
-    async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
-        if has_nul(&[&ep.tenant_id, &ep.id]) {
-            return Ok(false);
-        }
-        // An enabled endpoint may have been re-enabled: its waiting deliveries (left
-        // unscheduled while it was disabled, see `claim`) are due now, and the wake-up
-        // sequence moves for the dispatchers of every process.
-        let done = sqlx::query(
-            "WITH ep AS ( \
-             UPDATE endpoints SET url = $1, description = $2, event_types = $3::jsonb, \
-             secret = $4, previous_secret = $5, \
-             previous_secret_expires_at = to_timestamp($6 / 1000.0), rate_limit = $7, \
-             max_attempts = $8, headers = $9::jsonb, enabled = $10, disabled_reason = $11, \
-             updated_at = to_timestamp($12 / 1000.0), \
-             breaker_state = CASE WHEN NOT enabled AND $10 THEN 'closed' ELSE breaker_state END, \
-             consecutive_failures = CASE WHEN NOT enabled AND $10 THEN 0 \
-                                    ELSE consecutive_failures END, \
-             breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
-             failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
-             routing = $15, format = $16, rate_period = $17 \
-             WHERE tenant_id = $13 AND id = $14 \
-             RETURNING id, enabled \
-             ), unparked AS ( \
-               UPDATE deliveries SET next_attempt_at = to_timestamp($12 / 1000.0) \
-               WHERE endpoint_id = (SELECT id FROM ep WHERE enabled) \
-                 AND status = 'pending' AND next_attempt_at IS NULL \
-               RETURNING 1 \
-             ) \
-             SELECT CASE WHEN enabled THEN nextval('hookrelay_wake_seq') END, \
-                    (SELECT count(*) FROM unparked) FROM ep",
-        )
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(to_json(&ep.event_types, "event_types")?)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at.map(ms))
-        .bind(ep.rate_limit.map(i64::from))
-        .bind(ep.max_attempts.map(i64::from))
-        .bind(to_json(&ep.headers, "headers")?)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(ms(ep.updated_at))
-        .bind(&ep.tenant_id)
-        .bind(&ep.id)
-        .bind(routing_text(ep))
-        .bind(ep.format.as_str())
-        .bind(ep.rate_period.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(write_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(false);
-        }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // The delete waits for ingests in flight that hold the endpoint (they take it in
-        // KEY SHARE mode while inserting its deliveries); the cancellation, a later
-        // statement, then sees their deliveries. Later ingests no longer see the endpoint.
-        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if done.rows_affected() > 0 {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'cancelled', lease_id = NULL, \
-                 last_error = 'endpoint deleted', updated_at = to_timestamp($1 / 1000.0) \
-                 WHERE endpoint_id = $2 AND status = 'pending'",
-            )
-            .bind(ms(domain::now()))
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn ingest(
         &self,
         event: Event,
@@ -606,45 +412,6 @@ impl Store for PostgresStore {
         let stopped = || StoreError::Corrupt("the ingest writer stopped".into());
         self.ingest_tx.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-
-    async fn retry_delivery(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        now: DateTime<Utc>,
-        extra_attempts: u32,
-    ) -> Result<Option<Delivery>> {
-        outbox::settle(&self.pool).await?;
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // The delivery is due now: the wake-up sequence moves for the dispatchers of every
-        // process.
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = to_timestamp($1 / 1000.0), \
-             lease_id = NULL, max_attempts = attempts + $2, updated_at = to_timestamp($1 / 1000.0) \
-             WHERE tenant_id = $3 AND id = $4 AND status <> 'pending' \
-             RETURNING nextval('hookrelay_wake_seq')",
-        )
-        .bind(ms(now))
-        .bind(i64::from(extra_attempts))
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        row.map(Delivery::try_from).transpose()
     }
 
     async fn claim(
@@ -807,62 +574,6 @@ impl Store for PostgresStore {
         self.complete_in(completions, policy, None).await
     }
 
-    async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
-                                 traceparent, created_at) \
-             VALUES ($1, $2, $3, $4::json, $5, $6, $7, to_timestamp($8 / 1000.0)) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&e.id)
-        .bind(&e.tenant_id)
-        .bind(&e.event_type)
-        .bind(e.data.to_string())
-        .bind(&e.actor)
-        .bind(&e.idempotency_key)
-        .bind(&e.traceparent)
-        .bind(ms(e.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
-        let mut written = 0;
-        for d in deliveries {
-            written += sqlx::query(
-                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
-                                         max_attempts, next_attempt_at, last_error, created_at, \
-                                         updated_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, to_timestamp($8 / 1000.0), $9, \
-                        to_timestamp($10 / 1000.0), to_timestamp($11 / 1000.0) \
-                 WHERE EXISTS (SELECT 1 FROM events WHERE id = $3 AND tenant_id = $2) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&d.id)
-            .bind(&d.tenant_id)
-            .bind(&d.event_id)
-            .bind(&d.endpoint_id)
-            .bind(d.status.as_str())
-            .bind(i64::from(d.attempts))
-            .bind(i64::from(d.max_attempts))
-            .bind(d.next_attempt_at.map(ms))
-            .bind(&d.last_error)
-            .bind(ms(d.created_at))
-            .bind(ms(d.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?
-            .rows_affected();
-        }
-        if written > 0 {
-            sqlx::query(&format!("SELECT nextval('{WAKE_SEQUENCE}')"))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(written)
-    }
-
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         // The first due delivery of a flowing endpoint (walking the partial index of
         // pending rows in order), and the end of the earliest cool-down of an open breaker
@@ -993,6 +704,14 @@ impl SqlStore for PostgresStore {
 
     async fn settle(&self) -> Result<()> {
         outbox::settle(&self.pool).await
+    }
+
+    async fn wake_others(&self) -> Result<()> {
+        sqlx::query(&format!("SELECT nextval('{WAKE_SEQUENCE}')"))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn complete_in(

@@ -308,16 +308,6 @@ impl Catalog for SealedStore {
     async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>> {
         self.inner.list_attempts(delivery_id).await
     }
-}
-
-#[async_trait]
-impl Store for SealedStore {
-    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
-        self.inner.listen(waker).await
-    }
-    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
-        self.inner.set_default_max_attempts(n).await
-    }
     async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: u32) -> Result<()> {
         self.inner
             .create_endpoint(&self.seal(endpoint), max_per_tenant)
@@ -328,14 +318,6 @@ impl Store for SealedStore {
     }
     async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
         self.inner.delete_endpoint(tenant_id, id).await
-    }
-    async fn ingest(
-        &self,
-        event: Event,
-        default_max_attempts: u32,
-        check: Arc<dyn DataCheck>,
-    ) -> Result<Ingested> {
-        self.inner.ingest(event, default_max_attempts, check).await
     }
     async fn retry_delivery(
         &self,
@@ -359,6 +341,27 @@ impl Store for SealedStore {
         self.inner
             .replay(tenant_id, filter, now, extra_attempts, limit)
             .await
+    }
+    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64> {
+        self.inner.import(event, deliveries).await
+    }
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    async fn listen(&self, waker: crate::wake::Waker) -> Result<()> {
+        self.inner.listen(waker).await
+    }
+    async fn set_default_max_attempts(&self, n: u32) -> Result<()> {
+        self.inner.set_default_max_attempts(n).await
+    }
+    async fn ingest(
+        &self,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested> {
+        self.inner.ingest(event, default_max_attempts, check).await
     }
     async fn claim(
         &self,
@@ -405,9 +408,6 @@ impl Store for SealedStore {
     }
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due(horizon).await
-    }
-    async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64> {
-        self.inner.import(event, deliveries).await
     }
 }
 

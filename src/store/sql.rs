@@ -148,6 +148,13 @@ pub trait SqlStore: Send + Sync {
     async fn settle(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Tells the dispatchers of other processes that deliveries just committed are due
+    /// (PostgreSQL's wake-up sequence); nothing to do on SQLite, whose writers all live in
+    /// this process, where the service wakes the dispatcher itself.
+    async fn wake_others(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs `$body` with `$db` bound to the store's [`Db`], compiled once for each database.

@@ -25,11 +25,10 @@ use super::rows::{
 };
 use super::sql::{db, Db, Dialect, Pools, SqlStore};
 use super::{
-    endpoint_limit, routing_text, storable, Claimed, Completion, DataCheck, Ingested, ReplayFilter,
-    Result, Store, StoreError, TenantShare,
+    storable, Claimed, Completion, DataCheck, Ingested, Result, Store, StoreError, TenantShare,
 };
 use crate::domain::{
-    self, from_millis, Breaker, BreakerPolicy, Delivery, DeliveryStatus, Endpoint, Event, EventType,
+    self, from_millis, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
 };
 
 /// The SQLite implementation of [`Store`].
@@ -547,45 +546,6 @@ async fn audit_disable(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn replay(
-        &self,
-        tenant_id: &str,
-        filter: &ReplayFilter,
-        now: DateTime<Utc>,
-        extra_attempts: u32,
-        limit: u32,
-    ) -> Result<u64> {
-        let statuses: Vec<&str> = filter
-            .statuses
-            .iter()
-            .filter(|s| **s != DeliveryStatus::Pending)
-            .map(|s| s.as_str())
-            .collect();
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, lease_id = NULL, \
-             max_attempts = attempts + ?2, updated_at = ?1 WHERE id IN ( \
-               SELECT id FROM deliveries WHERE tenant_id = ?3 \
-               AND status IN (SELECT value FROM json_each(?4)) \
-               AND (?5 IS NULL OR endpoint_id = ?5) AND (?6 IS NULL OR event_id = ?6) \
-               AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at < ?8) \
-               AND updated_at < ?1 AND endpoint_id IN (SELECT id FROM endpoints) \
-               LIMIT ?9)",
-        )
-        .bind(ms(now))
-        .bind(i64::from(extra_attempts))
-        .bind(tenant_id)
-        .bind(to_json(&statuses)?)
-        .bind(&filter.endpoint_id)
-        .bind(&filter.event_id)
-        .bind(filter.since.map(ms))
-        .bind(filter.until.map(ms))
-        .bind(i64::from(limit))
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-
     async fn reserve_sends(
         &self,
         endpoint_id: &str,
@@ -632,105 +592,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
-        // One writer: the count and the insert cannot interleave with another create.
-        let done = sqlx::query(
-            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, secret, \
-             previous_secret, previous_secret_expires_at, rate_limit, max_attempts, headers, \
-             enabled, disabled_reason, created_at, updated_at, routing, format, rate_period) \
-             SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?17,?18,?19 \
-             WHERE (SELECT count(*) FROM endpoints WHERE tenant_id = ?2) < ?16",
-        )
-        .bind(&ep.id)
-        .bind(&ep.tenant_id)
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(serde_json::to_string(&ep.event_types).map_err(|e| corrupt("event_types", e))?)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at.map(ms))
-        .bind(ep.rate_limit.map(i64::from))
-        .bind(ep.max_attempts.map(i64::from))
-        .bind(serde_json::to_string(&ep.headers).map_err(|e| corrupt("headers", e))?)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(ms(ep.created_at))
-        .bind(ms(ep.updated_at))
-        .bind(i64::from(max_per_tenant))
-        .bind(routing_text(ep))
-        .bind(ep.format.as_str())
-        .bind(ep.rate_period.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
-        }
-        Ok(())
-    }
-
-    async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE endpoints SET url = ?, description = ?, event_types = ?, secret = ?, \
-             previous_secret = ?, previous_secret_expires_at = ?, rate_limit = ?, \
-             max_attempts = ?, headers = ?, \
-             breaker_state = CASE WHEN enabled = 0 AND ?14 THEN 'closed' ELSE breaker_state END, \
-             consecutive_failures = CASE WHEN enabled = 0 AND ?14 THEN 0 \
-                                    ELSE consecutive_failures END, \
-             breaker_until = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE breaker_until END, \
-             failing_since = CASE WHEN enabled = 0 AND ?14 THEN NULL ELSE failing_since END, \
-             enabled = ?10, disabled_reason = ?11, updated_at = ?12, routing = ?16, \
-             format = ?17, rate_period = ?18 WHERE tenant_id = ?13 AND id = ?15",
-        )
-        .bind(&ep.url)
-        .bind(&ep.description)
-        .bind(serde_json::to_string(&ep.event_types).map_err(|e| corrupt("event_types", e))?)
-        .bind(&ep.secret)
-        .bind(&ep.previous_secret)
-        .bind(ep.previous_secret_expires_at.map(ms))
-        .bind(ep.rate_limit.map(i64::from))
-        .bind(ep.max_attempts.map(i64::from))
-        .bind(serde_json::to_string(&ep.headers).map_err(|e| corrupt("headers", e))?)
-        .bind(ep.enabled)
-        .bind(&ep.disabled_reason)
-        .bind(ms(ep.updated_at))
-        .bind(&ep.tenant_id)
-        // Re-enabling starts the endpoint afresh: breaker closed, failure window reset.
-        .bind(ep.enabled)
-        .bind(&ep.id)
-        .bind(routing_text(ep))
-        .bind(ep.format.as_str())
-        .bind(ep.rate_period.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = ? AND id = ?")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if done.rows_affected() > 0 {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'cancelled', lease_id = NULL, \
-                 last_error = 'endpoint deleted', updated_at = ? \
-                 WHERE endpoint_id = ? AND status = 'pending'",
-            )
-            .bind(ms(crate::domain::now()))
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn ingest(
         &self,
         event: Event,
@@ -747,39 +608,6 @@ impl Store for SqliteStore {
         let closed = || StoreError::Corrupt("the ingest writer stopped".into());
         self.ingest_tx.send(job).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
-    }
-
-    async fn retry_delivery(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        now: DateTime<Utc>,
-        extra_attempts: u32,
-    ) -> Result<Option<Delivery>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_id = NULL, \
-             max_attempts = attempts + ?, updated_at = ? \
-             WHERE tenant_id = ? AND id = ? AND status <> 'pending'",
-        )
-        .bind(ms(now))
-        .bind(i64::from(extra_attempts))
-        .bind(ms(now))
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let row: Option<DeliveryRow> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        row.map(Delivery::try_from).transpose()
     }
 
     async fn claim(
@@ -911,53 +739,6 @@ impl Store for SqliteStore {
 
     async fn complete(&self, completions: &[Completion], policy: &BreakerPolicy) -> Result<()> {
         self.complete_in(completions, policy, None).await
-    }
-
-    async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO events (id, tenant_id, type, data, actor, idempotency_key, \
-                                           traceparent, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.tenant_id)
-        .bind(&e.event_type)
-        .bind(e.data.to_string())
-        .bind(&e.actor)
-        .bind(&e.idempotency_key)
-        .bind(&e.traceparent)
-        .bind(ms(e.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut written = 0;
-        for d in deliveries {
-            written += sqlx::query(
-                "INSERT OR IGNORE INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
-                                                   attempts, max_attempts, next_attempt_at, \
-                                                   last_error, created_at, updated_at) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
-                 WHERE EXISTS (SELECT 1 FROM events WHERE id = ?3 AND tenant_id = ?2)",
-            )
-            .bind(&d.id)
-            .bind(&d.tenant_id)
-            .bind(&d.event_id)
-            .bind(&d.endpoint_id)
-            .bind(d.status.as_str())
-            .bind(i64::from(d.attempts))
-            .bind(i64::from(d.max_attempts))
-            .bind(d.next_attempt_at.map(ms))
-            .bind(&d.last_error)
-            .bind(ms(d.created_at))
-            .bind(ms(d.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(written)
     }
 
     async fn next_due(&self, horizon: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {

@@ -6,13 +6,16 @@ use chrono::{DateTime, Utc};
 use sqlx::{Database, QueryBuilder};
 
 use super::{db, has_nul, on_db, page_key, push_page, write_error, SqlStore};
-use crate::domain::{first_id_at, prefix, Attempt, Delivery, Endpoint, Event, EventType, Tenant};
+use crate::domain::{
+    first_id_at, prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
+};
 use crate::store::{
+    endpoint_limit, routing_text,
     rows::{
-        collect, ms, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow, TenantRow,
-        TokenRow,
+        collect, ms, to_json, AttemptRow, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
+        TenantRow, TokenRow,
     },
-    Catalog, DeliveryFilter, EventFilter, Page, Result, StoreError, TokenRecord,
+    Catalog, DeliveryFilter, EventFilter, Page, ReplayFilter, Result, StoreError, TokenRecord,
 };
 
 /// The columns an [`EndpointRow`] reads.
@@ -398,5 +401,322 @@ impl<S: SqlStore> Catalog for S {
             .await
             .map_err(db)?);
         collect(rows)
+    }
+
+    async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        let insert = "INSERT INTO endpoints (id, tenant_id, url, description, event_types, \
+             secret, previous_secret, previous_secret_expires_at, rate_limit, max_attempts, \
+             headers, enabled, disabled_reason, created_at, updated_at, routing, format, \
+             rate_period) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, TS($8), $9, $10, $11::jsonb, $12, $13, \
+             TS($14), TS($15), $16, $17, $18)";
+        let event_types = to_json(&ep.event_types, "event_types")?;
+        let headers = to_json(&ep.headers, "headers")?;
+        let count = on_db!(self, |p| {
+            let mut tx = p.writer.begin().await.map_err(db)?;
+            // Locking the tenant row serializes the creates of one tenant on PostgreSQL (on
+            // SQLite the one writer does). The count is a statement of its own, after the
+            // lock, so its snapshot includes the creates it waited for.
+            let lock = format!(
+                "SELECT 1 FROM tenants WHERE id = $1{}",
+                p.dialect.row_locks(" FOR UPDATE")
+            );
+            sqlx::query(&lock)
+                .bind(&ep.tenant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
+                    .bind(&ep.tenant_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if count < i64::from(max_per_tenant) {
+                sqlx::query(&p.sql(insert))
+                    .bind(&ep.id)
+                    .bind(&ep.tenant_id)
+                    .bind(&ep.url)
+                    .bind(&ep.description)
+                    .bind(&event_types)
+                    .bind(&ep.secret)
+                    .bind(&ep.previous_secret)
+                    .bind(ep.previous_secret_expires_at.map(ms))
+                    .bind(ep.rate_limit.map(i64::from))
+                    .bind(ep.max_attempts.map(i64::from))
+                    .bind(&headers)
+                    .bind(ep.enabled)
+                    .bind(&ep.disabled_reason)
+                    .bind(ms(ep.created_at))
+                    .bind(ms(ep.updated_at))
+                    .bind(routing_text(ep))
+                    .bind(ep.format.as_str())
+                    .bind(ep.rate_period.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(write_error)?;
+                tx.commit().await.map_err(write_error)?;
+            }
+            count
+        });
+        if count >= i64::from(max_per_tenant) {
+            return Err(endpoint_limit(&ep.tenant_id, max_per_tenant));
+        }
+        Ok(())
+    }
+
+    async fn update_endpoint(&self, ep: &Endpoint) -> Result<bool> {
+        if has_nul(&[&ep.tenant_id, &ep.id]) {
+            return Ok(false);
+        }
+        // Re-enabling starts the endpoint afresh: breaker closed, failure window reset.
+        let update = "UPDATE endpoints SET url = $1, description = $2, \
+             event_types = $3::jsonb, secret = $4, previous_secret = $5, \
+             previous_secret_expires_at = TS($6), rate_limit = $7, max_attempts = $8, \
+             headers = $9::jsonb, enabled = $10, disabled_reason = $11, updated_at = TS($12), \
+             breaker_state = CASE WHEN NOT enabled AND $10 THEN 'closed' ELSE breaker_state END, \
+             consecutive_failures = CASE WHEN NOT enabled AND $10 THEN 0 \
+                                    ELSE consecutive_failures END, \
+             breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
+             failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
+             routing = $15, format = $16, rate_period = $17 \
+             WHERE tenant_id = $13 AND id = $14";
+        // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
+        // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
+        // still wait are parked again by the next claim, which checks their order anyway.)
+        let unpark = "UPDATE deliveries SET next_attempt_at = TS($1) \
+             WHERE endpoint_id = $2 AND status = 'pending' AND next_attempt_at IS NULL";
+        let event_types = to_json(&ep.event_types, "event_types")?;
+        let headers = to_json(&ep.headers, "headers")?;
+        let updated = on_db!(self, |p| {
+            let mut tx = p.writer.begin().await.map_err(db)?;
+            let updated = sqlx::query(&p.sql(update))
+                .bind(&ep.url)
+                .bind(&ep.description)
+                .bind(&event_types)
+                .bind(&ep.secret)
+                .bind(&ep.previous_secret)
+                .bind(ep.previous_secret_expires_at.map(ms))
+                .bind(ep.rate_limit.map(i64::from))
+                .bind(ep.max_attempts.map(i64::from))
+                .bind(&headers)
+                .bind(ep.enabled)
+                .bind(&ep.disabled_reason)
+                .bind(ms(ep.updated_at))
+                .bind(&ep.tenant_id)
+                .bind(&ep.id)
+                .bind(routing_text(ep))
+                .bind(ep.format.as_str())
+                .bind(ep.rate_period.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?
+                .rows_affected()
+                > 0;
+            if updated && ep.enabled {
+                sqlx::query(&p.sql(unpark))
+                    .bind(ms(ep.updated_at))
+                    .bind(&ep.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            updated
+        });
+        if updated && ep.enabled {
+            self.wake_others().await?;
+        }
+        Ok(updated)
+    }
+
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(false);
+        }
+        let cancel = "UPDATE deliveries SET status = 'cancelled', lease_id = NULL, \
+             last_error = 'endpoint deleted', updated_at = TS($1) \
+             WHERE endpoint_id = $2 AND status = 'pending'";
+        let deleted = on_db!(self, |p| {
+            let mut tx = p.writer.begin().await.map_err(db)?;
+            // On PostgreSQL the delete waits for ingests in flight that hold the endpoint
+            // (they take it in KEY SHARE mode while inserting its deliveries); the
+            // cancellation, a later statement, then sees their deliveries. Later ingests no
+            // longer see the endpoint.
+            let deleted = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected()
+                > 0;
+            if deleted {
+                sqlx::query(&p.sql(cancel))
+                    .bind(ms(crate::domain::now()))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            deleted
+        });
+        Ok(deleted)
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+    ) -> Result<Option<Delivery>> {
+        self.settle().await?;
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let retry = "UPDATE deliveries SET status = 'pending', next_attempt_at = TS($1), \
+             lease_id = NULL, max_attempts = attempts + $2, updated_at = TS($1) \
+             WHERE tenant_id = $3 AND id = $4 AND status <> 'pending'";
+        let read =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2");
+        let (moved, row): (bool, Option<DeliveryRow>) = on_db!(self, |p| {
+            let mut tx = p.writer.begin().await.map_err(db)?;
+            let moved = sqlx::query(&p.sql(retry))
+                .bind(ms(now))
+                .bind(i64::from(extra_attempts))
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected()
+                > 0;
+            let row = sqlx::query_as(&p.sql(&read))
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            (moved, row)
+        });
+        if moved {
+            self.wake_others().await?;
+        }
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+        extra_attempts: u32,
+        limit: u32,
+    ) -> Result<u64> {
+        self.settle().await?;
+        let keys = [
+            tenant_id,
+            filter.endpoint_id.as_deref().unwrap_or_default(),
+            filter.event_id.as_deref().unwrap_or_default(),
+        ];
+        // The statuses are the enum's own names, never client text: they can stand in the
+        // SQL as literals.
+        let statuses: Vec<String> = filter
+            .statuses
+            .iter()
+            .filter(|s| **s != DeliveryStatus::Pending)
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        if has_nul(&keys) || statuses.is_empty() {
+            return Ok(0);
+        }
+        let moved = on_db!(self, |p| {
+            let sql = format!(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = TS($1), \
+                        lease_id = NULL, max_attempts = attempts + $2, updated_at = TS($1) \
+                 WHERE id IN ( \
+                   SELECT id FROM deliveries WHERE tenant_id = $3 AND status IN ({}) \
+                   AND ($4::text IS NULL OR endpoint_id = $4) \
+                   AND ($5::text IS NULL OR event_id = $5) \
+                   AND ($6::int8 IS NULL OR created_at >= TS($6)) \
+                   AND ($7::int8 IS NULL OR created_at < TS($7)) \
+                   AND updated_at < TS($1) AND endpoint_id IN (SELECT id FROM endpoints) \
+                   LIMIT $8{})",
+                statuses.join(", "),
+                p.dialect.row_locks(" FOR UPDATE SKIP LOCKED")
+            );
+            sqlx::query(&p.sql(&sql))
+                .bind(ms(now))
+                .bind(i64::from(extra_attempts))
+                .bind(tenant_id)
+                .bind(&filter.endpoint_id)
+                .bind(&filter.event_id)
+                .bind(filter.since.map(ms))
+                .bind(filter.until.map(ms))
+                .bind(i64::from(limit))
+                .execute(p.writer)
+                .await
+                .map_err(db)?
+                .rows_affected()
+        });
+        if moved > 0 {
+            self.wake_others().await?;
+        }
+        Ok(moved)
+    }
+
+    async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
+        let event = "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
+                                         traceparent, created_at) \
+             VALUES ($1, $2, $3, $4::json, $5, $6, $7, TS($8)) ON CONFLICT DO NOTHING";
+        let delivery = "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
+                                     attempts, max_attempts, next_attempt_at, last_error, \
+                                     created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, TS($8), $9, TS($10), TS($11) \
+             WHERE EXISTS (SELECT 1 FROM events WHERE id = $3 AND tenant_id = $2) \
+             ON CONFLICT DO NOTHING";
+        let written = on_db!(self, |p| {
+            let mut tx = p.writer.begin().await.map_err(db)?;
+            sqlx::query(&p.sql(event))
+                .bind(&e.id)
+                .bind(&e.tenant_id)
+                .bind(&e.event_type)
+                .bind(e.data.to_string())
+                .bind(&e.actor)
+                .bind(&e.idempotency_key)
+                .bind(&e.traceparent)
+                .bind(ms(e.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            let mut written = 0;
+            for d in deliveries {
+                written += sqlx::query(&p.sql(delivery))
+                    .bind(&d.id)
+                    .bind(&d.tenant_id)
+                    .bind(&d.event_id)
+                    .bind(&d.endpoint_id)
+                    .bind(d.status.as_str())
+                    .bind(i64::from(d.attempts))
+                    .bind(i64::from(d.max_attempts))
+                    .bind(d.next_attempt_at.map(ms))
+                    .bind(&d.last_error)
+                    .bind(ms(d.created_at))
+                    .bind(ms(d.updated_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(write_error)?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(db)?;
+            written
+        });
+        if written > 0 {
+            self.wake_others().await?;
+        }
+        Ok(written)
     }
 }
