@@ -107,7 +107,9 @@ type Fill = dyn Fn(&[String; 4]) -> String;
 type Hold = dyn Fn(&[String; 4], bool) -> String;
 
 async fn run(name: &str, url: &str, fill: &Fill, hold: &Hold, finished: usize, held: usize) {
-    let store = store::connect(url, 10, &Default::default()).await.unwrap();
+    let store = store::connect(url, 10, &Default::default(), None)
+        .await
+        .unwrap();
     let ids = setup(store.as_ref()).await;
     let quoted = ids.clone().map(|id| format!("'{id}'"));
     let (empty_p50, empty_p99) = measure(store.as_ref()).await;

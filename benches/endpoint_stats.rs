@@ -43,7 +43,9 @@ async fn execute(url: &str, sql: &str, now_ms: i64, endpoint: &str) {
 }
 
 async fn run(name: &str, url: &str, attempts: usize) {
-    let store = store::connect(url, 10, &Default::default()).await.unwrap();
+    let store = store::connect(url, 10, &Default::default(), None)
+        .await
+        .unwrap();
     let endpoint = Endpoint::new(
         "default",
         "http://127.0.0.1:9/",

@@ -98,7 +98,9 @@ async fn execute(url: &str, sql: &str) {
 
 /// `fill(ids)`: SQL adding the noisy tenant's backlog; `tenants`: SQL adding idle tenants.
 async fn run(name: &str, url: &str, fill: String, tenants: String, backlog: usize) {
-    let store = store::connect(url, 10, &Default::default()).await.unwrap();
+    let store = store::connect(url, 10, &Default::default(), None)
+        .await
+        .unwrap();
     let ids = setup(store.as_ref()).await;
     let (ep, ev) = ids.split_once('|').unwrap();
     execute(url, &fill.replace("{ep}", ep).replace("{ev}", ev)).await;

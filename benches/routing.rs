@@ -119,7 +119,9 @@ async fn fan_out(n: usize) {
     for (name, make) in cases {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("fanout.db").display());
-        let store = store::connect(&url, 5, &Default::default()).await.unwrap();
+        let store = store::connect(&url, 5, &Default::default(), None)
+            .await
+            .unwrap();
         for i in 0..1000 {
             store.create_endpoint(&make(i), u32::MAX).await.unwrap();
         }

@@ -66,24 +66,22 @@ pub struct App {
 /// Opens the store that `config` names, applies its migrations and, with encryption keys,
 /// seals the credentials it holds (`serve` and `import` share this).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let keys = secrets::Keyring::from_base64(&config.encryption_keys)?;
     let store = store::connect(
         &config.database_url,
         config.database_pool_size,
         &config.pg_schemas,
+        keys,
     )
     .await?;
-    let Some(keys) = secrets::Keyring::from_base64(&config.encryption_keys)? else {
-        return Ok(store);
-    };
-    let sealed = store::sealed::SealedStore::new(store, keys);
-    let rewritten = sealed.seal_all().await?;
+    let rewritten = store.reseal().await?;
     if rewritten > 0 {
         tracing::info!(
             rows = rewritten,
-            "endpoint and inbox credentials sealed with the current encryption key"
+            "endpoint, inbox and source credentials sealed with the current encryption key"
         );
     }
-    Ok(Arc::new(sealed))
+    Ok(store)
 }
 
 /// Which destinations HTTP deliveries may reach, as `config` allows.

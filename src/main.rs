@@ -63,6 +63,7 @@ async fn migrate(args: hookrelay::config::StoreArgs) -> anyhow::Result<()> {
         &config.database_url,
         config.database_pool_size,
         &config.pg_schemas,
+        None,
     )
     .await
     .context("migration failed")?;

@@ -335,6 +335,11 @@ pub trait Catalog: Send + Sync {
     /// id exists or its event does not. Returns how many deliveries were written; the
     /// dispatchers of every process are told (PostgreSQL) or find them on their next poll.
     async fn import(&self, event: &Event, deliveries: &[Delivery]) -> Result<u64>;
+
+    /// With encryption keys, rewrites every endpoint, inbox and source whose credentials
+    /// are plaintext or sealed with an older key, so that after a start with a (new) key
+    /// the database holds no other kind. Returns how many rows were rewritten.
+    async fn reseal(&self) -> Result<u64>;
 }
 
 /// The store interface. Implementations: [`sqlite::SqliteStore`] (and Postgres). The
@@ -553,20 +558,24 @@ pub fn valid_schema_name(name: &str) -> bool {
 
 /// Opens the store named by `url` and applies its migrations. `pool_size` bounds the
 /// connections to PostgreSQL (SQLite uses one writer and a few readers); `schemas` says
-/// where hookrelay's objects live there.
+/// where hookrelay's objects live there. With `keys`, the credentials it writes are sealed
+/// and those it reads opened (see [`sealed`]); call [`Catalog::reseal`] to seal those
+/// already stored.
 pub async fn connect(
     url: &str,
     pool_size: u32,
     schemas: &PgSchemas,
+    keys: Option<crate::secrets::Keyring>,
 ) -> Result<std::sync::Arc<dyn Store>> {
+    let sealer = sealed::Sealer::new(keys);
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::connect(url).await?,
-        ))
+        let mut store = sqlite::SqliteStore::connect(url).await?;
+        store.sealer = sealer;
+        Ok(std::sync::Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::connect(url, pool_size, schemas).await?,
-        ))
+        let mut store = postgres::PostgresStore::connect(url, pool_size, schemas).await?;
+        store.sealer = sealer;
+        Ok(std::sync::Arc::new(store))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

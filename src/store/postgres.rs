@@ -95,6 +95,7 @@ pub struct PostgresStore {
     wake_follow_up: Duration,
     /// Ingests on their way to the group commit (see [`ingest`]).
     ingest_tx: tokio::sync::mpsc::Sender<ingest::IngestJob>,
+    pub(super) sealer: super::sealed::Sealer,
 }
 
 impl PostgresStore {
@@ -126,6 +127,7 @@ impl PostgresStore {
             probe_check: Default::default(),
             ordered_check: Default::default(),
             wake_follow_up: WAKE_FOLLOW_UP,
+            sealer: Default::default(),
         };
         super::sql::ops::hash_inbox_tokens(&store).await?;
         if !plans.settle(&store.pool, pool::GROWN_PAGES).await? {
@@ -567,6 +569,7 @@ impl Store for PostgresStore {
             events.into_iter().map(EventRow::into_claimed).collect(),
             collect(endpoints)?,
             lease_id,
+            &self.sealer,
         ))
     }
 
@@ -700,6 +703,10 @@ impl SqlStore for PostgresStore {
             writer: &self.pool,
             dialect: Dialect::Postgres,
         })
+    }
+
+    fn sealer(&self) -> &super::sealed::Sealer {
+        &self.sealer
     }
 
     async fn settle(&self) -> Result<()> {

@@ -18,19 +18,31 @@ pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis().clamp(MIN, MAX)
 }
 
-/// Joins claimed deliveries with their events and endpoints. A delivery whose endpoint or
-/// event is gone (deleted since the claim, which cancelled or deleted the delivery too) is
-/// left out rather than failing the whole batch.
+/// Joins claimed deliveries with their events and endpoints, whose credentials `sealer`
+/// opens. A delivery whose endpoint or event is gone (deleted since the claim, which
+/// cancelled or deleted the delivery too) is left out rather than failing the whole batch;
+/// so is one whose endpoint's credentials cannot be opened: an unreadable secret must not
+/// sign anything, nor stop other deliveries (the lease runs out and the operator sees the
+/// error).
 pub(super) fn assemble_claims(
     deliveries: Vec<Delivery>,
     events: Vec<(Event, Option<String>)>,
     endpoints: Vec<Endpoint>,
     lease_id: &str,
+    sealer: &super::sealed::Sealer,
 ) -> Vec<Claimed> {
     let events: std::collections::HashMap<String, (Event, Option<String>)> =
         events.into_iter().map(|e| (e.0.id.clone(), e)).collect();
-    let endpoints: std::collections::HashMap<String, Endpoint> =
-        endpoints.into_iter().map(|e| (e.id.clone(), e)).collect();
+    let endpoints: std::collections::HashMap<String, Endpoint> = endpoints
+        .into_iter()
+        .filter_map(|e| match sealer.open_endpoint(e) {
+            Ok(e) => Some((e.id.clone(), e)),
+            Err(error) => {
+                tracing::error!(%error, "cannot open the credentials of a claimed endpoint");
+                None
+            }
+        })
+        .collect();
     deliveries
         .into_iter()
         .filter_map(|delivery| {
@@ -374,6 +386,7 @@ mod tests {
             vec![(ev, None)],
             vec![ep],
             "lse_1",
+            &crate::store::sealed::Sealer::default(),
         );
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].delivery.id, kept.id);

@@ -134,6 +134,9 @@ pub enum Pools<'a> {
 pub trait SqlStore: Send + Sync {
     fn pools(&self) -> Pools<'_>;
 
+    /// Seals the credentials this store writes and opens those it reads.
+    fn sealer(&self) -> &super::sealed::Sealer;
+
     /// [`super::Store::complete`], adding `stats` to the dispatcher's per-minute counters
     /// in the same transaction.
     async fn complete_in(

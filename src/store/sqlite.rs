@@ -41,6 +41,7 @@ pub struct SqliteStore {
     ordered_check: super::ProbeClock,
     /// The background checkpointer stops once the store is gone.
     _alive: Arc<()>,
+    pub(super) sealer: super::sealed::Sealer,
 }
 
 /// Page caches, as SQLite's `cache_size` (negative: KiB). The writer's holds the pages every
@@ -187,6 +188,7 @@ impl SqliteStore {
             probe_check: Default::default(),
             ordered_check: Default::default(),
             _alive: alive,
+            sealer: Default::default(),
         };
         super::sql::ops::hash_inbox_tokens(&store).await?;
         Ok(store)
@@ -734,6 +736,7 @@ impl Store for SqliteStore {
             events.into_iter().map(EventRow::into_claimed).collect(),
             collect(endpoints)?,
             lease_id,
+            &self.sealer,
         ))
     }
 
@@ -770,6 +773,10 @@ impl SqlStore for SqliteStore {
             writer: &self.writer,
             dialect: Dialect::Sqlite,
         })
+    }
+
+    fn sealer(&self) -> &super::sealed::Sealer {
+        &self.sealer
     }
 
     async fn complete_in(

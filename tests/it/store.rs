@@ -24,14 +24,18 @@ pub(crate) async fn open(
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.path().join("s.db").display());
             (
-                store::connect(&url, 5, &Default::default()).await.unwrap(),
+                store::connect(&url, 5, &Default::default(), None)
+                    .await
+                    .unwrap(),
                 None,
             )
         }
         Backend::Postgres => {
             let (url, name) = create_pg_database().await;
             (
-                store::connect(&url, 5, &Default::default()).await.unwrap(),
+                store::connect(&url, 5, &Default::default(), None)
+                    .await
+                    .unwrap(),
                 Some(name),
             )
         }

@@ -281,7 +281,10 @@ impl<S: SqlStore> Catalog for S {
             push_page(&mut q, page);
             q.build_query_as().fetch_all(p.reader).await.map_err(db)?
         });
-        collect(rows)
+        collect(rows)?
+            .into_iter()
+            .map(|e| self.sealer().open_endpoint(e))
+            .collect()
     }
 
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
@@ -296,7 +299,8 @@ impl<S: SqlStore> Catalog for S {
             .fetch_optional(p.reader)
             .await
             .map_err(db)?);
-        row.map(Endpoint::try_from).transpose()
+        row.map(|r| self.sealer().open_endpoint(Endpoint::try_from(r)?))
+            .transpose()
     }
 
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter) -> Result<Vec<Event>> {
@@ -404,6 +408,7 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn create_endpoint(&self, ep: &Endpoint, max_per_tenant: u32) -> Result<()> {
+        let ep = &*self.sealer().seal_endpoint(ep);
         let insert = "INSERT INTO endpoints (id, tenant_id, url, description, event_types, \
              secret, previous_secret, previous_secret_expires_at, rate_limit, max_attempts, \
              headers, enabled, disabled_reason, created_at, updated_at, routing, format, \
@@ -469,6 +474,7 @@ impl<S: SqlStore> Catalog for S {
         if has_nul(&[&ep.tenant_id, &ep.id]) {
             return Ok(false);
         }
+        let ep = &*self.sealer().seal_endpoint(ep);
         // Re-enabling starts the endpoint afresh: breaker closed, failure window reset.
         let update = "UPDATE endpoints SET url = $1, description = $2, \
              event_types = $3::jsonb, secret = $4, previous_secret = $5, \
@@ -718,5 +724,31 @@ impl<S: SqlStore> Catalog for S {
             self.wake_others().await?;
         }
         Ok(written)
+    }
+
+    async fn reseal(&self) -> Result<u64> {
+        if !self.sealer().seals() {
+            return Ok(0);
+        }
+        let sql =
+            format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id > $1 ORDER BY id LIMIT 500");
+        let mut rewritten = 0;
+        let mut after = String::new();
+        loop {
+            let rows: Vec<EndpointRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
+                .bind(&after)
+                .fetch_all(p.reader)
+                .await
+                .map_err(db)?);
+            let Some(last) = rows.last() else { break };
+            after = last.id.clone();
+            for raw in collect::<_, Endpoint>(rows)? {
+                if !self.sealer().endpoint_is_current(&raw) {
+                    let plain = self.sealer().open_endpoint(raw)?;
+                    rewritten += u64::from(self.update_endpoint(&plain).await?);
+                }
+            }
+        }
+        Ok(rewritten + super::ops::reseal_inboxes_and_sources(self).await?)
     }
 }

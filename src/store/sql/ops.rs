@@ -384,13 +384,16 @@ impl<S: SqlStore> OpsStore for S {
         let sql = "INSERT INTO inboxes \
                    (id, tenant_id, token, token_hash, secret, description, created_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, TS($7))";
+        let (token, secret) =
+            self.sealer()
+                .seal_inbox_credentials(&i.id, &i.token, i.secret.as_deref());
         on_db!(self, |p| {
             sqlx::query(&p.sql(sql))
                 .bind(&i.id)
                 .bind(&i.tenant_id)
-                .bind(&i.token)
+                .bind(&*token)
                 .bind(&i.token_hash)
-                .bind(&i.secret)
+                .bind(secret.as_deref())
                 .bind(&i.description)
                 .bind(ms(i.created_at))
                 .execute(p.writer)
@@ -411,7 +414,9 @@ impl<S: SqlStore> OpsStore for S {
             push_page(&mut q, page);
             q.build_query_as().fetch_all(p.reader).await.map_err(db)?
         });
-        Ok(rows.into_iter().map(Inbox::from).collect())
+        rows.into_iter()
+            .map(|r| self.sealer().open_inbox(Inbox::from(r)))
+            .collect()
     }
 
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
@@ -425,7 +430,8 @@ impl<S: SqlStore> OpsStore for S {
             .fetch_optional(p.reader)
             .await
             .map_err(db)?);
-        Ok(row.map(Inbox::from))
+        row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
+            .transpose()
     }
 
     async fn find_inbox(&self, token_hash: &str) -> Result<Option<Inbox>> {
@@ -438,7 +444,8 @@ impl<S: SqlStore> OpsStore for S {
             .fetch_optional(p.reader)
             .await
             .map_err(db)?);
-        Ok(row.map(Inbox::from))
+        row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
+            .transpose()
     }
 
     async fn set_inbox_credentials(
@@ -451,9 +458,10 @@ impl<S: SqlStore> OpsStore for S {
             return Ok(false);
         }
         let sql = "UPDATE inboxes SET token = $1, secret = $2 WHERE id = $3";
+        let (token, secret) = self.sealer().seal_inbox_credentials(id, token, secret);
         let done = on_db!(self, |p| sqlx::query(sql)
-            .bind(token)
-            .bind(secret)
+            .bind(&*token)
+            .bind(secret.as_deref())
             .bind(id)
             .execute(p.writer)
             .await
@@ -514,11 +522,12 @@ impl<S: SqlStore> OpsStore for S {
 
     async fn create_source(&self, src: &Source) -> Result<()> {
         let sql = format!("INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
+        let url = self.sealer().seal_source_url(&src.id, &src.url);
         on_db!(self, |p| {
             sqlx::query(&sql)
                 .bind(&src.id)
                 .bind(&src.tenant_id)
-                .bind(&src.url)
+                .bind(&*url)
                 .bind(&src.description)
                 .bind(ms(src.created_at))
                 .execute(p.writer)
@@ -541,7 +550,9 @@ impl<S: SqlStore> OpsStore for S {
             push_page(&mut q, page);
             q.build_query_as().fetch_all(p.reader).await.map_err(db)?
         });
-        Ok(rows.into_iter().map(Source::from).collect())
+        rows.into_iter()
+            .map(|r| self.sealer().open_source(Source::from(r)))
+            .collect()
     }
 
     async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
@@ -555,7 +566,8 @@ impl<S: SqlStore> OpsStore for S {
             .fetch_optional(p.reader)
             .await
             .map_err(db)?);
-        Ok(row.map(Source::from))
+        row.map(|r| self.sealer().open_source(Source::from(r)))
+            .transpose()
     }
 
     async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<bool> {
@@ -804,4 +816,58 @@ impl<S: SqlStore> OpsStore for S {
 enum Bound<'a> {
     Text(&'a str),
     Number(i64),
+}
+
+/// [`crate::store::Catalog::reseal`] for inboxes and sources.
+pub(super) async fn reseal_inboxes_and_sources(store: &impl SqlStore) -> Result<u64> {
+    let sealer = store.sealer();
+    let mut rewritten = 0;
+    let sql = format!("SELECT {INBOX_COLUMNS} FROM inboxes WHERE id > $1 ORDER BY id LIMIT 500");
+    let mut after = String::new();
+    loop {
+        let rows: Vec<InboxRow> = on_db!(store, |p| sqlx::query_as(&p.sql(&sql))
+            .bind(&after)
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        for raw in rows.into_iter().map(Inbox::from) {
+            if !sealer.inbox_is_current(&raw) {
+                let plain = sealer.open_inbox(raw)?;
+                let done = store
+                    .set_inbox_credentials(&plain.id, &plain.token, plain.secret.as_deref())
+                    .await?;
+                rewritten += u64::from(done);
+            }
+        }
+    }
+    let sql = format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE id > $1 ORDER BY id LIMIT 500");
+    let mut after = String::new();
+    loop {
+        let rows: Vec<SourceRow> = on_db!(store, |p| sqlx::query_as(&sql)
+            .bind(&after)
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        for raw in rows.into_iter().map(Source::from) {
+            if !sealer.source_is_current(&raw) {
+                let plain = sealer.open_source(raw)?;
+                let url = sealer.seal_source_url(&plain.id, &plain.url);
+                let done = on_db!(store, |p| sqlx::query(
+                    "UPDATE sources SET url = $1 WHERE id = $2"
+                )
+                .bind(&*url)
+                .bind(&plain.id)
+                .execute(p.writer)
+                .await
+                .map_err(db)?
+                .rows_affected());
+                rewritten += done;
+            }
+        }
+    }
+    Ok(rewritten)
 }
