@@ -108,6 +108,22 @@ async fn every_credential_is_sealed_and_lists_hide_header_values(backend: Backen
     assert_eq!(s, StatusCode::CREATED, "{inbox}");
     let inbox_id = inbox["id"].as_str().unwrap().to_owned();
     let inbox_secret = inbox["secret"].as_str().unwrap().to_owned();
+    let (s, source) = app
+        .post(
+            "/v1/tenants/default/sources",
+            json!({"url": format!(
+                "redis://:source-password-1@127.0.0.1:6379/0?stream=creds-{}",
+                random_key().replace(['/', '+', '='], "")
+            )}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{source}");
+    let source_id = source["id"].as_str().unwrap().to_owned();
+    let source_sql = "SELECT url FROM sources WHERE id = ?";
+    let url = stored(&db, source_sql, &source_id).await[0]
+        .clone()
+        .unwrap();
+    assert!(url.contains("source-password-1"), "{url}");
     let endpoint_sql = if db.starts_with("sqlite:") {
         "SELECT url, headers FROM endpoints WHERE id = ?"
     } else {
@@ -136,6 +152,17 @@ async fn every_credential_is_sealed_and_lists_hide_header_values(backend: Backen
         secret.starts_with("enc1:") && secret != inbox_secret,
         "{secret}"
     );
+    let url = stored(&db, source_sql, &source_id).await[0]
+        .clone()
+        .unwrap();
+    assert!(
+        !url.contains("source-password-1") && url.starts_with("redis://:enc1%3A"),
+        "{url}"
+    );
+    let (_, got) = app
+        .get(&format!("/v1/tenants/default/sources/{source_id}"))
+        .await;
+    assert!(!got.to_string().contains("source-password-1"), "{got}");
 
     // New credentials are sealed as they are written.
     let fresh = app
