@@ -202,16 +202,11 @@ pub async fn delete_inbox(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.tenant(&state, &tenant).await?;
-    let existed = state.store.delete_inbox(&tenant, &id).await?;
-    super::deleted(
-        &state,
-        &actor,
-        &tenant,
-        existed,
-        ("inbox", "inbox.deleted"),
-        &id,
-    )
-    .await
+    state
+        .service()
+        .delete_inbox(&super::caller(&principal, &actor), &tenant, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// What an inbox received, newest first.

@@ -452,47 +452,6 @@ impl FromRequestParts<AppState> for Actor {
     }
 }
 
-/// Appends to the audit trail after a change has been made. A failure to record is logged
-/// (the change stands).
-pub(crate) async fn audit(
-    state: &AppState,
-    actor: &Actor,
-    tenant: Option<&str>,
-    action: &str,
-    target: Option<&str>,
-    changes: serde_json::Value,
-) {
-    let caller = crate::service::Caller {
-        actor: &actor.0,
-        admin: false,
-    };
-    state
-        .service()
-        .audit(&caller, tenant, action, target, changes)
-        .await;
-}
-
-/// The answer to a delete: `204`, recorded in the audit trail as `action` on `id`, when
-/// there was something to delete; `404` naming `what` when there was not.
-pub(crate) async fn deleted(
-    state: &AppState,
-    actor: &Actor,
-    tenant: &str,
-    existed: bool,
-    what_action: (&'static str, &str),
-    id: &str,
-) -> Result<StatusCode, ApiError> {
-    let caller = crate::service::Caller {
-        actor: &actor.0,
-        admin: false,
-    };
-    state
-        .service()
-        .deleted(&caller, tenant, existed, what_action, id)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// Who holds the token whose SHA-256 is `hash`: the configured admin token, or a stored
 /// admin or tenant token, with the [`Actor`] the audit trail names. `None` when no token
 /// has that hash.

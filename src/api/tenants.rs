@@ -6,18 +6,12 @@ use axum::{
     routing::{delete, get, post},
     Router,
 };
-use base64::Engine;
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{hash_token, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
-use crate::{
-    domain::{self, new_id, prefix, EventType, Tenant, DEFAULT_TENANT},
-    ingest::{compile_schema, validate_type_name},
-    store::TokenRecord,
-};
-use serde_json::json;
+use super::{caller, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use crate::domain::{EventType, Tenant};
+pub use crate::service::tenants::{generate_token, CreateEventType, CreateTenant, CreatedToken};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,28 +31,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateTenant {
-    /// Lowercase letters, digits, `_` and `-`, 1 to 64 characters; generated when absent.
-    pub id: Option<String>,
-    pub name: String,
-}
-
-fn validate_tenant_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "tenant id must be 1 to 64 lowercase letters, digits, '_' or '-'",
-        ))
-    }
-}
-
 /// Create a tenant (admin).
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     responses((status = 201, body = Tenant), (status = 400, body = super::ErrorBody),
@@ -70,30 +42,10 @@ pub async fn create_tenant(
     actor: Actor,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<Tenant>), ApiError> {
-    principal.require_admin()?;
-    let id = body
-        .id
-        .unwrap_or_else(|| new_id(prefix::TENANT).to_lowercase());
-    validate_tenant_id(&id)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 256 {
-        return Err(ApiError::invalid("name must be 1 to 256 characters"));
-    }
-    let tenant = Tenant {
-        id,
-        name: name.to_owned(),
-        created_at: domain::now(),
-    };
-    state.store.create_tenant(&tenant).await?;
-    super::audit(
-        &state,
-        &actor,
-        Some(&tenant.id),
-        "tenant.created",
-        Some(&tenant.id),
-        json!({ "name": tenant.name }),
-    )
-    .await;
+    let tenant = state
+        .service()
+        .create_tenant(&caller(&principal, &actor), body)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(tenant)))
 }
 
@@ -142,39 +94,11 @@ pub async fn delete_tenant(
     actor: Actor,
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    principal.require_admin()?;
-    if tenant == DEFAULT_TENANT {
-        return Err(ApiError::conflict("the default tenant cannot be deleted"));
-    }
-    let existed = state.store.delete_tenant(&tenant).await?;
-    super::deleted(
-        &state,
-        &actor,
-        &tenant,
-        existed,
-        ("tenant", "tenant.deleted"),
-        &tenant,
-    )
-    .await
-}
-
-/// A new tenant-scoped token: the only time the token itself is shown.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedToken {
-    pub id: String,
-    pub tenant_id: String,
-    /// Use as `Authorization: Bearer <token>`. Stored only as a hash: keep it now.
-    pub token: String,
-}
-
-/// A random bearer token with a readable prefix.
-pub fn generate_token(kind: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "hr{kind}_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    state
+        .service()
+        .delete_tenant(&caller(&principal, &actor), &tenant)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create a tenant-scoped token (admin). The token is shown once.
@@ -188,43 +112,11 @@ pub async fn create_token(
     actor: Actor,
     Path(tenant): Path<String>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
-    principal.require_admin()?;
-    principal.tenant(&state, &tenant).await?;
-    let token = generate_token("t");
-    let record = TokenRecord {
-        id: new_id(prefix::TOKEN),
-        tenant_id: Some(tenant.clone()),
-        hash: hex::encode(hash_token(&token)),
-        created_at: domain::now(),
-    };
-    state.store.create_token(&record).await?;
-    super::audit(
-        &state,
-        &actor,
-        Some(&tenant),
-        "token.created",
-        Some(&record.id),
-        json!({}),
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(CreatedToken {
-            id: record.id,
-            tenant_id: tenant,
-            token,
-        }),
-    ))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateEventType {
-    /// Dot-separated name, e.g. `user.joined_community`.
-    pub name: String,
-    pub description: Option<String>,
-    /// JSON Schema that the `data` of events of this type must match.
-    #[schema(value_type = Option<Object>)]
-    pub schema: Option<serde_json::Value>,
+    let created = state
+        .service()
+        .create_token(&caller(&principal, &actor), &tenant)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// Register an event type (admin).
@@ -238,33 +130,10 @@ pub async fn create_event_type(
     actor: Actor,
     Json(body): Json<CreateEventType>,
 ) -> Result<(StatusCode, axum::Json<EventType>), ApiError> {
-    principal.require_admin()?;
-    validate_type_name(&body.name).map_err(ApiError::invalid)?;
-    if body.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid(
-            "description is longer than 1024 characters",
-        ));
-    }
-    let schema = body.schema.filter(|s| !s.is_null());
-    if let Some(schema) = &schema {
-        compile_schema(schema).map_err(|e| ApiError::invalid(format!("invalid schema: {e}")))?;
-    }
-    let et = EventType {
-        name: body.name,
-        description: body.description,
-        schema,
-        created_at: domain::now(),
-    };
-    state.store.create_event_type(&et).await?;
-    super::audit(
-        &state,
-        &actor,
-        None,
-        "event_type.created",
-        Some(&et.name),
-        json!({ "description": et.description, "schema": et.schema }),
-    )
-    .await;
+    let et = state
+        .service()
+        .create_event_type(&caller(&principal, &actor), body)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(et)))
 }
 
@@ -330,16 +199,9 @@ pub async fn revoke_token(
     actor: Actor,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    principal.require_admin()?;
-    principal.tenant(&state, &tenant).await?;
-    let existed = state.store.delete_token(&tenant, &id).await?;
-    super::deleted(
-        &state,
-        &actor,
-        &tenant,
-        existed,
-        ("token", "token.revoked"),
-        &id,
-    )
-    .await
+    state
+        .service()
+        .revoke_token(&caller(&principal, &actor), &tenant, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

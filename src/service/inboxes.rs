@@ -58,4 +58,11 @@ impl Service<'_> {
         .await;
         Ok(inbox)
     }
+
+    /// Deletes an inbox of `tenant` and what it received.
+    pub async fn delete_inbox(&self, caller: &Caller<'_>, tenant: &str, id: &str) -> Result<()> {
+        let existed = self.store.delete_inbox(tenant, id).await?;
+        self.deleted(caller, tenant, existed, ("inbox", "inbox.deleted"), id)
+            .await
+    }
 }

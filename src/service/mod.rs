@@ -18,6 +18,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod inboxes;
 pub mod sources;
+pub mod tenants;
 
 /// What the services work with: the store, the network policy for destination URLs, the
 /// dispatchers' waker and the settings the rules read.
@@ -50,6 +51,19 @@ pub struct Rules {
 pub struct Caller<'a> {
     pub actor: &'a str,
     pub admin: bool,
+}
+
+impl Caller<'_> {
+    /// `Forbidden` unless the caller holds the admin token.
+    pub fn require_admin(&self) -> Result<()> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "this operation needs the admin token".into(),
+            ))
+        }
+    }
 }
 
 /// Why a service refused or failed.

@@ -27,16 +27,6 @@ pub struct CreateSource {
     pub description: Option<String>,
 }
 
-fn require_admin(caller: &Caller<'_>) -> Result<()> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(
-            "this operation needs the admin token".into(),
-        ))
-    }
-}
-
 impl Service<'_> {
     /// Creates a source of `tenant` (the caller has checked access to it); the running
     /// sources are told.
@@ -46,7 +36,7 @@ impl Service<'_> {
         tenant: &str,
         req: CreateSource,
     ) -> Result<Source> {
-        require_admin(caller)?;
+        caller.require_admin()?;
         SourceUrl::parse(&req.url).map_err(Error::invalid)?;
         if crate::secrets::url_password_looks_sealed(&req.url) {
             return Err(Error::invalid(
@@ -98,7 +88,7 @@ impl Service<'_> {
     /// Deletes a source of `tenant` (the caller has checked access to it); the running
     /// sources are told.
     pub async fn delete_source(&self, caller: &Caller<'_>, tenant: &str, id: &str) -> Result<()> {
-        require_admin(caller)?;
+        caller.require_admin()?;
         let existed = self.store.delete_source(tenant, id).await?;
         if existed {
             self.sources_changed.notify_one();
