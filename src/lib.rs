@@ -220,7 +220,21 @@ impl App {
                 default_max_attempts: self.state.config.retry.max_attempts,
                 ops: Some(self.state.ops.clone()),
             };
-            tokio::spawn(evaluator.run(stop_rx.clone()));
+            let state = self.state.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state
+                    .service()
+                    .install_alert_sinks(&state.config.alerts)
+                    .await
+                {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot set up the alert sinks; alerts are kept but not sent"
+                    );
+                }
+                evaluator.run(stop).await;
+            });
             let supervisor = sources::Supervisor {
                 intake: Arc::new(sources::Intake {
                     store: self.state.store.clone(),

@@ -17,7 +17,7 @@
 //! If every dispatcher is down, alerts wait in the store like any delivery and go out when
 //! one is back: watch `/v1/health` or `/metrics` from outside for that case.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -30,7 +30,7 @@ use crate::{
     domain::{self, Endpoint, EventType, Tenant},
     ingest::{self, NewEvent, SchemaCache},
     signing,
-    store::{ops::AlertRecord, Page, Store, StoreError},
+    store::{ops::AlertRecord, Store, StoreError},
     wake::Waker,
 };
 
@@ -87,7 +87,8 @@ pub fn sink_endpoint_id(url: &str, format: AlertFormat) -> String {
     format!("{prefix}{}", &hash[..24])
 }
 
-fn is_managed_sink(id: &str) -> bool {
+/// Whether an endpoint id is one of a managed sink's.
+pub fn is_managed_sink(id: &str) -> bool {
     id.starts_with(JSON_SINK_PREFIX) || id.starts_with(SLACK_SINK_PREFIX)
 }
 
@@ -156,85 +157,44 @@ fn sink_routing(
         .unwrap_or_default()
 }
 
-/// Makes the system tenant, the alert event types and one endpoint per configured sink
-/// exist, and removes managed sink endpoints that are no longer configured. Safe to run
-/// from several processes at once.
-pub async fn install_sinks(store: &dyn Store, config: &AlertConfig) -> Result<(), StoreError> {
-    let now = domain::now();
-    if config.sinks.is_empty() {
-        if store.get_tenant(SYSTEM_TENANT).await?.is_none() {
-            return Ok(());
-        }
-    } else {
-        ignore_conflict(
-            store
-                .create_tenant(&Tenant {
-                    id: SYSTEM_TENANT.into(),
-                    name: "hookrelay alerts".into(),
-                    created_at: now,
-                })
-                .await,
-        )?;
-        for (name, what) in [(FIRED, "fired"), (RESOLVED, "resolved")] {
-            ignore_conflict(
-                store
-                    .create_event_type(&EventType {
-                        name: name.into(),
-                        description: Some(format!("A hookrelay alert {what} (see /v1/health).")),
-                        schema: None,
-                        created_at: now,
-                    })
-                    .await,
-            )?;
-        }
+/// The tenant that owns the sink endpoints.
+pub fn system_tenant() -> Tenant {
+    Tenant {
+        id: SYSTEM_TENANT.into(),
+        name: "hookrelay alerts".into(),
+        created_at: domain::now(),
     }
-    let wanted: Vec<(String, &url::Url)> = config
-        .sinks
-        .iter()
-        .map(|u| (sink_endpoint_id(u.as_str(), config.format), u))
-        .collect();
-    for (id, url) in &wanted {
-        if store.get_endpoint(SYSTEM_TENANT, id).await?.is_some() {
-            continue;
-        }
-        let (target, critical_only) = sink_target(url);
-        let endpoint = Endpoint {
-            id: id.clone(),
-            description: Some("alert sink (managed by --alert-sink)".into()),
-            event_types: vec!["hookrelay.alert.*".into()],
-            routing: sink_routing(config.format, critical_only),
-            ..Endpoint::new(SYSTEM_TENANT, &target, signing::generate_secret())
-        };
-        if let Err(e) = store.create_endpoint(&endpoint, u32::MAX).await {
-            // Another process may have created it meanwhile.
-            if store.get_endpoint(SYSTEM_TENANT, id).await?.is_none() {
-                return Err(e);
-            }
-        }
-    }
-    let keep: HashSet<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
-    let existing = store
-        .list_endpoints(
-            SYSTEM_TENANT,
-            &Page {
-                after_id: None,
-                limit: 250,
-            },
-        )
-        .await?;
-    for ep in existing {
-        if is_managed_sink(&ep.id) && !keep.contains(ep.id.as_str()) {
-            store.delete_endpoint(SYSTEM_TENANT, &ep.id).await?;
-        }
-    }
-    Ok(())
 }
 
-fn ignore_conflict(r: Result<(), StoreError>) -> Result<(), StoreError> {
-    match r {
-        Err(StoreError::Conflict(_)) => Ok(()),
-        other => other,
-    }
+/// The event types alerts are announced as.
+pub fn alert_event_types() -> Vec<EventType> {
+    [(FIRED, "fired"), (RESOLVED, "resolved")]
+        .into_iter()
+        .map(|(name, what)| EventType {
+            name: name.into(),
+            description: Some(format!("A hookrelay alert {what} (see /v1/health).")),
+            schema: None,
+            created_at: domain::now(),
+        })
+        .collect()
+}
+
+/// The managed endpoints the configured sinks want, by id.
+pub fn sink_endpoints(config: &AlertConfig) -> Vec<Endpoint> {
+    config
+        .sinks
+        .iter()
+        .map(|url| {
+            let (target, critical_only) = sink_target(url);
+            Endpoint {
+                id: sink_endpoint_id(url.as_str(), config.format),
+                description: Some("alert sink (managed by --alert-sink)".into()),
+                event_types: vec!["hookrelay.alert.*".into()],
+                routing: sink_routing(config.format, critical_only),
+                ..Endpoint::new(SYSTEM_TENANT, &target, signing::generate_secret())
+            }
+        })
+        .collect()
 }
 
 /// Checks the rules and announces what changed, every `config.interval`, until `stop`.
@@ -247,10 +207,9 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
+    /// Runs until `stop`. The sinks are installed beforehand
+    /// (`Service::install_alert_sinks`).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        if let Err(e) = install_sinks(self.store.as_ref(), &self.config).await {
-            warn!(error = %e, "cannot set up the alert sinks; alerts are kept but not sent");
-        }
         let schemas = Arc::new(SchemaCache::default());
         while !*stop.borrow() {
             if let Err(e) = self.evaluate(&schemas).await {

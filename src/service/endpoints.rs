@@ -421,7 +421,7 @@ fn validate_limits(rate_limit: Option<u32>, max_attempts: Option<u32>) -> Result
     Ok(())
 }
 
-async fn check_url(svc: &Service<'_>, url: &str) -> Result<()> {
+pub(super) async fn check_url(svc: &Service<'_>, url: &str) -> Result<()> {
     if crate::secrets::url_password_looks_sealed(url) {
         return Err(Error::code(
             "invalid_url",
@@ -460,7 +460,7 @@ pub struct RotateSecret {
 
 /// An endpoint as the audit trail records it: what lists show (no secret, header values
 /// and the URL's password masked), without the fields that change by themselves.
-fn audit_view(ep: &Endpoint) -> serde_json::Value {
+pub(super) fn audit_view(ep: &Endpoint) -> serde_json::Value {
     let mut view = serde_json::to_value(EndpointOut::new(ep.clone(), false)).unwrap_or_default();
     if let Some(fields) = view.as_object_mut() {
         for volatile in [

@@ -14,6 +14,7 @@ use crate::{
     wake::Waker,
 };
 
+pub mod alerts;
 pub mod deliveries;
 pub mod endpoints;
 pub mod inboxes;

@@ -445,6 +445,14 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
     // pending: four deliveries due in an hour; resolved when their endpoint goes.
     let (ep, _parked) = hold_four_deliveries(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "pending", "global").await;
+    // The sink's endpoint was made under the endpoint rules, and audited as the system's.
+    let (s, audit) = app
+        .get("/v1/tenants/hookrelay/audit?action=endpoint.created")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "system", "{audit}");
     let (s, _) = send(app.req(
         reqwest::Method::DELETE,
         &format!(
