@@ -19,10 +19,10 @@ use super::{
 };
 
 /// A parsed `amqp://` URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AmqpConfig {
     /// The URI handed to the client: the URL without hookrelay's options.
-    connection: String,
+    connection: crate::destinations::options::ConnectionUrl,
     pub exchange: String,
     pub routing_key: String,
 }
@@ -34,17 +34,6 @@ const CLIENT_OPTIONS: &[&str] = &[
     "channel_max",
     "frame_max",
 ];
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for AmqpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpConfig")
-            .field("connection", &crate::secrets::redact_url(&self.connection))
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .finish()
-    }
-}
 
 impl AmqpConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -58,7 +47,7 @@ impl AmqpConfig {
             return Err("amqp exchange and routing_key are at most 255 bytes".into());
         }
         Ok(Self {
-            connection,
+            connection: crate::destinations::options::ConnectionUrl(connection),
             exchange,
             routing_key,
         })
@@ -68,7 +57,7 @@ impl AmqpConfig {
 /// Splits an `amqp://` URL into the URI handed to the client (the client's own options
 /// kept) and hookrelay's options among `known`; checks both.
 pub(crate) fn connection_uri(raw: &str, known: &[&str]) -> Result<(String, Options), String> {
-    let mut url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+    let mut url = crate::destinations::options::broker_url(raw)?;
     url.host_str()
         .filter(|h| !h.is_empty())
         .ok_or("amqp:// url has no host; the form is amqp://USER:PASS@HOST:PORT/VHOST?…")?;

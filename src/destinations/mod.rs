@@ -329,7 +329,7 @@ pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<(), 
     }
     match Scheme::of(raw) {
         Some(Scheme::Http) => {
-            let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+            let url = crate::destinations::options::broker_url(raw)?;
             let host = url
                 .host_str()
                 .filter(|h| !h.is_empty())
@@ -346,7 +346,7 @@ pub async fn validate_url(raw: &str, policy: &net::NetworkPolicy) -> Result<(), 
             .map(|_| ())
             .map_err(|e| options::scrub(e, raw)),
         None => {
-            let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+            let url = crate::destinations::options::broker_url(raw)?;
             Err(format!(
                 "url scheme {:?} is not supported; supported schemes: {}",
                 url.scheme(),

@@ -24,41 +24,25 @@ use rumqttc::v5::{
 use tokio::sync::oneshot;
 
 use super::{
-    options::{credentials, decode, Options},
+    options::{broker_url, credentials, decode, host, Options, Password},
     router::{acked, permanent, retryable, BrokerSettings, Pool},
     Ack, Message, SendError,
 };
 
 /// A parsed `mqtt://` URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MqttConfig {
     host: String,
     port: u16,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Password>,
     pub topic: String,
-}
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("topic", &self.topic)
-            .finish()
-    }
 }
 
 impl MqttConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("mqtt:// url has no host; the form is mqtt://HOST:PORT/TOPIC")?
+        let url = broker_url(raw)?;
+        let host = host(&url, "mqtt:// url", "mqtt://HOST:PORT/TOPIC")?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
@@ -94,7 +78,7 @@ impl MqttConfig {
             self.host,
             self.port,
             self.user.as_deref().unwrap_or(""),
-            self.password.as_deref().unwrap_or("")
+            self.password.as_ref().map_or("", Password::expose)
         )
     }
 }
@@ -157,7 +141,10 @@ impl Mqtt {
             .set_request_channel_capacity(QUEUE)
             .set_connection_timeout(self.settings.connect_timeout.as_secs().max(1));
         if let Some(user) = &config.user {
-            options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+            options.set_credentials(
+                user.clone(),
+                config.password.as_ref().map_or("", Password::expose),
+            );
         }
         let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
         // Connect before handing the connection out, so that a broker that is down fails

@@ -7,40 +7,26 @@
 use std::time::Duration;
 
 use super::{
-    options::{credentials, decode, Options},
+    options::{credentials, decode, Options, Password},
     router::{acked, permanent, retryable, within, BrokerSettings, Pool},
     Ack, Message, SendError,
 };
 
 /// A parsed `nats://` URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct NatsConfig {
     /// `nats://HOST:PORT`: the server, without credentials.
     server: String,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Password>,
     pub subject: String,
-}
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsConfig")
-            .field("server", &self.server)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("subject", &self.subject)
-            .finish()
-    }
 }
 
 impl NatsConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("nats:// url has no host; the form is nats://HOST:PORT/SUBJECT")?;
+        let url = crate::destinations::options::broker_url(raw)?;
+        let host =
+            crate::destinations::options::host(&url, "nats:// url", "nats://HOST:PORT/SUBJECT")?;
         Options::parse("nats", url.query(), &[])?;
         let subject = decode(url.path().trim_start_matches('/'));
         validate_subject(&subject)?;
@@ -58,7 +44,7 @@ impl NatsConfig {
             "{}|{}|{}",
             self.server,
             self.user.as_deref().unwrap_or(""),
-            self.password.as_deref().unwrap_or("")
+            self.password.as_ref().map_or("", Password::expose)
         )
     }
 }
@@ -113,7 +99,7 @@ impl Nats {
                     .request_timeout(Some(timeout))
                     .name("hookrelay");
                 if let (Some(u), Some(p)) = (&config.user, &config.password) {
-                    options = options.user_and_password(u.clone(), p.clone());
+                    options = options.user_and_password(u.clone(), p.expose().to_owned());
                 } else if let Some(token) = &config.user {
                     options = options.token(token.clone());
                 }

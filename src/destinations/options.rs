@@ -131,11 +131,62 @@ impl KeySpec {
 }
 
 /// The percent-decoded user name and password of a URL, if any.
-pub fn credentials(url: &url::Url) -> (Option<String>, Option<String>) {
-    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+pub fn credentials(url: &url::Url) -> (Option<String>, Option<Password>) {
     let user = (!url.username().is_empty()).then(|| decode(url.username()));
-    let pass = url.password().map(decode);
+    let pass = url.password().map(|p| Password(decode(p)));
     (user, pass)
+}
+
+/// A broker's password: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A broker's connection URL, which may hold a password: `Debug` shows it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionUrl(pub String);
+
+impl std::ops::Deref for ConnectionUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for ConnectionUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::secrets::redact_url(&self.0))
+    }
+}
+
+/// Parses a broker URL (`kind://…`).
+pub fn broker_url(raw: &str) -> Result<url::Url, String> {
+    url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))
+}
+
+/// The URL's host, or an error that shows the URL's `form` (`what` names it, e.g.
+/// `nats:// source url`).
+pub fn host<'a>(url: &'a url::Url, what: &str, form: &str) -> Result<&'a str, String> {
+    url.host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{what} has no host; the form is {form}"))
 }
 
 /// Percent-decodes a URL component.

@@ -37,7 +37,7 @@ pub struct PubsubConfig {
 
 impl PubsubConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+        let url = crate::destinations::options::broker_url(raw)?;
         let project = url
             .host_str()
             .filter(|h| !h.is_empty())

@@ -14,29 +14,18 @@ use super::{
 pub const BODY_FIELD: &str = "body";
 
 /// A parsed `redis://` URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisConfig {
     /// The connection URL, without hookrelay's options.
-    connection: String,
+    connection: crate::destinations::options::ConnectionUrl,
     pub stream: String,
     /// Approximate most entries kept (`MAXLEN ~ N`).
     pub maxlen: Option<u64>,
 }
 
-/// Debug output never shows the password.
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("connection", &crate::secrets::redact_url(&self.connection))
-            .field("stream", &self.stream)
-            .field("maxlen", &self.maxlen)
-            .finish()
-    }
-}
-
 impl RedisConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+        let url = crate::destinations::options::broker_url(raw)?;
         let connection = connection_url(&url)?;
         let options = Options::parse("redis", url.query(), &["stream", "maxlen"])?;
         let stream = options
@@ -45,7 +34,7 @@ impl RedisConfig {
             .to_owned();
         let maxlen = options.number("maxlen", 1..=u64::from(u32::MAX))?;
         Ok(Self {
-            connection,
+            connection: crate::destinations::options::ConnectionUrl(connection),
             stream,
             maxlen,
         })
@@ -55,10 +44,11 @@ impl RedisConfig {
 /// The connection part of a `redis://` URL (host, port, database, credentials), without
 /// hookrelay's options; checked by the client so that connecting cannot fail on it.
 pub(crate) fn connection_url(url: &url::Url) -> Result<String, String> {
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("redis:// url has no host; the form is redis://HOST:PORT/DB?stream=NAME")?;
+    let host = crate::destinations::options::host(
+        url,
+        "redis:// url",
+        "redis://HOST:PORT/DB?stream=NAME",
+    )?;
     let db = url.path().trim_start_matches('/');
     if !db.is_empty() && db.parse::<u16>().is_err() {
         return Err(format!(
@@ -121,7 +111,7 @@ impl Redis {
         let mut conn = self
             .pool
             .get(&config.connection, || async {
-                let client = redis::Client::open(config.connection.as_str())
+                let client = redis::Client::open(&*config.connection)
                     .map_err(|e| permanent(format!("invalid redis url: {e}")))?;
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))

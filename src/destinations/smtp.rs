@@ -21,7 +21,7 @@ use lettre::{
 };
 
 use super::{
-    options::{credentials, Options},
+    options::{broker_url, credentials, host, Options, Password},
     router::{acked, permanent, retryable, BrokerSettings},
     Ack, Message, SendError,
 };
@@ -40,32 +40,16 @@ enum Security {
 }
 
 /// A parsed `smtp://` URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SmtpConfig {
     host: String,
     port: u16,
-    security: Security,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Password>,
     from: Mailbox,
     to: Vec<Mailbox>,
     /// The TLS setup, made once when the URL is parsed (with `ca_file`'s certificates).
     tls: Tls,
-}
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("from", &self.from.to_string())
-            .field("to", &self.to.len())
-            .finish()
-    }
 }
 
 fn mailbox(option: &str, value: &str) -> Result<Mailbox, String> {
@@ -76,11 +60,8 @@ fn mailbox(option: &str, value: &str) -> Result<Mailbox, String> {
 
 impl SmtpConfig {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("smtp:// url has no host; the form is smtp://HOST:PORT?from=…&to=…")?
+        let url = broker_url(raw)?;
+        let host = host(&url, "smtp:// url", "smtp://HOST:PORT?from=…&to=…")?
             .trim_matches(['[', ']'])
             .to_owned();
         if !matches!(url.path(), "" | "/") {
@@ -147,7 +128,6 @@ impl SmtpConfig {
         Ok(Self {
             host,
             port,
-            security,
             user,
             password,
             from,
@@ -162,7 +142,8 @@ impl SmtpConfig {
             .timeout(Some(settings.timeout))
             .tls(self.tls.clone());
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         builder.build()
     }
@@ -274,13 +255,12 @@ mod tests {
             "smtp://alerts:s3cret@mail.example.com?from=hookrelay%40example.com&to=ops%40example.com,oncall%40example.com",
         )
         .unwrap();
-        assert_eq!(
-            (c.port, c.security, c.to.len()),
-            (587, Security::StartTls, 2)
-        );
+        assert_eq!((c.port, c.to.len()), (587, 2));
+        assert!(matches!(c.tls, Tls::Required(_)));
         assert!(!format!("{c:?}").contains("s3cret"));
         let c = SmtpConfig::parse("smtp://m:2525?from=a@b.c&to=d@e.f&tls=tls").unwrap();
-        assert_eq!((c.port, c.security), (2525, Security::Tls));
+        assert_eq!(c.port, 2525);
+        assert!(matches!(c.tls, Tls::Wrapper(_)));
         for (bad, says) in [
             ("smtp://m?to=d@e.f", "from="),
             ("smtp://m?from=a@b.c", "to="),

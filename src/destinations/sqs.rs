@@ -73,7 +73,7 @@ impl SqsConfig {
     /// Parses an `sqs://` URL that may also carry the options `extra`, returned for the
     /// caller to read (a source's own options).
     pub(crate) fn parse_with(raw: &str, extra: &[&str]) -> Result<(Self, Options), String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+        let url = crate::destinations::options::broker_url(raw)?;
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())

@@ -25,24 +25,13 @@ use super::{Consumer, Message, BACKLOG_EVERY};
 use crate::destinations::amqp::connection_uri;
 
 /// A parsed RabbitMQ source URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AmqpSource {
-    connection: String,
+    connection: crate::destinations::options::ConnectionUrl,
     pub queue: String,
     /// Messages RabbitMQ hands this process before it acknowledges (and at most taken, and
     /// committed, together).
     pub prefetch: u16,
-}
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for AmqpSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpSource")
-            .field("connection", &crate::secrets::redact_url(&self.connection))
-            .field("queue", &self.queue)
-            .field("prefetch", &self.prefetch)
-            .finish()
-    }
 }
 
 impl AmqpSource {
@@ -57,7 +46,7 @@ impl AmqpSource {
         }
         let prefetch = options.number("prefetch", 1..=1000)?.unwrap_or(500);
         Ok(Self {
-            connection,
+            connection: crate::destinations::options::ConnectionUrl(connection),
             queue,
             // At most 1,000: a checked range.
             prefetch: u16::try_from(prefetch).unwrap_or(500),

@@ -19,17 +19,17 @@ use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 
 use super::{Consumer, Message, BACKLOG_EVERY};
-use crate::destinations::options::{credentials, decode, Options};
+use crate::destinations::options::{broker_url, credentials, decode, host, Options, Password};
 
 /// How long to wait before a message the store could not take comes back.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A parsed NATS JetStream source URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct NatsSource {
     /// `nats://HOST:PORT`: the server, without credentials.
     server: String,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Password>,
     pub stream: String,
     pub consumer: String,
     /// Only messages of subjects matching this filter (default: the whole stream).
@@ -39,18 +39,6 @@ pub struct NatsSource {
     pub start_at_beginning: bool,
     pub ack_wait: Duration,
     pub batch: usize,
-}
-
-/// Debug output never shows the password.
-impl std::fmt::Debug for NatsSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsSource")
-            .field("server", &self.server)
-            .field("user", &self.user)
-            .field("stream", &self.stream)
-            .field("consumer", &self.consumer)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A stream or consumer name as NATS allows it.
@@ -70,11 +58,8 @@ fn valid_name(what: &str, name: &str) -> Result<(), String> {
 
 impl NatsSource {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("nats:// source url has no host; the form is nats://HOST:PORT/STREAM")?;
+        let url = broker_url(raw)?;
+        let host = host(&url, "nats:// source url", "nats://HOST:PORT/STREAM")?;
         let stream = decode(url.path().trim_start_matches('/'));
         if stream.is_empty() {
             return Err(
@@ -126,7 +111,7 @@ impl super::Session for NatsSource {
             .request_timeout(Some(Duration::from_secs(10)))
             .name("hookrelay-source");
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
-            options = options.user_and_password(u.clone(), p.clone());
+            options = options.user_and_password(u.clone(), p.expose().to_owned());
         } else if let Some(token) = &self.user {
             options = options.token(token.clone());
         }

@@ -40,9 +40,9 @@ const BLOCK: Duration = Duration::from_secs(1);
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 
 /// A parsed Redis Streams source URL.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisSource {
-    connection: String,
+    connection: crate::destinations::options::ConnectionUrl,
     pub stream: String,
     pub group: String,
     /// Where a group created by hookrelay starts: only entries added from now on (`new`,
@@ -52,20 +52,9 @@ pub struct RedisSource {
     pub batch: usize,
 }
 
-/// Debug output never shows the password.
-impl std::fmt::Debug for RedisSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSource")
-            .field("connection", &crate::secrets::redact_url(&self.connection))
-            .field("stream", &self.stream)
-            .field("group", &self.group)
-            .finish_non_exhaustive()
-    }
-}
-
 impl RedisSource {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("url is not a valid URL: {e}"))?;
+        let url = crate::destinations::options::broker_url(raw)?;
         let connection = crate::destinations::redis::connection_url(&url)?;
         let options = Options::parse(
             "redis",
@@ -88,7 +77,7 @@ impl RedisSource {
             .unwrap_or(30_000);
         let batch = options.number("batch", 1..=1000)?.unwrap_or(500);
         Ok(Self {
-            connection,
+            connection: crate::destinations::options::ConnectionUrl(connection),
             stream,
             group,
             start_at_beginning,
@@ -103,7 +92,7 @@ impl super::Session for RedisSource {
     /// One connection's life: returns `Ok` when the process stops, `Err` on any failure
     /// (the caller waits and starts again; unacknowledged entries are read again).
     async fn session(&self, c: &mut Consumer) -> Result<(), String> {
-        let client = redis::Client::open(self.connection.as_str())
+        let client = redis::Client::open(&*self.connection)
             .map_err(|e| format!("invalid redis url: {e}"))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
