@@ -232,6 +232,17 @@ pub fn scrub(text: String, url: &str) -> String {
     text
 }
 
+/// Asserts that `parse` refuses each `(input, why)` with an error that contains `why`.
+#[cfg(test)]
+pub(crate) fn refuses<T>(parse: impl Fn(&str) -> Result<T, String>, cases: &[(&str, &str)]) {
+    for (bad, why) in cases {
+        match parse(bad) {
+            Ok(_) => panic!("{bad} was accepted"),
+            Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -399,23 +399,23 @@ mod tests {
         let c = SqsConfig::parse("sqs://q?endpoint=http%3A%2F%2F127.0.0.1%3A4566&region=us-east-1")
             .unwrap();
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
-        for (bad, why) in [
-            ("sqs://", "needs a queue"),
-            ("sqs://bad%20name", "invalid"),
-            ("sqs://q?message_group_id=g", "FIFO"),
-            ("sqs://q?endpoint=ftp://x", "http(s)"),
-            ("sqs://q?region=eu_west", "region"),
-            ("sqs://q?regoin=x", "unknown option"),
-            ("sqs://q/extra", "percent-encoded"),
-            (
-                "sqs://sqs.us-east-1.amazonaws.com/123/q/more",
-                "/ACCOUNT/QUEUE",
-            ),
-            ("sqs://sqs.us-east-1.amazonaws.com/12-3/q", "/ACCOUNT/QUEUE"),
-            ("sqs://u:p@q", "credentials"),
-        ] {
-            let e = SqsConfig::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
+        crate::destinations::options::refuses(
+            SqsConfig::parse,
+            &[
+                ("sqs://", "needs a queue"),
+                ("sqs://bad%20name", "invalid"),
+                ("sqs://q?message_group_id=g", "FIFO"),
+                ("sqs://q?endpoint=ftp://x", "http(s)"),
+                ("sqs://q?region=eu_west", "region"),
+                ("sqs://q?regoin=x", "unknown option"),
+                ("sqs://q/extra", "percent-encoded"),
+                (
+                    "sqs://sqs.us-east-1.amazonaws.com/123/q/more",
+                    "/ACCOUNT/QUEUE",
+                ),
+                ("sqs://sqs.us-east-1.amazonaws.com/12-3/q", "/ACCOUNT/QUEUE"),
+                ("sqs://u:p@q", "credentials"),
+            ],
+        );
     }
 }
