@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use sqlx::{Database, Pool, Postgres, QueryBuilder, Sqlite};
+use sqlx::{postgres::PgRow, sqlite::SqliteRow, Database, Pool, Postgres, QueryBuilder, Sqlite};
 
 use super::{Page, Result, StoreError};
 
@@ -244,6 +244,70 @@ pub(super) async fn delete_owned(
         .map_err(db)?
         .rows_affected());
     Ok(done > 0)
+}
+
+/// A row type both databases can read.
+pub(super) trait AnyRow:
+    Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow>
+{
+}
+
+impl<R> AnyRow for R where
+    R: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow>
+{
+}
+
+/// `SELECT columns FROM table WHERE k1 = $1 AND …` for `keys` (`(column, value)`): the one
+/// row, or `None` (also when a key holds NUL, which names nothing stored).
+pub(super) async fn fetch_row<R: AnyRow>(
+    store: &(impl SqlStore + ?Sized),
+    columns: &str,
+    table: &str,
+    keys: &[(&str, &str)],
+) -> Result<Option<R>> {
+    if keys.iter().any(|(_, v)| v.contains('\0')) {
+        return Ok(None);
+    }
+    let matching: Vec<String> = (1..)
+        .zip(keys)
+        .map(|(n, (column, _))| format!("{column} = ${n}"))
+        .collect();
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE {}",
+        matching.join(" AND ")
+    );
+    on_db!(store, |p| {
+        let text = p.sql(&sql);
+        let mut q = sqlx::query_as(&text);
+        for (_, value) in keys {
+            q = q.bind(*value);
+        }
+        q.fetch_optional(p.reader).await.map_err(db)
+    })
+}
+
+/// A page of `SELECT columns FROM table` whose `key` column (when given) equals its value:
+/// ids below the cursor, newest first (nothing when a key holds NUL).
+pub(super) async fn fetch_page<R: AnyRow>(
+    store: &(impl SqlStore + ?Sized),
+    columns: &str,
+    table: &str,
+    key: Option<(&str, &str)>,
+    page: &Page,
+) -> Result<Vec<R>> {
+    if has_nul(&[key.map_or("", |(_, v)| v), page_key(page)]) {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {columns} FROM {table} WHERE true");
+    on_db!(store, |p| {
+        let mut q = QueryBuilder::new(p.sql(&sql));
+        if let Some((column, value)) = key {
+            q.push(format!(" AND {column} = "))
+                .push_bind(value.to_owned());
+        }
+        push_page(&mut q, page);
+        q.build_query_as().fetch_all(p.reader).await.map_err(db)
+    })
 }
 
 /// The keys of a page request, for [`has_nul`].

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, QueryBuilder};
 
-use super::{db, has_nul, on_db, page_key, push_page, write_error, SqlStore};
+use super::{
+    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, SqlStore,
+};
 use crate::domain::{
     first_id_at, prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
@@ -126,28 +128,13 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
-        if has_nul(&[page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE true");
-        let rows: Vec<TenantRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let rows: Vec<TenantRow> = fetch_page(self, TENANT_COLUMNS, "tenants", None, page).await?;
         Ok(rows.into_iter().map(Tenant::from).collect())
     }
 
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        if has_nul(&[id]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let row: Option<TenantRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<TenantRow> =
+            fetch_row(self, TENANT_COLUMNS, "tenants", &[("id", id)]).await?;
         Ok(row.map(Tenant::from))
     }
 
@@ -183,15 +170,8 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        if has_nul(&[hash]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
-        let row: Option<TokenRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(hash)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<TokenRow> =
+            fetch_row(self, TOKEN_COLUMNS, "tokens", &[("hash", hash)]).await?;
         Ok(row.map(TokenRecord::from))
     }
 
@@ -258,29 +238,20 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        if has_nul(&[name]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = $1");
-        let row: Option<EventTypeRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(name)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<EventTypeRow> =
+            fetch_row(self, EVENT_TYPE_COLUMNS, "event_types", &[("name", name)]).await?;
         row.map(EventType::try_from).transpose()
     }
 
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
-        if has_nul(&[tenant_id, page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ");
-        let rows: Vec<EndpointRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            q.push_bind(tenant_id.to_owned());
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let rows: Vec<EndpointRow> = fetch_page(
+            self,
+            ENDPOINT_COLUMNS,
+            "endpoints",
+            Some(("tenant_id", tenant_id)),
+            page,
+        )
+        .await?;
         collect(rows)?
             .into_iter()
             .map(|e| self.sealer().open_endpoint(e))
@@ -288,17 +259,13 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let sql =
-            format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2");
-        let row: Option<EndpointRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<EndpointRow> = fetch_row(
+            self,
+            ENDPOINT_COLUMNS,
+            "endpoints",
+            &[("tenant_id", tenant_id), ("id", id)],
+        )
+        .await?;
         row.map(|r| self.sealer().open_endpoint(Endpoint::try_from(r)?))
             .transpose()
     }
@@ -328,16 +295,13 @@ impl<S: SqlStore> Catalog for S {
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
         self.settle().await?;
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2");
-        let row: Option<EventRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<EventRow> = fetch_row(
+            self,
+            EVENT_COLUMNS,
+            "events",
+            &[("tenant_id", tenant_id), ("id", id)],
+        )
+        .await?;
         row.map(Event::try_from).transpose()
     }
 
@@ -377,17 +341,13 @@ impl<S: SqlStore> Catalog for S {
 
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
         self.settle().await?;
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let sql =
-            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2");
-        let row: Option<DeliveryRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<DeliveryRow> = fetch_row(
+            self,
+            DELIVERY_COLUMNS,
+            "deliveries",
+            &[("tenant_id", tenant_id), ("id", id)],
+        )
+        .await?;
         row.map(Delivery::try_from).transpose()
     }
 

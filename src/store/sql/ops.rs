@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 
-use super::{db, has_nul, on_db, page_key, push_page, write_error, SqlStore};
+use super::{
+    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, SqlStore,
+};
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
@@ -404,46 +406,39 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
-        if has_nul(&[tenant_id, page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = ");
-        let rows: Vec<InboxRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            q.push_bind(tenant_id.to_owned());
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let rows: Vec<InboxRow> = fetch_page(
+            self,
+            INBOX_COLUMNS,
+            "inboxes",
+            Some(("tenant_id", tenant_id)),
+            page,
+        )
+        .await?;
         rows.into_iter()
             .map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .collect()
     }
 
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM inboxes WHERE tenant_id = $1 AND id = $2");
-        let row: Option<InboxRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<InboxRow> = fetch_row(
+            self,
+            INBOX_COLUMNS,
+            "inboxes",
+            &[("tenant_id", tenant_id), ("id", id)],
+        )
+        .await?;
         row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .transpose()
     }
 
     async fn find_inbox(&self, token_hash: &str) -> Result<Option<Inbox>> {
-        if has_nul(&[token_hash]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM inboxes WHERE token_hash = $1");
-        let row: Option<InboxRow> = on_db!(self, |p| sqlx::query_as(&p.sql(&sql))
-            .bind(token_hash)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<InboxRow> = fetch_row(
+            self,
+            INBOX_COLUMNS,
+            "inboxes",
+            &[("token_hash", token_hash)],
+        )
+        .await?;
         row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .transpose()
     }
@@ -507,16 +502,14 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
-        if has_nul(&[inbox_id, page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM inbox_messages WHERE inbox_id = ");
-        let rows: Vec<MessageRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            q.push_bind(inbox_id.to_owned());
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let rows: Vec<MessageRow> = fetch_page(
+            self,
+            MESSAGE_COLUMNS,
+            "inbox_messages",
+            Some(("inbox_id", inbox_id)),
+            page,
+        )
+        .await?;
         rows.into_iter().map(InboxMessage::try_from).collect()
     }
 
@@ -538,34 +531,21 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
-        if has_nul(&[tenant_id.unwrap_or_default(), page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE true");
-        let rows: Vec<SourceRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(&sql);
-            if let Some(t) = tenant_id {
-                q.push(" AND tenant_id = ").push_bind(t.to_owned());
-            }
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let owner = tenant_id.map(|t| ("tenant_id", t));
+        let rows: Vec<SourceRow> = fetch_page(self, SOURCE_COLUMNS, "sources", owner, page).await?;
         rows.into_iter()
             .map(|r| self.sealer().open_source(Source::from(r)))
             .collect()
     }
 
     async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
-        if has_nul(&[tenant_id, id]) {
-            return Ok(None);
-        }
-        let sql = format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE tenant_id = $1 AND id = $2");
-        let row: Option<SourceRow> = on_db!(self, |p| sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p.reader)
-            .await
-            .map_err(db)?);
+        let row: Option<SourceRow> = fetch_row(
+            self,
+            SOURCE_COLUMNS,
+            "sources",
+            &[("tenant_id", tenant_id), ("id", id)],
+        )
+        .await?;
         row.map(|r| self.sealer().open_source(Source::from(r)))
             .transpose()
     }
@@ -609,16 +589,14 @@ impl<S: SqlStore> OpsStore for S {
         source_id: &str,
         page: &Page,
     ) -> Result<Vec<SourceRejection>> {
-        if has_nul(&[source_id, page_key(page)]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {REJECTION_COLUMNS} FROM source_rejections WHERE source_id = ");
-        let rows: Vec<RejectionRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(&sql);
-            q.push_bind(source_id.to_owned());
-            push_page(&mut q, page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let rows: Vec<RejectionRow> = fetch_page(
+            self,
+            REJECTION_COLUMNS,
+            "source_rejections",
+            Some(("source_id", source_id)),
+            page,
+        )
+        .await?;
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
