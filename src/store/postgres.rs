@@ -32,25 +32,13 @@ use tracing::{debug, warn};
 use super::rows::{
     assemble_claims, collect, ms, to_json, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
-use super::sql::{db, has_nul, write_error, Db, Dialect, Pools, SqlStore};
+use super::sql::{catalog::columns, db, has_nul, write_error, Db, Dialect, Pools, SqlStore};
 use super::{
     storable, Claimed, Completion, DataCheck, Ingested, PgSchemas, Result, Store, StoreError,
     TenantShare,
 };
 use crate::domain::{self, from_millis, Breaker, BreakerPolicy, Endpoint, Event};
 
-/// `(extract(epoch FROM <col>) * 1000)::int8 AS <alias>`: a `timestamptz` column read as
-/// epoch milliseconds.
-macro_rules! ms_col {
-    ($col:literal) => {
-        ms_col!($col, $col)
-    };
-    ($col:literal, $alias:literal) => {
-        concat!("(extract(epoch FROM ", $col, ") * 1000)::int8 AS ", $alias)
-    };
-}
-
-// After `ms_col!`, which they use.
 mod ingest;
 mod ops;
 mod outbox;
@@ -247,42 +235,6 @@ fn storable_opt(s: &Option<String>) -> Option<String> {
     s.as_deref().map(|s| storable(s).into_owned())
 }
 
-const EVENT_TYPE_COLUMNS: &str = concat!(
-    "name, description, schema::text AS schema, ",
-    ms_col!("created_at")
-);
-
-const ENDPOINT_COLUMNS: &str = concat!(
-    "id, tenant_id, url, description, event_types::text AS event_types, secret, \
-     previous_secret, ",
-    ms_col!("previous_secret_expires_at"),
-    ", rate_limit, rate_period, max_attempts, headers::text AS headers, enabled, disabled_reason, \
-     breaker_state, consecutive_failures, ",
-    ms_col!("breaker_until"),
-    ", ",
-    ms_col!("failing_since"),
-    ", routing, format, ",
-    ms_col!("created_at"),
-    ", ",
-    ms_col!("updated_at")
-);
-
-const EVENT_COLUMNS: &str = concat!(
-    "id, tenant_id, type, data::text AS data, actor, idempotency_key, traceparent, ",
-    ms_col!("created_at"),
-    ", ",
-    ms_col!("deliver_at")
-);
-
-const DELIVERY_COLUMNS: &str = concat!(
-    "id, tenant_id, event_id, endpoint_id, status, attempts, max_attempts, ",
-    ms_col!("next_attempt_at"),
-    ", last_error, ordering_key, ordering_blocks, ",
-    ms_col!("created_at"),
-    ", ",
-    ms_col!("updated_at")
-);
-
 /// Claimable as far as ordering goes (for a delivery `d`): unordered, or no delivery of the
 /// same endpoint and key created before it is still pending (in flight counts: a leased
 /// delivery is pending) or, where it blocks, failed for good. Several processes agree
@@ -319,7 +271,7 @@ impl Store for PostgresStore {
         // Locked for the read-modify-write, so processes share one bucket.
         let tat: Option<(Option<i64>,)> = sqlx::query_as(concat!(
             "SELECT ",
-            ms_col!("rate_tat"),
+            "(extract(epoch FROM rate_tat) * 1000)::int8",
             " FROM endpoints WHERE id = $1 FOR NO KEY UPDATE"
         ))
         .bind(endpoint_id)
@@ -493,7 +445,8 @@ impl Store for PostgresStore {
                      AND d.status = 'pending' AND d.next_attempt_at <= to_timestamp($4 / 1000.0) \
                      AND {IN_ORDER} \
                    ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING {DELIVERY_COLUMNS}"
+                 RETURNING {delivery_columns}",
+                delivery_columns = columns(Dialect::Postgres).delivery
             ))
             .bind(ms(lease_until))
             .bind(lease_id)
@@ -535,7 +488,8 @@ impl Store for PostgresStore {
                    FOR UPDATE OF d SKIP LOCKED) x \
                  WHERE r.room > 0) c \
                WHERE c.rn <= c.room ORDER BY c.rn, c.next_attempt_at LIMIT $7) \
-             RETURNING {DELIVERY_COLUMNS}"
+             RETURNING {delivery_columns}",
+            delivery_columns = columns(Dialect::Postgres).delivery
         ))
         .bind(ms(lease_until))
         .bind(lease_id)
@@ -553,8 +507,14 @@ impl Store for PostgresStore {
         }
         let event_ids = distinct(claimed.iter().map(|d| &d.event_id));
         let endpoint_ids = distinct(claimed.iter().map(|d| &d.endpoint_id));
-        let events_sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)");
-        let endpoints_sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ANY($1)");
+        let events_sql = format!(
+            "SELECT {event_columns} FROM events WHERE id = ANY($1)",
+            event_columns = columns(Dialect::Postgres).event
+        );
+        let endpoints_sql = format!(
+            "SELECT {endpoint_columns} FROM endpoints WHERE id = ANY($1)",
+            endpoint_columns = columns(Dialect::Postgres).endpoint
+        );
         let (events, endpoints) = tokio::try_join!(
             sqlx::query_as::<_, EventRow>(&events_sql)
                 .bind(&event_ids)
@@ -776,8 +736,9 @@ impl SqlStore for PostgresStore {
         // Every endpoint of the batch is locked first, in id order, so that two batches
         // cannot deadlock; only those whose last attempt failed need their state.
         let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ANY($1) ORDER BY id \
-             FOR NO KEY UPDATE"
+            "SELECT {endpoint_columns} FROM endpoints WHERE id = ANY($1) ORDER BY id \
+             FOR NO KEY UPDATE",
+            endpoint_columns = columns(Dialect::Postgres).endpoint
         ))
         .bind(reset.iter().chain(&read).collect::<Vec<_>>())
         .fetch_all(&mut *tx)

@@ -17,7 +17,7 @@ use sqlx::{postgres::PgRow, sqlite::SqliteRow, Database, Pool, Postgres, QueryBu
 
 use super::{Page, Result, StoreError};
 
-pub(super) mod catalog;
+pub(in crate::store) mod catalog;
 pub(super) mod ops;
 
 /// Which database a text is for.

@@ -23,7 +23,7 @@ mod ops;
 use super::rows::{
     assemble_claims, collect, corrupt, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
 };
-use super::sql::{db, Db, Dialect, Pools, SqlStore};
+use super::sql::{catalog::columns, db, Db, Dialect, Pools, SqlStore};
 use super::{
     storable, Claimed, Completion, DataCheck, Ingested, Result, Store, StoreError, TenantShare,
 };
@@ -291,8 +291,9 @@ async fn ingest_batch(
     let mut existing: HashMap<(String, String), Ingested> = HashMap::new();
     if !keyed.is_empty() {
         let rows: Vec<EventRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE (tenant_id, idempotency_key) IN \
-             (SELECT j.value ->> '$[0]', j.value ->> '$[1]' FROM json_each(?) j)"
+            "SELECT {event_columns} FROM events WHERE (tenant_id, idempotency_key) IN \
+             (SELECT j.value ->> '$[0]', j.value ->> '$[1]' FROM json_each(?) j)",
+            event_columns = columns(Dialect::Sqlite).event
         ))
         .bind(to_json(&keyed)?)
         .fetch_all(&mut *tx)
@@ -302,8 +303,9 @@ async fn ingest_batch(
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let deliveries: Vec<Delivery> = collect(
             sqlx::query_as::<_, DeliveryRow>(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries \
-                 WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY id"
+                "SELECT {delivery_columns} FROM deliveries \
+                 WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                delivery_columns = columns(Dialect::Sqlite).delivery
             ))
             .bind(to_json(&ids)?)
             .fetch_all(&mut *tx)
@@ -327,8 +329,9 @@ async fn ingest_batch(
     // The tenants' endpoints as they are in this transaction.
     let endpoints: Vec<Endpoint> = collect(
         sqlx::query_as::<_, EndpointRow>(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
-             WHERE enabled = 1 AND tenant_id IN (SELECT value FROM json_each(?))"
+            "SELECT {endpoint_columns} FROM endpoints \
+             WHERE enabled = 1 AND tenant_id IN (SELECT value FROM json_each(?))",
+            endpoint_columns = columns(Dialect::Sqlite).endpoint
         ))
         .bind(to_json(&tenants)?)
         .fetch_all(&mut *tx)
@@ -385,12 +388,13 @@ async fn ingest_batch(
         results.push(Ok(Ingested::Created(e.clone(), deliveries)));
     }
     if !event_rows.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) SELECT \
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, traceparent, \
+                                 created_at, deliver_at) SELECT \
              j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
              j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
-             j.value ->> '$[8]' FROM json_each(?) j"
-        ))
+             j.value ->> '$[8]' FROM json_each(?) j",
+        )
         .bind(to_json(&event_rows)?)
         .execute(&mut *tx)
         .await
@@ -428,18 +432,6 @@ fn ingest_error(e: sqlx::Error, tenant: &str) -> StoreError {
         _ => db(e),
     }
 }
-
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, secret, \
-     previous_secret, previous_secret_expires_at, rate_limit, rate_period, max_attempts, \
-     headers, enabled, disabled_reason, breaker_state, consecutive_failures, breaker_until, \
-     failing_since, routing, format, created_at, updated_at";
-
-const EVENT_COLUMNS: &str =
-    "id, tenant_id, type, data, actor, idempotency_key, traceparent, created_at, deliver_at";
-
-const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, status, attempts, \
-     max_attempts, next_attempt_at, last_error, ordering_key, ordering_blocks, created_at, \
-     updated_at";
 
 /// Ordered deliveries waiting for an earlier one of their key, kept out of the claims' way
 /// (as on PostgreSQL, see its store for the reasoning).
@@ -662,7 +654,8 @@ impl Store for SqliteStore {
                    SELECT d.id FROM deliveries d WHERE d.endpoint_id = ? \
                    AND d.status = 'pending' AND d.next_attempt_at <= ? AND {IN_ORDER} \
                    ORDER BY d.next_attempt_at LIMIT 1) \
-                 RETURNING {DELIVERY_COLUMNS}"
+                 RETURNING {delivery_columns}",
+                delivery_columns = columns(Dialect::Sqlite).delivery
             ))
             .bind(ms(lease_until))
             .bind(lease_id)
@@ -696,7 +689,8 @@ impl Store for SqliteStore {
                    AND e.enabled = 1 AND e.breaker_state = 'closed' AND {IN_ORDER} \
                    ORDER BY d.next_attempt_at LIMIT ?4)) \
                WHERE rn <= room ORDER BY rn, next_attempt_at LIMIT ?7) \
-             RETURNING {DELIVERY_COLUMNS}"
+             RETURNING {delivery_columns}",
+            delivery_columns = columns(Dialect::Sqlite).delivery
         ))
         .bind(ms(lease_until))
         .bind(lease_id)
@@ -717,10 +711,12 @@ impl Store for SqliteStore {
         let event_ids: Vec<&String> = claimed.iter().map(|d| &d.event_id).collect();
         let endpoint_ids: Vec<&String> = claimed.iter().map(|d| &d.endpoint_id).collect();
         let events_sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+            "SELECT {event_columns} FROM events WHERE id IN (SELECT value FROM json_each(?))",
+            event_columns = columns(Dialect::Sqlite).event
         );
         let endpoints_sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
+            "SELECT {endpoint_columns} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
+            endpoint_columns = columns(Dialect::Sqlite).endpoint
         );
         let (events, endpoints) = tokio::try_join!(
             sqlx::query_as::<_, EventRow>(&events_sql)
@@ -878,8 +874,7 @@ impl SqlStore for SqliteStore {
         let mut current: HashMap<String, Breaker> = HashMap::new();
         if !read.is_empty() {
             let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
-            ))
+                "SELECT {endpoint_columns} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))", endpoint_columns = columns(Dialect::Sqlite).endpoint))
             .bind(to_json(&read)?)
             .fetch_all(&mut *tx)
             .await

@@ -25,8 +25,9 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
     collect, db, distinct, ingest_error, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
-    DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, EVENT_TYPE_COLUMNS, INGEST_RACE_RETRIES,
+    INGEST_RACE_RETRIES,
 };
+use crate::store::sql::{catalog::columns, Dialect};
 use crate::{
     domain::{self, Delivery, Endpoint, Event, EventType},
     store::{rows::corrupt, DataCheck, Ingested, Result, StoreError},
@@ -162,7 +163,8 @@ async fn write_batch(pool: &PgPool, jobs: &[IngestJob]) -> Result<Vec<Result<Opt
         },
         async {
             sqlx::query_as::<_, EventTypeRow>(&format!(
-                "SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = ANY($1)"
+                "SELECT {event_type_columns} FROM event_types WHERE name = ANY($1)",
+                event_type_columns = columns(Dialect::Postgres).event_type
             ))
             .bind(&types)
             .fetch_all(pool)
@@ -172,8 +174,9 @@ async fn write_batch(pool: &PgPool, jobs: &[IngestJob]) -> Result<Vec<Result<Opt
         existing_events(pool, &keys),
         async {
             sqlx::query_as::<_, EndpointRow>(&format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
-                 WHERE tenant_id = ANY($1) AND enabled"
+                "SELECT {endpoint_columns} FROM endpoints \
+                 WHERE tenant_id = ANY($1) AND enabled",
+                endpoint_columns = columns(Dialect::Postgres).endpoint
             ))
             .bind(&tenants)
             .fetch_all(pool)
@@ -286,8 +289,9 @@ async fn existing_events(pool: &PgPool, keys: &[Key]) -> Result<HashMap<Key, Ing
         keys.iter().map(|(t, k)| (t.as_str(), k.as_str())).unzip();
     let events: Vec<Event> = collect(
         sqlx::query_as::<_, EventRow>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE (tenant_id, idempotency_key) IN \
-             (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            "SELECT {event_columns} FROM events WHERE (tenant_id, idempotency_key) IN \
+             (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            event_columns = columns(Dialect::Postgres).event
         ))
         .bind(&tenants)
         .bind(&idempotency)
@@ -302,7 +306,8 @@ async fn existing_events(pool: &PgPool, keys: &[Key]) -> Result<HashMap<Key, Ing
     // Committed with their events, so none is missing.
     let deliveries: Vec<Delivery> = collect(
         sqlx::query_as::<_, DeliveryRow>(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ANY($1) ORDER BY id"
+            "SELECT {delivery_columns} FROM deliveries WHERE event_id = ANY($1) ORDER BY id",
+            delivery_columns = columns(Dialect::Postgres).delivery
         ))
         .bind(&ids)
         .fetch_all(pool)

@@ -5,8 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, QueryBuilder};
 
+use std::sync::LazyLock;
+
 use super::{
-    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, SqlStore,
+    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, Dialect, SqlStore,
 };
 use crate::domain::{
     first_id_at, prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
@@ -38,6 +40,33 @@ pub(in crate::store) const EVENT_COLUMNS: &str = "id, tenant_id, type, data::tex
 pub(in crate::store) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, \
      status, attempts, max_attempts, MS(next_attempt_at) AS next_attempt_at, last_error, \
      ordering_key, ordering_blocks, MS(created_at) AS created_at, MS(updated_at) AS updated_at";
+
+/// [`ENDPOINT_COLUMNS`], [`EVENT_COLUMNS`], [`DELIVERY_COLUMNS`] and
+/// [`EVENT_TYPE_COLUMNS`] in one database's form, for the hot path written per database.
+pub(in crate::store) struct Columns {
+    pub endpoint: String,
+    pub event: String,
+    pub delivery: String,
+    pub event_type: String,
+}
+
+/// The column lists in `dialect`'s form, made once.
+pub(in crate::store) fn columns(dialect: Dialect) -> &'static Columns {
+    fn make(d: Dialect) -> Columns {
+        Columns {
+            endpoint: d.sql(ENDPOINT_COLUMNS).into_owned(),
+            event: d.sql(EVENT_COLUMNS).into_owned(),
+            delivery: d.sql(DELIVERY_COLUMNS).into_owned(),
+            event_type: d.sql(EVENT_TYPE_COLUMNS).into_owned(),
+        }
+    }
+    static SQLITE: LazyLock<Columns> = LazyLock::new(|| make(Dialect::Sqlite));
+    static POSTGRES: LazyLock<Columns> = LazyLock::new(|| make(Dialect::Postgres));
+    match dialect {
+        Dialect::Sqlite => &SQLITE,
+        Dialect::Postgres => &POSTGRES,
+    }
+}
 
 const TENANT_COLUMNS: &str = "id, name, MS(created_at) AS created_at";
 
