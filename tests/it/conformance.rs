@@ -662,6 +662,7 @@ crate::both_stores!(
     replay_moves_finished_deliveries_once_and_reserve_sends_shares_one_bucket,
     retention_prunes_old_events_and_operations_data_within_its_limit,
     listen_wakes_the_dispatcher_when_a_write_makes_deliveries_due,
+    credentials_are_sealed_inside_the_store_and_resealed_once,
 );
 
 /// Creates the tenant `id` (each test has a database of its own).
@@ -2309,4 +2310,124 @@ async fn listen_wakes_the_dispatcher_when_a_write_makes_deliveries_due(backend: 
         assert_eq!(claimed[0].delivery.max_attempts, 15, "ingest's own budget");
     }
     close(opened, pg).await;
+}
+
+/// A store over the same database as `url`, sealing with `key` (base64) when given.
+async fn store_at(url: &str, key: Option<&str>) -> Arc<dyn Store> {
+    let keys = key.map(|k| {
+        hookrelay::secrets::Keyring::from_base64(&[k.to_owned().into()])
+            .unwrap()
+            .unwrap()
+    });
+    hookrelay::store::connect(url, 5, &Default::default(), keys)
+        .await
+        .unwrap()
+}
+
+async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Backend) {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pg) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, name) = create_pg_database().await;
+            (url, Some(name))
+        }
+    };
+    let plain = store_at(&url, None).await;
+    // Written before any key: kept as they are.
+    let ep = Endpoint {
+        event_types: vec!["user.joined".into()],
+        headers: [("x-key".to_string(), "header-value-1".to_string())].into(),
+        ..Endpoint::new(
+            "default",
+            "redis://:url-password-1@127.0.0.1:6379/0?stream=s",
+            "whsec_dGVzdA==".into(),
+        )
+    };
+    plain.create_endpoint(&ep, u32::MAX).await.unwrap();
+    let ibx = inbox("default", domain::now(), "inbox-token-1");
+    plain.create_inbox(&ibx).await.unwrap();
+    let mut src = source("default", domain::now());
+    src.url = "redis://:source-password-1@127.0.0.1:6379/0?stream=jobs".into();
+    plain.create_source(&src).await.unwrap();
+    assert_eq!(
+        plain.reseal().await.unwrap(),
+        0,
+        "nothing to seal without a key"
+    );
+
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let sealed = store_at(&url, Some(&key)).await;
+    assert_eq!(
+        sealed.reseal().await.unwrap(),
+        3,
+        "endpoint, inbox and source"
+    );
+    assert_eq!(sealed.reseal().await.unwrap(), 0, "all current now");
+
+    // The keyed store reads plaintext, everywhere it hands credentials out.
+    let back = sealed
+        .get_endpoint("default", &ep.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&back.secret, &back.headers, &back.url),
+        (&ep.secret, &ep.headers, &ep.url)
+    );
+    let listed = sealed.list_endpoints("default", &page(10)).await.unwrap();
+    assert_eq!(listed[0].headers, ep.headers);
+    let got = sealed.get_inbox("default", &ibx.id).await.unwrap().unwrap();
+    assert_eq!((&got.token, &got.secret), (&ibx.token, &ibx.secret));
+    let found = sealed.find_inbox(&ibx.token_hash).await.unwrap().unwrap();
+    assert_eq!(found.token, ibx.token);
+    let got = sealed
+        .get_source("default", &src.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.url, src.url);
+    ingest(sealed.as_ref(), event("default", "user.joined", None))
+        .await
+        .unwrap();
+    let claimed = sealed
+        .claim(domain::now(), far(), "lse_1", 10, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].endpoint.secret, ep.secret);
+    assert_eq!(claimed[0].endpoint.headers, ep.headers);
+
+    // At rest, and to a store without the key, only sealed values.
+    let raw = plain
+        .get_endpoint("default", &ep.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.secret.starts_with("enc1:"), "{}", raw.secret);
+    assert!(raw.headers["x-key"].starts_with("enc1:"));
+    assert!(!raw.url.contains("url-password-1"), "{}", raw.url);
+    let raw = plain.get_inbox("default", &ibx.id).await.unwrap().unwrap();
+    assert!(raw.token.starts_with("enc1:") && raw.secret.unwrap().starts_with("enc1:"));
+    let raw = plain.get_source("default", &src.id).await.unwrap().unwrap();
+    assert!(!raw.url.contains("source-password-1"), "{}", raw.url);
+
+    // What the keyed store writes is sealed as it is written.
+    let fresh = Endpoint {
+        headers: [("x-key".to_string(), "header-value-2".to_string())].into(),
+        ..Endpoint::new("default", "https://example.com/", "whsec_dGVzdA==".into())
+    };
+    sealed.create_endpoint(&fresh, u32::MAX).await.unwrap();
+    let raw = plain
+        .get_endpoint("default", &fresh.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.headers["x-key"].starts_with("enc1:"));
+    drop(plain);
+    close(sealed, pg).await;
 }
