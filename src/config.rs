@@ -769,9 +769,8 @@ mod tests {
         assert_eq!(c.dispatch.poll_interval, Duration::from_secs(5));
         assert_eq!(c.dispatch.request_timeout, Duration::from_secs(30));
         assert_eq!(c.dispatch.pubsub_emulator_host, None);
-        let alerts = AlertConfig::default();
-        assert_eq!(c.alerts.format, alerts.format);
-        assert_eq!(c.alerts.interval, alerts.interval);
+        assert_eq!(c.alerts.format, AlertFormat::Json);
+        assert_eq!(c.alerts.interval, Duration::from_secs(30));
         assert_eq!(c.alerts.thresholds.failure_rate, 0.5);
         assert_eq!(c.alerts.thresholds.min_attempts, 10);
         assert_eq!(c.alerts.thresholds.pending, 100);

@@ -65,17 +65,6 @@ pub struct AlertConfig {
     pub thresholds: Thresholds,
 }
 
-impl Default for AlertConfig {
-    fn default() -> Self {
-        Self {
-            sinks: Vec::new(),
-            format: AlertFormat::Json,
-            interval: Duration::from_secs(30),
-            thresholds: Thresholds::default(),
-        }
-    }
-}
-
 /// The id of the managed endpoint of a sink: the format and a hash of the URL, so every
 /// process derives the same one.
 pub fn sink_endpoint_id(url: &str, format: AlertFormat) -> String {

@@ -36,17 +36,6 @@ pub struct Thresholds {
     pub stall: Duration,
 }
 
-impl Default for Thresholds {
-    fn default() -> Self {
-        Self {
-            failure_rate: 0.5,
-            min_attempts: 10,
-            pending: 100,
-            stall: Duration::from_secs(300),
-        }
-    }
-}
-
 /// Totals of a time window.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Window {
@@ -492,7 +481,12 @@ mod tests {
     #[test]
     fn rules_fire_on_their_thresholds() {
         let now = domain::now();
-        let t = Thresholds::default();
+        let t = Thresholds {
+            failure_rate: 0.5,
+            min_attempts: 10,
+            pending: 100,
+            stall: Duration::from_secs(300),
+        };
         let mut s = Snapshot {
             now,
             ..Default::default()
