@@ -429,6 +429,35 @@ pub(crate) fn routing_text(ep: &Endpoint) -> Option<String> {
     serde_json::to_string(spec).ok()
 }
 
+/// One ingest waiting for a store's group commit.
+pub(crate) struct IngestJob {
+    pub event: Event,
+    pub default_max_attempts: u32,
+    pub check: Arc<dyn DataCheck>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Ingested>>,
+}
+
+impl IngestJob {
+    /// Hands an event to the group commit behind `queue` and waits for its answer.
+    pub(crate) async fn submit(
+        queue: &tokio::sync::mpsc::Sender<IngestJob>,
+        event: Event,
+        default_max_attempts: u32,
+        check: Arc<dyn DataCheck>,
+    ) -> Result<Ingested> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = IngestJob {
+            event,
+            default_max_attempts,
+            check,
+            reply,
+        };
+        let stopped = || StoreError::Corrupt("the ingest writer stopped".into());
+        queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
 /// The error of a create that would exceed the endpoints-per-tenant limit.
 pub(crate) fn endpoint_limit(tenant_id: &str, max: u32) -> StoreError {
     StoreError::LimitReached(format!(

@@ -82,7 +82,7 @@ pub struct PostgresStore {
     /// [`WAKE_FOLLOW_UP`]; tests that count wake-ups turn it off.
     wake_follow_up: Duration,
     /// Ingests on their way to the group commit (see [`ingest`]).
-    ingest_tx: tokio::sync::mpsc::Sender<ingest::IngestJob>,
+    ingest_tx: tokio::sync::mpsc::Sender<super::IngestJob>,
     pub(super) sealer: super::sealed::Sealer,
 }
 
@@ -356,16 +356,7 @@ impl Store for PostgresStore {
         default_max_attempts: u32,
         check: Arc<dyn DataCheck>,
     ) -> Result<Ingested> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = ingest::IngestJob {
-            event,
-            default_max_attempts,
-            check,
-            reply,
-        };
-        let stopped = || StoreError::Corrupt("the ingest writer stopped".into());
-        self.ingest_tx.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        super::IngestJob::submit(&self.ingest_tx, event, default_max_attempts, check).await
     }
 
     async fn claim(

@@ -16,7 +16,7 @@ use sqlx::{
 
 use std::collections::HashMap;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 mod ops;
 
@@ -25,7 +25,8 @@ use super::rows::{
 };
 use super::sql::{catalog::columns, db, Db, Dialect, Pools, SqlStore};
 use super::{
-    storable, Claimed, Completion, DataCheck, Ingested, Result, Store, StoreError, TenantShare,
+    storable, Claimed, Completion, DataCheck, IngestJob, Ingested, Result, Store, StoreError,
+    TenantShare,
 };
 use crate::domain::{
     self, from_millis, Breaker, BreakerPolicy, Delivery, Endpoint, Event, EventType,
@@ -82,14 +83,6 @@ async fn checkpointer(pool: SqlitePool, alive: std::sync::Weak<()>) {
 
 /// Most events committed in one ingest transaction.
 const INGEST_BATCH: usize = 512;
-
-/// One ingest waiting for the group commit.
-struct IngestJob {
-    event: Event,
-    default_max_attempts: u32,
-    check: Arc<dyn DataCheck>,
-    reply: oneshot::Sender<Result<Ingested>>,
-}
 
 /// Makes `path` readable and writable by its owner only, creating it (empty, mode 0600)
 /// first when `create` says so and it is missing. Credentials live in the database file.
@@ -592,16 +585,7 @@ impl Store for SqliteStore {
         default_max_attempts: u32,
         check: Arc<dyn DataCheck>,
     ) -> Result<Ingested> {
-        let (reply, answer) = oneshot::channel();
-        let job = IngestJob {
-            event,
-            default_max_attempts,
-            check,
-            reply,
-        };
-        let closed = || StoreError::Corrupt("the ingest writer stopped".into());
-        self.ingest_tx.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        IngestJob::submit(&self.ingest_tx, event, default_max_attempts, check).await
     }
 
     async fn claim(

@@ -21,7 +21,7 @@ use std::{
 };
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use super::{
     collect, db, distinct, ingest_error, ms, DeliveryRow, EndpointRow, EventRow, EventTypeRow,
@@ -30,7 +30,7 @@ use super::{
 use crate::store::sql::{catalog::columns, Dialect};
 use crate::{
     domain::{self, Delivery, Endpoint, Event, EventType},
-    store::{rows::corrupt, DataCheck, Ingested, Result, StoreError},
+    store::{rows::corrupt, IngestJob, Ingested, Result, StoreError},
 };
 
 /// Most events written by one statement.
@@ -39,14 +39,6 @@ const INGEST_BATCH: usize = 256;
 /// Batches written at the same time, each on a connection of its own: while one waits
 /// for its commit, the next one is read and sent.
 const INGEST_WRITERS: usize = 2;
-
-/// One ingest waiting for the group commit.
-pub(super) struct IngestJob {
-    pub event: Event,
-    pub default_max_attempts: u32,
-    pub check: Arc<dyn DataCheck>,
-    pub reply: oneshot::Sender<Result<Ingested>>,
-}
 
 /// Starts the batch writers on `pool`; they stop when the returned sender (and every
 /// clone of it) is dropped.
