@@ -29,8 +29,9 @@ fn created(r: Result<(), StoreError>) -> Result<(), StoreError> {
 
 impl Service<'_> {
     /// Makes the system tenant, the alert event types and one endpoint per configured sink
-    /// exist, and removes managed sink endpoints that are no longer configured. Safe to
-    /// run from several processes at once.
+    /// exist (a sink the endpoint URL rules refuse is logged and left out), and removes
+    /// managed sink endpoints that are no longer configured. Safe to run from several
+    /// processes at once.
     pub async fn install_alert_sinks(&self, config: &AlertConfig) -> Result<()> {
         if config.sinks.is_empty() {
             if self.store.get_tenant(SYSTEM_TENANT).await?.is_none() {
@@ -52,7 +53,15 @@ impl Service<'_> {
             {
                 continue;
             }
-            check_url(self, &endpoint.url).await?;
+            // A sink the URL rules refuse gets nothing; the others still work.
+            if let Err(e) = check_url(self, &endpoint.url).await {
+                tracing::warn!(
+                    sink = %crate::secrets::redact_url(&endpoint.url),
+                    error = %e,
+                    "alert sink refused; it gets no alerts"
+                );
+                continue;
+            }
             if let Err(e) = self.store.create_endpoint(endpoint, u32::MAX).await {
                 // Another process may have created it meanwhile.
                 if self

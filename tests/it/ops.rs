@@ -431,8 +431,11 @@ pub(crate) async fn fail_three_events(
 async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backend) {
     let sink = Receiver::ok().await;
     let sink_url: url::Url = sink.url.parse().unwrap();
+    // A sink on a network the URL rules refuse (never contacted) gets nothing; the other
+    // still works.
+    let refused: url::Url = "http://10.255.255.1/alerts".parse().unwrap();
     let app = spawn_app_on(backend, |c| {
-        c.alerts.sinks = vec![sink_url];
+        c.alerts.sinks = vec![refused, sink_url];
         c.alerts.interval = Duration::from_millis(100);
         c.alerts.thresholds.pending = 3;
         c.alerts.thresholds.min_attempts = 4;
@@ -445,7 +448,8 @@ async fn each_alert_rule_fires_once_reaches_the_sink_and_resolves(backend: Backe
     // pending: four deliveries due in an hour; resolved when their endpoint goes.
     let (ep, _parked) = hold_four_deliveries(&app).await;
     wait_announced(&sink, "hookrelay.alert.fired", "pending", "global").await;
-    // The sink's endpoint was made under the endpoint rules, and audited as the system's.
+    // The sink's endpoint was made under the endpoint rules, and audited as the system's;
+    // the refused sink has none.
     let (s, audit) = app
         .get("/v1/tenants/hookrelay/audit?action=endpoint.created")
         .await;
