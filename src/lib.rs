@@ -314,7 +314,7 @@ async fn ensure_admin_token(
         .create_token(&store::TokenRecord {
             id: domain::new_id(domain::prefix::TOKEN),
             tenant_id: None,
-            hash: hex::encode(api::hash_token(&token)),
+            hash: secrets::token_hash(&token),
             created_at: domain::now(),
         })
         .await?;

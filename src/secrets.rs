@@ -128,6 +128,12 @@ impl Keyring {
     }
 }
 
+/// The SHA-256 of a bearer token (API token or inbox token), lowercase hex: the form tokens
+/// are stored and looked up in.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 /// Whether a stored value is sealed (by any key).
 pub fn is_sealed(stored: &str) -> bool {
     stored.starts_with(PREFIX)

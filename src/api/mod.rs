@@ -558,5 +558,5 @@ impl<T> List<T> {
 
 /// A new random admin token.
 pub fn generate_admin_token() -> String {
-    tenants::generate_token("a")
+    crate::service::tenants::generate_token("a")
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{caller, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
 use crate::domain::{EventType, Tenant};
-pub use crate::service::tenants::{generate_token, CreateEventType, CreateTenant, CreatedToken};
+pub use crate::service::tenants::{CreateEventType, CreateTenant, CreatedToken};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -54,12 +54,6 @@ pub fn generate_token(kind: &str) -> String {
     )
 }
 
-/// The hex SHA-256 of a token: the form tokens are stored and looked up in.
-pub fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateEventType {
     /// Dot-separated name, e.g. `user.joined_community`.
@@ -126,7 +120,7 @@ impl Service<'_> {
         let record = TokenRecord {
             id: new_id(prefix::TOKEN),
             tenant_id: Some(tenant.to_owned()),
-            hash: token_hash(&token),
+            hash: crate::secrets::token_hash(&token),
             created_at: domain::now(),
         };
         self.store.create_token(&record).await?;

@@ -251,8 +251,7 @@ pub struct Inbox {
 impl Inbox {
     /// SHA-256 of an inbox token, lowercase hex: tokens are looked up only by this.
     pub fn hash_token(token: &str) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(token.as_bytes()))
+        crate::secrets::token_hash(token)
     }
 }
 
