@@ -2,11 +2,11 @@
 //! [`crate::store::ops::AuditEntry`]). The admin token lists every entry; a tenant token
 //! lists its tenant's.
 
-use axum::{extract::State, routing::get, Router};
+use axum::{routing::get, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Call, InTenant, List, PageQuery, Query};
 use crate::store::ops::{AuditEntry, AuditFilter};
 
 pub fn router() -> Router<AppState> {
@@ -60,14 +60,13 @@ impl AuditQuery {
               (status = 403, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_all(
-    State(state): State<AppState>,
-    principal: Principal,
+    call: Call,
     Query(mut q): Query<AuditQuery>,
 ) -> Result<axum::Json<List<AuditEntry>>, ApiError> {
-    principal.require_admin()?;
+    call.principal.require_admin()?;
     let tenant = q.tenant.take();
     let filter = q.filter(tenant)?;
-    let data = state.store.list_audit(&filter).await?;
+    let data = call.state.store.list_audit(&filter).await?;
     Ok(axum::Json(List::new(data, &filter.page, |e| &e.id)))
 }
 
@@ -78,18 +77,15 @@ pub async fn list_all(
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_tenant(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Query(q): Query<AuditQuery>,
 ) -> Result<axum::Json<List<AuditEntry>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    if q.tenant.as_ref().is_some_and(|t| *t != tenant) {
+    if q.tenant.as_ref().is_some_and(|t| *t != call.tenant) {
         return Err(ApiError::invalid(
             "tenant is given by the path here; use /v1/audit to filter by tenant",
         ));
     }
-    let filter = q.filter(Some(tenant))?;
-    let data = state.store.list_audit(&filter).await?;
+    let filter = q.filter(Some(call.tenant.clone()))?;
+    let data = call.state.store.list_audit(&filter).await?;
     Ok(axum::Json(List::new(data, &filter.page, |e| &e.id)))
 }

@@ -1,7 +1,6 @@
 //! Deliveries: the delivery log, attempts, and manual retry.
 
 use axum::{
-    extract::State,
     http::StatusCode,
     routing::{get, post},
     Router,
@@ -10,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Id, InTenant, List, PageQuery, Query};
 use crate::{
     domain::{Attempt, Delivery, DeliveryStatus},
     store::DeliveryFilter,
@@ -50,12 +49,9 @@ pub struct DeliveriesQuery {
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<axum::Json<List<Delivery>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
@@ -69,7 +65,11 @@ pub async fn list_deliveries(
         until: q.until,
         page: page.clone(),
     };
-    let data = state.store.list_deliveries(&tenant, &filter).await?;
+    let data = call
+        .state
+        .store
+        .list_deliveries(&call.tenant, &filter)
+        .await?;
     Ok(axum::Json(List::new(data, &page, |d| &d.id)))
 }
 
@@ -87,17 +87,15 @@ pub struct DeliveryDetail {
     responses((status = 200, body = DeliveryDetail), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_delivery(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
 ) -> Result<axum::Json<DeliveryDetail>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let delivery = state
-        .store
-        .get_delivery(&tenant, &id)
+    let store = &call.state.store;
+    let delivery = store
+        .get_delivery(&call.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
-    let attempts = state.store.list_attempts(&delivery.id).await?;
+    let attempts = store.list_attempts(&delivery.id).await?;
     Ok(axum::Json(DeliveryDetail { delivery, attempts }))
 }
 
@@ -115,11 +113,9 @@ pub struct Replayed {
               (status = 409, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retry_delivery(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
 ) -> Result<(StatusCode, axum::Json<Delivery>), ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let delivery = state.service().retry_delivery(&tenant, &id).await?;
+    let delivery = call.service().retry_delivery(&call.tenant, &id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
 }

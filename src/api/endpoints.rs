@@ -1,9 +1,9 @@
 //! Endpoints over HTTP: the handlers read the request and show the answer; the rules are
 //! [`crate::service::endpoints`]'s.
 
-use axum::{extract::State, http::StatusCode, routing::get, routing::post, Router};
+use axum::{http::StatusCode, routing::get, routing::post, Router};
 
-use super::{caller, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Id, InTenant, Json, List, PageQuery, Query};
 pub use crate::service::endpoints::{
     CreateEndpoint, EndpointOut, ReplayRequest, RotateSecret, UpdateEndpoint,
 };
@@ -41,16 +41,12 @@ pub fn router() -> Router<AppState> {
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Json(body): Json<CreateEndpoint>,
 ) -> Result<(StatusCode, axum::Json<EndpointOut>), ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let ep = state
+    let ep = call
         .service()
-        .create_endpoint(&caller(&principal, &actor), &tenant, body)
+        .create_endpoint(&call.caller(), &call.tenant, body)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(EndpointOut::new(ep, true))))
 }
@@ -61,14 +57,11 @@ pub async fn create_endpoint(
     responses((status = 200, body = List<EndpointOut>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_endpoints(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<EndpointOut>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = q.page()?;
-    let endpoints = state.store.list_endpoints(&tenant, &page).await?;
+    let endpoints = call.state.store.list_endpoints(&call.tenant, &page).await?;
     let data = endpoints
         .into_iter()
         .map(|e| EndpointOut::new(e, false))
@@ -85,13 +78,11 @@ pub async fn list_endpoints(
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn endpoint_stats(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
 ) -> Result<axum::Json<crate::ops::endpoint_stats::EndpointStats>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let ep = state.service().endpoint(&tenant, &id).await?;
-    let stats = crate::ops::endpoint_stats::read(state.store.as_ref(), &ep.id).await?;
+    let ep = call.service().endpoint(&call.tenant, &id).await?;
+    let stats = crate::ops::endpoint_stats::read(call.state.store.as_ref(), &ep.id).await?;
     Ok(axum::Json(stats))
 }
 
@@ -100,13 +91,8 @@ pub async fn endpoint_stats(
     params(("tenant" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = EndpointOut), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<axum::Json<EndpointOut>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let ep = state.service().endpoint(&tenant, &id).await?;
+pub async fn get_endpoint(call: InTenant, Id(id): Id) -> Result<axum::Json<EndpointOut>, ApiError> {
+    let ep = call.service().endpoint(&call.tenant, &id).await?;
     Ok(axum::Json(EndpointOut::new(ep, true)))
 }
 
@@ -117,16 +103,13 @@ pub async fn get_endpoint(
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     Json(body): Json<UpdateEndpoint>,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let ep = state
+    let ep = call
         .service()
-        .update_endpoint(&caller(&principal, &actor), &tenant, &id, body)
+        .update_endpoint(&call.caller(), &call.tenant, &id, body)
         .await?;
     Ok(axum::Json(EndpointOut::new(ep, true)))
 }
@@ -136,16 +119,9 @@ pub async fn update_endpoint(
     params(("tenant" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    state
-        .service()
-        .delete_endpoint(&caller(&principal, &actor), &tenant, &id)
+pub async fn delete_endpoint(call: InTenant, Id(id): Id) -> Result<StatusCode, ApiError> {
+    call.service()
+        .delete_endpoint(&call.caller(), &call.tenant, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -158,17 +134,14 @@ pub async fn delete_endpoint(
     responses((status = 200, body = EndpointOut), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn rotate_secret(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<EndpointOut>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let body: RotateSecret = super::optional_json(&body)?;
-    let ep = state
+    let ep = call
         .service()
-        .rotate_secret(&caller(&principal, &actor), &tenant, &id, body)
+        .rotate_secret(&call.caller(), &call.tenant, &id, body)
         .await?;
     Ok(axum::Json(EndpointOut::new(ep, true)))
 }
@@ -182,14 +155,15 @@ pub async fn rotate_secret(
               (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replay_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let req: ReplayRequest = super::optional_json(&body)?;
-    let replayed = state.service().replay_endpoint(&tenant, &id, req).await?;
+    let replayed = call
+        .service()
+        .replay_endpoint(&call.tenant, &id, req)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(super::deliveries::Replayed { replayed }),

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Id, InTenant, Json, List, PageQuery, Path, Principal, Query};
 use crate::{
     domain::{Delivery, DeliveryStatus, Event},
     ingest::{ingest, NewEvent},
@@ -180,12 +180,9 @@ pub struct EventsQuery {
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_events(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Query(q): Query<EventsQuery>,
 ) -> Result<axum::Json<List<Event>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
@@ -197,7 +194,7 @@ pub async fn list_events(
         until: q.until,
         page: page.clone(),
     };
-    let data = state.store.list_events(&tenant, &filter).await?;
+    let data = call.state.store.list_events(&call.tenant, &filter).await?;
     Ok(axum::Json(List::new(data, &page, |e| &e.id)))
 }
 
@@ -214,21 +211,15 @@ pub struct EventDetail {
     params(("tenant" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = EventDetail), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_event(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<axum::Json<EventDetail>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let event = state
-        .store
-        .get_event(&tenant, &id)
+pub async fn get_event(call: InTenant, Id(id): Id) -> Result<axum::Json<EventDetail>, ApiError> {
+    let store = &call.state.store;
+    let event = store
+        .get_event(&call.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
-    let deliveries = state
-        .store
+    let deliveries = store
         .list_deliveries(
-            &tenant,
+            &call.tenant,
             &crate::store::DeliveryFilter {
                 event_id: Some(id),
                 page: crate::store::Page {
@@ -250,12 +241,10 @@ pub async fn get_event(
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replay_event(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
 ) -> Result<(StatusCode, axum::Json<super::deliveries::Replayed>), ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let replayed = state.service().replay_event(&tenant, &id).await?;
+    let replayed = call.service().replay_event(&call.tenant, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(super::deliveries::Replayed { replayed }),

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Actor, ApiError, AppState, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Id, InTenant, List, PageQuery, Query};
 use crate::{
     domain::{self, new_id},
     signing,
@@ -123,18 +123,14 @@ impl From<InboxMessage> for MessageOut {
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_inbox(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path(tenant): Path<String>,
+    call: InTenant,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, axum::Json<InboxOut>), ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let req: CreateInbox = super::optional_json(&body)?;
-    let inbox = state
+    let inbox = call
         .service()
-        .create_inbox(&super::caller(&principal, &actor), &tenant, req)
+        .create_inbox(&call.caller(), &call.tenant, req)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -148,15 +144,12 @@ pub async fn create_inbox(
     responses((status = 200, body = List<InboxOut>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_inboxes(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<InboxOut>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = q.page()?;
-    let inboxes = state.store.list_inboxes(&tenant, &page).await?;
+    let inboxes = call.state.store.list_inboxes(&call.tenant, &page).await?;
     let data = inboxes
         .into_iter()
         .map(|i| InboxOut::new(i, &headers))
@@ -164,10 +157,11 @@ pub async fn list_inboxes(
     Ok(axum::Json(List::new(data, &page, |i| &i.id)))
 }
 
-async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Inbox, ApiError> {
-    state
+/// The inbox `id` of the caller's tenant.
+async fn load(call: &InTenant, id: &str) -> Result<Inbox, ApiError> {
+    call.state
         .store
-        .get_inbox(tenant, id)
+        .get_inbox(&call.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("inbox"))
 }
@@ -178,16 +172,12 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Inbox, ApiErro
     responses((status = 200, body = InboxOut), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_inbox(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     headers: HeaderMap,
 ) -> Result<axum::Json<InboxOut>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    Ok(axum::Json(InboxOut::new(
-        load(&state, &tenant, &id).await?,
-        &headers,
-    )))
+    let inbox = load(&call, &id).await?;
+    Ok(axum::Json(InboxOut::new(inbox, &headers)))
 }
 
 /// Delete an inbox and what it received.
@@ -195,16 +185,9 @@ pub async fn get_inbox(
     params(("tenant" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_inbox(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    state
-        .service()
-        .delete_inbox(&super::caller(&principal, &actor), &tenant, &id)
+pub async fn delete_inbox(call: InTenant, Id(id): Id) -> Result<StatusCode, ApiError> {
+    call.service()
+        .delete_inbox(&call.caller(), &call.tenant, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -215,15 +198,13 @@ pub async fn delete_inbox(
     responses((status = 200, body = List<MessageOut>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_messages(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<MessageOut>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = q.page()?;
-    load(&state, &tenant, &id).await?;
-    let messages = state.store.list_inbox_messages(&id, &page).await?;
+    load(&call, &id).await?;
+    let messages = call.state.store.list_inbox_messages(&id, &page).await?;
     let data = messages.into_iter().map(MessageOut::from).collect();
     Ok(axum::Json(List::new(data, &page, |m| &m.id)))
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routing, authentication, errors and extractors shared by the handlers.
 //!
-//! Handlers write through `ingest` and read from the store. Every client mistake becomes a
+//! Handlers read the request, call the services (`crate::service`) or the store, and show
+//! the answer; [`InTenant`] checks the caller against the tenant a path names. Every client mistake becomes a
 //! 4xx with `{"error": {"code", "message"}}`; internal errors are logged once and the client
 //! gets a generic message.
 
@@ -450,6 +451,87 @@ impl FromRequestParts<AppState> for Actor {
             .cloned()
             .ok_or_else(ApiError::internal)
     }
+}
+
+/// An authenticated request: the server's state and who calls. What every handler behind a
+/// token starts from.
+pub struct Call {
+    pub state: AppState,
+    pub principal: Principal,
+    pub actor: Actor,
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let actor = Actor::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            principal,
+            actor,
+        })
+    }
+}
+
+impl Call {
+    /// The caller as the services see it.
+    pub fn caller(&self) -> crate::service::Caller<'_> {
+        caller(&self.principal, &self.actor)
+    }
+
+    /// The services, over this server's store, policy, waker and settings.
+    pub fn service(&self) -> crate::service::Service<'_> {
+        self.state.service()
+    }
+
+    /// Checks that the caller may act in `tenant` and that it exists.
+    pub async fn tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        self.principal.tenant(&self.state, tenant).await
+    }
+}
+
+/// An authenticated request under `/v1/tenants/{tenant}`: the caller may act in the tenant
+/// the path names, and it exists. A tenant token naming another tenant gets 404, exactly as
+/// for a tenant that does not exist.
+pub struct InTenant {
+    /// The tenant's id.
+    pub tenant: String,
+    pub call: Call,
+}
+
+impl FromRequestParts<AppState> for InTenant {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let call = Call::from_request_parts(parts, state).await?;
+        let tenant = path_param(parts, state, "tenant").await?;
+        call.tenant(&tenant).await?;
+        Ok(Self { tenant, call })
+    }
+}
+
+impl std::ops::Deref for InTenant {
+    type Target = Call;
+    fn deref(&self) -> &Call {
+        &self.call
+    }
+}
+
+/// The `{id}` of a route's path.
+pub struct Id(pub String);
+
+impl FromRequestParts<AppState> for Id {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        path_param(parts, state, "id").await.map(Id)
+    }
+}
+
+/// One named parameter of the route's path (a route without it is a bug: 500).
+async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {
+    let Path(mut params) =
+        Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state).await?;
+    params.remove(name).ok_or_else(ApiError::internal)
 }
 
 /// Who holds the token whose SHA-256 is `hash`: the configured admin token, or a stored

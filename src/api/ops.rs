@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::error;
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, Path, Principal};
+use super::{ApiError, AppState, Id, InTenant, Principal};
 use crate::{
     dispatch::{send_test, TestSend},
     domain::{self, AttemptOutcome, DeliveryStatus},
@@ -236,19 +236,17 @@ pub struct TestResult {
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test_endpoint(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<TestResult>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let req: TestRequest = super::optional_json(&body)?;
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    run_test(&state, &tenant, &id, req.data, traceparent)
+    run_test(&call.state, &call.tenant, &id, req.data, traceparent)
         .await
         .map(axum::Json)
 }

@@ -4,12 +4,12 @@
 //! operator's own infrastructure, like a broker destination); a tenant token reads its
 //! tenant's sources, with URL passwords hidden, and their rejected messages.
 
-use axum::{extract::State, http::StatusCode, routing::get, Router};
+use axum::{http::StatusCode, routing::get, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Call, Id, InTenant, Json, List, PageQuery, Path, Query};
 use crate::{
     ops::source_states::SourceState,
     sources::SourceUrl,
@@ -106,21 +106,20 @@ impl From<SourceRejection> for RejectionOut {
               (status = 409, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_source(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Path(tenant): Path<String>,
     Json(req): Json<CreateSource>,
 ) -> Result<(StatusCode, axum::Json<SourceOut>), ApiError> {
-    principal.require_admin()?;
-    principal.tenant(&state, &tenant).await?;
-    let source = state
+    // Admin first: a tenant token learns nothing about other tenants here.
+    call.principal.require_admin()?;
+    call.tenant(&tenant).await?;
+    let source = call
         .service()
-        .create_source(&super::caller(&principal, &actor), &tenant, req)
+        .create_source(&call.caller(), &tenant, req)
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(SourceOut::new(source, &state)),
+        axum::Json(SourceOut::new(source, &call.state)),
     ))
 }
 
@@ -130,25 +129,27 @@ pub async fn create_source(
     responses((status = 200, body = List<SourceOut>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_sources(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
+    call: InTenant,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<SourceOut>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = q.page()?;
-    let sources = state.store.list_sources(Some(&tenant), &page).await?;
+    let sources = call
+        .state
+        .store
+        .list_sources(Some(&call.tenant), &page)
+        .await?;
     let data = sources
         .into_iter()
-        .map(|s| SourceOut::new(s, &state))
+        .map(|s| SourceOut::new(s, &call.state))
         .collect();
     Ok(axum::Json(List::new(data, &page, |s| &s.id)))
 }
 
-async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Source, ApiError> {
-    state
+/// The source `id` of the caller's tenant.
+async fn load(call: &InTenant, id: &str) -> Result<Source, ApiError> {
+    call.state
         .store
-        .get_source(tenant, id)
+        .get_source(&call.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("source"))
 }
@@ -158,14 +159,9 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> Result<Source, ApiErr
     params(("tenant" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = SourceOut), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_source(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<axum::Json<SourceOut>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let source = load(&state, &tenant, &id).await?;
-    Ok(axum::Json(SourceOut::new(source, &state)))
+pub async fn get_source(call: InTenant, Id(id): Id) -> Result<axum::Json<SourceOut>, ApiError> {
+    let source = load(&call, &id).await?;
+    Ok(axum::Json(SourceOut::new(source, &call.state)))
 }
 
 /// Delete a source (admin token only) and its rejections: hookrelay stops consuming it
@@ -176,16 +172,14 @@ pub async fn get_source(
               (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_source(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    principal.require_admin()?;
-    principal.tenant(&state, &tenant).await?;
-    state
-        .service()
-        .delete_source(&super::caller(&principal, &actor), &tenant, &id)
+    // Admin first, as for create.
+    call.principal.require_admin()?;
+    call.tenant(&tenant).await?;
+    call.service()
+        .delete_source(&call.caller(), &tenant, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -197,15 +191,13 @@ pub async fn delete_source(
     responses((status = 200, body = List<RejectionOut>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_rejections(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((tenant, id)): Path<(String, String)>,
+    call: InTenant,
+    Id(id): Id,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<RejectionOut>>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
     let page = q.page()?;
-    load(&state, &tenant, &id).await?;
-    let rejections = state.store.list_source_rejections(&id, &page).await?;
+    load(&call, &id).await?;
+    let rejections = call.state.store.list_source_rejections(&id, &page).await?;
     let data = rejections.into_iter().map(RejectionOut::from).collect();
     Ok(axum::Json(List::new(data, &page, |r| &r.id)))
 }

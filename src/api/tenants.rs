@@ -1,7 +1,6 @@
 //! Tenants, tenant-scoped tokens and the event-type catalog.
 
 use axum::{
-    extract::State,
     http::StatusCode,
     routing::{delete, get, post},
     Router,
@@ -9,7 +8,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{caller, Actor, ApiError, AppState, Json, List, PageQuery, Path, Principal, Query};
+use super::{ApiError, AppState, Call, InTenant, Json, List, PageQuery, Path, Principal, Query};
 use crate::domain::{EventType, Tenant};
 pub use crate::service::tenants::{CreateEventType, CreateTenant, CreatedToken};
 
@@ -37,15 +36,10 @@ pub fn router() -> Router<AppState> {
               (status = 409, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_tenant(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<Tenant>), ApiError> {
-    let tenant = state
-        .service()
-        .create_tenant(&caller(&principal, &actor), body)
-        .await?;
+    let tenant = call.service().create_tenant(&call.caller(), body).await?;
     Ok((StatusCode::CREATED, axum::Json(tenant)))
 }
 
@@ -53,14 +47,14 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
     responses((status = 200, body = List<Tenant>)), security(("bearer" = [])))]
 pub async fn list_tenants(
-    State(state): State<AppState>,
-    principal: Principal,
+    call: Call,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<List<Tenant>>, ApiError> {
     let page = q.page()?;
-    let data = match &principal {
-        Principal::Admin => state.store.list_tenants(&page).await?,
-        Principal::Tenant(own) => state.store.get_tenant(own).await?.into_iter().collect(),
+    let store = &call.state.store;
+    let data = match &call.principal {
+        Principal::Admin => store.list_tenants(&page).await?,
+        Principal::Tenant(own) => store.get_tenant(own).await?.into_iter().collect(),
     };
     Ok(axum::Json(List::new(data, &page, |t| &t.id)))
 }
@@ -70,13 +64,8 @@ pub async fn list_tenants(
     params(("tenant" = String, Path)),
     responses((status = 200, body = Tenant), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_tenant(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(tenant): Path<String>,
-) -> Result<axum::Json<Tenant>, ApiError> {
-    principal.tenant(&state, &tenant).await?;
-    let found = state.store.get_tenant(&tenant).await?;
+pub async fn get_tenant(call: InTenant) -> Result<axum::Json<Tenant>, ApiError> {
+    let found = call.state.store.get_tenant(&call.tenant).await?;
     found
         .map(axum::Json)
         .ok_or_else(|| ApiError::not_found("tenant"))
@@ -88,15 +77,9 @@ pub async fn get_tenant(
     responses((status = 204), (status = 404, body = super::ErrorBody),
               (status = 409, body = super::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_tenant(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
-    Path(tenant): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state
-        .service()
-        .delete_tenant(&caller(&principal, &actor), &tenant)
+pub async fn delete_tenant(call: Call, Path(tenant): Path<String>) -> Result<StatusCode, ApiError> {
+    call.service()
+        .delete_tenant(&call.caller(), &tenant)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -107,15 +90,10 @@ pub async fn delete_tenant(
     responses((status = 201, body = CreatedToken), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_token(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Path(tenant): Path<String>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
-    let created = state
-        .service()
-        .create_token(&caller(&principal, &actor), &tenant)
-        .await?;
+    let created = call.service().create_token(&call.caller(), &tenant).await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -125,14 +103,12 @@ pub async fn create_token(
               (status = 409, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_event_type(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Json(body): Json<CreateEventType>,
 ) -> Result<(StatusCode, axum::Json<EventType>), ApiError> {
-    let et = state
+    let et = call
         .service()
-        .create_event_type(&caller(&principal, &actor), body)
+        .create_event_type(&call.caller(), body)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(et)))
 }
@@ -140,11 +116,8 @@ pub async fn create_event_type(
 /// The event-type catalog.
 #[utoipa::path(get, path = "/v1/event-types", tag = "event-types",
     responses((status = 200, body = List<EventType>)), security(("bearer" = [])))]
-pub async fn list_event_types(
-    State(state): State<AppState>,
-    _principal: Principal,
-) -> Result<axum::Json<List<EventType>>, ApiError> {
-    let data = state.store.list_event_types().await?;
+pub async fn list_event_types(call: Call) -> Result<axum::Json<List<EventType>>, ApiError> {
+    let data = call.state.store.list_event_types().await?;
     Ok(axum::Json(List {
         data,
         next_cursor: None,
@@ -165,13 +138,14 @@ pub struct TokenInfo {
     responses((status = 200, body = List<TokenInfo>), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_tokens(
-    State(state): State<AppState>,
-    principal: Principal,
+    call: Call,
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<List<TokenInfo>>, ApiError> {
-    principal.require_admin()?;
-    principal.tenant(&state, &tenant).await?;
-    let data = state
+    // Admin first: a tenant token learns nothing about other tenants here.
+    call.principal.require_admin()?;
+    call.tenant(&tenant).await?;
+    let data = call
+        .state
         .store
         .list_tokens(&tenant)
         .await?
@@ -194,14 +168,11 @@ pub async fn list_tokens(
     responses((status = 204), (status = 404, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn revoke_token(
-    State(state): State<AppState>,
-    principal: Principal,
-    actor: Actor,
+    call: Call,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .service()
-        .revoke_token(&caller(&principal, &actor), &tenant, &id)
+    call.service()
+        .revoke_token(&call.caller(), &tenant, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
