@@ -257,14 +257,40 @@ impl<R> AnyRow for R where
 {
 }
 
-/// `SELECT columns FROM table WHERE k1 = $1 AND …` for `keys` (`(column, value)`): the one
-/// row, or `None` (also when a key holds NUL, which names nothing stored).
-pub(super) async fn fetch_row<R: AnyRow>(
+/// A row type read whole from one table: its name and the columns of a `SELECT`.
+pub(super) trait Table: AnyRow {
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
+}
+
+/// Declares the [`Table`] of each row type: `Row => "table", COLUMNS;`.
+macro_rules! tables {
+    ($($row:ty => $table:literal, $columns:expr;)+) => {
+        $(impl $crate::store::sql::Table for $row {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static str = $columns;
+        })+
+    };
+}
+pub(super) use tables;
+
+/// A tenant's row of `R`'s table by id ([`fetch_row`]).
+pub(super) async fn fetch_owned<R: Table>(
     store: &(impl SqlStore + ?Sized),
-    columns: &str,
-    table: &str,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<R>> {
+    fetch_row(store, &[("tenant_id", tenant_id), ("id", id)]).await
+}
+
+/// `SELECT columns FROM table WHERE k1 = $1 AND …` of `R`'s table for `keys`
+/// (`(column, value)`): the one row, or `None` (also when a key holds NUL, which names
+/// nothing stored).
+pub(super) async fn fetch_row<R: Table>(
+    store: &(impl SqlStore + ?Sized),
     keys: &[(&str, &str)],
 ) -> Result<Option<R>> {
+    let (columns, table) = (R::COLUMNS, R::TABLE);
     if keys.iter().any(|(_, v)| v.contains('\0')) {
         return Ok(None);
     }
@@ -286,15 +312,14 @@ pub(super) async fn fetch_row<R: AnyRow>(
     })
 }
 
-/// A page of `SELECT columns FROM table` whose `key` column (when given) equals its value:
-/// ids below the cursor, newest first (nothing when a key holds NUL).
-pub(super) async fn fetch_page<R: AnyRow>(
+/// A page of `R`'s table whose `key` column (when given) equals its value: ids below the
+/// cursor, newest first (nothing when a key holds NUL).
+pub(super) async fn fetch_page<R: Table>(
     store: &(impl SqlStore + ?Sized),
-    columns: &str,
-    table: &str,
     key: Option<(&str, &str)>,
     page: &Page,
 ) -> Result<Vec<R>> {
+    let (columns, table) = (R::COLUMNS, R::TABLE);
     if has_nul(&[key.map_or("", |(_, v)| v), page_key(page)]) {
         return Ok(Vec::new());
     }

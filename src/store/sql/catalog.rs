@@ -3,12 +3,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, QueryBuilder};
+use sqlx::{query::Query, Database, QueryBuilder};
 
 use std::sync::LazyLock;
 
 use super::{
-    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, Dialect, SqlStore,
+    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error,
+    Dialect, SqlStore,
 };
 use crate::domain::{
     first_id_at, prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
@@ -77,6 +78,79 @@ const EVENT_TYPE_COLUMNS: &str =
 
 const ATTEMPT_COLUMNS: &str = "id, delivery_id, attempt_number, MS(started_at) AS started_at, \
      duration_ms, status_code, response, error, outcome, MS(next_attempt_at) AS next_attempt_at";
+
+/// `INSERT INTO events` with every column, bound by [`bind_event`].
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (id, tenant_id, type, data, actor, \
+     idempotency_key, traceparent, created_at, deliver_at) \
+     VALUES ($1, $2, $3, $4::json, $5, $6, $7, TS($8), TS($9))";
+
+/// `INSERT INTO deliveries (…)` with every column, and the values bound by
+/// [`bind_delivery`]: `$1`, …, `$12`.
+pub(super) const INSERT_DELIVERY: (&str, &str) = (
+    "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+     max_attempts, next_attempt_at, last_error, lease_id, created_at, updated_at)",
+    "$1, $2, $3, $4, $5, $6, $7, TS($8), $9, $10, TS($11), TS($12)",
+);
+
+/// A statement's arguments on `DB`.
+type Args<'q, DB> = <DB as Database>::Arguments<'q>;
+
+/// Binds `e` to [`INSERT_EVENT`].
+pub(super) fn bind_event<'q, DB: Database>(
+    q: Query<'q, DB, Args<'q, DB>>,
+    e: &Event,
+) -> Query<'q, DB, Args<'q, DB>>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(e.id.clone())
+        .bind(e.tenant_id.clone())
+        .bind(e.event_type.clone())
+        .bind(e.data.to_string())
+        .bind(e.actor.clone())
+        .bind(e.idempotency_key.clone())
+        .bind(e.traceparent.clone())
+        .bind(ms(e.created_at))
+        .bind(e.deliver_at.map(ms))
+}
+
+/// Binds `d`, leased to `lease_id` when given, to [`INSERT_DELIVERY`]'s values.
+pub(super) fn bind_delivery<'q, DB: Database>(
+    q: Query<'q, DB, Args<'q, DB>>,
+    d: &Delivery,
+    lease_id: Option<&str>,
+) -> Query<'q, DB, Args<'q, DB>>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(d.id.clone())
+        .bind(d.tenant_id.clone())
+        .bind(d.event_id.clone())
+        .bind(d.endpoint_id.clone())
+        .bind(d.status.as_str().to_owned())
+        .bind(i64::from(d.attempts))
+        .bind(i64::from(d.max_attempts))
+        .bind(d.next_attempt_at.map(ms))
+        .bind(d.last_error.clone())
+        .bind(lease_id.map(str::to_owned))
+        .bind(ms(d.created_at))
+        .bind(ms(d.updated_at))
+}
+
+super::tables! {
+    TenantRow => "tenants", TENANT_COLUMNS;
+    TokenRow => "tokens", TOKEN_COLUMNS;
+    EventTypeRow => "event_types", EVENT_TYPE_COLUMNS;
+    EndpointRow => "endpoints", ENDPOINT_COLUMNS;
+    EventRow => "events", EVENT_COLUMNS;
+    DeliveryRow => "deliveries", DELIVERY_COLUMNS;
+}
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -157,13 +231,12 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
-        let rows: Vec<TenantRow> = fetch_page(self, TENANT_COLUMNS, "tenants", None, page).await?;
+        let rows: Vec<TenantRow> = fetch_page(self, None, page).await?;
         Ok(rows.into_iter().map(Tenant::from).collect())
     }
 
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        let row: Option<TenantRow> =
-            fetch_row(self, TENANT_COLUMNS, "tenants", &[("id", id)]).await?;
+        let row: Option<TenantRow> = fetch_row(self, &[("id", id)]).await?;
         Ok(row.map(Tenant::from))
     }
 
@@ -199,8 +272,7 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row: Option<TokenRow> =
-            fetch_row(self, TOKEN_COLUMNS, "tokens", &[("hash", hash)]).await?;
+        let row: Option<TokenRow> = fetch_row(self, &[("hash", hash)]).await?;
         Ok(row.map(TokenRecord::from))
     }
 
@@ -267,20 +339,12 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>> {
-        let row: Option<EventTypeRow> =
-            fetch_row(self, EVENT_TYPE_COLUMNS, "event_types", &[("name", name)]).await?;
+        let row: Option<EventTypeRow> = fetch_row(self, &[("name", name)]).await?;
         row.map(EventType::try_from).transpose()
     }
 
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
-        let rows: Vec<EndpointRow> = fetch_page(
-            self,
-            ENDPOINT_COLUMNS,
-            "endpoints",
-            Some(("tenant_id", tenant_id)),
-            page,
-        )
-        .await?;
+        let rows: Vec<EndpointRow> = fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
         collect(rows)?
             .into_iter()
             .map(|e| self.sealer().open_endpoint(e))
@@ -288,13 +352,7 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
-        let row: Option<EndpointRow> = fetch_row(
-            self,
-            ENDPOINT_COLUMNS,
-            "endpoints",
-            &[("tenant_id", tenant_id), ("id", id)],
-        )
-        .await?;
+        let row: Option<EndpointRow> = fetch_owned(self, tenant_id, id).await?;
         row.map(|r| self.sealer().open_endpoint(Endpoint::try_from(r)?))
             .transpose()
     }
@@ -324,13 +382,7 @@ impl<S: SqlStore> Catalog for S {
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
         self.settle().await?;
-        let row: Option<EventRow> = fetch_row(
-            self,
-            EVENT_COLUMNS,
-            "events",
-            &[("tenant_id", tenant_id), ("id", id)],
-        )
-        .await?;
+        let row: Option<EventRow> = fetch_owned(self, tenant_id, id).await?;
         row.map(Event::try_from).transpose()
     }
 
@@ -370,13 +422,7 @@ impl<S: SqlStore> Catalog for S {
 
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
         self.settle().await?;
-        let row: Option<DeliveryRow> = fetch_row(
-            self,
-            DELIVERY_COLUMNS,
-            "deliveries",
-            &[("tenant_id", tenant_id), ("id", id)],
-        )
-        .await?;
+        let row: Option<DeliveryRow> = fetch_owned(self, tenant_id, id).await?;
         row.map(Delivery::try_from).transpose()
     }
 
@@ -664,43 +710,23 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn import(&self, e: &Event, deliveries: &[Delivery]) -> Result<u64> {
-        let event = "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
-                                         traceparent, created_at) \
-             VALUES ($1, $2, $3, $4::json, $5, $6, $7, TS($8)) ON CONFLICT DO NOTHING";
-        let delivery = "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
-                                     attempts, max_attempts, next_attempt_at, last_error, \
-                                     created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, TS($8), $9, TS($10), TS($11) \
+        // An event or delivery already there (an import run again) is left as it is.
+        let event = format!("{INSERT_EVENT} ON CONFLICT DO NOTHING");
+        let (insert, values) = INSERT_DELIVERY;
+        let delivery = format!(
+            "{insert} SELECT {values} \
              WHERE EXISTS (SELECT 1 FROM events WHERE id = $3 AND tenant_id = $2) \
-             ON CONFLICT DO NOTHING";
+             ON CONFLICT DO NOTHING"
+        );
         let written = on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
-            sqlx::query(&p.sql(event))
-                .bind(&e.id)
-                .bind(&e.tenant_id)
-                .bind(&e.event_type)
-                .bind(e.data.to_string())
-                .bind(&e.actor)
-                .bind(&e.idempotency_key)
-                .bind(&e.traceparent)
-                .bind(ms(e.created_at))
+            bind_event(sqlx::query(&p.sql(&event)), e)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?;
             let mut written = 0;
             for d in deliveries {
-                written += sqlx::query(&p.sql(delivery))
-                    .bind(&d.id)
-                    .bind(&d.tenant_id)
-                    .bind(&d.event_id)
-                    .bind(&d.endpoint_id)
-                    .bind(d.status.as_str())
-                    .bind(i64::from(d.attempts))
-                    .bind(i64::from(d.max_attempts))
-                    .bind(d.next_attempt_at.map(ms))
-                    .bind(&d.last_error)
-                    .bind(ms(d.created_at))
-                    .bind(ms(d.updated_at))
+                written += bind_delivery(sqlx::query(&p.sql(&delivery)), d, None)
                     .execute(&mut *tx)
                     .await
                     .map_err(write_error)?

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 
 use super::{
-    db, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error, SqlStore,
+    catalog::{bind_delivery, bind_event, INSERT_DELIVERY, INSERT_EVENT},
+    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error,
+    SqlStore,
 };
 use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
@@ -36,6 +38,13 @@ const MESSAGE_COLUMNS: &str = "id, inbox_id, MS(received_at) AS received_at, met
 
 const AUDIT_COLUMNS: &str =
     "id, tenant_id, actor, action, target, changes::text AS changes, created_at";
+
+super::tables! {
+    InboxRow => "inboxes", INBOX_COLUMNS;
+    MessageRow => "inbox_messages", MESSAGE_COLUMNS;
+    SourceRow => "sources", SOURCE_COLUMNS;
+    RejectionRow => "source_rejections", REJECTION_COLUMNS;
+}
 
 /// `sum(c), …` over the counter columns, in [`counter_columns`] order.
 fn summed_counters() -> String {
@@ -260,40 +269,15 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn insert_leased(&self, e: &Event, d: &Delivery, lease_id: &str) -> Result<()> {
-        let event = "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, \
-                     traceparent, created_at, deliver_at) \
-                     VALUES ($1, $2, $3, $4::json, $5, $6, $7, TS($8), TS($9))";
-        let delivery = "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, \
-                        attempts, max_attempts, next_attempt_at, lease_id, created_at, \
-                        updated_at) \
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, TS($8), $9, TS($10), TS($11))";
+        let (insert, values) = INSERT_DELIVERY;
+        let delivery = format!("{insert} VALUES ({values})");
         on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
-            sqlx::query(&p.sql(event))
-                .bind(&e.id)
-                .bind(&e.tenant_id)
-                .bind(&e.event_type)
-                .bind(e.data.to_string())
-                .bind(&e.actor)
-                .bind(&e.idempotency_key)
-                .bind(&e.traceparent)
-                .bind(ms(e.created_at))
-                .bind(e.deliver_at.map(ms))
+            bind_event(sqlx::query(&p.sql(INSERT_EVENT)), e)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?;
-            sqlx::query(&p.sql(delivery))
-                .bind(&d.id)
-                .bind(&d.tenant_id)
-                .bind(&d.event_id)
-                .bind(&d.endpoint_id)
-                .bind(d.status.as_str())
-                .bind(i64::from(d.attempts))
-                .bind(i64::from(d.max_attempts))
-                .bind(d.next_attempt_at.map(ms))
-                .bind(lease_id)
-                .bind(ms(d.created_at))
-                .bind(ms(d.updated_at))
+            bind_delivery(sqlx::query(&p.sql(&delivery)), d, Some(lease_id))
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?;
@@ -406,39 +390,20 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
-        let rows: Vec<InboxRow> = fetch_page(
-            self,
-            INBOX_COLUMNS,
-            "inboxes",
-            Some(("tenant_id", tenant_id)),
-            page,
-        )
-        .await?;
+        let rows: Vec<InboxRow> = fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
         rows.into_iter()
             .map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .collect()
     }
 
     async fn get_inbox(&self, tenant_id: &str, id: &str) -> Result<Option<Inbox>> {
-        let row: Option<InboxRow> = fetch_row(
-            self,
-            INBOX_COLUMNS,
-            "inboxes",
-            &[("tenant_id", tenant_id), ("id", id)],
-        )
-        .await?;
+        let row: Option<InboxRow> = fetch_owned(self, tenant_id, id).await?;
         row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .transpose()
     }
 
     async fn find_inbox(&self, token_hash: &str) -> Result<Option<Inbox>> {
-        let row: Option<InboxRow> = fetch_row(
-            self,
-            INBOX_COLUMNS,
-            "inboxes",
-            &[("token_hash", token_hash)],
-        )
-        .await?;
+        let row: Option<InboxRow> = fetch_row(self, &[("token_hash", token_hash)]).await?;
         row.map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .transpose()
     }
@@ -502,14 +467,7 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
-        let rows: Vec<MessageRow> = fetch_page(
-            self,
-            MESSAGE_COLUMNS,
-            "inbox_messages",
-            Some(("inbox_id", inbox_id)),
-            page,
-        )
-        .await?;
+        let rows: Vec<MessageRow> = fetch_page(self, Some(("inbox_id", inbox_id)), page).await?;
         rows.into_iter().map(InboxMessage::try_from).collect()
     }
 
@@ -532,20 +490,14 @@ impl<S: SqlStore> OpsStore for S {
 
     async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
         let owner = tenant_id.map(|t| ("tenant_id", t));
-        let rows: Vec<SourceRow> = fetch_page(self, SOURCE_COLUMNS, "sources", owner, page).await?;
+        let rows: Vec<SourceRow> = fetch_page(self, owner, page).await?;
         rows.into_iter()
             .map(|r| self.sealer().open_source(Source::from(r)))
             .collect()
     }
 
     async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>> {
-        let row: Option<SourceRow> = fetch_row(
-            self,
-            SOURCE_COLUMNS,
-            "sources",
-            &[("tenant_id", tenant_id), ("id", id)],
-        )
-        .await?;
+        let row: Option<SourceRow> = fetch_owned(self, tenant_id, id).await?;
         row.map(|r| self.sealer().open_source(Source::from(r)))
             .transpose()
     }
@@ -589,14 +541,8 @@ impl<S: SqlStore> OpsStore for S {
         source_id: &str,
         page: &Page,
     ) -> Result<Vec<SourceRejection>> {
-        let rows: Vec<RejectionRow> = fetch_page(
-            self,
-            REJECTION_COLUMNS,
-            "source_rejections",
-            Some(("source_id", source_id)),
-            page,
-        )
-        .await?;
+        let rows: Vec<RejectionRow> =
+            fetch_page(self, Some(("source_id", source_id)), page).await?;
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
