@@ -131,8 +131,37 @@ pub struct Endpoint {
     pub routing: std::sync::Arc<routing::Routing>,
     /// The body shape and signature deliveries carry.
     pub format: DeliveryFormat,
+    /// OAuth2 client credentials: deliveries carry a bearer token fetched with them.
+    #[schema(value_type = Option<Object>)]
+    pub oauth2: Option<OAuth2>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// OAuth2 client credentials (RFC 6749, section 4.4) an endpoint's HTTP deliveries
+/// authenticate with: hookrelay asks `token_url` for an access token (client id and secret
+/// in HTTP Basic authentication) and sends it as `Authorization: Bearer …` beside the
+/// signature. Its `Debug` output hides the secret.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    /// Sealed at rest like signing secrets; never shown after it is set.
+    pub client_secret: String,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 /// The body shape and signature of what an endpoint receives.
@@ -194,6 +223,7 @@ impl std::fmt::Debug for Endpoint {
             .field("breaker", &self.breaker)
             .field("routing", &self.routing)
             .field("format", &self.format)
+            .field("oauth2", &self.oauth2)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -338,6 +368,7 @@ impl Endpoint {
             breaker: Default::default(),
             routing: Default::default(),
             format: DeliveryFormat::default(),
+            oauth2: None,
             created_at: now,
             updated_at: now,
         }

@@ -108,6 +108,7 @@ pub(super) struct EndpointRow {
     pub(super) failing_since: Option<i64>,
     pub(super) routing: Option<String>,
     pub(super) format: String,
+    pub(super) oauth2: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -194,6 +195,12 @@ impl TryFrom<EndpointRow> for Endpoint {
                 .map_err(|e| corrupt("endpoints.event_types", e))?,
             headers: serde_json::from_str(&r.headers)
                 .map_err(|e| corrupt("endpoints.headers", e))?,
+            oauth2: r
+                .oauth2
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("endpoints.oauth2", e))?,
             rate_limit: r
                 .rate_limit
                 .map(|v| count("endpoints.rate_limit", v))

@@ -26,6 +26,10 @@ fn url_aad(owner_id: &str) -> String {
 }
 
 /// Associated data of an inbox's token.
+fn oauth2_aad(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#oauth2")
+}
+
 fn token_aad(inbox_id: &str) -> String {
     format!("{inbox_id}#token")
 }
@@ -58,6 +62,9 @@ impl Sealer {
             .map(|(name, value)| (name.clone(), keys.seal(&header_aad(&ep.id, name), value)))
             .collect();
         sealed.url = keys.seal_url(&url_aad(&ep.id), &ep.url);
+        if let Some(o) = &mut sealed.oauth2 {
+            o.client_secret = keys.seal(&oauth2_aad(&ep.id), &o.client_secret);
+        }
         Cow::Owned(sealed)
     }
 
@@ -83,6 +90,14 @@ impl Sealer {
         ep.url = keys
             .open_url(&url_aad(&ep.id), &ep.url)
             .map_err(unreadable)?;
+        if let Some(o) = &ep.oauth2 {
+            let secret = keys
+                .open(&oauth2_aad(&ep.id), &o.client_secret)
+                .map_err(unreadable)?;
+            if let Some(o) = &mut ep.oauth2 {
+                o.client_secret = secret;
+            }
+        }
         Ok(ep)
     }
 
@@ -98,6 +113,10 @@ impl Sealer {
                 .is_none_or(|s| keys.is_current(s))
             && raw.headers.values().all(|v| keys.is_current(v))
             && keys.url_is_current(&raw.url)
+            && raw
+                .oauth2
+                .as_ref()
+                .is_none_or(|o| keys.is_current(&o.client_secret))
     }
 
     /// An inbox's token and secret, sealed.

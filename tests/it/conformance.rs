@@ -2339,9 +2339,17 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     };
     let plain = store_at(&url, None).await;
     // Written before any key: kept as they are.
+    let oauth2 = |secret: &str| domain::OAuth2 {
+        token_url: "https://auth.example.com/token".into(),
+        client_id: "client".into(),
+        client_secret: secret.into(),
+        scope: Some("webhooks".into()),
+        audience: None,
+    };
     let ep = Endpoint {
         event_types: vec!["user.joined".into()],
         headers: [("x-key".to_string(), "header-value-1".to_string())].into(),
+        oauth2: Some(oauth2("oauth2-secret-1")),
         ..Endpoint::new(
             "default",
             "redis://:url-password-1@127.0.0.1:6379/0?stream=s",
@@ -2376,8 +2384,8 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         .unwrap()
         .unwrap();
     assert_eq!(
-        (&back.secret, &back.headers, &back.url),
-        (&ep.secret, &ep.headers, &ep.url)
+        (&back.secret, &back.headers, &back.url, &back.oauth2),
+        (&ep.secret, &ep.headers, &ep.url, &ep.oauth2)
     );
     let listed = sealed.list_endpoints("default", &page(10)).await.unwrap();
     assert_eq!(listed[0].headers, ep.headers);
@@ -2401,6 +2409,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].endpoint.secret, ep.secret);
     assert_eq!(claimed[0].endpoint.headers, ep.headers);
+    assert_eq!(claimed[0].endpoint.oauth2, ep.oauth2);
 
     // At rest, and to a store without the key, only sealed values.
     let raw = plain
@@ -2411,6 +2420,9 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     assert!(raw.secret.starts_with("enc1:"), "{}", raw.secret);
     assert!(raw.headers["x-key"].starts_with("enc1:"));
     assert!(!raw.url.contains("url-password-1"), "{}", raw.url);
+    let raw_oauth2 = raw.oauth2.unwrap();
+    assert!(raw_oauth2.client_secret.starts_with("enc1:"));
+    assert_eq!(raw_oauth2.client_id, "client", "only the secret is sealed");
     let raw = plain.get_inbox("default", &ibx.id).await.unwrap().unwrap();
     assert!(raw.token.starts_with("enc1:") && raw.secret.unwrap().starts_with("enc1:"));
     let raw = plain.get_source("default", &src.id).await.unwrap().unwrap();
@@ -2419,6 +2431,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     // What the keyed store writes is sealed as it is written.
     let fresh = Endpoint {
         headers: [("x-key".to_string(), "header-value-2".to_string())].into(),
+        oauth2: Some(oauth2("oauth2-secret-2")),
         ..Endpoint::new("default", "https://example.com/", "whsec_dGVzdA==".into())
     };
     sealed.create_endpoint(&fresh, u32::MAX).await.unwrap();
@@ -2428,6 +2441,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         .unwrap()
         .unwrap();
     assert!(raw.headers["x-key"].starts_with("enc1:"));
+    assert!(raw.oauth2.unwrap().client_secret.starts_with("enc1:"));
     drop(plain);
     close(sealed, pg).await;
 }

@@ -29,8 +29,8 @@ pub(in crate::store) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, descrip
      MS(previous_secret_expires_at) AS previous_secret_expires_at, rate_limit, rate_period, \
      max_attempts, headers::text AS headers, enabled, disabled_reason, breaker_state, \
      consecutive_failures, MS(breaker_until) AS breaker_until, \
-     MS(failing_since) AS failing_since, routing, format, MS(created_at) AS created_at, \
-     MS(updated_at) AS updated_at";
+     MS(failing_since) AS failing_since, routing, format, oauth2, \
+     MS(created_at) AS created_at, MS(updated_at) AS updated_at";
 
 /// The columns an [`EventRow`] reads.
 pub(in crate::store) const EVENT_COLUMNS: &str = "id, tenant_id, type, data::text AS data, \
@@ -150,6 +150,11 @@ super::tables! {
     EndpointRow => "endpoints", ENDPOINT_COLUMNS;
     EventRow => "events", EVENT_COLUMNS;
     DeliveryRow => "deliveries", DELIVERY_COLUMNS;
+}
+
+/// An endpoint's OAuth2 credentials as stored: JSON, or NULL.
+fn oauth2_text(ep: &Endpoint) -> Result<Option<String>> {
+    ep.oauth2.as_ref().map(|o| to_json(o, "oauth2")).transpose()
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -447,11 +452,12 @@ impl<S: SqlStore> Catalog for S {
         let insert = "INSERT INTO endpoints (id, tenant_id, url, description, event_types, \
              secret, previous_secret, previous_secret_expires_at, rate_limit, max_attempts, \
              headers, enabled, disabled_reason, created_at, updated_at, routing, format, \
-             rate_period) \
+             rate_period, oauth2) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, TS($8), $9, $10, $11::jsonb, $12, $13, \
-             TS($14), TS($15), $16, $17, $18)";
+             TS($14), TS($15), $16, $17, $18, $19)";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
+        let oauth2 = oauth2_text(ep)?;
         let count = on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
             // Locking the tenant row serializes the creates of one tenant on PostgreSQL (on
@@ -492,6 +498,7 @@ impl<S: SqlStore> Catalog for S {
                     .bind(routing_text(ep))
                     .bind(ep.format.as_str())
                     .bind(ep.rate_period.as_str())
+                    .bind(&oauth2)
                     .execute(&mut *tx)
                     .await
                     .map_err(write_error)?;
@@ -520,7 +527,7 @@ impl<S: SqlStore> Catalog for S {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
-             routing = $15, format = $16, rate_period = $17 \
+             routing = $15, format = $16, rate_period = $17, oauth2 = $18 \
              WHERE tenant_id = $13 AND id = $14";
         // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
         // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
@@ -529,6 +536,7 @@ impl<S: SqlStore> Catalog for S {
              WHERE endpoint_id = $2 AND status = 'pending' AND next_attempt_at IS NULL";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
+        let oauth2 = oauth2_text(ep)?;
         let updated = on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
             let updated = sqlx::query(&p.sql(update))
@@ -549,6 +557,7 @@ impl<S: SqlStore> Catalog for S {
                 .bind(routing_text(ep))
                 .bind(ep.format.as_str())
                 .bind(ep.rate_period.as_str())
+                .bind(&oauth2)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?

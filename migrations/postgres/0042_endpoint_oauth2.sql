@@ -1,0 +1,3 @@
+-- OAuth2 client credentials of an endpoint, as JSON ({token_url, client_id, client_secret
+-- (sealed when a key is set), scope, audience}); NULL when it has none.
+ALTER TABLE endpoints ADD COLUMN oauth2 text;
