@@ -289,6 +289,8 @@ pub enum EndpointCmd {
         #[arg(long)]
         rate_limit: Option<String>,
         #[command(flatten)]
+        oauth2: OAuth2Args,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// List endpoints.
@@ -323,6 +325,13 @@ pub enum EndpointCmd {
         /// Deliveries per second (`10`), a rate with its period (`30/min`), or `none`.
         #[arg(long)]
         rate_limit: Option<String>,
+        /// New OAuth2 client credentials (without --oauth2-client-secret the stored secret
+        /// is kept).
+        #[command(flatten)]
+        oauth2: OAuth2Args,
+        /// Stop sending an OAuth2 bearer token.
+        #[arg(long, conflicts_with = "oauth2_token_url")]
+        no_oauth2: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -338,6 +347,38 @@ pub enum EndpointCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// OAuth2 client credentials of an endpoint: deliveries carry a bearer token fetched with
+/// them (`--oauth2-token-url` turns it on).
+#[derive(Debug, Args)]
+pub struct OAuth2Args {
+    /// The token endpoint of the receiver's authorization server.
+    #[arg(long)]
+    pub oauth2_token_url: Option<String>,
+    #[arg(long, requires = "oauth2_token_url")]
+    pub oauth2_client_id: Option<String>,
+    /// The client secret (better from the environment than on the command line).
+    #[arg(long, env = "HOOKRELAY_OAUTH2_CLIENT_SECRET", hide_env_values = true)]
+    pub oauth2_client_secret: Option<String>,
+    /// Space-separated scopes to ask for.
+    #[arg(long, requires = "oauth2_token_url")]
+    pub oauth2_scope: Option<String>,
+    /// The `audience` parameter some authorization servers ask for.
+    #[arg(long, requires = "oauth2_token_url")]
+    pub oauth2_audience: Option<String>,
+}
+
+impl OAuth2Args {
+    /// The API's `oauth2` object, when a token URL is given.
+    fn json(&self) -> Option<Value> {
+        let token_url = self.oauth2_token_url.as_ref()?;
+        Some(json!({
+            "token_url": token_url, "client_id": self.oauth2_client_id,
+            "client_secret": self.oauth2_client_secret,
+            "scope": self.oauth2_scope, "audience": self.oauth2_audience,
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -950,6 +991,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     description,
                     max_attempts,
                     rate_limit,
+                    oauth2,
                     client,
                 } => {
                     let mut header_map = serde_json::Map::new();
@@ -970,6 +1012,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                             "signing_scheme": signing_scheme, "format": format,
                             "headers": (!header_map.is_empty()).then_some(header_map),
                             "description": description, "max_attempts": max_attempts,
+                            "oauth2": oauth2.json(),
                             // A bare number goes as a number (per second), as the API takes it.
                             "rate_limit": rate_limit.map(|r| match r.parse::<u32>() {
                                 Ok(n) => json!(n),
@@ -992,9 +1035,16 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     disable,
                     format,
                     rate_limit,
+                    oauth2,
+                    no_oauth2,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(o) = oauth2.json() {
+                        patch.insert("oauth2".into(), o);
+                    } else if no_oauth2 {
+                        patch.insert("oauth2".into(), Value::Null);
+                    }
                     if let Some(r) = rate_limit {
                         let value = match (r.as_str(), r.parse::<u32>()) {
                             ("none", _) => Value::Null,

@@ -11,7 +11,7 @@ use super::{check_description, Caller, Error, Result, Service};
 use crate::{
     destinations::{is_broker_url, validate_headers_for, validate_url},
     domain::routing::{OrderingSpec, Routing, RoutingSpec},
-    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, RatePeriod},
+    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, OAuth2, RatePeriod},
     ingest::validate_type_name,
     secrets::redact_url,
     signing,
@@ -55,6 +55,109 @@ pub struct CreateEndpoint {
     /// Steps that reshape the delivered body, e.g. `[{"rename": {"data.message": "text"}}]`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub transform: Option<serde_json::Value>,
+    /// OAuth2 client credentials (HTTP(S) endpoints only): deliveries carry
+    /// `Authorization: Bearer <access token>` beside the signature.
+    pub oauth2: Option<OAuth2Input>,
+}
+
+/// OAuth2 client credentials for an endpoint (the client-credentials grant, RFC 6749 4.4).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OAuth2Input {
+    /// The authorization server's token endpoint, `https://…` (or `http://`); the rules of
+    /// endpoint URLs (private networks, `--allow-network`) apply to it.
+    pub token_url: String,
+    pub client_id: String,
+    /// Sent with the client id in HTTP Basic authentication. Required when the endpoint has
+    /// no OAuth2 credentials yet; left out of a change, the stored one is kept. Never shown
+    /// again: answers say only `client_secret_set`.
+    pub client_secret: Option<String>,
+    /// Space-separated scopes to ask for.
+    pub scope: Option<String>,
+    /// The `audience` parameter some servers (Auth0, Okta) ask for.
+    pub audience: Option<String>,
+}
+
+/// An endpoint's OAuth2 client credentials as answers show them: never the secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuth2Out {
+    pub token_url: String,
+    pub client_id: String,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub client_secret_set: bool,
+}
+
+impl From<&OAuth2> for OAuth2Out {
+    fn from(o: &OAuth2) -> Self {
+        Self {
+            token_url: o.token_url.clone(),
+            client_id: o.client_id.clone(),
+            scope: o.scope.clone(),
+            audience: o.audience.clone(),
+            client_secret_set: !o.client_secret.is_empty(),
+        }
+    }
+}
+
+/// The longest token URL, client id, client secret, scope and audience.
+const OAUTH2_LIMITS: [(&str, usize); 5] = [
+    ("token_url", 2048),
+    ("client_id", 512),
+    ("client_secret", 2048),
+    ("scope", 1024),
+    ("audience", 1024),
+];
+
+/// Checks OAuth2 credentials for the endpoint at `url`; `stored` are the endpoint's current
+/// ones (their secret is kept when the input leaves it out).
+async fn oauth2_from(
+    svc: &Service<'_>,
+    input: OAuth2Input,
+    url: &str,
+    stored: Option<&OAuth2>,
+) -> Result<OAuth2> {
+    let client_secret = input
+        .client_secret
+        .or_else(|| stored.map(|o| o.client_secret.clone()))
+        .ok_or_else(|| Error::invalid("oauth2.client_secret is required"))?;
+    let oauth2 = OAuth2 {
+        token_url: input.token_url,
+        client_id: input.client_id,
+        client_secret,
+        scope: input.scope,
+        audience: input.audience,
+    };
+    let fields = [
+        Some(&oauth2.token_url),
+        Some(&oauth2.client_id),
+        Some(&oauth2.client_secret),
+        oauth2.scope.as_ref(),
+        oauth2.audience.as_ref(),
+    ];
+    for ((name, max), value) in OAUTH2_LIMITS.iter().zip(fields) {
+        let Some(value) = value else { continue };
+        if value.is_empty() || value.len() > *max || value.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "oauth2.{name} must be 1 to {max} bytes without control characters"
+            )));
+        }
+    }
+    if is_broker_url(url) {
+        return Err(Error::invalid(
+            "oauth2: only HTTP(S) endpoints authenticate with OAuth2",
+        ));
+    }
+    let parsed = reqwest::Url::parse(&oauth2.token_url)
+        .map_err(|e| Error::invalid(format!("oauth2.token_url is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::invalid(
+            "oauth2.token_url must be an http:// or https:// URL",
+        ));
+    }
+    validate_url(&oauth2.token_url, svc.policy)
+        .await
+        .map_err(|m| Error::code("invalid_url", format!("oauth2.token_url: {m}")))?;
+    Ok(oauth2)
 }
 
 /// How deliveries to an endpoint are signed (Standard Webhooks).
@@ -173,6 +276,11 @@ pub struct UpdateEndpoint {
     /// `standard-webhooks` or `community`. Switching to `standard-webhooks` needs a
     /// `whsec_`/`whsk_` secret (rotate one in first).
     pub format: Option<DeliveryFormat>,
+    /// New OAuth2 client credentials (without `client_secret`, the stored secret is kept),
+    /// or `null` to stop sending a bearer token.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<OAuth2Input>)]
+    pub oauth2: Option<Option<OAuth2Input>>,
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
@@ -216,6 +324,9 @@ pub struct EndpointOut {
     /// For `ed25519` endpoints, the `whpk_` public key receivers verify with (not secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// OAuth2 client credentials, without the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Out>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -242,6 +353,7 @@ impl EndpointOut {
                 DeliveryFormat::StandardWebhooks => signing::public_key(&ep.secret),
             },
             format: ep.format,
+            oauth2: ep.oauth2.as_ref().map(OAuth2Out::from),
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -504,6 +616,13 @@ fn audit_diff(before: &Endpoint, after: &Endpoint) -> serde_json::Value {
     if !headers.is_empty() {
         changes.insert("header_values_changed".into(), serde_json::json!(headers));
     }
+    let secret_of = |ep: &Endpoint| ep.oauth2.as_ref().map(|o| o.client_secret.clone());
+    if before.oauth2.is_some() && after.oauth2.is_some() && secret_of(before) != secret_of(after) {
+        changes.insert(
+            "oauth2_client_secret_changed".into(),
+            serde_json::json!(true),
+        );
+    }
     if before.url != after.url && from.get("url") == to.get("url") {
         changes.insert("url_credentials_changed".into(), serde_json::json!(true));
     }
@@ -565,6 +684,10 @@ impl Service<'_> {
         })?;
         check_url(self, &body.url).await?;
         check_headers_for(&body.url, &headers)?;
+        let oauth2 = match body.oauth2 {
+            Some(input) => Some(oauth2_from(self, input, &body.url, None).await?),
+            None => None,
+        };
         let endpoint = Endpoint {
             description: body.description,
             event_types,
@@ -575,6 +698,7 @@ impl Service<'_> {
             enabled: body.enabled.unwrap_or(true),
             routing,
             format,
+            oauth2,
             ..Endpoint::new(tenant, body.url, secret)
         };
         self.store
@@ -664,6 +788,18 @@ impl Service<'_> {
             }
         }
         check_headers_for(&ep.url, &ep.headers)?;
+        match body.oauth2 {
+            Some(Some(input)) => {
+                ep.oauth2 = Some(oauth2_from(self, input, &ep.url, ep.oauth2.as_ref()).await?);
+            }
+            Some(None) => ep.oauth2 = None,
+            None if ep.oauth2.is_some() && is_broker_url(&ep.url) => {
+                return Err(Error::invalid(
+                    "oauth2: only HTTP(S) endpoints authenticate with OAuth2",
+                ));
+            }
+            None => {}
+        }
         if let Some(format) = body.format {
             match format {
                 DeliveryFormat::Community => check_community_secret(&ep.secret)?,

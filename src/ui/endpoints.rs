@@ -125,6 +125,14 @@ async fn list_page(
                     option value="standard-webhooks" selected { "Standard Webhooks" }
                     option value="community" { "community (X-Webhook-Signature: sha256=)" }
                 } }
+                details id="endpoint-oauth2" {
+                    summary { "OAuth2 client credentials (optional)" }
+                    label { "Token URL " input type="url" name="oauth2_token_url" id="oauth2-token-url" maxlength="2048" placeholder="https://auth.example.com/oauth/token" size="40"; }
+                    label { "Client id " input type="text" name="oauth2_client_id" id="oauth2-client-id" maxlength="512"; }
+                    label { "Client secret " input type="password" name="oauth2_client_secret" id="oauth2-client-secret" maxlength="2048" autocomplete="off"; }
+                    label { "Scope " input type="text" name="oauth2_scope" id="oauth2-scope" maxlength="1024"; }
+                    label { "Audience " input type="text" name="oauth2_audience" id="oauth2-audience" maxlength="1024"; }
+                }
                 button type="submit" id="create-endpoint-submit" { "Create" }
             }
         }
@@ -160,6 +168,11 @@ struct CreateForm {
     description: Option<String>,
     secret: Option<String>,
     format: Option<String>,
+    oauth2_token_url: Option<String>,
+    oauth2_client_id: Option<String>,
+    oauth2_client_secret: Option<String>,
+    oauth2_scope: Option<String>,
+    oauth2_audience: Option<String>,
 }
 
 /// An endpoint's rate limit as people write it: `10/s`, `30/min`, or `none`.
@@ -213,6 +226,16 @@ async fn create(
         filter: None,
         ordering: None,
         transform: None,
+        // A token URL asks for OAuth2; the service says what else is missing.
+        oauth2: non_empty(&f.oauth2_token_url).map(|token_url| {
+            crate::service::endpoints::OAuth2Input {
+                token_url,
+                client_id: non_empty(&f.oauth2_client_id).unwrap_or_default(),
+                client_secret: non_empty(&f.oauth2_client_secret),
+                scope: non_empty(&f.oauth2_scope),
+                audience: non_empty(&f.oauth2_audience),
+            }
+        }),
     };
     match state
         .service()
@@ -306,6 +329,14 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                 tr { th { "Rate limit" } td { (rate_limit_text(&ep)) } }
                 tr { th { "Max attempts" } td { (ep.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| format!("server default ({})", state.config.retry.max_attempts))) } }
                 tr { th { "Format" } td id="endpoint-format" { (ep.format.as_str()) } }
+                @if let Some(o) = &ep.oauth2 {
+                    tr { th { "OAuth2" } td id="endpoint-oauth2" {
+                        "client " code { (o.client_id) } " at " code { (o.token_url) }
+                        @if let Some(scope) = &o.scope { ", scope " code { (scope) } }
+                        @if let Some(aud) = &o.audience { ", audience " code { (aud) } }
+                        " (secret set)"
+                    } }
+                }
                 tr { th { "Signing secret" } td { details { summary { "show" } code id="endpoint-secret" { (ep.secret) } }
                     @if let Some(t) = ep.previous_secret_expires_at.filter(|t| *t > crate::domain::now()) {
                         " previous secret also signs until " (time(t))
