@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::{
     excerpt,
     net::{GuardedResolver, NetworkPolicy},
+    oauth2::{TokenError, Tokens},
     Ack, Destination, Message, SendError, RESPONSE_EXCERPT_BYTES,
 };
 use crate::{domain::retry::parse_retry_after, domain::Endpoint};
@@ -16,6 +17,8 @@ use crate::{domain::retry::parse_retry_after, domain::Endpoint};
 pub struct HttpDestination {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
+    /// OAuth2 access tokens of the endpoints that have client credentials.
+    tokens: Tokens,
 }
 
 impl HttpDestination {
@@ -40,7 +43,84 @@ impl HttpDestination {
                 policy: policy.clone(),
             }))
             .build()?;
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            tokens: Tokens::default(),
+        })
+    }
+
+    /// OAuth2 token requests made since start.
+    pub fn token_fetches(&self) -> u64 {
+        self.tokens.fetches()
+    }
+
+    /// The resolver guards names; IP literals never reach it, so they are checked here.
+    fn check_literal(&self, url: &reqwest::Url) -> Result<(), String> {
+        if let Some(host) = url.host_str() {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<IpAddr>() {
+                if !self.policy.permits(ip) {
+                    return Err(format!(
+                        "{ip} is not an allowed address (private, loopback or link-local; see --allow-network)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An access token for `endpoint`'s OAuth2 credentials (none without them); a
+    /// `rejected` token is not given again.
+    async fn token(
+        &self,
+        endpoint: &Endpoint,
+        rejected: Option<&str>,
+    ) -> Result<Option<String>, SendError> {
+        let Some(credentials) = &endpoint.oauth2 else {
+            return Ok(None);
+        };
+        let failed = |e: String| retryable(TokenError(e).to_string());
+        let token_url = reqwest::Url::parse(&credentials.token_url)
+            .map_err(|e| failed(format!("invalid token URL: {e}")))?;
+        self.check_literal(&token_url).map_err(failed)?;
+        self.tokens
+            .get(&self.client, &endpoint.id, credentials, rejected)
+            .await
+            .map(Some)
+            .map_err(|e| retryable(e.to_string()))
+    }
+
+    /// Posts `message` to `url`, with `token` as its bearer.
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        message: &Message,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, SendError> {
+        let mut request = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(message.body.clone());
+        for (name, value) in &message.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.map_err(|e| {
+            // The URL may be a credential (a capability URL): the error names no URL.
+            let e = e.without_url();
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            retryable(format!("{kind}: {}", describe(&e)))
+        })
     }
 }
 
@@ -54,7 +134,7 @@ fn retryable(reason: String) -> SendError {
 }
 
 /// The error and its causes on one line: reqwest hides the useful part in the chain.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
@@ -76,37 +156,17 @@ impl Destination for HttpDestination {
             response: None,
             disable_endpoint: false,
         })?;
-        // The resolver guards names; IP literals never reach it, so check them here.
-        if let Some(host) = url.host_str() {
-            let literal = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = literal.parse::<IpAddr>() {
-                if !self.policy.permits(ip) {
-                    return Err(retryable(format!(
-                        "{ip} is not an allowed address (private, loopback or link-local; see --allow-network)"
-                    )));
-                }
+        self.check_literal(&url).map_err(retryable)?;
+        let token = self.token(endpoint, None).await?;
+        let mut response = self.post(&url, message, token.as_deref()).await?;
+        // A token the receiver no longer takes (revoked, or expired early): one new one,
+        // one more try.
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            if let Some(rejected) = token.as_deref() {
+                let fresh = self.token(endpoint, Some(rejected)).await?;
+                response = self.post(&url, message, fresh.as_deref()).await?;
             }
         }
-        let mut request = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(message.body.clone());
-        for (name, value) in &message.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let mut response = request.send().await.map_err(|e| {
-            // The URL may be a credential (a capability URL): the error names no URL.
-            let e = e.without_url();
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            retryable(format!("{kind}: {}", describe(&e)))
-        })?;
         let status = response.status();
         let retry_after = response
             .headers()

@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod net;
+pub mod oauth2;
 pub mod options;
 pub mod pubsub;
 pub mod redis;
