@@ -15,6 +15,7 @@ mod email;
 mod fairness;
 mod faults;
 mod helpers;
+mod oauth2;
 pub mod ops;
 mod routing;
 mod scale;
