@@ -121,7 +121,7 @@ pub enum Command {
     Tenant(TenantCmd),
     /// Manage endpoints.
     #[command(subcommand)]
-    Endpoint(EndpointCmd),
+    Endpoint(Box<EndpointCmd>),
     /// Manage the event-type catalog.
     #[command(subcommand, name = "event-type")]
     EventType(EventTypeCmd),
@@ -290,6 +290,10 @@ pub enum EndpointCmd {
         rate_limit: Option<String>,
         #[command(flatten)]
         oauth2: OAuth2Args,
+        /// Another name for a signature header, `id=NAME`, `timestamp=NAME` or
+        /// `signature=NAME` (repeatable), e.g. `--signature-header signature=X-Signature`.
+        #[arg(long = "signature-header", value_name = "KIND=NAME")]
+        signature_headers: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -332,6 +336,10 @@ pub enum EndpointCmd {
         /// Stop sending an OAuth2 bearer token.
         #[arg(long, conflicts_with = "oauth2_token_url")]
         no_oauth2: bool,
+        /// New signature header names, `KIND=NAME` (repeatable; the others go back to
+        /// the standard names).
+        #[arg(long = "signature-header", value_name = "KIND=NAME")]
+        signature_headers: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -367,6 +375,25 @@ pub struct OAuth2Args {
     /// The `audience` parameter some authorization servers ask for.
     #[arg(long, requires = "oauth2_token_url")]
     pub oauth2_audience: Option<String>,
+}
+
+/// `--signature-header KIND=NAME` values as the API's `signature_headers` object.
+fn signature_headers(values: &[String]) -> Result<Option<Value>, CliError> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut names = serde_json::Map::new();
+    for v in values {
+        match v.split_once('=') {
+            Some((kind @ ("id" | "timestamp" | "signature"), name)) => {
+                names.insert(kind.to_owned(), json!(name.trim()));
+            }
+            _ => return Err(CliError::Usage(format!(
+                "--signature-header {v:?}: write it as id=NAME, timestamp=NAME or signature=NAME"
+            ))),
+        }
+    }
+    Ok(Some(Value::Object(names)))
 }
 
 impl OAuth2Args {
@@ -980,7 +1007,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Endpoint(cmd) => {
-            let (client, method, rest, body) = match cmd {
+            let (client, method, rest, body) = match *cmd {
                 EndpointCmd::Create {
                     url,
                     event_types,
@@ -992,8 +1019,10 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     max_attempts,
                     rate_limit,
                     oauth2,
+                    signature_headers: names,
                     client,
                 } => {
+                    let names = signature_headers(&names)?;
                     let mut header_map = serde_json::Map::new();
                     for h in headers {
                         let Some((name, value)) = h.split_once(':') else {
@@ -1012,7 +1041,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                             "signing_scheme": signing_scheme, "format": format,
                             "headers": (!header_map.is_empty()).then_some(header_map),
                             "description": description, "max_attempts": max_attempts,
-                            "oauth2": oauth2.json(),
+                            "oauth2": oauth2.json(), "signature_headers": names,
                             // A bare number goes as a number (per second), as the API takes it.
                             "rate_limit": rate_limit.map(|r| match r.parse::<u32>() {
                                 Ok(n) => json!(n),
@@ -1037,9 +1066,13 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     rate_limit,
                     oauth2,
                     no_oauth2,
+                    signature_headers: names,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(names) = signature_headers(&names)? {
+                        patch.insert("signature_headers".into(), names);
+                    }
                     if let Some(o) = oauth2.json() {
                         patch.insert("oauth2".into(), o);
                     } else if no_oauth2 {

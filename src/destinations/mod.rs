@@ -177,7 +177,8 @@ impl Message {
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
-        headers.insert(signing::HEADER_ID.into(), event.id.clone());
+        let [id_header, timestamp_header, signature_header] = endpoint.signature_headers.names();
+        headers.insert(id_header, event.id.clone());
         if community {
             // That system's receivers know one signature: the current secret's.
             headers.insert(
@@ -187,8 +188,8 @@ impl Message {
         } else {
             let secrets = endpoint.signing_secrets(now);
             let signature = signing::sign(&secrets, &event.id, now_secs, &body);
-            headers.insert(signing::HEADER_TIMESTAMP.into(), now_secs.to_string());
-            headers.insert(signing::HEADER_SIGNATURE.into(), signature);
+            headers.insert(timestamp_header, now_secs.to_string());
+            headers.insert(signature_header, signature);
         }
         if let Some(tp) = &event.traceparent {
             headers.insert("traceparent".into(), tp.clone());

@@ -134,8 +134,39 @@ pub struct Endpoint {
     /// OAuth2 client credentials: deliveries carry a bearer token fetched with them.
     #[schema(value_type = Option<Object>)]
     pub oauth2: Option<OAuth2>,
+    /// Other names for the signature headers, where a receiver demands them.
+    pub signature_headers: SignatureHeaders,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The names of the Standard Webhooks headers an endpoint's deliveries carry: each one left
+/// out keeps its standard name (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+/// Only the names change; the values, and how the signature is made, stay the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignatureHeaders {
+    pub id: Option<String>,
+    pub timestamp: Option<String>,
+    pub signature: Option<String>,
+}
+
+impl SignatureHeaders {
+    /// Whether every name is the standard one.
+    pub fn is_standard(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The three names in use, lowercase: id, timestamp, signature.
+    pub fn names(&self) -> [String; 3] {
+        let name = |custom: &Option<String>, standard: &str| {
+            custom.as_deref().unwrap_or(standard).to_ascii_lowercase()
+        };
+        [
+            name(&self.id, crate::signing::HEADER_ID),
+            name(&self.timestamp, crate::signing::HEADER_TIMESTAMP),
+            name(&self.signature, crate::signing::HEADER_SIGNATURE),
+        ]
+    }
 }
 
 /// OAuth2 client credentials (RFC 6749, section 4.4) an endpoint's HTTP deliveries
@@ -224,6 +255,7 @@ impl std::fmt::Debug for Endpoint {
             .field("routing", &self.routing)
             .field("format", &self.format)
             .field("oauth2", &self.oauth2)
+            .field("signature_headers", &self.signature_headers)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -369,6 +401,7 @@ impl Endpoint {
             routing: Default::default(),
             format: DeliveryFormat::default(),
             oauth2: None,
+            signature_headers: SignatureHeaders::default(),
             created_at: now,
             updated_at: now,
         }

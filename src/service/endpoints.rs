@@ -11,7 +11,10 @@ use super::{check_description, Caller, Error, Result, Service};
 use crate::{
     destinations::{is_broker_url, validate_headers_for, validate_url},
     domain::routing::{OrderingSpec, Routing, RoutingSpec},
-    domain::{self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, OAuth2, RatePeriod},
+    domain::{
+        self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, OAuth2, RatePeriod,
+        SignatureHeaders,
+    },
     ingest::validate_type_name,
     secrets::redact_url,
     signing,
@@ -58,6 +61,10 @@ pub struct CreateEndpoint {
     /// OAuth2 client credentials (HTTP(S) endpoints only): deliveries carry
     /// `Authorization: Bearer <access token>` beside the signature.
     pub oauth2: Option<OAuth2Input>,
+    /// Other names for `webhook-id`, `webhook-timestamp` and `webhook-signature`, for a
+    /// receiver that demands them (`standard-webhooks` format only), e.g.
+    /// `{"signature": "X-Signature"}`. The values stay the same.
+    pub signature_headers: Option<SignatureHeaders>,
 }
 
 /// OAuth2 client credentials for an endpoint (the client-credentials grant, RFC 6749 4.4).
@@ -97,6 +104,54 @@ impl From<&OAuth2> for OAuth2Out {
             client_secret_set: !o.client_secret.is_empty(),
         }
     }
+}
+
+/// Checks what an endpoint's headers, signature header names, OAuth2 credentials and format
+/// say together: every header name once, and `Authorization` only from OAuth2.
+fn check_header_names(ep: &Endpoint) -> Result<()> {
+    let names = &ep.signature_headers;
+    if !names.is_standard() {
+        if ep.format == DeliveryFormat::Community {
+            return Err(Error::invalid(
+                "signature_headers apply to the standard-webhooks format only",
+            ));
+        }
+        let custom = [&names.id, &names.timestamp, &names.signature];
+        for name in custom.into_iter().flatten() {
+            let lower = name.to_ascii_lowercase();
+            let taken = (RESERVED_HEADERS.contains(&lower.as_str())
+                && !lower.starts_with("webhook-"))
+                || lower == "authorization";
+            if name.len() > 64
+                || axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || taken
+            {
+                return Err(Error::invalid(format!(
+                    "signature_headers: {name:?} is not a header name hookrelay can use"
+                )));
+            }
+        }
+    }
+    let used = names.names();
+    if used[0] == used[1] || used[0] == used[2] || used[1] == used[2] {
+        return Err(Error::invalid(
+            "signature_headers: the three names must differ",
+        ));
+    }
+    for name in ep.headers.keys() {
+        let lower = name.to_ascii_lowercase();
+        if used.contains(&lower) {
+            return Err(Error::invalid(format!(
+                "header {name:?} is a signature header of this endpoint"
+            )));
+        }
+        if lower == "authorization" && ep.oauth2.is_some() {
+            return Err(Error::invalid(
+                "header \"Authorization\" is set by oauth2 on this endpoint",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The longest token URL, client id, client secret, scope and audience.
@@ -281,6 +336,8 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<OAuth2Input>)]
     pub oauth2: Option<Option<OAuth2Input>>,
+    /// New signature header names (`{}` restores the standard ones).
+    pub signature_headers: Option<SignatureHeaders>,
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
@@ -327,6 +384,9 @@ pub struct EndpointOut {
     /// OAuth2 client credentials, without the secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2Out>,
+    /// The signature header names, when they are not the standard ones.
+    #[serde(skip_serializing_if = "SignatureHeaders::is_standard")]
+    pub signature_headers: SignatureHeaders,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -354,6 +414,7 @@ impl EndpointOut {
             },
             format: ep.format,
             oauth2: ep.oauth2.as_ref().map(OAuth2Out::from),
+            signature_headers: ep.signature_headers,
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -699,8 +760,10 @@ impl Service<'_> {
             routing,
             format,
             oauth2,
+            signature_headers: body.signature_headers.unwrap_or_default(),
             ..Endpoint::new(tenant, body.url, secret)
         };
+        check_header_names(&endpoint)?;
         self.store
             .create_endpoint(&endpoint, self.rules.max_endpoints_per_tenant)
             .await?;
@@ -813,6 +876,10 @@ impl Service<'_> {
             }
             ep.format = format;
         }
+        if let Some(names) = body.signature_headers {
+            ep.signature_headers = names;
+        }
+        check_header_names(&ep)?;
         let resumed = body.enabled == Some(true) && !ep.enabled;
         if let Some(enabled) = body.enabled {
             ep.enabled = enabled;

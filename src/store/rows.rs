@@ -109,6 +109,7 @@ pub(super) struct EndpointRow {
     pub(super) routing: Option<String>,
     pub(super) format: String,
     pub(super) oauth2: Option<String>,
+    pub(super) signature_headers: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -201,6 +202,13 @@ impl TryFrom<EndpointRow> for Endpoint {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| corrupt("endpoints.oauth2", e))?,
+            signature_headers: r
+                .signature_headers
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("endpoints.signature_headers", e))?
+                .unwrap_or_default(),
             rate_limit: r
                 .rate_limit
                 .map(|v| count("endpoints.rate_limit", v))

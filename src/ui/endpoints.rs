@@ -133,6 +133,12 @@ async fn list_page(
                     label { "Scope " input type="text" name="oauth2_scope" id="oauth2-scope" maxlength="1024"; }
                     label { "Audience " input type="text" name="oauth2_audience" id="oauth2-audience" maxlength="1024"; }
                 }
+                details id="endpoint-signature-headers" {
+                    summary { "Signature header names (optional)" }
+                    label { "Id " input type="text" name="header_id" id="header-id" maxlength="64" placeholder="webhook-id"; }
+                    label { "Timestamp " input type="text" name="header_timestamp" id="header-timestamp" maxlength="64" placeholder="webhook-timestamp"; }
+                    label { "Signature " input type="text" name="header_signature" id="header-signature" maxlength="64" placeholder="webhook-signature"; }
+                }
                 button type="submit" id="create-endpoint-submit" { "Create" }
             }
         }
@@ -173,6 +179,9 @@ struct CreateForm {
     oauth2_client_secret: Option<String>,
     oauth2_scope: Option<String>,
     oauth2_audience: Option<String>,
+    header_id: Option<String>,
+    header_timestamp: Option<String>,
+    header_signature: Option<String>,
 }
 
 /// An endpoint's rate limit as people write it: `10/s`, `30/min`, or `none`.
@@ -235,6 +244,11 @@ async fn create(
                 scope: non_empty(&f.oauth2_scope),
                 audience: non_empty(&f.oauth2_audience),
             }
+        }),
+        signature_headers: Some(crate::domain::SignatureHeaders {
+            id: non_empty(&f.header_id),
+            timestamp: non_empty(&f.header_timestamp),
+            signature: non_empty(&f.header_signature),
         }),
     };
     match state
@@ -335,6 +349,12 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                         @if let Some(scope) = &o.scope { ", scope " code { (scope) } }
                         @if let Some(aud) = &o.audience { ", audience " code { (aud) } }
                         " (secret set)"
+                    } }
+                }
+                @if !ep.signature_headers.is_standard() {
+                    tr { th { "Signature headers" } td id="endpoint-signature-headers" {
+                        @let [id, timestamp, signature] = ep.signature_headers.names();
+                        code { (id) } ", " code { (timestamp) } ", " code { (signature) }
                     } }
                 }
                 tr { th { "Signing secret" } td { details { summary { "show" } code id="endpoint-secret" { (ep.secret) } }

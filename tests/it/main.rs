@@ -11,6 +11,7 @@ mod crash;
 mod credentials;
 mod delivery;
 pub mod destinations;
+mod egress;
 mod email;
 mod fairness;
 mod faults;

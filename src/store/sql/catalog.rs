@@ -29,7 +29,7 @@ pub(in crate::store) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, descrip
      MS(previous_secret_expires_at) AS previous_secret_expires_at, rate_limit, rate_period, \
      max_attempts, headers::text AS headers, enabled, disabled_reason, breaker_state, \
      consecutive_failures, MS(breaker_until) AS breaker_until, \
-     MS(failing_since) AS failing_since, routing, format, oauth2, \
+     MS(failing_since) AS failing_since, routing, format, oauth2, signature_headers, \
      MS(created_at) AS created_at, MS(updated_at) AS updated_at";
 
 /// The columns an [`EventRow`] reads.
@@ -155,6 +155,13 @@ super::tables! {
 /// An endpoint's OAuth2 credentials as stored: JSON, or NULL.
 fn oauth2_text(ep: &Endpoint) -> Result<Option<String>> {
     ep.oauth2.as_ref().map(|o| to_json(o, "oauth2")).transpose()
+}
+
+/// An endpoint's signature header names as stored: JSON, or NULL for the standard ones.
+fn signature_headers_text(ep: &Endpoint) -> Result<Option<String>> {
+    (!ep.signature_headers.is_standard())
+        .then(|| to_json(&ep.signature_headers, "signature_headers"))
+        .transpose()
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -452,12 +459,12 @@ impl<S: SqlStore> Catalog for S {
         let insert = "INSERT INTO endpoints (id, tenant_id, url, description, event_types, \
              secret, previous_secret, previous_secret_expires_at, rate_limit, max_attempts, \
              headers, enabled, disabled_reason, created_at, updated_at, routing, format, \
-             rate_period, oauth2) \
+             rate_period, oauth2, signature_headers) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, TS($8), $9, $10, $11::jsonb, $12, $13, \
-             TS($14), TS($15), $16, $17, $18, $19)";
+             TS($14), TS($15), $16, $17, $18, $19, $20)";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
-        let oauth2 = oauth2_text(ep)?;
+        let (oauth2, signature_headers) = (oauth2_text(ep)?, signature_headers_text(ep)?);
         let count = on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
             // Locking the tenant row serializes the creates of one tenant on PostgreSQL (on
@@ -499,6 +506,7 @@ impl<S: SqlStore> Catalog for S {
                     .bind(ep.format.as_str())
                     .bind(ep.rate_period.as_str())
                     .bind(&oauth2)
+                    .bind(&signature_headers)
                     .execute(&mut *tx)
                     .await
                     .map_err(write_error)?;
@@ -527,7 +535,8 @@ impl<S: SqlStore> Catalog for S {
                                     ELSE consecutive_failures END, \
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
-             routing = $15, format = $16, rate_period = $17, oauth2 = $18 \
+             routing = $15, format = $16, rate_period = $17, oauth2 = $18, \
+             signature_headers = $19 \
              WHERE tenant_id = $13 AND id = $14";
         // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
         // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
@@ -536,7 +545,7 @@ impl<S: SqlStore> Catalog for S {
              WHERE endpoint_id = $2 AND status = 'pending' AND next_attempt_at IS NULL";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
-        let oauth2 = oauth2_text(ep)?;
+        let (oauth2, signature_headers) = (oauth2_text(ep)?, signature_headers_text(ep)?);
         let updated = on_db!(self, |p| {
             let mut tx = p.writer.begin().await.map_err(db)?;
             let updated = sqlx::query(&p.sql(update))
@@ -558,6 +567,7 @@ impl<S: SqlStore> Catalog for S {
                 .bind(ep.format.as_str())
                 .bind(ep.rate_period.as_str())
                 .bind(&oauth2)
+                .bind(&signature_headers)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?
