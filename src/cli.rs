@@ -388,9 +388,11 @@ fn signature_headers(values: &[String]) -> Result<Option<Value>, CliError> {
             Some((kind @ ("id" | "timestamp" | "signature"), name)) => {
                 names.insert(kind.to_owned(), json!(name.trim()));
             }
-            _ => return Err(CliError::Usage(format!(
+            _ => {
+                return Err(CliError::Usage(format!(
                 "--signature-header {v:?}: write it as id=NAME, timestamp=NAME or signature=NAME"
-            ))),
+            )))
+            }
         }
     }
     Ok(Some(Value::Object(names)))

@@ -213,6 +213,24 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
 
+    /// HTTP(S) proxy that HTTP deliveries and OAuth2 token requests leave through,
+    /// `http://[user:password@]host:port`, so receivers see one source address. The network
+    /// rules still apply to every destination, checked before the proxy is asked.
+    /// [default: none; HTTP_PROXY and the like are never used]
+    #[arg(long, value_name = "URL", env = "HOOKRELAY_EGRESS_PROXY", hide_env_values = true, value_parser = parse_secret)]
+    pub egress_proxy: Option<SecretString>,
+
+    /// Destinations that bypass --egress-proxy, comma-separated: host names (a name covers
+    /// its subdomains; `.example.com` only them), IP addresses, networks (`10.0.0.0/8`),
+    /// or `*`.
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "HOOKRELAY_EGRESS_NO_PROXY",
+        value_delimiter = ','
+    )]
+    pub egress_no_proxy: Vec<String>,
+
     /// Consecutive failures that open an endpoint's circuit breaker.
     #[arg(long, env = "HOOKRELAY_BREAKER_THRESHOLD", default_value_t = 5)]
     pub breaker_threshold: u32,
@@ -446,6 +464,9 @@ pub struct Config {
     pub max_endpoints_per_tenant: u32,
     /// Resolver for HTTP destinations; `None` is the system resolver.
     pub dns_server: Option<SocketAddr>,
+    /// The egress proxy's URL (it may hold a password), and the destinations that bypass it.
+    pub egress_proxy: Option<SecretString>,
+    pub egress_no_proxy: Vec<String>,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub dispatch: DispatchConfig,
@@ -479,6 +500,14 @@ impl std::fmt::Debug for Config {
             .field("strict_event_types", &self.strict_event_types)
             .field("max_endpoints_per_tenant", &self.max_endpoints_per_tenant)
             .field("dns_server", &self.dns_server)
+            .field(
+                "egress_proxy",
+                &self
+                    .egress_proxy
+                    .as_ref()
+                    .map(|u| crate::secrets::redact_url(u.expose_secret()).into_owned()),
+            )
+            .field("egress_no_proxy", &self.egress_no_proxy)
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
             .field("dispatch", &self.dispatch)
@@ -503,6 +532,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The egress proxy, when one is configured.
+    pub fn egress(&self) -> Result<Option<crate::destinations::egress::EgressProxy>, ConfigError> {
+        let Some(url) = &self.egress_proxy else {
+            return Ok(None);
+        };
+        crate::destinations::egress::EgressProxy::new(url.expose_secret(), &self.egress_no_proxy)
+            .map(Some)
+            .map_err(|message| ConfigError::Invalid {
+                key: "egress_proxy",
+                message,
+            })
+    }
+
     /// The configuration that parsed arguments (flags over environment over file over
     /// defaults) give, validated. `PUBSUB_EMULATOR_HOST` is read here, as Google's clients do.
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -535,6 +577,8 @@ impl Config {
             strict_event_types: args.strict_event_types,
             max_endpoints_per_tenant: args.max_endpoints_per_tenant,
             dns_server: args.dns_server,
+            egress_proxy: args.egress_proxy,
+            egress_no_proxy: args.egress_no_proxy,
             retry: RetryPolicy {
                 base: args.retry_base,
                 max_delay: args.retry_max_delay,
@@ -604,6 +648,7 @@ impl Config {
         if !crate::store::valid_schema_name(&self.pg_schemas.functions) {
             return invalid("pg_function_schema", crate::store::SCHEMA_NAME_RULE);
         }
+        self.egress()?;
         if !(1..=1000).contains(&self.database_pool_size) {
             return invalid("database_pool_size", "must be between 1 and 1000");
         }
@@ -829,6 +874,8 @@ mod tests {
                 ("pg_schema", _) => "\"hr\"".into(),
                 ("tenant_concurrency", _) => "4".into(),
                 ("dns_server", _) => "\"127.0.0.1:53\"".into(),
+                ("egress_proxy", _) => "\"http://127.0.0.1:3128\"".into(),
+                ("egress_no_proxy", _) => "[\"localhost\"]".into(),
                 ("allow_networks", _) => "[\"10.0.0.0/8\"]".into(),
                 ("encryption_keys", _) => "[\"a2V5\"]".into(),
                 ("alert_sinks", _) => "[\"https://example.com/\"]".into(),

@@ -52,6 +52,8 @@ pub enum StartError {
     Secrets(#[from] secrets::SecretsError),
     #[error("cannot set up the metrics")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// A built, not yet running, hookrelay server: listener bound, store open and migrated.
@@ -112,6 +114,7 @@ impl App {
             policy.clone(),
             config.dispatch.request_timeout,
             config.dispatch.connect_timeout,
+            config.egress()?,
         )?;
         let brokers = BrokerSettings {
             timeout: config.dispatch.request_timeout,

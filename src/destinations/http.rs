@@ -6,6 +6,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 use super::{
+    egress::EgressProxy,
     excerpt,
     net::{GuardedResolver, NetworkPolicy},
     oauth2::{TokenError, Tokens},
@@ -17,6 +18,8 @@ use crate::{domain::retry::parse_retry_after, domain::Endpoint};
 pub struct HttpDestination {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
+    /// The egress proxy (`--egress-proxy`), when there is one.
+    egress: Option<Arc<EgressProxy>>,
     /// OAuth2 access tokens of the endpoints that have client credentials.
     tokens: Tokens,
 }
@@ -26,12 +29,22 @@ impl HttpDestination {
         policy: Arc<NetworkPolicy>,
         request_timeout: Duration,
         connect_timeout: Duration,
+        egress: Option<EgressProxy>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let egress = egress.map(Arc::new);
+        let builder = match &egress {
             // Never through a proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
-            // ALL_PROXY): the proxy would resolve the name, and the guard never see where
-            // the request goes.
-            .no_proxy()
+            // ALL_PROXY): the proxy would resolve the name, unchecked.
+            None => reqwest::Client::builder().no_proxy(),
+            // The configured one, whose destinations `send` checks before asking it.
+            Some(proxy) => {
+                let proxy = proxy.clone();
+                reqwest::Client::builder().proxy(reqwest::Proxy::custom(move |url| {
+                    proxy.applies_to(url).then(|| proxy.url().clone())
+                }))
+            }
+        };
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(request_timeout)
             .connect_timeout(connect_timeout)
@@ -41,11 +54,13 @@ impl HttpDestination {
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
+                trusted: egress.as_ref().and_then(|p| p.host_name()),
             }))
             .build()?;
         Ok(Self {
             client,
             policy,
+            egress,
             tokens: Tokens::default(),
         })
     }
@@ -53,6 +68,15 @@ impl HttpDestination {
     /// OAuth2 token requests made since start.
     pub fn token_fetches(&self) -> u64 {
         self.tokens.fetches()
+    }
+
+    /// The network rules for a request to `url` that the guarded resolver does not see: a
+    /// destination the egress proxy will resolve, or an IP literal.
+    async fn guard(&self, url: &reqwest::Url) -> Result<(), String> {
+        match &self.egress {
+            Some(proxy) if proxy.applies_to(url) => proxy.check(&self.policy, url).await,
+            _ => self.check_literal(url),
+        }
     }
 
     /// The resolver guards names; IP literals never reach it, so they are checked here.
@@ -83,7 +107,7 @@ impl HttpDestination {
         let failed = |e: String| retryable(TokenError(e).to_string());
         let token_url = reqwest::Url::parse(&credentials.token_url)
             .map_err(|e| failed(format!("invalid token URL: {e}")))?;
-        self.check_literal(&token_url).map_err(failed)?;
+        self.guard(&token_url).await.map_err(failed)?;
         self.tokens
             .get(&self.client, &endpoint.id, credentials, rejected)
             .await
@@ -109,17 +133,23 @@ impl HttpDestination {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        let proxied = self.egress.as_ref().is_some_and(|p| p.applies_to(url));
         request.send().await.map_err(|e| {
             // The URL may be a credential (a capability URL): the error names no URL.
             let e = e.without_url();
-            let kind = if e.is_timeout() {
+            let text = describe(&e);
+            let kind = if proxied && text.contains("tunnel") {
+                "the proxy did not open a tunnel to the destination"
+            } else if proxied && e.is_connect() {
+                "connection to the proxy failed"
+            } else if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {
                 "connection failed"
             } else {
                 "request failed"
             };
-            retryable(format!("{kind}: {}", describe(&e)))
+            retryable(format!("{kind}: {text}"))
         })
     }
 }
@@ -156,7 +186,7 @@ impl Destination for HttpDestination {
             response: None,
             disable_endpoint: false,
         })?;
-        self.check_literal(&url).map_err(retryable)?;
+        self.guard(&url).await.map_err(retryable)?;
         let token = self.token(endpoint, None).await?;
         let mut response = self.post(&url, message, token.as_deref()).await?;
         // A token the receiver no longer takes (revoked, or expired early): one new one,
@@ -168,6 +198,7 @@ impl Destination for HttpDestination {
             }
         }
         let status = response.status();
+        let response_via_proxy = response.headers().contains_key(reqwest::header::VIA);
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -197,7 +228,13 @@ impl Destination for HttpDestination {
                 disable_endpoint: true,
             });
         }
-        let reason = if status.is_redirection() {
+        // A proxy adds `Via` to what it forwards (RFC 9110, 7.6.3): an answer through the
+        // proxy without it is the proxy's own, such as tinyproxy's `500 Unable to connect`.
+        let from_proxy =
+            self.egress.as_ref().is_some_and(|p| p.applies_to(&url)) && !response_via_proxy;
+        let reason = if from_proxy {
+            format!("HTTP {code} from the proxy (it did not get an answer from the destination)")
+        } else if status.is_redirection() {
             format!("HTTP {code} (redirects are not followed)")
         } else {
             format!("HTTP {code}")

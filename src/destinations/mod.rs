@@ -16,6 +16,7 @@ use crate::{
 };
 
 pub mod amqp;
+pub mod egress;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;

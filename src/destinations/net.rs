@@ -89,6 +89,11 @@ impl NetworkPolicy {
     }
 
     /// Whether a destination may be reached at `ip`.
+    /// How this policy resolves host names.
+    pub fn lookup(&self) -> &Lookup {
+        &self.lookup
+    }
+
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.allowed.iter().any(|net| net.contains(&ip)) || !is_internal(ip)
@@ -162,16 +167,28 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// A DNS resolver for reqwest that drops addresses the policy refuses, and fails when
-/// none is left.
+/// none is left. The egress proxy's own host name (`trusted`), which the operator chose, is
+/// resolved as it is.
 pub struct GuardedResolver {
     pub policy: Arc<NetworkPolicy>,
+    pub trusted: Option<String>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let trusted = self
+            .trusted
+            .as_deref()
+            .is_some_and(|t| name.as_str().eq_ignore_ascii_case(t));
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if trusted {
+                let addrs = policy.lookup.resolve(&host, 0).await?;
+                let iter: reqwest::dns::Addrs =
+                    Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+                return Ok(iter);
+            }
             let addrs: Vec<SocketAddr> = policy
                 .lookup
                 .resolve(&host, 0)

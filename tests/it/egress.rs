@@ -109,3 +109,184 @@ async fn unusable_signature_header_names_are_refused_and_change_nothing() {
     assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
     app.stop().await;
 }
+
+/// tinyproxy (Debian's package, installed by scripts/brokers) on a free port, logging every
+/// request it is asked for.
+struct Tinyproxy {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::destinations::free_port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 10\nLogFile \"{}\"\nLogLevel Connect\n\
+                 MaxClients 100\nAllow 127.0.0.1\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy runs (scripts/brokers installs it)");
+        let up = crate::helpers::eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        assert!(up.is_some(), "tinyproxy listens on {port}");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The requests it was asked to forward (`POST http://…`).
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split_once("Request (file descriptor ")
+                    .map(|(_, r)| r.to_owned())
+            })
+            .filter_map(|r| r.split_once("): ").map(|(_, r)| r.to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn deliveries_leave_through_the_egress_proxy_except_for_its_exceptions() {
+    let proxy = Tinyproxy::start().await;
+    let (via_proxy, direct) = (Receiver::ok().await, Receiver::ok().await);
+    let proxy_url = proxy.url.clone();
+    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Sqlite, |c| {
+        c.egress_proxy = Some(proxy_url.as_str().into());
+        c.egress_no_proxy = vec!["localhost".into()];
+    })
+    .await;
+    app.endpoint(json!({"url": via_proxy.url, "event_types": ["a.b"]}))
+        .await;
+    // The same kind of receiver, named by a host in the exception list.
+    let bypass = direct.url.replace("127.0.0.1", "localhost");
+    app.endpoint(json!({"url": bypass, "event_types": ["c.d"]}))
+        .await;
+    app.event("a.b", json!({})).await;
+    app.event("c.d", json!({})).await;
+    let proxied = via_proxy.wait_for(1, Duration::from_secs(20)).await;
+    let bypassed = direct.wait_for(1, Duration::from_secs(20)).await;
+    assert!(
+        proxied[0].header("via").contains("tinyproxy"),
+        "{:?}",
+        proxied[0].headers
+    );
+    assert_eq!(bypassed[0].header("via"), "");
+    let asked = proxy.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.starts_with(&format!("POST {}", via_proxy.url))),
+        "{asked:?}"
+    );
+    let direct_port = direct.url.rsplit(':').next().unwrap().to_owned();
+    assert!(!asked.iter().any(|r| r.contains(&direct_port)), "{asked:?}");
+    assert!(!proxied[0].header("webhook-signature").is_empty());
+
+    // A destination the network rules now refuse is refused before the proxy is asked,
+    // although the proxy could reach it.
+    let refused = Receiver::ok().await;
+    let refused_url = refused.url.replace("127.0.0.1", "127.0.0.2");
+    app.endpoint(json!({"url": refused_url, "event_types": ["e.f"]}))
+        .await;
+    let app = app
+        .restart_with(|c| c.allow_networks = vec!["127.0.0.1/32".parse().unwrap()])
+        .await;
+    let ev = app.event("e.f", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/tenants/default/deliveries/{id}");
+    let failed = crate::helpers::eventually(Duration::from_secs(20), || async {
+        let (_, d) = app.get(&path).await;
+        d["attempts"][0]["error"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("an attempt was made");
+    assert!(failed.contains("the proxy was not asked"), "{failed}");
+    assert!(!proxy.requests().iter().any(|r| r.contains("127.0.0.2")));
+    assert_eq!(refused.count(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_egress_proxy_that_is_down_or_cannot_connect_says_so() {
+    let receiver = Receiver::ok().await;
+    let closed = crate::destinations::free_port();
+    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Sqlite, |c| {
+        c.egress_proxy = Some(format!("http://127.0.0.1:{closed}").into());
+    })
+    .await;
+    let ev_path = |ev: &serde_json::Value| {
+        format!(
+            "/v1/tenants/default/deliveries/{}",
+            ev["deliveries"][0]["id"].as_str().unwrap()
+        )
+    };
+    app.endpoint(json!({"url": receiver.url})).await;
+    let ev = app.event("a.b", json!({})).await;
+    let path = ev_path(&ev);
+    let error = crate::helpers::eventually(Duration::from_secs(20), || async {
+        let (_, d) = app.get(&path).await;
+        d["attempts"][0]["error"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("an attempt was made");
+    assert!(
+        error.starts_with("connection to the proxy failed"),
+        "{error}"
+    );
+    assert_eq!(receiver.count(), 0);
+    app.stop().await;
+
+    // A proxy that answers but cannot reach the destination: its own answer says so.
+    let proxy = Tinyproxy::start().await;
+    let proxy_url = proxy.url.clone();
+    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Sqlite, |c| {
+        c.egress_proxy = Some(proxy_url.as_str().into());
+    })
+    .await;
+    let gone = crate::destinations::free_port();
+    app.endpoint(json!({"url": format!("http://127.0.0.1:{gone}/hook")}))
+        .await;
+    let ev = app.event("a.b", json!({})).await;
+    let path = ev_path(&ev);
+    let error = crate::helpers::eventually(Duration::from_secs(20), || async {
+        let (_, d) = app.get(&path).await;
+        d["attempts"][0]["error"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("an attempt was made");
+    assert!(error.contains("from the proxy"), "{error}");
+    app.stop().await;
+}
