@@ -295,6 +295,8 @@ pub enum EndpointCmd {
         #[arg(long = "signature-header", value_name = "KIND=NAME")]
         signature_headers: Vec<String>,
         #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// List endpoints.
@@ -340,6 +342,12 @@ pub enum EndpointCmd {
         /// the standard names).
         #[arg(long = "signature-header", value_name = "KIND=NAME")]
         signature_headers: Vec<String>,
+        /// A new client certificate (without --client-key the stored key is kept).
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Stop presenting a client certificate.
+        #[arg(long, conflicts_with = "client_cert")]
+        no_tls: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -375,6 +383,40 @@ pub struct OAuth2Args {
     /// The `audience` parameter some authorization servers ask for.
     #[arg(long, requires = "oauth2_token_url")]
     pub oauth2_audience: Option<String>,
+}
+
+/// A client certificate for mutual TLS, from PEM files (`--client-cert` turns it on).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM file with the client certificate (then any intermediates) the endpoint presents.
+    #[arg(long, value_name = "FILE")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM file with the certificate's private key.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// PEM file with CA certificates to trust for the receiver's server.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// The API's `tls` object, when a certificate is given.
+    fn json(&self) -> Result<Option<Value>, CliError> {
+        let Some(cert) = &self.client_cert else {
+            return Ok(None);
+        };
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|source| CliError::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        Ok(Some(json!({
+            "certificate": read(cert)?,
+            "key": self.client_key.as_deref().map(read).transpose()?,
+            "ca": self.ca_cert.as_deref().map(read).transpose()?,
+        })))
+    }
 }
 
 /// `--signature-header KIND=NAME` values as the API's `signature_headers` object.
@@ -1022,9 +1064,11 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     rate_limit,
                     oauth2,
                     signature_headers: names,
+                    tls,
                     client,
                 } => {
                     let names = signature_headers(&names)?;
+                    let tls = tls.json()?;
                     let mut header_map = serde_json::Map::new();
                     for h in headers {
                         let Some((name, value)) = h.split_once(':') else {
@@ -1043,7 +1087,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                             "signing_scheme": signing_scheme, "format": format,
                             "headers": (!header_map.is_empty()).then_some(header_map),
                             "description": description, "max_attempts": max_attempts,
-                            "oauth2": oauth2.json(), "signature_headers": names,
+                            "oauth2": oauth2.json(), "signature_headers": names, "tls": tls,
                             // A bare number goes as a number (per second), as the API takes it.
                             "rate_limit": rate_limit.map(|r| match r.parse::<u32>() {
                                 Ok(n) => json!(n),
@@ -1069,9 +1113,16 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     oauth2,
                     no_oauth2,
                     signature_headers: names,
+                    tls,
+                    no_tls,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(t) = tls.json()? {
+                        patch.insert("tls".into(), t);
+                    } else if no_tls {
+                        patch.insert("tls".into(), Value::Null);
+                    }
                     if let Some(names) = signature_headers(&names)? {
                         patch.insert("signature_headers".into(), names);
                     }

@@ -1,7 +1,12 @@
 //! HTTP(S) webhooks: a pooled client that never follows redirects and refuses internal
 //! addresses after DNS resolution.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 
@@ -12,7 +17,7 @@ use super::{
     oauth2::{TokenError, Tokens},
     Ack, Destination, Message, SendError, RESPONSE_EXCERPT_BYTES,
 };
-use crate::{domain::retry::parse_retry_after, domain::Endpoint};
+use crate::domain::{retry::parse_retry_after, ClientTls, Endpoint};
 
 /// The HTTP destination.
 pub struct HttpDestination {
@@ -20,8 +25,12 @@ pub struct HttpDestination {
     policy: Arc<NetworkPolicy>,
     /// The egress proxy (`--egress-proxy`), when there is one.
     egress: Option<Arc<EgressProxy>>,
+    timeouts: (Duration, Duration),
     /// OAuth2 access tokens of the endpoints that have client credentials.
     tokens: Tokens,
+    /// A client of its own for each endpoint with a client certificate (mutual TLS), made
+    /// with the certificate it holds, made again when that changes.
+    tls_clients: Mutex<HashMap<String, (ClientTls, reqwest::Client)>>,
 }
 
 impl HttpDestination {
@@ -31,8 +40,22 @@ impl HttpDestination {
         connect_timeout: Duration,
         egress: Option<EgressProxy>,
     ) -> Result<Self, reqwest::Error> {
-        let egress = egress.map(Arc::new);
-        let builder = match &egress {
+        let mut this = Self {
+            client: reqwest::Client::new(),
+            policy,
+            egress: egress.map(Arc::new),
+            timeouts: (request_timeout, connect_timeout),
+            tokens: Tokens::default(),
+            tls_clients: Mutex::default(),
+        };
+        this.client = this.builder().build()?;
+        Ok(this)
+    }
+
+    /// A client builder with every rule of this destination: no redirects, the guarded
+    /// resolver, the egress proxy (and never one from the environment), the timeouts.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let builder = match &self.egress {
             // Never through a proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
             // ALL_PROXY): the proxy would resolve the name, unchecked.
             None => reqwest::Client::builder().no_proxy(),
@@ -44,7 +67,8 @@ impl HttpDestination {
                 }))
             }
         };
-        let client = builder
+        let (request_timeout, connect_timeout) = self.timeouts;
+        builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(request_timeout)
             .connect_timeout(connect_timeout)
@@ -53,16 +77,41 @@ impl HttpDestination {
             .tcp_nodelay(true)
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-                trusted: egress.as_ref().and_then(|p| p.host_name()),
+                policy: self.policy.clone(),
+                trusted: self.egress.as_ref().and_then(|p| p.host_name()),
             }))
-            .build()?;
-        Ok(Self {
-            client,
-            policy,
-            egress,
-            tokens: Tokens::default(),
-        })
+    }
+
+    /// The client for `endpoint`: the shared one, or one with its client certificate.
+    fn client_for(&self, endpoint: &Endpoint) -> Result<reqwest::Client, SendError> {
+        let Some(tls) = &endpoint.tls else {
+            return Ok(self.client.clone());
+        };
+        // A poisoned lock only means a delivery panicked while holding it; the map is whole.
+        let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made_with, client)) = clients.get(&endpoint.id) {
+            if made_with == tls {
+                return Ok(client.clone());
+            }
+        }
+        let failed = |e: reqwest::Error| SendError::Permanent {
+            reason: format!("the client certificate cannot be used: {}", describe(&e)),
+            status_code: None,
+            response: None,
+            disable_endpoint: false,
+        };
+        let identity =
+            reqwest::Identity::from_pem(format!("{}\n{}", tls.certificate, tls.key).as_bytes())
+                .map_err(failed)?;
+        let mut builder = self.builder().identity(identity);
+        if let Some(ca) = &tls.ca {
+            for cert in reqwest::Certificate::from_pem_bundle(ca.as_bytes()).map_err(failed)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(failed)?;
+        clients.insert(endpoint.id.clone(), (tls.clone(), client.clone()));
+        Ok(client)
     }
 
     /// OAuth2 token requests made since start.
@@ -98,6 +147,7 @@ impl HttpDestination {
     /// `rejected` token is not given again.
     async fn token(
         &self,
+        client: &reqwest::Client,
         endpoint: &Endpoint,
         rejected: Option<&str>,
     ) -> Result<Option<String>, SendError> {
@@ -109,7 +159,7 @@ impl HttpDestination {
             .map_err(|e| failed(format!("invalid token URL: {e}")))?;
         self.guard(&token_url).await.map_err(failed)?;
         self.tokens
-            .get(&self.client, &endpoint.id, credentials, rejected)
+            .get(client, &endpoint.id, credentials, rejected)
             .await
             .map(Some)
             .map_err(|e| retryable(e.to_string()))
@@ -118,12 +168,12 @@ impl HttpDestination {
     /// Posts `message` to `url`, with `token` as its bearer.
     async fn post(
         &self,
+        client: &reqwest::Client,
         url: &reqwest::Url,
         message: &Message,
         token: Option<&str>,
     ) -> Result<reqwest::Response, SendError> {
-        let mut request = self
-            .client
+        let mut request = client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(message.body.clone());
@@ -138,7 +188,10 @@ impl HttpDestination {
             // The URL may be a credential (a capability URL): the error names no URL.
             let e = e.without_url();
             let text = describe(&e);
-            let kind = if proxied && text.contains("tunnel") {
+            let kind = if text.contains("received fatal alert") {
+                // TLS 1.3 clients learn of a refused certificate only from the alert.
+                "the receiver refused the TLS handshake"
+            } else if proxied && text.contains("tunnel") {
                 "the proxy did not open a tunnel to the destination"
             } else if proxied && e.is_connect() {
                 "connection to the proxy failed"
@@ -187,14 +240,15 @@ impl Destination for HttpDestination {
             disable_endpoint: false,
         })?;
         self.guard(&url).await.map_err(retryable)?;
-        let token = self.token(endpoint, None).await?;
-        let mut response = self.post(&url, message, token.as_deref()).await?;
+        let client = self.client_for(endpoint)?;
+        let token = self.token(&client, endpoint, None).await?;
+        let mut response = self.post(&client, &url, message, token.as_deref()).await?;
         // A token the receiver no longer takes (revoked, or expired early): one new one,
         // one more try.
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             if let Some(rejected) = token.as_deref() {
-                let fresh = self.token(endpoint, Some(rejected)).await?;
-                response = self.post(&url, message, fresh.as_deref()).await?;
+                let fresh = self.token(&client, endpoint, Some(rejected)).await?;
+                response = self.post(&client, &url, message, fresh.as_deref()).await?;
             }
         }
         let status = response.status();

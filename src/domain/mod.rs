@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 pub mod retry;
 pub mod routing;
+pub mod tls;
 
 /// Current time truncated to whole milliseconds, the precision every store keeps.
 pub fn now() -> DateTime<Utc> {
@@ -136,6 +137,9 @@ pub struct Endpoint {
     pub oauth2: Option<OAuth2>,
     /// Other names for the signature headers, where a receiver demands them.
     pub signature_headers: SignatureHeaders,
+    /// A client certificate for mutual TLS, and a CA to trust for the receiver.
+    #[schema(value_type = Option<Object>)]
+    pub tls: Option<ClientTls>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -166,6 +170,31 @@ impl SignatureHeaders {
             name(&self.timestamp, crate::signing::HEADER_TIMESTAMP),
             name(&self.signature, crate::signing::HEADER_SIGNATURE),
         ]
+    }
+}
+
+/// What an endpoint's HTTPS deliveries present and trust (mutual TLS): a client certificate
+/// with its private key, and CA certificates to trust for the receiver's server beside the
+/// public roots. All PEM. Its `Debug` output hides the key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The client certificate, then any intermediates.
+    pub certificate: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1); sealed at rest, never shown again.
+    pub key: String,
+    pub ca: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field(
+                "certificate",
+                &format_args!("{} bytes", self.certificate.len()),
+            )
+            .field("key", &"***")
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .finish()
     }
 }
 
@@ -256,6 +285,7 @@ impl std::fmt::Debug for Endpoint {
             .field("format", &self.format)
             .field("oauth2", &self.oauth2)
             .field("signature_headers", &self.signature_headers)
+            .field("tls", &self.tls)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -402,6 +432,7 @@ impl Endpoint {
             format: DeliveryFormat::default(),
             oauth2: None,
             signature_headers: SignatureHeaders::default(),
+            tls: None,
             created_at: now,
             updated_at: now,
         }

@@ -214,10 +214,15 @@ pub struct Snapshot {
     pub pending: u64,
     pub oldest_pending: Option<DateTime<Utc>>,
     pub flagged: Vec<FlaggedEndpoint>,
+    /// Enabled endpoints whose client certificate expires within [`CERTIFICATE_WARNING`].
+    pub expiring: Vec<crate::store::ops::ExpiringCertificate>,
     pub breakers: crate::store::ops::BreakerCounts,
     pub dispatchers: Vec<DispatcherBeat>,
     pub alerts: Vec<AlertRecord>,
 }
+
+/// How long before a client certificate expires its alert fires.
+pub const CERTIFICATE_WARNING: chrono::Duration = chrono::Duration::days(14);
 
 /// Most flagged endpoints listed.
 const FLAGGED_LIMIT: u32 = 1000;
@@ -227,10 +232,11 @@ impl Snapshot {
     pub async fn read(store: &dyn Store) -> Result<Self, StoreError> {
         let now = domain::now();
         let since = minute_of(now) - 24 * 60 + 1;
-        let (minutes, pending, flagged, breakers, dispatchers, alerts) = tokio::try_join!(
+        let (minutes, pending, flagged, expiring, breakers, dispatchers, alerts) = tokio::try_join!(
             store.stats_since(since),
             store.pending_summary(),
             store.flagged_endpoints(FLAGGED_LIMIT),
+            store.expiring_certificates(now + CERTIFICATE_WARNING, FLAGGED_LIMIT),
             store.breaker_counts(),
             store.list_dispatchers(now - chrono::Duration::hours(24)),
             store.list_alerts(),
@@ -241,6 +247,7 @@ impl Snapshot {
             pending: pending.count,
             oldest_pending: pending.oldest_created_at,
             flagged,
+            expiring,
             breakers,
             dispatchers,
             alerts,
@@ -339,6 +346,27 @@ impl Snapshot {
                 ),
                 details: serde_json::json!({"endpoint_id": e.id, "tenant_id": e.tenant_id,
                                             "reason": e.disabled_reason}),
+            });
+        }
+        for c in &self.expiring {
+            let days = (c.expires_at - self.now).num_hours() as f64 / 24.0;
+            let when = if days > 0.0 {
+                format!("expires in {days:.1} days")
+            } else {
+                "has expired".to_owned()
+            };
+            out.push(Finding {
+                rule: "certificate_expiring",
+                subject: c.id.clone(),
+                message: format!(
+                    "the client certificate of endpoint {} (tenant {}) {when} ({})",
+                    c.id,
+                    c.tenant_id,
+                    c.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                details: serde_json::json!({"endpoint_id": c.id, "tenant_id": c.tenant_id,
+                                            "expires_at": c.expires_at}),
             });
         }
         for d in self.dispatchers.iter().filter(|d| self.stalled(d, t)) {

@@ -12,7 +12,7 @@ use crate::{
     destinations::{is_broker_url, validate_headers_for, validate_url},
     domain::routing::{OrderingSpec, Routing, RoutingSpec},
     domain::{
-        self, Breaker, DeliveryFormat, DeliveryStatus, Endpoint, OAuth2, RatePeriod,
+        self, Breaker, ClientTls, DeliveryFormat, DeliveryStatus, Endpoint, OAuth2, RatePeriod,
         SignatureHeaders,
     },
     ingest::validate_type_name,
@@ -65,6 +65,67 @@ pub struct CreateEndpoint {
     /// receiver that demands them (`standard-webhooks` format only), e.g.
     /// `{"signature": "X-Signature"}`. The values stay the same.
     pub signature_headers: Option<SignatureHeaders>,
+    /// A client certificate for mutual TLS (HTTPS endpoints only).
+    pub tls: Option<TlsInput>,
+}
+
+/// A client certificate an endpoint presents (mutual TLS), all PEM.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TlsInput {
+    /// The client certificate, then any intermediates.
+    pub certificate: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1). Required when the endpoint has no client
+    /// certificate yet; left out of a change, the stored one is kept (it must still belong
+    /// to the certificate). Never shown again.
+    pub key: Option<String>,
+    /// CA certificates to trust for the receiver's server, beside the public roots.
+    pub ca: Option<String>,
+}
+
+/// An endpoint's client certificate as answers show it: never the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TlsOut {
+    /// The certificate's subject (RFC 4514).
+    pub subject: String,
+    pub expires_at: DateTime<Utc>,
+    pub key_set: bool,
+    pub ca_set: bool,
+}
+
+impl From<&ClientTls> for TlsOut {
+    fn from(t: &ClientTls) -> Self {
+        let info = domain::tls::describe(&t.certificate).ok();
+        Self {
+            subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
+            expires_at: info.map(|i| i.expires_at).unwrap_or_default(),
+            key_set: !t.key.is_empty(),
+            ca_set: t.ca.is_some(),
+        }
+    }
+}
+
+/// Checks a client certificate for the endpoint at `url`; `stored` is the endpoint's
+/// current one (its key is kept when the input leaves it out).
+fn tls_from(input: TlsInput, url: &str, stored: Option<&ClientTls>) -> Result<ClientTls> {
+    if !url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
+        return Err(Error::invalid(
+            "tls: client certificates are for https:// endpoints",
+        ));
+    }
+    let key = input
+        .key
+        .or_else(|| stored.map(|t| t.key.clone()))
+        .ok_or_else(|| Error::invalid("tls.key is required"))?;
+    let tls = ClientTls {
+        certificate: input.certificate,
+        key,
+        ca: input.ca,
+    };
+    domain::tls::check(&tls).map_err(|(field, e)| Error::invalid(format!("tls.{field} {e}")))?;
+    Ok(tls)
 }
 
 /// OAuth2 client credentials for an endpoint (the client-credentials grant, RFC 6749 4.4).
@@ -338,6 +399,11 @@ pub struct UpdateEndpoint {
     pub oauth2: Option<Option<OAuth2Input>>,
     /// New signature header names (`{}` restores the standard ones).
     pub signature_headers: Option<SignatureHeaders>,
+    /// A new client certificate (without `key`, the stored key is kept), or `null` to stop
+    /// presenting one.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<TlsInput>)]
+    pub tls: Option<Option<TlsInput>>,
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
@@ -387,6 +453,9 @@ pub struct EndpointOut {
     /// The signature header names, when they are not the standard ones.
     #[serde(skip_serializing_if = "SignatureHeaders::is_standard")]
     pub signature_headers: SignatureHeaders,
+    /// The client certificate (mutual TLS): subject and expiry, never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOut>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -415,6 +484,7 @@ impl EndpointOut {
             format: ep.format,
             oauth2: ep.oauth2.as_ref().map(OAuth2Out::from),
             signature_headers: ep.signature_headers,
+            tls: ep.tls.as_ref().map(TlsOut::from),
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -677,6 +747,10 @@ fn audit_diff(before: &Endpoint, after: &Endpoint) -> serde_json::Value {
     if !headers.is_empty() {
         changes.insert("header_values_changed".into(), serde_json::json!(headers));
     }
+    let key_of = |ep: &Endpoint| ep.tls.as_ref().map(|t| t.key.clone());
+    if before.tls.is_some() && after.tls.is_some() && key_of(before) != key_of(after) {
+        changes.insert("tls_key_changed".into(), serde_json::json!(true));
+    }
     let secret_of = |ep: &Endpoint| ep.oauth2.as_ref().map(|o| o.client_secret.clone());
     if before.oauth2.is_some() && after.oauth2.is_some() && secret_of(before) != secret_of(after) {
         changes.insert(
@@ -761,6 +835,10 @@ impl Service<'_> {
             format,
             oauth2,
             signature_headers: body.signature_headers.unwrap_or_default(),
+            tls: match body.tls {
+                Some(input) => Some(tls_from(input, &body.url, None)?),
+                None => None,
+            },
             ..Endpoint::new(tenant, body.url, secret)
         };
         check_header_names(&endpoint)?;
@@ -878,6 +956,16 @@ impl Service<'_> {
         }
         if let Some(names) = body.signature_headers {
             ep.signature_headers = names;
+        }
+        match body.tls {
+            Some(Some(input)) => ep.tls = Some(tls_from(input, &ep.url, ep.tls.as_ref())?),
+            Some(None) => ep.tls = None,
+            None if ep.tls.is_some() && !ep.url.to_ascii_lowercase().starts_with("https://") => {
+                return Err(Error::invalid(
+                    "tls: client certificates are for https:// endpoints",
+                ));
+            }
+            None => {}
         }
         check_header_names(&ep)?;
         let resumed = body.enabled == Some(true) && !ep.enabled;

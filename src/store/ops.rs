@@ -201,6 +201,14 @@ pub struct FlaggedEndpoint {
     pub breaker_state: String,
 }
 
+/// An endpoint whose client certificate expires soon.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExpiringCertificate {
+    pub id: String,
+    pub tenant_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A dispatcher process as its heartbeats describe it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DispatcherBeat {
@@ -430,6 +438,14 @@ pub trait OpsStore: Send + Sync {
 
     /// Endpoints whose breaker is not closed or that are disabled (at most `limit`).
     async fn flagged_endpoints(&self, limit: u32) -> Result<Vec<FlaggedEndpoint>>;
+
+    /// Enabled endpoints whose client certificate expires before `before`, soonest first
+    /// (at most `limit`).
+    async fn expiring_certificates(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ExpiringCertificate>>;
 
     /// How many endpoints' breakers are closed, open and half-open.
     async fn breaker_counts(&self) -> Result<BreakerCounts>;

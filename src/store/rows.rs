@@ -110,6 +110,7 @@ pub(super) struct EndpointRow {
     pub(super) format: String,
     pub(super) oauth2: Option<String>,
     pub(super) signature_headers: Option<String>,
+    pub(super) tls: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -209,6 +210,12 @@ impl TryFrom<EndpointRow> for Endpoint {
                 .transpose()
                 .map_err(|e| corrupt("endpoints.signature_headers", e))?
                 .unwrap_or_default(),
+            tls: r
+                .tls
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("endpoints.tls", e))?,
             rate_limit: r
                 .rate_limit
                 .map(|v| count("endpoints.rate_limit", v))

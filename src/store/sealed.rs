@@ -30,6 +30,10 @@ fn oauth2_aad(endpoint_id: &str) -> String {
     format!("{endpoint_id}#oauth2")
 }
 
+fn tls_key_aad(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#tls-key")
+}
+
 fn token_aad(inbox_id: &str) -> String {
     format!("{inbox_id}#token")
 }
@@ -65,6 +69,9 @@ impl Sealer {
         if let Some(o) = &mut sealed.oauth2 {
             o.client_secret = keys.seal(&oauth2_aad(&ep.id), &o.client_secret);
         }
+        if let Some(t) = &mut sealed.tls {
+            t.key = keys.seal(&tls_key_aad(&ep.id), &t.key);
+        }
         Cow::Owned(sealed)
     }
 
@@ -98,6 +105,14 @@ impl Sealer {
                 o.client_secret = secret;
             }
         }
+        if let Some(t) = &ep.tls {
+            let key = keys
+                .open(&tls_key_aad(&ep.id), &t.key)
+                .map_err(unreadable)?;
+            if let Some(t) = &mut ep.tls {
+                t.key = key;
+            }
+        }
         Ok(ep)
     }
 
@@ -117,6 +132,7 @@ impl Sealer {
                 .oauth2
                 .as_ref()
                 .is_none_or(|o| keys.is_current(&o.client_secret))
+            && raw.tls.as_ref().is_none_or(|t| keys.is_current(&t.key))
     }
 
     /// An inbox's token and secret, sealed.

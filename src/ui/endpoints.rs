@@ -245,6 +245,7 @@ async fn create(
                 audience: non_empty(&f.oauth2_audience),
             }
         }),
+        tls: None,
         signature_headers: Some(crate::domain::SignatureHeaders {
             id: non_empty(&f.header_id),
             timestamp: non_empty(&f.header_timestamp),
@@ -349,6 +350,14 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                         @if let Some(scope) = &o.scope { ", scope " code { (scope) } }
                         @if let Some(aud) = &o.audience { ", audience " code { (aud) } }
                         " (secret set)"
+                    } }
+                }
+                @if let Some(tls) = &ep.tls {
+                    @let out = crate::service::endpoints::TlsOut::from(tls);
+                    tr { th { "Client certificate" } td id="endpoint-tls" {
+                        code { (out.subject) } " expires "
+                        span id="endpoint-tls-expires" { (out.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }
+                        @if out.ca_set { " (own CA trusted)" }
                     } }
                 }
                 @if !ep.signature_headers.is_standard() {

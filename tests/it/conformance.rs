@@ -2346,10 +2346,25 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         scope: Some("webhooks".into()),
         audience: None,
     };
+    // A client certificate that expires in three days.
+    let tls = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client".to_string()]).unwrap();
+        let until = domain::now() + chrono::Duration::days(3);
+        use chrono::Datelike;
+        params.not_after =
+            rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+        domain::ClientTls {
+            certificate: params.self_signed(&key).unwrap().pem(),
+            key: key.serialize_pem(),
+            ca: None,
+        }
+    };
     let ep = Endpoint {
         event_types: vec!["user.joined".into()],
         headers: [("x-key".to_string(), "header-value-1".to_string())].into(),
         oauth2: Some(oauth2("oauth2-secret-1")),
+        tls: Some(tls.clone()),
         ..Endpoint::new(
             "default",
             "redis://:url-password-1@127.0.0.1:6379/0?stream=s",
@@ -2384,9 +2399,28 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         .unwrap()
         .unwrap();
     assert_eq!(
-        (&back.secret, &back.headers, &back.url, &back.oauth2),
-        (&ep.secret, &ep.headers, &ep.url, &ep.oauth2)
+        (
+            &back.secret,
+            &back.headers,
+            &back.url,
+            &back.oauth2,
+            &back.tls
+        ),
+        (&ep.secret, &ep.headers, &ep.url, &ep.oauth2, &ep.tls)
     );
+    // The certificate's expiry is kept for the alert before it.
+    let soon = sealed
+        .expiring_certificates(domain::now() + chrono::Duration::days(14), 10)
+        .await
+        .unwrap();
+    assert_eq!(soon.len(), 1, "{soon:?}");
+    assert_eq!(soon[0].id, ep.id);
+    assert!(soon[0].expires_at > domain::now() + chrono::Duration::days(2));
+    let none = sealed
+        .expiring_certificates(domain::now(), 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
     let listed = sealed.list_endpoints("default", &page(10)).await.unwrap();
     assert_eq!(listed[0].headers, ep.headers);
     let got = sealed.get_inbox("default", &ibx.id).await.unwrap().unwrap();
@@ -2410,6 +2444,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     assert_eq!(claimed[0].endpoint.secret, ep.secret);
     assert_eq!(claimed[0].endpoint.headers, ep.headers);
     assert_eq!(claimed[0].endpoint.oauth2, ep.oauth2);
+    assert_eq!(claimed[0].endpoint.tls, ep.tls);
 
     // At rest, and to a store without the key, only sealed values.
     let raw = plain
@@ -2423,6 +2458,12 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     let raw_oauth2 = raw.oauth2.unwrap();
     assert!(raw_oauth2.client_secret.starts_with("enc1:"));
     assert_eq!(raw_oauth2.client_id, "client", "only the secret is sealed");
+    let raw_tls = raw.tls.unwrap();
+    assert!(raw_tls.key.starts_with("enc1:"));
+    assert_eq!(
+        raw_tls.certificate, tls.certificate,
+        "only the key is sealed"
+    );
     let raw = plain.get_inbox("default", &ibx.id).await.unwrap().unwrap();
     assert!(raw.token.starts_with("enc1:") && raw.secret.unwrap().starts_with("enc1:"));
     let raw = plain.get_source("default", &src.id).await.unwrap().unwrap();

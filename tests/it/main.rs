@@ -16,6 +16,7 @@ mod email;
 mod fairness;
 mod faults;
 mod helpers;
+mod mtls;
 mod oauth2;
 pub mod ops;
 mod routing;

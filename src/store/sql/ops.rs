@@ -16,9 +16,9 @@ use crate::store::{
     ops::{
         counter_columns, id_at, stats_from_row, AlertRecord, AlertRow, AuditEntry, AuditFilter,
         AuditRow, BatchStats, BeatRow, BreakerCounts, DispatcherBeat, EndpointHistory,
-        FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats, OpsStore,
-        PendingSummary, RejectionRow, Source, SourceRejection, SourceRow, REJECTION_COLUMNS,
-        SOURCE_COLUMNS,
+        ExpiringCertificate, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow,
+        MinuteStats, OpsStore, PendingSummary, RejectionRow, Source, SourceRejection, SourceRow,
+        REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     rows::{ms, to_json},
     Completion, Page, Result,
@@ -231,6 +231,30 @@ impl<S: SqlStore> OpsStore for S {
                     breaker_state,
                 },
             )
+            .collect())
+    }
+
+    async fn expiring_certificates(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ExpiringCertificate>> {
+        let sql = "SELECT id, tenant_id, MS(tls_expires_at) FROM endpoints \
+                   WHERE tls_expires_at < TS($1) AND enabled \
+                   ORDER BY tls_expires_at, id LIMIT $2";
+        let rows: Vec<(String, String, i64)> = on_db!(self, |p| sqlx::query_as(&p.sql(sql))
+            .bind(ms(before))
+            .bind(i64::from(limit))
+            .fetch_all(p.reader)
+            .await
+            .map_err(db)?);
+        Ok(rows
+            .into_iter()
+            .map(|(id, tenant_id, at)| ExpiringCertificate {
+                id,
+                tenant_id,
+                expires_at: from_millis(at),
+            })
             .collect())
     }
 

@@ -1,0 +1,74 @@
+//! Client certificates for mutual TLS: what a PEM certificate says (subject, expiry), and
+//! whether a private key belongs to it.
+
+use chrono::{DateTime, Utc};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use super::ClientTls;
+
+/// The most bytes of PEM in one field (a chain of a few certificates fits).
+pub const MAX_PEM: usize = 32 * 1024;
+
+/// What the API shows of a certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateInfo {
+    /// The subject, as RFC 4514 writes it (`CN=hookrelay,O=Example`).
+    pub subject: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The certificates of a PEM text, in order; an error unless there is at least one.
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    if pem.len() > MAX_PEM {
+        return Err(format!("is longer than {MAX_PEM} bytes"));
+    }
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// The subject and expiry of the first certificate of `pem`.
+pub fn describe(pem: &str) -> Result<CertificateInfo, String> {
+    let certs = certificates(pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| format!("is not an X.509 certificate: {e}"))?;
+    let expires_at = DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+        .ok_or("has an expiry out of range")?;
+    Ok(CertificateInfo {
+        subject: cert.subject().to_string(),
+        expires_at,
+    })
+}
+
+/// Checks a client certificate, its key and the CA certificates: each parses, and the key
+/// is the certificate's. The error names the field (`certificate`, `key`, `ca`).
+pub fn check(tls: &ClientTls) -> Result<CertificateInfo, (&'static str, String)> {
+    let info = describe(&tls.certificate).map_err(|e| ("certificate", e))?;
+    let certs = certificates(&tls.certificate).map_err(|e| ("certificate", e))?;
+    if tls.key.len() > MAX_PEM {
+        return Err(("key", format!("is longer than {MAX_PEM} bytes")));
+    }
+    let key = PrivateKeyDer::from_pem_slice(tls.key.as_bytes())
+        .map_err(|e| ("key", format!("is not a PEM private key: {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| ("key", format!("is not a key hookrelay can use: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| ("certificate", format!("is not an X.509 certificate: {e}")))?;
+    let matches = signing
+        .public_key()
+        .is_some_and(|spki| spki.as_ref() == cert.public_key().raw);
+    if !matches {
+        return Err(("key", "does not belong to the certificate".into()));
+    }
+    if let Some(ca) = &tls.ca {
+        for der in certificates(ca).map_err(|e| ("ca", e))? {
+            x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| ("ca", format!("is not an X.509 certificate: {e}")))?;
+        }
+    }
+    Ok(info)
+}
