@@ -296,6 +296,9 @@ pub enum EndpointCmd {
         signature_headers: Vec<String>,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Admin token: a proxy of this endpoint's own instead of --egress-proxy, or `direct`.
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -348,6 +351,12 @@ pub enum EndpointCmd {
         /// Stop presenting a client certificate.
         #[arg(long, conflicts_with = "client_cert")]
         no_tls: bool,
+        /// Admin token: a proxy of this endpoint's own instead of --egress-proxy, or `direct`.
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
+        /// Follow --egress-proxy again.
+        #[arg(long, conflicts_with = "proxy")]
+        clear_proxy: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -1065,6 +1074,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     oauth2,
                     signature_headers: names,
                     tls,
+                    proxy,
                     client,
                 } => {
                     let names = signature_headers(&names)?;
@@ -1088,6 +1098,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                             "headers": (!header_map.is_empty()).then_some(header_map),
                             "description": description, "max_attempts": max_attempts,
                             "oauth2": oauth2.json(), "signature_headers": names, "tls": tls,
+                            "proxy": proxy,
                             // A bare number goes as a number (per second), as the API takes it.
                             "rate_limit": rate_limit.map(|r| match r.parse::<u32>() {
                                 Ok(n) => json!(n),
@@ -1115,9 +1126,16 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                     signature_headers: names,
                     tls,
                     no_tls,
+                    proxy,
+                    clear_proxy,
                     client,
                 } => {
                     let mut patch = serde_json::Map::new();
+                    if let Some(p) = proxy {
+                        patch.insert("proxy".into(), json!(p));
+                    } else if clear_proxy {
+                        patch.insert("proxy".into(), Value::Null);
+                    }
                     if let Some(t) = tls.json()? {
                         patch.insert("tls".into(), t);
                     } else if no_tls {

@@ -28,10 +28,23 @@ pub struct HttpDestination {
     timeouts: (Duration, Duration),
     /// OAuth2 access tokens of the endpoints that have client credentials.
     tokens: Tokens,
-    /// A client of its own for each endpoint with a client certificate (mutual TLS), made
-    /// with the certificate it holds, made again when that changes.
-    tls_clients: Mutex<HashMap<String, (ClientTls, reqwest::Client)>>,
+    /// A route of its own for each endpoint with a client certificate (mutual TLS) or a
+    /// proxy of its own, made with what it holds, made again when that changes.
+    own_routes: Mutex<HashMap<String, (RouteKey, Route)>>,
 }
+
+/// How a request leaves: the client, and the proxy it goes through (when any).
+#[derive(Clone)]
+struct Route {
+    client: reqwest::Client,
+    egress: Option<Arc<EgressProxy>>,
+}
+
+/// What an endpoint's own route was made with.
+type RouteKey = (Option<ClientTls>, Option<String>);
+
+/// An endpoint's `proxy` that sends it directly, past `--egress-proxy`.
+pub const DIRECT: &str = "direct";
 
 impl HttpDestination {
     pub fn new(
@@ -46,16 +59,16 @@ impl HttpDestination {
             egress: egress.map(Arc::new),
             timeouts: (request_timeout, connect_timeout),
             tokens: Tokens::default(),
-            tls_clients: Mutex::default(),
+            own_routes: Mutex::default(),
         };
-        this.client = this.builder().build()?;
+        this.client = this.builder(this.egress.as_ref()).build()?;
         Ok(this)
     }
 
     /// A client builder with every rule of this destination: no redirects, the guarded
     /// resolver, the egress proxy (and never one from the environment), the timeouts.
-    fn builder(&self) -> reqwest::ClientBuilder {
-        let builder = match &self.egress {
+    fn builder(&self, egress: Option<&Arc<EgressProxy>>) -> reqwest::ClientBuilder {
+        let builder = match egress {
             // Never through a proxy from the environment (HTTP_PROXY, HTTPS_PROXY,
             // ALL_PROXY): the proxy would resolve the name, unchecked.
             None => reqwest::Client::builder().no_proxy(),
@@ -78,40 +91,60 @@ impl HttpDestination {
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: self.policy.clone(),
-                trusted: self.egress.as_ref().and_then(|p| p.host_name()),
+                trusted: egress.and_then(|p| p.host_name()),
             }))
     }
 
-    /// The client for `endpoint`: the shared one, or one with its client certificate.
-    fn client_for(&self, endpoint: &Endpoint) -> Result<reqwest::Client, SendError> {
-        let Some(tls) = &endpoint.tls else {
-            return Ok(self.client.clone());
-        };
+    /// How requests for `endpoint` leave: the shared client and proxy, or a route of its own
+    /// with its client certificate and its own proxy (or none).
+    fn route_for(&self, endpoint: &Endpoint) -> Result<Route, SendError> {
+        if endpoint.tls.is_none() && endpoint.proxy.is_none() {
+            return Ok(Route {
+                client: self.client.clone(),
+                egress: self.egress.clone(),
+            });
+        }
+        let key: RouteKey = (endpoint.tls.clone(), endpoint.proxy.clone());
         // A poisoned lock only means a delivery panicked while holding it; the map is whole.
-        let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((made_with, client)) = clients.get(&endpoint.id) {
-            if made_with == tls {
-                return Ok(client.clone());
+        let mut routes = self.own_routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made_with, route)) = routes.get(&endpoint.id) {
+            if *made_with == key {
+                return Ok(route.clone());
             }
         }
-        let failed = |e: reqwest::Error| SendError::Permanent {
-            reason: format!("the client certificate cannot be used: {}", describe(&e)),
+        let unusable = |what: &str, e: String| SendError::Permanent {
+            reason: format!("the endpoint's {what} cannot be used: {e}"),
             status_code: None,
             response: None,
             disable_endpoint: false,
         };
-        let identity =
-            reqwest::Identity::from_pem(format!("{}\n{}", tls.certificate, tls.key).as_bytes())
-                .map_err(failed)?;
-        let mut builder = self.builder().identity(identity);
-        if let Some(ca) = &tls.ca {
-            for cert in reqwest::Certificate::from_pem_bundle(ca.as_bytes()).map_err(failed)? {
-                builder = builder.add_root_certificate(cert);
+        let egress = match endpoint.proxy.as_deref() {
+            None => self.egress.clone(),
+            Some(DIRECT) => None,
+            Some(url) => Some(Arc::new(
+                EgressProxy::new(url, &[]).map_err(|e| unusable("proxy", e))?,
+            )),
+        };
+        let failed = |e: reqwest::Error| unusable("client certificate", describe(&e));
+        let mut builder = self.builder(egress.as_ref());
+        if let Some(tls) = &endpoint.tls {
+            if let Some(i) = &tls.identity {
+                let pem = format!("{}\n{}", i.certificate, i.key);
+                let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(failed)?;
+                builder = builder.identity(identity);
+            }
+            if let Some(ca) = &tls.ca {
+                for cert in reqwest::Certificate::from_pem_bundle(ca.as_bytes()).map_err(failed)? {
+                    builder = builder.add_root_certificate(cert);
+                }
             }
         }
-        let client = builder.build().map_err(failed)?;
-        clients.insert(endpoint.id.clone(), (tls.clone(), client.clone()));
-        Ok(client)
+        let route = Route {
+            client: builder.build().map_err(failed)?,
+            egress,
+        };
+        routes.insert(endpoint.id.clone(), (key, route.clone()));
+        Ok(route)
     }
 
     /// OAuth2 token requests made since start.
@@ -121,8 +154,8 @@ impl HttpDestination {
 
     /// The network rules for a request to `url` that the guarded resolver does not see: a
     /// destination the egress proxy will resolve, or an IP literal.
-    async fn guard(&self, url: &reqwest::Url) -> Result<(), String> {
-        match &self.egress {
+    async fn guard(&self, route: &Route, url: &reqwest::Url) -> Result<(), String> {
+        match &route.egress {
             Some(proxy) if proxy.applies_to(url) => proxy.check(&self.policy, url).await,
             _ => self.check_literal(url),
         }
@@ -147,7 +180,7 @@ impl HttpDestination {
     /// `rejected` token is not given again.
     async fn token(
         &self,
-        client: &reqwest::Client,
+        route: &Route,
         endpoint: &Endpoint,
         rejected: Option<&str>,
     ) -> Result<Option<String>, SendError> {
@@ -157,9 +190,9 @@ impl HttpDestination {
         let failed = |e: String| retryable(TokenError(e).to_string());
         let token_url = reqwest::Url::parse(&credentials.token_url)
             .map_err(|e| failed(format!("invalid token URL: {e}")))?;
-        self.guard(&token_url).await.map_err(failed)?;
+        self.guard(route, &token_url).await.map_err(failed)?;
         self.tokens
-            .get(client, &endpoint.id, credentials, rejected)
+            .get(&route.client, &endpoint.id, credentials, rejected)
             .await
             .map(Some)
             .map_err(|e| retryable(e.to_string()))
@@ -168,12 +201,13 @@ impl HttpDestination {
     /// Posts `message` to `url`, with `token` as its bearer.
     async fn post(
         &self,
-        client: &reqwest::Client,
+        route: &Route,
         url: &reqwest::Url,
         message: &Message,
         token: Option<&str>,
     ) -> Result<reqwest::Response, SendError> {
-        let mut request = client
+        let mut request = route
+            .client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(message.body.clone());
@@ -183,7 +217,7 @@ impl HttpDestination {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let proxied = self.egress.as_ref().is_some_and(|p| p.applies_to(url));
+        let proxied = route.egress.as_ref().is_some_and(|p| p.applies_to(url));
         request.send().await.map_err(|e| {
             // The URL may be a credential (a capability URL): the error names no URL.
             let e = e.without_url();
@@ -239,16 +273,16 @@ impl Destination for HttpDestination {
             response: None,
             disable_endpoint: false,
         })?;
-        self.guard(&url).await.map_err(retryable)?;
-        let client = self.client_for(endpoint)?;
-        let token = self.token(&client, endpoint, None).await?;
-        let mut response = self.post(&client, &url, message, token.as_deref()).await?;
+        let route = self.route_for(endpoint)?;
+        self.guard(&route, &url).await.map_err(retryable)?;
+        let token = self.token(&route, endpoint, None).await?;
+        let mut response = self.post(&route, &url, message, token.as_deref()).await?;
         // A token the receiver no longer takes (revoked, or expired early): one new one,
         // one more try.
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             if let Some(rejected) = token.as_deref() {
-                let fresh = self.token(&client, endpoint, Some(rejected)).await?;
-                response = self.post(&client, &url, message, fresh.as_deref()).await?;
+                let fresh = self.token(&route, endpoint, Some(rejected)).await?;
+                response = self.post(&route, &url, message, fresh.as_deref()).await?;
             }
         }
         let status = response.status();
@@ -285,7 +319,7 @@ impl Destination for HttpDestination {
         // A proxy adds `Via` to what it forwards (RFC 9110, 7.6.3): an answer through the
         // proxy without it is the proxy's own, such as tinyproxy's `500 Unable to connect`.
         let from_proxy =
-            self.egress.as_ref().is_some_and(|p| p.applies_to(&url)) && !response_via_proxy;
+            route.egress.as_ref().is_some_and(|p| p.applies_to(&url)) && !response_via_proxy;
         let reason = if from_proxy {
             format!("HTTP {code} from the proxy (it did not get an answer from the destination)")
         } else if status.is_redirection() {

@@ -140,6 +140,9 @@ pub struct Endpoint {
     /// A client certificate for mutual TLS, and a CA to trust for the receiver.
     #[schema(value_type = Option<Object>)]
     pub tls: Option<ClientTls>,
+    /// The proxy this endpoint's deliveries leave through instead of `--egress-proxy`
+    /// (a URL), or `direct` for none; `None` follows `--egress-proxy`.
+    pub proxy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -175,14 +178,19 @@ impl SignatureHeaders {
 
 /// What an endpoint's HTTPS deliveries present and trust (mutual TLS): a client certificate
 /// with its private key, and CA certificates to trust for the receiver's server beside the
-/// public roots. All PEM. Its `Debug` output hides the key.
+/// public roots; either may be absent. All PEM. Its `Debug` output hides the key.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientTls {
-    /// The client certificate, then any intermediates.
-    pub certificate: String,
-    /// Its private key (PKCS#8, PKCS#1 or SEC1); sealed at rest, never shown again.
-    pub key: String,
+    pub identity: Option<TlsIdentity>,
     pub ca: Option<String>,
+}
+
+/// A client certificate (then any intermediates) and its private key (PKCS#8, PKCS#1 or
+/// SEC1; sealed at rest, never shown again), PEM.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsIdentity {
+    pub certificate: String,
+    pub key: String,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -190,9 +198,9 @@ impl std::fmt::Debug for ClientTls {
         f.debug_struct("ClientTls")
             .field(
                 "certificate",
-                &format_args!("{} bytes", self.certificate.len()),
+                &self.identity.as_ref().map(|i| i.certificate.len()),
             )
-            .field("key", &"***")
+            .field("key", &self.identity.as_ref().map(|_| "***"))
             .field("ca", &self.ca.as_ref().map(|c| c.len()))
             .finish()
     }
@@ -286,6 +294,10 @@ impl std::fmt::Debug for Endpoint {
             .field("oauth2", &self.oauth2)
             .field("signature_headers", &self.signature_headers)
             .field("tls", &self.tls)
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(crate::secrets::redact_url),
+            )
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
@@ -433,6 +445,7 @@ impl Endpoint {
             oauth2: None,
             signature_headers: SignatureHeaders::default(),
             tls: None,
+            proxy: None,
             created_at: now,
             updated_at: now,
         }

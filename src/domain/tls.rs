@@ -45,14 +45,27 @@ pub fn describe(pem: &str) -> Result<CertificateInfo, String> {
 }
 
 /// Checks a client certificate, its key and the CA certificates: each parses, and the key
-/// is the certificate's. The error names the field (`certificate`, `key`, `ca`).
-pub fn check(tls: &ClientTls) -> Result<CertificateInfo, (&'static str, String)> {
-    let info = describe(&tls.certificate).map_err(|e| ("certificate", e))?;
-    let certs = certificates(&tls.certificate).map_err(|e| ("certificate", e))?;
-    if tls.key.len() > MAX_PEM {
+/// is the certificate's; the certificate's subject and expiry when there is one. The error
+/// names the field (`certificate`, `key`, `ca`).
+pub fn check(tls: &ClientTls) -> Result<Option<CertificateInfo>, (&'static str, String)> {
+    if let Some(ca) = &tls.ca {
+        for der in certificates(ca).map_err(|e| ("ca", e))? {
+            x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| ("ca", format!("is not an X.509 certificate: {e}")))?;
+        }
+    }
+    let Some(identity) = &tls.identity else {
+        if tls.ca.is_none() {
+            return Err(("certificate", "or ca is needed".into()));
+        }
+        return Ok(None);
+    };
+    let info = describe(&identity.certificate).map_err(|e| ("certificate", e))?;
+    let certs = certificates(&identity.certificate).map_err(|e| ("certificate", e))?;
+    if identity.key.len() > MAX_PEM {
         return Err(("key", format!("is longer than {MAX_PEM} bytes")));
     }
-    let key = PrivateKeyDer::from_pem_slice(tls.key.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes())
         .map_err(|e| ("key", format!("is not a PEM private key: {e}")))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ("key", format!("is not a key hookrelay can use: {e}")))?;
@@ -64,11 +77,5 @@ pub fn check(tls: &ClientTls) -> Result<CertificateInfo, (&'static str, String)>
     if !matches {
         return Err(("key", "does not belong to the certificate".into()));
     }
-    if let Some(ca) = &tls.ca {
-        for der in certificates(ca).map_err(|e| ("ca", e))? {
-            x509_parser::parse_x509_certificate(&der)
-                .map_err(|e| ("ca", format!("is not an X.509 certificate: {e}")))?;
-        }
-    }
-    Ok(info)
+    Ok(Some(info))
 }

@@ -67,13 +67,40 @@ pub struct CreateEndpoint {
     pub signature_headers: Option<SignatureHeaders>,
     /// A client certificate for mutual TLS (HTTPS endpoints only).
     pub tls: Option<TlsInput>,
+    /// Admin token only: the proxy this endpoint's deliveries leave through instead of
+    /// `--egress-proxy` (`http://[user:password@]host:port`), or `direct` for none.
+    pub proxy: Option<String>,
 }
 
-/// A client certificate an endpoint presents (mutual TLS), all PEM.
+/// Checks an endpoint's own proxy (the admin's to set: it reaches the operator's network).
+fn check_proxy(caller: &Caller<'_>, proxy: &str, url: &str) -> Result<()> {
+    if !caller.admin {
+        return Err(Error::Forbidden(
+            "an endpoint's own proxy needs the admin token".into(),
+        ));
+    }
+    if is_broker_url(url) {
+        return Err(Error::invalid("proxy: only HTTP(S) endpoints use a proxy"));
+    }
+    if proxy == crate::destinations::http::DIRECT {
+        return Ok(());
+    }
+    if crate::secrets::url_password_looks_sealed(proxy) {
+        return Err(Error::invalid(
+            "proxy: the password may not start with `enc1%3A` (marks sealed values)",
+        ));
+    }
+    crate::destinations::egress::EgressProxy::new(proxy, &[])
+        .map(|_| ())
+        .map_err(|e| Error::invalid(format!("proxy {e}")))
+}
+
+/// A client certificate an endpoint presents (mutual TLS), and CA certificates it trusts for
+/// the receiver, all PEM; at least one of `certificate` and `ca`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TlsInput {
     /// The client certificate, then any intermediates.
-    pub certificate: String,
+    pub certificate: Option<String>,
     /// Its private key (PKCS#8, PKCS#1 or SEC1). Required when the endpoint has no client
     /// certificate yet; left out of a change, the stored one is kept (it must still belong
     /// to the certificate). Never shown again.
@@ -85,20 +112,23 @@ pub struct TlsInput {
 /// An endpoint's client certificate as answers show it: never the key.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TlsOut {
-    /// The certificate's subject (RFC 4514).
-    pub subject: String,
-    pub expires_at: DateTime<Utc>,
+    /// The client certificate's subject (RFC 4514), when there is one.
+    pub subject: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
     pub key_set: bool,
     pub ca_set: bool,
 }
 
 impl From<&ClientTls> for TlsOut {
     fn from(t: &ClientTls) -> Self {
-        let info = domain::tls::describe(&t.certificate).ok();
+        let info = t
+            .identity
+            .as_ref()
+            .and_then(|i| domain::tls::describe(&i.certificate).ok());
         Self {
-            subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
-            expires_at: info.map(|i| i.expires_at).unwrap_or_default(),
-            key_set: !t.key.is_empty(),
+            subject: info.as_ref().map(|i| i.subject.clone()),
+            expires_at: info.map(|i| i.expires_at),
+            key_set: t.identity.is_some(),
             ca_set: t.ca.is_some(),
         }
     }
@@ -115,13 +145,24 @@ fn tls_from(input: TlsInput, url: &str, stored: Option<&ClientTls>) -> Result<Cl
             "tls: client certificates are for https:// endpoints",
         ));
     }
-    let key = input
-        .key
-        .or_else(|| stored.map(|t| t.key.clone()))
-        .ok_or_else(|| Error::invalid("tls.key is required"))?;
+    let stored_key = stored
+        .and_then(|t| t.identity.as_ref())
+        .map(|i| i.key.clone());
+    let identity = match input.certificate {
+        Some(certificate) => Some(domain::TlsIdentity {
+            certificate,
+            key: input
+                .key
+                .or(stored_key)
+                .ok_or_else(|| Error::invalid("tls.key is required with a certificate"))?,
+        }),
+        None if input.key.is_some() => {
+            return Err(Error::invalid("tls.certificate is required with a key"));
+        }
+        None => None,
+    };
     let tls = ClientTls {
-        certificate: input.certificate,
-        key,
+        identity,
         ca: input.ca,
     };
     domain::tls::check(&tls).map_err(|(field, e)| Error::invalid(format!("tls.{field} {e}")))?;
@@ -399,6 +440,11 @@ pub struct UpdateEndpoint {
     pub oauth2: Option<Option<OAuth2Input>>,
     /// New signature header names (`{}` restores the standard ones).
     pub signature_headers: Option<SignatureHeaders>,
+    /// Admin token only: a proxy of the endpoint's own, `direct`, or `null` to follow
+    /// `--egress-proxy` again.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub proxy: Option<Option<String>>,
     /// A new client certificate (without `key`, the stored key is kept), or `null` to stop
     /// presenting one.
     #[serde(default, deserialize_with = "double_option")]
@@ -456,6 +502,9 @@ pub struct EndpointOut {
     /// The client certificate (mutual TLS): subject and expiry, never the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsOut>,
+    /// The endpoint's own proxy (password as `***`), or `direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The signing secret: in single-endpoint answers, not in lists.
@@ -485,6 +534,7 @@ impl EndpointOut {
             oauth2: ep.oauth2.as_ref().map(OAuth2Out::from),
             signature_headers: ep.signature_headers,
             tls: ep.tls.as_ref().map(TlsOut::from),
+            proxy: ep.proxy.as_deref().map(|p| redact_url(p).into_owned()),
             secret: with_secret.then_some(ep.secret),
             previous_secret_expires_at: ep
                 .previous_secret_expires_at
@@ -747,7 +797,15 @@ fn audit_diff(before: &Endpoint, after: &Endpoint) -> serde_json::Value {
     if !headers.is_empty() {
         changes.insert("header_values_changed".into(), serde_json::json!(headers));
     }
-    let key_of = |ep: &Endpoint| ep.tls.as_ref().map(|t| t.key.clone());
+    if before.proxy != after.proxy && from.get("proxy") == to.get("proxy") {
+        changes.insert("proxy_credentials_changed".into(), serde_json::json!(true));
+    }
+    let key_of = |ep: &Endpoint| {
+        ep.tls
+            .as_ref()
+            .and_then(|t| t.identity.as_ref())
+            .map(|i| i.key.clone())
+    };
     if before.tls.is_some() && after.tls.is_some() && key_of(before) != key_of(after) {
         changes.insert("tls_key_changed".into(), serde_json::json!(true));
     }
@@ -837,6 +895,13 @@ impl Service<'_> {
             signature_headers: body.signature_headers.unwrap_or_default(),
             tls: match body.tls {
                 Some(input) => Some(tls_from(input, &body.url, None)?),
+                None => None,
+            },
+            proxy: match body.proxy {
+                Some(proxy) => {
+                    check_proxy(caller, &proxy, &body.url)?;
+                    Some(proxy)
+                }
                 None => None,
             },
             ..Endpoint::new(tenant, body.url, secret)
@@ -956,6 +1021,19 @@ impl Service<'_> {
         }
         if let Some(names) = body.signature_headers {
             ep.signature_headers = names;
+        }
+        match body.proxy {
+            // The answer's form (password as ***) sent back keeps the stored proxy.
+            Some(Some(p)) if ep.proxy.as_deref().is_some_and(|s| redact_url(s) == p) => {}
+            Some(Some(p)) => {
+                check_proxy(caller, &p, &ep.url)?;
+                ep.proxy = Some(p);
+            }
+            Some(None) if ep.proxy.is_some() => {
+                check_proxy(caller, crate::destinations::http::DIRECT, &ep.url)?;
+                ep.proxy = None;
+            }
+            _ => {}
         }
         match body.tls {
             Some(Some(input)) => ep.tls = Some(tls_from(input, &ep.url, ep.tls.as_ref())?),

@@ -111,6 +111,7 @@ pub(super) struct EndpointRow {
     pub(super) oauth2: Option<String>,
     pub(super) signature_headers: Option<String>,
     pub(super) tls: Option<String>,
+    pub(super) proxy: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -193,29 +194,17 @@ impl TryFrom<EndpointRow> for Endpoint {
             routing: crate::domain::routing::compiled(r.routing.as_deref()),
             format: DeliveryFormat::parse(&r.format)
                 .ok_or_else(|| corrupt("endpoints.format", &r.format))?,
-            event_types: serde_json::from_str(&r.event_types)
-                .map_err(|e| corrupt("endpoints.event_types", e))?,
-            headers: serde_json::from_str(&r.headers)
-                .map_err(|e| corrupt("endpoints.headers", e))?,
-            oauth2: r
-                .oauth2
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("endpoints.oauth2", e))?,
-            signature_headers: r
-                .signature_headers
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("endpoints.signature_headers", e))?
+            event_types: json_column(Some(&r.event_types), "endpoints.event_types")?
                 .unwrap_or_default(),
-            tls: r
-                .tls
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("endpoints.tls", e))?,
+            headers: json_column(Some(&r.headers), "endpoints.headers")?.unwrap_or_default(),
+            oauth2: json_column(r.oauth2.as_deref(), "endpoints.oauth2")?,
+            signature_headers: json_column(
+                r.signature_headers.as_deref(),
+                "endpoints.signature_headers",
+            )?
+            .unwrap_or_default(),
+            tls: json_column(r.tls.as_deref(), "endpoints.tls")?,
+            proxy: r.proxy,
             rate_limit: r
                 .rate_limit
                 .map(|v| count("endpoints.rate_limit", v))
@@ -350,6 +339,16 @@ where
 /// the store writes, but is reported rather than assumed).
 pub(super) fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt(what, e))
+}
+
+/// A JSON column read into its type; `None` for NULL, corrupt when it does not parse.
+fn json_column<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+    what: &str,
+) -> Result<Option<T>> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| corrupt(what, e))
 }
 
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

@@ -30,6 +30,10 @@ fn oauth2_aad(endpoint_id: &str) -> String {
     format!("{endpoint_id}#oauth2")
 }
 
+fn proxy_aad(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#proxy")
+}
+
 fn tls_key_aad(endpoint_id: &str) -> String {
     format!("{endpoint_id}#tls-key")
 }
@@ -69,8 +73,11 @@ impl Sealer {
         if let Some(o) = &mut sealed.oauth2 {
             o.client_secret = keys.seal(&oauth2_aad(&ep.id), &o.client_secret);
         }
-        if let Some(t) = &mut sealed.tls {
-            t.key = keys.seal(&tls_key_aad(&ep.id), &t.key);
+        if let Some(i) = sealed.tls.as_mut().and_then(|t| t.identity.as_mut()) {
+            i.key = keys.seal(&tls_key_aad(&ep.id), &i.key);
+        }
+        if let Some(proxy) = &ep.proxy {
+            sealed.proxy = Some(keys.seal_url(&proxy_aad(&ep.id), proxy));
         }
         Cow::Owned(sealed)
     }
@@ -105,12 +112,18 @@ impl Sealer {
                 o.client_secret = secret;
             }
         }
-        if let Some(t) = &ep.tls {
-            let key = keys
-                .open(&tls_key_aad(&ep.id), &t.key)
+        if let Some(proxy) = &ep.proxy {
+            let plain = keys
+                .open_url(&proxy_aad(&ep.id), proxy)
                 .map_err(unreadable)?;
-            if let Some(t) = &mut ep.tls {
-                t.key = key;
+            ep.proxy = Some(plain);
+        }
+        if let Some(i) = ep.tls.as_ref().and_then(|t| t.identity.as_ref()) {
+            let key = keys
+                .open(&tls_key_aad(&ep.id), &i.key)
+                .map_err(unreadable)?;
+            if let Some(i) = ep.tls.as_mut().and_then(|t| t.identity.as_mut()) {
+                i.key = key;
             }
         }
         Ok(ep)
@@ -132,7 +145,12 @@ impl Sealer {
                 .oauth2
                 .as_ref()
                 .is_none_or(|o| keys.is_current(&o.client_secret))
-            && raw.tls.as_ref().is_none_or(|t| keys.is_current(&t.key))
+            && raw
+                .tls
+                .as_ref()
+                .and_then(|t| t.identity.as_ref())
+                .is_none_or(|i| keys.is_current(&i.key))
+            && raw.proxy.as_deref().is_none_or(|p| keys.url_is_current(p))
     }
 
     /// An inbox's token and secret, sealed.

@@ -133,6 +133,12 @@ async fn list_page(
                     label { "Scope " input type="text" name="oauth2_scope" id="oauth2-scope" maxlength="1024"; }
                     label { "Audience " input type="text" name="oauth2_audience" id="oauth2-audience" maxlength="1024"; }
                 }
+                details id="endpoint-tls-form" {
+                    summary { "Mutual TLS (optional, HTTPS endpoints)" }
+                    label { "Client certificate (PEM) " textarea name="tls_certificate" id="tls-certificate" rows="3" cols="40" maxlength="32768" {} }
+                    label { "Its private key (PEM) " textarea name="tls_key" id="tls-key" rows="3" cols="40" maxlength="32768" autocomplete="off" {} }
+                    label { "CA to trust for the receiver (PEM) " textarea name="tls_ca" id="tls-ca" rows="3" cols="40" maxlength="32768" {} }
+                }
                 details id="endpoint-signature-headers" {
                     summary { "Signature header names (optional)" }
                     label { "Id " input type="text" name="header_id" id="header-id" maxlength="64" placeholder="webhook-id"; }
@@ -179,6 +185,9 @@ struct CreateForm {
     oauth2_client_secret: Option<String>,
     oauth2_scope: Option<String>,
     oauth2_audience: Option<String>,
+    tls_certificate: Option<String>,
+    tls_key: Option<String>,
+    tls_ca: Option<String>,
     header_id: Option<String>,
     header_timestamp: Option<String>,
     header_signature: Option<String>,
@@ -245,7 +254,14 @@ async fn create(
                 audience: non_empty(&f.oauth2_audience),
             }
         }),
-        tls: None,
+        tls: (non_empty(&f.tls_certificate).is_some() || non_empty(&f.tls_ca).is_some()).then(
+            || crate::service::endpoints::TlsInput {
+                certificate: non_empty(&f.tls_certificate),
+                key: non_empty(&f.tls_key),
+                ca: non_empty(&f.tls_ca),
+            },
+        ),
+        proxy: None,
         signature_headers: Some(crate::domain::SignatureHeaders {
             id: non_empty(&f.header_id),
             timestamp: non_empty(&f.header_timestamp),
@@ -355,10 +371,15 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                 @if let Some(tls) = &ep.tls {
                     @let out = crate::service::endpoints::TlsOut::from(tls);
                     tr { th { "Client certificate" } td id="endpoint-tls" {
-                        code { (out.subject) } " expires "
-                        span id="endpoint-tls-expires" { (out.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }
+                        @if let (Some(subject), Some(expires)) = (&out.subject, out.expires_at) {
+                            code { (subject) } " expires "
+                            span id="endpoint-tls-expires" { (expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) }
+                        } @else { "no client certificate" }
                         @if out.ca_set { " (own CA trusted)" }
                     } }
+                }
+                @if let Some(proxy) = &ep.proxy {
+                    tr { th { "Proxy" } td id="endpoint-proxy" { code { (crate::secrets::redact_url(proxy)) } } }
                 }
                 @if !ep.signature_headers.is_standard() {
                     tr { th { "Signature headers" } td id="endpoint-signature-headers" {

@@ -2355,8 +2355,10 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         params.not_after =
             rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
         domain::ClientTls {
-            certificate: params.self_signed(&key).unwrap().pem(),
-            key: key.serialize_pem(),
+            identity: Some(domain::TlsIdentity {
+                certificate: params.self_signed(&key).unwrap().pem(),
+                key: key.serialize_pem(),
+            }),
             ca: None,
         }
     };
@@ -2365,6 +2367,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         headers: [("x-key".to_string(), "header-value-1".to_string())].into(),
         oauth2: Some(oauth2("oauth2-secret-1")),
         tls: Some(tls.clone()),
+        proxy: Some("http://u:proxy-password-1@127.0.0.1:3128".into()),
         ..Endpoint::new(
             "default",
             "redis://:url-password-1@127.0.0.1:6379/0?stream=s",
@@ -2408,6 +2411,7 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
         ),
         (&ep.secret, &ep.headers, &ep.url, &ep.oauth2, &ep.tls)
     );
+    assert_eq!(back.proxy, ep.proxy);
     // The certificate's expiry is kept for the alert before it.
     let soon = sealed
         .expiring_certificates(domain::now() + chrono::Duration::days(14), 10)
@@ -2458,7 +2462,9 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     let raw_oauth2 = raw.oauth2.unwrap();
     assert!(raw_oauth2.client_secret.starts_with("enc1:"));
     assert_eq!(raw_oauth2.client_id, "client", "only the secret is sealed");
-    let raw_tls = raw.tls.unwrap();
+    let raw_proxy = raw.proxy.clone().unwrap();
+    assert!(!raw_proxy.contains("proxy-password-1"), "{raw_proxy}");
+    let (raw_tls, tls) = (raw.tls.unwrap().identity.unwrap(), tls.identity.unwrap());
     assert!(raw_tls.key.starts_with("enc1:"));
     assert_eq!(
         raw_tls.certificate, tls.certificate,

@@ -110,6 +110,16 @@ async fn unusable_signature_header_names_are_refused_and_change_nothing() {
     app.stop().await;
 }
 
+/// The error of the first attempt of the delivery at `path`, once there is one.
+async fn first_error(app: &crate::helpers::TestApp, path: &str) -> String {
+    crate::helpers::eventually(Duration::from_secs(20), || async {
+        let (_, d) = app.get(path).await;
+        d["attempts"][0]["error"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("an attempt was made")
+}
+
 /// tinyproxy (Debian's package, installed by scripts/brokers) on a free port, logging every
 /// request it is asked for.
 struct Tinyproxy {
@@ -227,12 +237,7 @@ async fn deliveries_leave_through_the_egress_proxy_except_for_its_exceptions() {
     let ev = app.event("e.f", json!({})).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/tenants/default/deliveries/{id}");
-    let failed = crate::helpers::eventually(Duration::from_secs(20), || async {
-        let (_, d) = app.get(&path).await;
-        d["attempts"][0]["error"].as_str().map(str::to_owned)
-    })
-    .await
-    .expect("an attempt was made");
+    let failed = first_error(&app, &path).await;
     assert!(failed.contains("the proxy was not asked"), "{failed}");
     assert!(!proxy.requests().iter().any(|r| r.contains("127.0.0.2")));
     assert_eq!(refused.count(), 0);
@@ -256,12 +261,7 @@ async fn an_egress_proxy_that_is_down_or_cannot_connect_says_so() {
     app.endpoint(json!({"url": receiver.url})).await;
     let ev = app.event("a.b", json!({})).await;
     let path = ev_path(&ev);
-    let error = crate::helpers::eventually(Duration::from_secs(20), || async {
-        let (_, d) = app.get(&path).await;
-        d["attempts"][0]["error"].as_str().map(str::to_owned)
-    })
-    .await
-    .expect("an attempt was made");
+    let error = first_error(&app, &path).await;
     assert!(
         error.starts_with("connection to the proxy failed"),
         "{error}"
@@ -281,12 +281,70 @@ async fn an_egress_proxy_that_is_down_or_cannot_connect_says_so() {
         .await;
     let ev = app.event("a.b", json!({})).await;
     let path = ev_path(&ev);
-    let error = crate::helpers::eventually(Duration::from_secs(20), || async {
-        let (_, d) = app.get(&path).await;
-        d["attempts"][0]["error"].as_str().map(str::to_owned)
-    })
-    .await
-    .expect("an attempt was made");
+    let error = first_error(&app, &path).await;
     assert!(error.contains("from the proxy"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_can_have_a_proxy_of_its_own_or_go_direct() {
+    let (global, own) = (Tinyproxy::start().await, Tinyproxy::start().await);
+    let receiver = Receiver::ok().await;
+    let global_url = global.url.clone();
+    let app = crate::helpers::spawn_app_on(crate::helpers::Backend::Sqlite, |c| {
+        c.egress_proxy = Some(global_url.as_str().into());
+    })
+    .await;
+    let own_proxy = own.url.replace("http://", "http://user:pw@");
+    let ep = app
+        .endpoint(
+            json!({"url": format!("{}?own", receiver.url), "event_types": ["own.proxy"],
+                         "proxy": own_proxy}),
+        )
+        .await;
+    assert_eq!(
+        ep["proxy"],
+        own.url.replace("http://", "http://user:***@"),
+        "{ep}"
+    );
+    app.endpoint(
+        json!({"url": format!("{}?direct", receiver.url), "event_types": ["no.proxy"],
+                        "proxy": "direct"}),
+    )
+    .await;
+    app.event("own.proxy", json!({})).await;
+    app.event("no.proxy", json!({})).await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.header("via").contains("tinyproxy"))
+            .count(),
+        1
+    );
+    assert!(
+        own.requests().iter().any(|r| r.contains("?own")),
+        "{:?}",
+        own.requests()
+    );
+    assert!(global.requests().is_empty(), "{:?}", global.requests());
+
+    // Only the admin token sets one: it reaches the operator's network.
+    let (status, token) = app.post("/v1/tenants/default/tokens", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    let (status, answer) = send(
+        app.http
+            .post(app.url("/v1/tenants/default/endpoints"))
+            .bearer_auth(token["token"].as_str().unwrap())
+            .json(&json!({"url": receiver.url, "proxy": "direct"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, answer) = app
+        .post(
+            "/v1/tenants/default/endpoints",
+            json!({"url": receiver.url, "proxy": "socks5://x:1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     app.stop().await;
 }

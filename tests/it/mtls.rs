@@ -188,6 +188,10 @@ async fn deliveries_present_the_client_certificate_and_others_are_refused() {
         json!({"url": receiver.url, "event_types": ["other.cert"], "tls": tls(&stranger)}),
     )
     .await;
+    // The receiver's CA but no certificate: the receiver refuses the handshake.
+    app.endpoint(json!({"url": receiver.url, "event_types": ["no.cert"],
+                        "tls": {"ca": server_ca.pem()}}))
+        .await;
     // The right certificate, but not the receiver's CA: hookrelay does not trust its server.
     app.endpoint(json!({"url": receiver.url, "event_types": ["no.ca"],
                         "tls": {"certificate": good.cert, "key": good.key}}))
@@ -203,6 +207,7 @@ async fn deliveries_present_the_client_certificate_and_others_are_refused() {
 
     for (kind, says) in [
         ("other.cert", "the receiver refused the TLS handshake"),
+        ("no.cert", "the receiver refused the TLS handshake"),
         ("no.ca", "UnknownIssuer"),
     ] {
         let ev = app.event(kind, json!({})).await;
@@ -287,6 +292,16 @@ async fn bad_certificates_and_keys_are_refused_naming_the_field() {
             json!({"certificate": a.cert}),
             "https://127.0.0.1:9/",
             "tls.key is required",
+        ),
+        (
+            json!({"key": a.key}),
+            "https://127.0.0.1:9/",
+            "tls.certificate is required",
+        ),
+        (
+            json!({}),
+            "https://127.0.0.1:9/",
+            "tls.certificate or ca is needed",
         ),
         (
             json!({"certificate": a.cert, "key": a.key, "ca": "junk"}),

@@ -29,7 +29,7 @@ pub(in crate::store) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, descrip
      MS(previous_secret_expires_at) AS previous_secret_expires_at, rate_limit, rate_period, \
      max_attempts, headers::text AS headers, enabled, disabled_reason, breaker_state, \
      consecutive_failures, MS(breaker_until) AS breaker_until, \
-     MS(failing_since) AS failing_since, routing, format, oauth2, signature_headers, tls, \
+     MS(failing_since) AS failing_since, routing, format, oauth2, signature_headers, tls, proxy, \
      MS(created_at) AS created_at, MS(updated_at) AS updated_at";
 
 /// The columns an [`EventRow`] reads.
@@ -170,9 +170,11 @@ fn tls_columns(ep: &Endpoint) -> Result<(Option<String>, Option<i64>)> {
     let Some(tls) = &ep.tls else {
         return Ok((None, None));
     };
-    let expires = crate::domain::tls::describe(&tls.certificate)
-        .map(|c| ms(c.expires_at))
-        .ok();
+    let expires = tls
+        .identity
+        .as_ref()
+        .and_then(|i| crate::domain::tls::describe(&i.certificate).ok())
+        .map(|c| ms(c.expires_at));
     Ok((Some(to_json(tls, "tls")?), expires))
 }
 
@@ -471,9 +473,9 @@ impl<S: SqlStore> Catalog for S {
         let insert = "INSERT INTO endpoints (id, tenant_id, url, description, event_types, \
              secret, previous_secret, previous_secret_expires_at, rate_limit, max_attempts, \
              headers, enabled, disabled_reason, created_at, updated_at, routing, format, \
-             rate_period, oauth2, signature_headers, tls, tls_expires_at) \
+             rate_period, oauth2, signature_headers, tls, tls_expires_at, proxy) \
              VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, TS($8), $9, $10, $11::jsonb, $12, $13, \
-             TS($14), TS($15), $16, $17, $18, $19, $20, $21, TS($22))";
+             TS($14), TS($15), $16, $17, $18, $19, $20, $21, TS($22), $23)";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
         let (oauth2, signature_headers) = (oauth2_text(ep)?, signature_headers_text(ep)?);
@@ -522,6 +524,7 @@ impl<S: SqlStore> Catalog for S {
                     .bind(&signature_headers)
                     .bind(&tls)
                     .bind(tls_expires_at)
+                    .bind(&ep.proxy)
                     .execute(&mut *tx)
                     .await
                     .map_err(write_error)?;
@@ -551,7 +554,7 @@ impl<S: SqlStore> Catalog for S {
              breaker_until = CASE WHEN NOT enabled AND $10 THEN NULL ELSE breaker_until END, \
              failing_since = CASE WHEN NOT enabled AND $10 THEN NULL ELSE failing_since END, \
              routing = $15, format = $16, rate_period = $17, oauth2 = $18, \
-             signature_headers = $19, tls = $20, tls_expires_at = TS($21) \
+             signature_headers = $19, tls = $20, tls_expires_at = TS($21), proxy = $22 \
              WHERE tenant_id = $13 AND id = $14";
         // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
         // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
@@ -586,6 +589,7 @@ impl<S: SqlStore> Catalog for S {
                 .bind(&signature_headers)
                 .bind(&tls)
                 .bind(tls_expires_at)
+                .bind(&ep.proxy)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?
