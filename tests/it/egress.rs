@@ -122,15 +122,15 @@ async fn first_error(app: &crate::helpers::TestApp, path: &str) -> String {
 
 /// tinyproxy (Debian's package, installed by scripts/brokers) on a free port, logging every
 /// request it is asked for.
-struct Tinyproxy {
+pub(crate) struct Tinyproxy {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Tinyproxy {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::destinations::free_port();
         let log = dir.path().join("tinyproxy.log");
@@ -168,7 +168,7 @@ impl Tinyproxy {
     }
 
     /// The requests it was asked to forward (`POST http://…`).
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -343,3 +343,39 @@ async fn bad_certificates_and_keys_are_refused_naming_the_field() {
     assert!(cleared.get("tls").is_none(), "{cleared}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn https_deliveries_tunnel_through_the_egress_proxy_with_their_certificate() {
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let server = server_ca.issue("receiver", &["127.0.0.1"], 30);
+    let receiver = TlsReceiver::start(&server, &client_ca).await;
+    let good = client_ca.issue("hookrelay client", &[], 365);
+    let proxy = crate::egress::Tinyproxy::start().await;
+    let proxy_url = proxy.url.clone();
+    let app = spawn_app_on(Backend::Sqlite, |c| {
+        c.egress_proxy = Some(proxy_url.as_str().into());
+    })
+    .await;
+    app.endpoint(json!({"url": receiver.url,
+                        "tls": {"certificate": good.cert, "key": good.key, "ca": server_ca.pem()}}))
+        .await;
+    let ev = app.event("a.b", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    app.wait_delivery(&id, "delivered").await;
+    assert_eq!(receiver.count(), 1);
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook")
+        .to_owned();
+    let asked = proxy.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.starts_with(&format!("CONNECT 127.0.0.1:{port}"))),
+        "the TLS session went through a CONNECT tunnel: {asked:?}"
+    );
+    app.stop().await;
+}
