@@ -40,6 +40,13 @@ struct Route {
     egress: Option<Arc<EgressProxy>>,
 }
 
+impl Route {
+    /// The proxy a request to `url` goes through, if any.
+    fn proxy_for(&self, url: &reqwest::Url) -> Option<&EgressProxy> {
+        self.egress.as_deref().filter(|p| p.applies_to(url))
+    }
+}
+
 /// What an endpoint's own route was made with.
 type RouteKey = (Option<ClientTls>, Option<String>);
 
@@ -104,11 +111,10 @@ impl HttpDestination {
                 egress: self.egress.clone(),
             });
         }
-        let key: RouteKey = (endpoint.tls.clone(), endpoint.proxy.clone());
         // A poisoned lock only means a delivery panicked while holding it; the map is whole.
         let mut routes = self.own_routes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((made_with, route)) = routes.get(&endpoint.id) {
-            if *made_with == key {
+        if let Some(((tls, proxy), route)) = routes.get(&endpoint.id) {
+            if *tls == endpoint.tls && *proxy == endpoint.proxy {
                 return Ok(route.clone());
             }
         }
@@ -143,21 +149,17 @@ impl HttpDestination {
             client: builder.build().map_err(failed)?,
             egress,
         };
+        let key: RouteKey = (endpoint.tls.clone(), endpoint.proxy.clone());
         routes.insert(endpoint.id.clone(), (key, route.clone()));
         Ok(route)
-    }
-
-    /// OAuth2 token requests made since start.
-    pub fn token_fetches(&self) -> u64 {
-        self.tokens.fetches()
     }
 
     /// The network rules for a request to `url` that the guarded resolver does not see: a
     /// destination the egress proxy will resolve, or an IP literal.
     async fn guard(&self, route: &Route, url: &reqwest::Url) -> Result<(), String> {
-        match &route.egress {
-            Some(proxy) if proxy.applies_to(url) => proxy.check(&self.policy, url).await,
-            _ => self.check_literal(url),
+        match route.proxy_for(url) {
+            Some(proxy) => proxy.check(&self.policy, url).await,
+            None => self.check_literal(url),
         }
     }
 
@@ -217,7 +219,7 @@ impl HttpDestination {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let proxied = route.egress.as_ref().is_some_and(|p| p.applies_to(url));
+        let proxied = route.proxy_for(url).is_some();
         request.send().await.map_err(|e| {
             // The URL may be a credential (a capability URL): the error names no URL.
             let e = e.without_url();
@@ -318,8 +320,7 @@ impl Destination for HttpDestination {
         }
         // A proxy adds `Via` to what it forwards (RFC 9110, 7.6.3): an answer through the
         // proxy without it is the proxy's own, such as tinyproxy's `500 Unable to connect`.
-        let from_proxy =
-            route.egress.as_ref().is_some_and(|p| p.applies_to(&url)) && !response_via_proxy;
+        let from_proxy = route.proxy_for(&url).is_some() && !response_via_proxy;
         let reason = if from_proxy {
             format!("HTTP {code} from the proxy (it did not get an answer from the destination)")
         } else if status.is_redirection() {

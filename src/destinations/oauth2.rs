@@ -41,8 +41,6 @@ type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
 #[derive(Default)]
 pub struct Tokens {
     slots: Mutex<HashMap<String, Slot>>,
-    /// Token requests made (for tests and metrics).
-    fetches: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -52,11 +50,6 @@ struct TokenResponse {
 }
 
 impl Tokens {
-    /// Token requests made since start.
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// A token for `endpoint_id` with `credentials`: the cached one unless it is about to
     /// expire, was fetched with other credentials, or is `rejected` (a receiver answered
     /// `401` to it); else a new one from the token URL.
@@ -94,8 +87,6 @@ impl Tokens {
         client: &reqwest::Client,
         credentials: &OAuth2,
     ) -> Result<Token, TokenError> {
-        self.fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");

@@ -31,17 +31,29 @@ fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The subject and expiry of the first certificate of `pem`.
-pub fn describe(pem: &str) -> Result<CertificateInfo, String> {
-    let certs = certificates(pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
-        .map_err(|e| format!("is not an X.509 certificate: {e}"))?;
+/// What the API shows of the first certificate of `pem`, and its public key (DER of the
+/// SubjectPublicKeyInfo).
+fn first(pem: &str) -> Result<(CertificateInfo, Vec<u8>), String> {
+    let der = certificates(pem)?.swap_remove(0);
+    let cert = parse(&der)?;
     let expires_at = DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
         .ok_or("has an expiry out of range")?;
-    Ok(CertificateInfo {
+    let info = CertificateInfo {
         subject: cert.subject().to_string(),
         expires_at,
-    })
+    };
+    Ok((info, cert.public_key().raw.to_vec()))
+}
+
+fn parse<'a>(der: &'a [u8]) -> Result<x509_parser::certificate::X509Certificate<'a>, String> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| format!("is not an X.509 certificate: {e}"))
+}
+
+/// The subject and expiry of the first certificate of `pem`.
+pub fn describe(pem: &str) -> Result<CertificateInfo, String> {
+    first(pem).map(|(info, _)| info)
 }
 
 /// Checks a client certificate, its key and the CA certificates: each parses, and the key
@@ -50,8 +62,7 @@ pub fn describe(pem: &str) -> Result<CertificateInfo, String> {
 pub fn check(tls: &ClientTls) -> Result<Option<CertificateInfo>, (&'static str, String)> {
     if let Some(ca) = &tls.ca {
         for der in certificates(ca).map_err(|e| ("ca", e))? {
-            x509_parser::parse_x509_certificate(&der)
-                .map_err(|e| ("ca", format!("is not an X.509 certificate: {e}")))?;
+            parse(&der).map_err(|e| ("ca", e))?;
         }
     }
     let Some(identity) = &tls.identity else {
@@ -60,8 +71,7 @@ pub fn check(tls: &ClientTls) -> Result<Option<CertificateInfo>, (&'static str, 
         }
         return Ok(None);
     };
-    let info = describe(&identity.certificate).map_err(|e| ("certificate", e))?;
-    let certs = certificates(&identity.certificate).map_err(|e| ("certificate", e))?;
+    let (info, public_key) = first(&identity.certificate).map_err(|e| ("certificate", e))?;
     if identity.key.len() > MAX_PEM {
         return Err(("key", format!("is longer than {MAX_PEM} bytes")));
     }
@@ -69,11 +79,9 @@ pub fn check(tls: &ClientTls) -> Result<Option<CertificateInfo>, (&'static str, 
         .map_err(|e| ("key", format!("is not a PEM private key: {e}")))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ("key", format!("is not a key hookrelay can use: {e}")))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
-        .map_err(|e| ("certificate", format!("is not an X.509 certificate: {e}")))?;
     let matches = signing
         .public_key()
-        .is_some_and(|spki| spki.as_ref() == cert.public_key().raw);
+        .is_some_and(|spki| spki.as_ref() == public_key.as_slice());
     if !matches {
         return Err(("key", "does not belong to the certificate".into()));
     }
