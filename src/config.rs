@@ -249,6 +249,80 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub alerts: AlertArgs,
+
+    #[command(flatten)]
+    pub portal: PortalArgs,
+}
+
+/// Consumer portal settings of `hookrelay serve`.
+#[derive(Debug, Clone, Args)]
+pub struct PortalArgs {
+    /// The address users reach this server at, e.g. `https://hooks.example.com`: the base
+    /// of portal links. [default: the address each request for a link was sent to]
+    #[arg(long, value_name = "URL", env = "HOOKRELAY_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<url::Url>,
+
+    /// Longest lifetime a portal link may be given.
+    #[arg(long, env = "HOOKRELAY_PORTAL_MAX_LIFETIME", value_parser = parse_duration, default_value = "7days")]
+    pub portal_max_lifetime: Duration,
+
+    /// Origins whose pages may show the portal in an iframe, comma-separated
+    /// (`https://app.example.com`). [default: none, the portal is a page of its own]
+    #[arg(
+        long,
+        value_name = "ORIGINS",
+        env = "HOOKRELAY_PORTAL_FRAME_ANCESTORS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub portal_frame_ancestors: Vec<String>,
+
+    /// The name the portal shows its users (the operator's product).
+    #[arg(long, env = "HOOKRELAY_PORTAL_NAME", default_value = "Webhooks")]
+    pub portal_name: String,
+
+    /// The portal's accent colour, `#rrggbb`.
+    #[arg(long, env = "HOOKRELAY_PORTAL_ACCENT", value_parser = parse_colour, default_value = "#2f5bd3")]
+    pub portal_accent: String,
+}
+
+/// An `http(s)` URL with nothing but a scheme, a host, a port and a path.
+fn parse_public_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must have no query, fragment or user name".into());
+    }
+    Ok(url)
+}
+
+/// A web origin: `scheme://host[:port]`, nothing else.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not an origin: {e}"))?;
+    let origin = url.origin();
+    if !matches!(url.scheme(), "http" | "https")
+        || !origin.is_tuple()
+        || url.path() != "/"
+        || url.query().is_some()
+    {
+        return Err(format!(
+            "{s:?} is not an origin: give scheme://host[:port], e.g. https://app.example.com"
+        ));
+    }
+    Ok(origin.ascii_serialization())
+}
+
+/// A colour as `#rrggbb`.
+fn parse_colour(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a colour: give #rrggbb"))
+    }
 }
 
 /// Alert settings of `hookrelay serve`.
@@ -472,6 +546,21 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// Alert sinks, format and rule thresholds.
     pub alerts: AlertConfig,
+    /// The consumer portal's links, embedding and look.
+    pub portal: PortalConfig,
+}
+
+/// The consumer portal's settings.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// The base of portal links; `None`: the address of the request for the link.
+    pub public_url: Option<url::Url>,
+    pub max_lifetime: Duration,
+    /// Origins (`scheme://host[:port]`) whose pages may frame the portal.
+    pub frame_ancestors: Vec<String>,
+    pub name: String,
+    /// `#rrggbb`.
+    pub accent: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -515,6 +604,7 @@ impl std::fmt::Debug for Config {
             .field("alert_format", &self.alerts.format)
             .field("alert_interval", &self.alerts.interval)
             .field("alert_thresholds", &self.alerts.thresholds)
+            .field("portal", &self.portal)
             .finish()
     }
 }
@@ -558,7 +648,7 @@ impl Config {
 
     /// Arguments into their typed places, unvalidated.
     fn assemble(args: ServeArgs) -> Self {
-        let (store, a) = (args.store, args.alerts);
+        let (store, a, portal) = (args.store, args.alerts, args.portal);
         Config {
             listen: args.listen,
             database_url: store.database_url,
@@ -612,6 +702,13 @@ impl Config {
                     stall: a.alert_stall,
                 },
             },
+            portal: PortalConfig {
+                public_url: portal.public_url,
+                max_lifetime: portal.portal_max_lifetime,
+                frame_ancestors: portal.portal_frame_ancestors,
+                name: portal.portal_name,
+                accent: portal.portal_accent,
+            },
         }
     }
 
@@ -649,6 +746,18 @@ impl Config {
             return invalid("pg_function_schema", crate::store::SCHEMA_NAME_RULE);
         }
         self.egress()?;
+        let name = self.portal.name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return invalid("portal_name", "must be 1 to 64 characters");
+        }
+        if self.portal.max_lifetime < Duration::from_secs(60)
+            || self.portal.max_lifetime > Duration::from_secs(366 * 86400)
+        {
+            return invalid(
+                "portal_max_lifetime",
+                "must be between 1 minute and 366 days",
+            );
+        }
         if !(1..=1000).contains(&self.database_pool_size) {
             return invalid("database_pool_size", "must be between 1 and 1000");
         }
@@ -880,6 +989,8 @@ mod tests {
                 ("encryption_keys", _) => "[\"a2V5\"]".into(),
                 ("alert_sinks", _) => "[\"https://example.com/\"]".into(),
                 ("strict_event_types", _) => "true".into(),
+                ("public_url", _) => "\"https://hooks.example.com\"".into(),
+                ("portal_frame_ancestors", _) => "[\"https://app.example.com\"]".into(),
                 (_, [default]) => format!("{:?}", default.to_string_lossy()),
                 _ => panic!("{key}: give it a value in this test"),
             };

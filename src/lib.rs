@@ -253,7 +253,7 @@ impl App {
         }
         let api = self.listener.map(|listener| {
             let mut rx = stop_rx.clone();
-            let router = api::router(self.state.clone(), ui::router());
+            let router = api::router(self.state.clone(), ui::router(&self.state));
             info!(addr = %self.addr, "api listening");
             tokio::spawn(async move {
                 // The peer address: dashboard logins are throttled per client address.

@@ -39,6 +39,7 @@ pub mod guard;
 pub(crate) mod inbox;
 pub mod openapi;
 pub(crate) mod ops;
+pub(crate) mod portal;
 pub(crate) mod sources;
 pub(crate) mod tenants;
 
@@ -92,6 +93,7 @@ impl AppState {
             max_endpoints_per_tenant: config.max_endpoints_per_tenant,
             rotation_grace: config.rotation_grace,
             max_attempts: config.retry.max_attempts,
+            portal_max_lifetime: config.portal.max_lifetime,
         };
         Self(Arc::new(Inner {
             rules,
@@ -142,6 +144,7 @@ pub fn router(state: AppState, dashboard: Router<AppState>) -> Router {
         .merge(inbox::router())
         .merge(sources::router())
         .merge(audit::router())
+        .merge(portal::router())
         .merge(dashboard)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{audit, deliveries, endpoints, events, inbox, ops, sources, tenants};
+use super::{audit, deliveries, endpoints, events, inbox, ops, portal, sources, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,11 +27,12 @@ use super::{audit, deliveries, endpoints, events, inbox, ops, sources, tenants};
         sources::create_source, sources::list_sources, sources::get_source,
         sources::delete_source, sources::list_rejections,
         audit::list_all, audit::list_tenant,
+        portal::create_portal_link, portal::list_portal_links, portal::revoke_portal_link,
     ),
     modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "tenants"), (name = "event-types"), (name = "endpoints"),
-        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"), (name = "sources"), (name = "audit"),
+        (name = "events"), (name = "deliveries"), (name = "operations"), (name = "inbox"), (name = "sources"), (name = "audit"), (name = "portal"),
     )
 )]
 pub struct ApiDoc;

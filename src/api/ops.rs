@@ -246,19 +246,28 @@ pub async fn test_endpoint(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    run_test(&call.state, &call.tenant, &id, req.data, traceparent)
-        .await
-        .map(axum::Json)
+    run_test(
+        &call.state,
+        &call.tenant,
+        &id,
+        req.data,
+        traceparent,
+        TEST_EVENT_TYPE,
+    )
+    .await
+    .map(axum::Json)
 }
 
-/// The endpoint test behind the route and the dashboard's button (the caller has checked
-/// access to `tenant`): sends `data` (or a default message) as a `webhook.test` event.
+/// The endpoint test behind the route and the dashboard's and the portal's buttons (the
+/// caller has checked access to `tenant`): sends `data` (or a default message) as an event
+/// of `event_type` (`webhook.test` from the API).
 pub(crate) async fn run_test(
     state: &AppState,
     tenant: &str,
     id: &str,
     data: Option<serde_json::Value>,
     traceparent: Option<String>,
+    event_type: &str,
 ) -> Result<TestResult, ApiError> {
     // Held until the attempt is written: a tenant's tests are few at a time.
     let _slot = state.endpoint_tests.enter(tenant)?;
@@ -281,7 +290,7 @@ pub(crate) async fn run_test(
         breaker: &state.config.breaker,
         lease: state.config.dispatch.lease,
     };
-    let (event_id, c) = send_test(ctx, endpoint, TEST_EVENT_TYPE, data, traceparent).await?;
+    let (event_id, c) = send_test(ctx, endpoint, event_type, data, traceparent).await?;
     Ok(TestResult {
         event_id,
         delivery_id: c.delivery_id,

@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod deliveries;
 pub mod endpoints;
 pub mod inboxes;
+pub mod portal;
 pub mod sources;
 pub mod tenants;
 
@@ -44,6 +45,8 @@ pub struct Rules {
     pub rotation_grace: Duration,
     /// The attempts a replayed delivery gets.
     pub max_attempts: u32,
+    /// The longest lifetime of a portal link.
+    pub portal_max_lifetime: Duration,
 }
 
 /// Who asks: the name the audit trail records, and whether the caller holds the admin

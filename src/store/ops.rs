@@ -397,6 +397,72 @@ impl TryFrom<AuditRow> for AuditEntry {
     }
 }
 
+/// A consumer portal link: it opens the portal for one tenant until it expires or is
+/// revoked. Only the SHA-256 of its token is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalLink {
+    /// `prt_…`.
+    pub id: String,
+    pub tenant_id: String,
+    /// Hex SHA-256 of the link's token.
+    pub token_hash: String,
+    /// Whether the portal may only be looked at.
+    pub read_only: bool,
+    /// The event types endpoints may subscribe to through the portal; `None`: the whole
+    /// catalog.
+    pub event_types: Option<Vec<String>>,
+    /// Whether broker destinations (SQS, Kafka, …) may be entered; otherwise only
+    /// `http(s)://` URLs.
+    pub allow_brokers: bool,
+    /// The audit trail's actor of whoever made the link.
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PortalLinkRow {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) token_hash: String,
+    pub(crate) read_only: bool,
+    pub(crate) event_types: Option<String>,
+    pub(crate) allow_brokers: bool,
+    pub(crate) created_by: String,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+}
+
+/// The columns of [`PortalLinkRow`], for a `SELECT`.
+pub(crate) const PORTAL_LINK_COLUMNS: &str = "id, tenant_id, token_hash, read_only, \
+     event_types, allow_brokers, created_by, MS(created_at) AS created_at, \
+     MS(expires_at) AS expires_at, MS(revoked_at) AS revoked_at";
+
+impl TryFrom<PortalLinkRow> for PortalLink {
+    type Error = super::StoreError;
+    fn try_from(r: PortalLinkRow) -> Result<Self> {
+        let event_types = r
+            .event_types
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| super::rows::corrupt("portal link event types", e))?;
+        Ok(Self {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            token_hash: r.token_hash,
+            read_only: r.read_only,
+            event_types,
+            allow_brokers: r.allow_brokers,
+            created_by: r.created_by,
+            created_at: from_millis(r.created_at),
+            expires_at: from_millis(r.expires_at),
+            revoked_at: r.revoked_at.map(from_millis),
+        })
+    }
+}
+
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pruned {
@@ -534,6 +600,20 @@ pub trait OpsStore: Send + Sync {
     async fn source_positions(&self, source_id: &str) -> Result<Vec<(i32, i64)>>;
     /// Moves a source's position in a partition forward to `next` (never back).
     async fn set_source_position(&self, source_id: &str, partition: i32, next: i64) -> Result<()>;
+
+    async fn create_portal_link(&self, link: &PortalLink) -> Result<()>;
+    /// The portal link whose token has this hex SHA-256 (expired and revoked ones too).
+    async fn find_portal_link(&self, token_hash: &str) -> Result<Option<PortalLink>>;
+    /// A tenant's portal links, newest first.
+    async fn list_portal_links(&self, tenant_id: &str, page: &Page) -> Result<Vec<PortalLink>>;
+    /// Revokes a tenant's portal link at `at` (a revoked one keeps its first time). The
+    /// link as it is now; `None` when there is none.
+    async fn revoke_portal_link(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PortalLink>>;
 
     /// Appends an entry to the audit trail.
     async fn add_audit(&self, entry: &AuditEntry) -> Result<()>;

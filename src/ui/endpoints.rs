@@ -46,12 +46,12 @@ pub struct ListQuery {
 }
 
 /// Success rate over the last finished deliveries, and when it was last attempted.
-struct Recent {
+pub(super) struct Recent {
     rate: Option<(u64, u64)>,
-    last_attempt: Option<DateTime<Utc>>,
+    pub(super) last_attempt: Option<DateTime<Utc>>,
 }
 
-async fn recent(state: &AppState, tenant: &str, ep: &Endpoint) -> UiResult<Recent> {
+pub(super) async fn recent(state: &AppState, tenant: &str, ep: &Endpoint) -> UiResult<Recent> {
     let deliveries = state
         .store
         .list_deliveries(
@@ -84,7 +84,7 @@ async fn recent(state: &AppState, tenant: &str, ep: &Endpoint) -> UiResult<Recen
     })
 }
 
-fn rate_text(r: &Recent) -> String {
+pub(super) fn rate_text(r: &Recent) -> String {
     match r.rate {
         Some((ok, n)) => format!("{:.0} % ({ok}/{n})", ok as f64 * 100.0 / n as f64),
         None => "–".into(),
@@ -474,7 +474,15 @@ async fn test(
     Form(session, _): Form<serde::de::IgnoredAny>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let r = run_test(&state, &ctx.tenant, &id, None, None).await?;
+    let r = run_test(
+        &state,
+        &ctx.tenant,
+        &id,
+        None,
+        None,
+        crate::api::ops::TEST_EVENT_TYPE,
+    )
+    .await?;
     let ok = r.status == DeliveryStatus::Delivered;
     let notice = html! {
         section.card.flash.good[ok].bad[!ok] id="test-result" {

@@ -45,6 +45,7 @@ use crate::api::guard;
 mod inbox;
 mod log;
 mod overview;
+pub mod portal;
 mod sources;
 
 /// Rows per list page.
@@ -55,8 +56,12 @@ const SESSION_COOKIE: &str = "hr_session";
 const LOGIN_COOKIE: &str = "hr_login";
 const CSS: &str = include_str!("app.css");
 
-/// The dashboard's routes, all under `/ui`.
-pub fn router() -> Router<AppState> {
+/// The dashboard's routes, all under `/ui`, and the consumer portal's, under `/portal`.
+pub fn router(state: &AppState) -> Router<AppState> {
+    dashboard().merge(portal::router(state))
+}
+
+fn dashboard() -> Router<AppState> {
     Router::new()
         .route("/ui", get(home))
         .route("/ui/", get(home))
@@ -444,7 +449,7 @@ pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn stylesheet() -> Markup {
+pub(crate) fn stylesheet() -> Markup {
     html! { link rel="stylesheet" href=(format!("/ui/assets/app.css?v={}", env!("CARGO_PKG_VERSION"))); }
 }
 

@@ -17,8 +17,8 @@ use crate::store::{
         counter_columns, id_at, stats_from_row, AlertRecord, AlertRow, AuditEntry, AuditFilter,
         AuditRow, BatchStats, BeatRow, BreakerCounts, DispatcherBeat, EndpointHistory,
         ExpiringCertificate, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow,
-        MinuteStats, OpsStore, PendingSummary, RejectionRow, Source, SourceRejection, SourceRow,
-        REJECTION_COLUMNS, SOURCE_COLUMNS,
+        MinuteStats, OpsStore, PendingSummary, PortalLink, PortalLinkRow, RejectionRow, Source,
+        SourceRejection, SourceRow, PORTAL_LINK_COLUMNS, REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     rows::{ms, to_json},
     Completion, Page, Result,
@@ -44,6 +44,7 @@ super::tables! {
     MessageRow => "inbox_messages", MESSAGE_COLUMNS;
     SourceRow => "sources", SOURCE_COLUMNS;
     RejectionRow => "source_rejections", REJECTION_COLUMNS;
+    PortalLinkRow => "portal_links", PORTAL_LINK_COLUMNS;
 }
 
 /// `sum(c), …` over the counter columns, in [`counter_columns`] order.
@@ -705,6 +706,68 @@ impl<S: SqlStore> OpsStore for S {
                 .rows_affected()
         });
         Ok(done)
+    }
+
+    async fn create_portal_link(&self, l: &PortalLink) -> Result<()> {
+        let sql = "INSERT INTO portal_links (id, tenant_id, token_hash, read_only, event_types, \
+                   allow_brokers, created_by, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, TS($8), TS($9))";
+        let types = l
+            .event_types
+            .as_ref()
+            .map(|t| to_json(t, "event_types"))
+            .transpose()?;
+        on_db!(self, |p| {
+            sqlx::query(&p.sql(sql))
+                .bind(&l.id)
+                .bind(&l.tenant_id)
+                .bind(&l.token_hash)
+                .bind(l.read_only)
+                .bind(&types)
+                .bind(l.allow_brokers)
+                .bind(&l.created_by)
+                .bind(ms(l.created_at))
+                .bind(ms(l.expires_at))
+                .execute(p.writer)
+                .await
+                .map_err(write_error)?;
+        });
+        Ok(())
+    }
+
+    async fn find_portal_link(&self, token_hash: &str) -> Result<Option<PortalLink>> {
+        let row: Option<PortalLinkRow> = fetch_row(self, &[("token_hash", token_hash)]).await?;
+        row.map(PortalLink::try_from).transpose()
+    }
+
+    async fn list_portal_links(&self, tenant_id: &str, page: &Page) -> Result<Vec<PortalLink>> {
+        let rows: Vec<PortalLinkRow> =
+            fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
+        rows.into_iter().map(PortalLink::try_from).collect()
+    }
+
+    async fn revoke_portal_link(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PortalLink>> {
+        if has_nul(&[tenant_id, id]) {
+            return Ok(None);
+        }
+        let sql = "UPDATE portal_links SET revoked_at = coalesce(revoked_at, TS($3)) \
+                   WHERE tenant_id = $1 AND id = $2";
+        on_db!(self, |p| {
+            sqlx::query(&p.sql(sql))
+                .bind(tenant_id)
+                .bind(id)
+                .bind(ms(at))
+                .execute(p.writer)
+                .await
+                .map_err(db)?;
+        });
+        let row: Option<PortalLinkRow> = fetch_owned(self, tenant_id, id).await?;
+        row.map(PortalLink::try_from).transpose()
     }
 
     async fn prune_operations(
