@@ -143,6 +143,9 @@ pub enum Command {
     /// Sources: brokers whose messages become events (Redis Streams, NATS JetStream, SQS, RabbitMQ, Kafka).
     #[command(subcommand)]
     Source(SourceCmd),
+    /// Consumer portal links: a URL that opens the portal for one tenant.
+    #[command(subcommand, name = "portal-link")]
+    PortalLink(PortalLinkCmd),
     /// Print the OpenAPI document.
     Openapi,
     /// Print the SQL that installs the `dispatch_webhook()` functions (the transactional
@@ -255,6 +258,40 @@ pub enum TenantCmd {
     },
     /// Create a tenant-scoped token (printed once).
     Token {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalLinkCmd {
+    /// Create a portal link for --tenant; prints it (with its URL) once.
+    Create {
+        /// How long the link opens the portal (e.g. 30m, 1h, 7days), within the server's
+        /// --portal-max-lifetime. [default: 1h]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// The portal only shows; nothing can be changed through it.
+        #[arg(long)]
+        read_only: bool,
+        /// An event type (from the catalog) endpoints may subscribe to through the portal;
+        /// repeatable. [default: the whole catalog]
+        #[arg(long = "event-type", value_name = "TYPE")]
+        event_types: Vec<String>,
+        /// Broker destinations (sqs://, kafka://, …) may be entered, not only http(s) URLs.
+        #[arg(long)]
+        allow_brokers: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List --tenant's portal links (newest first; tokens are never shown again).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a portal link: it no longer opens the portal, and its sessions end.
+    Revoke {
         id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -936,6 +973,39 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Inbox(cmd) => run_inbox(cmd).await,
+        Command::PortalLink(cmd) => {
+            let (c, method, path, body) = match cmd {
+                PortalLinkCmd::Create {
+                    expires_in,
+                    read_only,
+                    event_types,
+                    allow_brokers,
+                    client,
+                } => {
+                    let c = Client::new(client);
+                    let body = json!({
+                        "expires_in": expires_in.map(|d| d.as_secs().max(1)),
+                        "read_only": read_only,
+                        "event_types": (!event_types.is_empty()).then_some(event_types),
+                        "allow_brokers": allow_brokers,
+                    });
+                    let path = c.tenant_path("/portal-links");
+                    (c, M::POST, path, Some(body))
+                }
+                PortalLinkCmd::List { client } => {
+                    let c = Client::new(client);
+                    let path = c.tenant_path("/portal-links");
+                    (c, M::GET, path, None)
+                }
+                PortalLinkCmd::Revoke { id, client } => {
+                    let c = Client::new(client);
+                    let path = c.tenant_path(&format!("/portal-links/{id}"));
+                    (c, M::DELETE, path, None)
+                }
+            };
+            print(&c.call(method, &path, body).await?);
+            Ok(())
+        }
         Command::Source(cmd) => run_source(cmd).await,
         Command::Audit(a) => {
             let c = Client::new(a.client);

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::{
     badge,
     endpoints::{parse_time, rate_text, recent},
-    opt_time, page_after, same, same_origin, time, UiError, UiResult, PAGE_SIZE,
+    opt_time, page_after, same, same_origin, time, UiError, PAGE_SIZE,
 };
 use crate::{
     api::{
@@ -100,12 +100,66 @@ fn headers(state: &AppState, mut response: Response) -> Response {
     }
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: browsers then send `Origin: null` with forms.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ] {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     }
     response
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+/// An error page of the portal: [`UiError`]'s, leading back to the portal.
+pub struct PortalError(UiError);
+
+type PortalResult = Result<Response, PortalError>;
+
+impl From<UiError> for PortalError {
+    fn from(e: UiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<crate::store::StoreError> for PortalError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<crate::service::Error> for PortalError {
+    fn from(e: crate::service::Error) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<crate::api::ApiError> for PortalError {
+    fn from(e: crate::api::ApiError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for PortalError {
+    fn into_response(self) -> Response {
+        let UiError { status, message } = self.0;
+        let title = status.canonical_reason().unwrap_or("Error");
+        let body = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head { meta charset="utf-8"; title { (title) } (super::stylesheet()) }
+                body.error {
+                    main id="portal-error" {
+                        h1 { (status.as_u16()) " " (title) }
+                        p.message { (message) }
+                        p { a href="/portal/endpoints" { "Back to the endpoints" } }
+                    }
+                }
+            }
+        };
+        (status, body).into_response()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -196,7 +250,7 @@ impl FromRequestParts<AppState> for Portal {
         match state.service().portal_link(&token).await {
             Ok(Ok(link)) => Ok(Portal::new(link, &token, embedded)),
             Ok(Err(why)) => Err(refused(why)),
-            Err(e) => Err(UiError::from(e).into_response()),
+            Err(e) => Err(PortalError::from(e).into_response()),
         }
     }
 }
@@ -233,21 +287,25 @@ impl FromRequest<AppState> for PortalForm {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let portal = Portal::from_request_parts(&mut parts, state).await?;
+        if portal.link.read_only {
+            return Err(
+                PortalError(UiError::forbidden("this portal link is read-only")).into_response(),
+            );
+        }
         if !same_origin(&parts.headers) {
-            return Err(UiError::forbidden("cross-site request refused").into_response());
+            return Err(
+                PortalError(UiError::forbidden("cross-site request refused")).into_response(),
+            );
         }
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(IntoResponse::into_response)?;
         let fields = Fields(url::form_urlencoded::parse(&bytes).into_owned().collect());
         if !fields.get("csrf").is_some_and(|c| same(&c, &portal.csrf)) {
-            return Err(
-                UiError::forbidden("invalid or missing CSRF token; reload the page")
-                    .into_response(),
-            );
-        }
-        if portal.link.read_only {
-            return Err(UiError::forbidden("this portal link is read-only").into_response());
+            return Err(PortalError(UiError::forbidden(
+                "invalid or missing CSRF token; reload the page",
+            ))
+            .into_response());
         }
         Ok(PortalForm(portal, fields))
     }
@@ -282,7 +340,7 @@ async fn open(
     let link = match state.service().portal_link(&token).await {
         Ok(Ok(link)) => link,
         Ok(Err(why)) => return refused(why),
-        Err(e) => return UiError::from(e).into_response(),
+        Err(e) => return PortalError::from(e).into_response(),
     };
     let embedded = q.embed.is_some_and(|e| e != "0");
     state.service().portal_link_opened(&link, embedded).await;
@@ -385,7 +443,7 @@ async fn endpoints(
     State(state): State<AppState>,
     p: Portal,
     Query(q): Query<AfterQuery>,
-) -> UiResult<Response> {
+) -> PortalResult {
     endpoints_page(&state, &p, q.after.as_deref(), None, StatusCode::OK).await
 }
 
@@ -395,7 +453,7 @@ async fn endpoints_page(
     after: Option<&str>,
     error: Option<String>,
     status: StatusCode,
-) -> UiResult<Response> {
+) -> PortalResult {
     let page = page_after(after)?;
     let list = state.store.list_endpoints(p.tenant(), &page).await?;
     let recents = try_join_all(list.iter().map(|e| recent(state, p.tenant(), e))).await?;
@@ -546,7 +604,7 @@ fn endpoint_input(p: &Portal, f: &Fields) -> Result<EndpointInput, String> {
 }
 
 /// A service's refusal as the form's error, a server failure as an error page.
-fn form_error(e: crate::service::Error) -> Result<(StatusCode, String), UiError> {
+fn form_error(e: crate::service::Error) -> Result<(StatusCode, String), PortalError> {
     let e = crate::api::ApiError::from(e);
     if e.status.is_client_error() {
         Ok((e.status, e.message))
@@ -555,7 +613,7 @@ fn form_error(e: crate::service::Error) -> Result<(StatusCode, String), UiError>
     }
 }
 
-async fn create(State(state): State<AppState>, PortalForm(p, f): PortalForm) -> UiResult<Response> {
+async fn create(State(state): State<AppState>, PortalForm(p, f): PortalForm) -> PortalResult {
     let input = match endpoint_input(&p, &f) {
         Ok(i) => i,
         Err(m) => return endpoints_page(&state, &p, None, Some(m), StatusCode::BAD_REQUEST).await,
@@ -598,19 +656,19 @@ async fn create(State(state): State<AppState>, PortalForm(p, f): PortalForm) -> 
     }
 }
 
-async fn load(state: &AppState, p: &Portal, id: &str) -> UiResult<Endpoint> {
+async fn load(state: &AppState, p: &Portal, id: &str) -> Result<Endpoint, PortalError> {
     state
         .store
         .get_endpoint(p.tenant(), id)
         .await?
-        .ok_or_else(|| UiError::not_found("endpoint"))
+        .ok_or_else(|| UiError::not_found("endpoint").into())
 }
 
 async fn endpoint(
     State(state): State<AppState>,
     p: Portal,
     Path(id): Path<String>,
-) -> UiResult<Response> {
+) -> PortalResult {
     endpoint_page(&state, &p, &id, None, StatusCode::OK).await
 }
 
@@ -623,7 +681,7 @@ async fn endpoint_page(
     id: &str,
     notice: Option<Markup>,
     status: StatusCode,
-) -> UiResult<Response> {
+) -> PortalResult {
     let ep = load(state, p, id).await?;
     let recent_filter = DeliveryFilter {
         endpoint_id: Some(ep.id.clone()),
@@ -812,7 +870,7 @@ async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let input = match endpoint_input(&p, &f) {
         Ok(i) => i,
         Err(m) => {
@@ -863,7 +921,7 @@ async fn set_enabled(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let enabled = f.get("enabled").as_deref() == Some("true");
     let actor = p.actor();
     let caller = Caller {
@@ -889,7 +947,7 @@ async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let actor = p.actor();
     let caller = Caller {
         actor: &actor,
@@ -906,7 +964,7 @@ async fn reveal(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let ep = load(&state, &p, &id).await?;
     let notice = html! {
         section.card.flash.good id="secret-shown" {
@@ -923,7 +981,7 @@ async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let actor = p.actor();
     let caller = Caller {
         actor: &actor,
@@ -947,7 +1005,7 @@ async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let catalog = state.store.list_event_types().await?;
     let event_type = f
         .get("event_type")
@@ -957,7 +1015,8 @@ async fn test(
     if !allowed {
         return Err(UiError::bad_request(format!(
             "the event type {event_type} cannot be sent here"
-        )));
+        ))
+        .into());
     }
     let r = run_test(&state, p.tenant(), &id, None, None, &event_type).await?;
     let ok = r.status == DeliveryStatus::Delivered;
@@ -980,7 +1039,7 @@ async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     let status = match f.get("status") {
         None => None,
         Some(s) => Some(
@@ -1040,7 +1099,7 @@ async fn deliveries(
     State(state): State<AppState>,
     p: Portal,
     Query(q): Query<DeliveriesQuery>,
-) -> UiResult<Response> {
+) -> PortalResult {
     let status: Option<DeliveryStatus> = match super::non_empty(&q.status) {
         None => None,
         Some(s) => Some(
@@ -1095,7 +1154,7 @@ async fn delivery(
     State(state): State<AppState>,
     p: Portal,
     Path(id): Path<String>,
-) -> UiResult<Response> {
+) -> PortalResult {
     delivery_page(&state, &p, &id, None).await
 }
 
@@ -1104,7 +1163,7 @@ async fn delivery_page(
     p: &Portal,
     id: &str,
     notice: Option<Markup>,
-) -> UiResult<Response> {
+) -> PortalResult {
     let d = state
         .store
         .get_delivery(p.tenant(), id)
@@ -1166,7 +1225,7 @@ async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
-) -> UiResult<Response> {
+) -> PortalResult {
     state.service().retry_delivery(p.tenant(), &id).await?;
     let notice = html! { p.flash.good id="retried" { "The delivery is due again." } };
     delivery_page(&state, &p, &id, Some(notice)).await
@@ -1175,7 +1234,7 @@ async fn retry(
 // ---------------------------------------------------------------------------------------
 // Event types.
 
-async fn event_types(State(state): State<AppState>, p: Portal) -> UiResult<Response> {
+async fn event_types(State(state): State<AppState>, p: Portal) -> PortalResult {
     let catalog = state.store.list_event_types().await?;
     let allowed = p.allowed(&catalog);
     let content = html! {

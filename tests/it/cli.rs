@@ -30,6 +30,7 @@ fn every_command_has_help() {
         &["verify"],
         &["health"],
         &["inbox", "tail"],
+        &["portal-link", "create"],
     ];
     for args in commands {
         let out = hookrelay().args(*args).arg("--help").output().unwrap();

@@ -28,15 +28,15 @@ fn chromedriver() -> PathBuf {
 }
 
 /// A headless Chromium driven over WebDriver; chromedriver is killed on drop.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     test: &'static str,
     _driver: tokio::process::Child,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    async fn start(test: &'static str) -> Self {
+    pub(crate) async fn start(test: &'static str) -> Self {
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "{CHROMIUM} not found: install the Debian packages chromium and chromium-driver \
@@ -92,11 +92,11 @@ impl Browser {
         }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap();
     }
 
-    async fn css(&self, selector: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn css(&self, selector: &str) -> fantoccini::elements::Element {
         match self
             .client
             .wait()
@@ -109,7 +109,7 @@ impl Browser {
         }
     }
 
-    async fn count(&self, selector: &str) -> usize {
+    pub(crate) async fn count(&self, selector: &str) -> usize {
         self.client
             .find_all(Locator::Css(selector))
             .await
@@ -118,7 +118,7 @@ impl Browser {
     }
 
     /// Waits (up to 10 s) until `n` elements match: the page may still be loading.
-    async fn wait_count(&self, selector: &str, n: usize) {
+    pub(crate) async fn wait_count(&self, selector: &str, n: usize) {
         let found = eventually(Duration::from_secs(10), || async {
             (self.count(selector).await == n).then_some(())
         })
@@ -131,30 +131,30 @@ impl Browser {
         );
     }
 
-    async fn click(&self, selector: &str) {
+    pub(crate) async fn click(&self, selector: &str) {
         self.css(selector).await.click().await.unwrap();
     }
 
-    async fn fill(&self, selector: &str, text: &str) {
+    pub(crate) async fn fill(&self, selector: &str, text: &str) {
         let e = self.css(selector).await;
         e.clear().await.unwrap();
         e.send_keys(text).await.unwrap();
     }
 
-    async fn text(&self, selector: &str) -> String {
+    pub(crate) async fn text(&self, selector: &str) -> String {
         self.css(selector).await.text().await.unwrap()
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.client.current_url().await.unwrap().to_string()
     }
 
-    async fn body(&self) -> String {
+    pub(crate) async fn body(&self) -> String {
         self.text("body").await
     }
 
     /// Saves a screenshot as `target/ui-screenshots/<test>-<page>.png`.
-    async fn shot(&self, page: &str) {
+    pub(crate) async fn shot(&self, page: &str) {
         let png = self.client.screenshot().await.unwrap();
         let dir = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -173,7 +173,7 @@ impl Browser {
         self.css("#logout").await;
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.client.close().await;
     }
 }
