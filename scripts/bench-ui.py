@@ -3,7 +3,8 @@
 populate DB N: adds N events, N deliveries (to the store's endpoints, spread over the last 24
 hours; 90 % delivered, 8 % failed, 2 % cancelled) and N attempts straight into a migrated,
 stopped SQLite store.
-measure BASE TOKEN: logs in to /ui and times each page (median of 5 loads)."""
+measure BASE TOKEN: logs in to /ui and times each page (median of 5 loads), then the consumer
+portal's pages from a portal link of the default tenant."""
 import http.cookiejar, json, random, re, sqlite3, statistics, sys, time, urllib.error
 import urllib.parse, urllib.request
 
@@ -85,6 +86,41 @@ def measure(base, token):
          f"/ui/t/default/deliveries?since={two_hours_ago}&until={hour_ago}"),
         ("delivery detail", f"/ui/t/default/deliveries/{dlv}"),
     ]
+    failed = time_pages(get, pages)
+
+    # The consumer portal, from a link of the default tenant (its cookie holds the link's token).
+    req = urllib.request.Request(
+        base + "/v1/tenants/default/portal-links", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    link = json.loads(urllib.request.urlopen(req).read())
+    portal = urllib.request.build_opener()
+    portal.addheaders = [("Cookie", f"hr_portal=f.{link['token']}")]
+
+    def portal_get(path):
+        t = time.perf_counter()
+        body = portal.open(base + path).read().decode()
+        return time.perf_counter() - t, body
+
+    _, deliveries = portal_get("/portal/deliveries")
+    after = re.search(r'href="(/portal/deliveries\?[^"]*after=[^"]+)"', deliveries)
+    portal_pages = [
+        ("portal endpoints", "/portal/endpoints"),
+        ("portal endpoint", f"/portal/endpoints/{ep}"),
+        ("portal deliveries", "/portal/deliveries"),
+        ("portal next page", after.group(1).replace("&amp;", "&") if after else None),
+        ("portal failed", "/portal/deliveries?status=failed"),
+        ("portal by endpoint", f"/portal/deliveries?endpoint={ep}"),
+        ("portal 2h-1h ago", f"/portal/deliveries?since={two_hours_ago}&until={hour_ago}"),
+        ("portal delivery", f"/portal/deliveries/{dlv}"),
+        ("portal event types", "/portal/event-types"),
+    ]
+    failed = time_pages(portal_get, portal_pages) or failed
+    if failed:
+        sys.exit(1)
+
+
+def time_pages(get, pages):
+    """Prints the median and max of 5 loads of each page; whether one failed."""
     print(f"{'page':<26} {'median ms':>9} {'max ms':>7}")
     failed = False
     for name, path in pages:
@@ -97,8 +133,7 @@ def measure(base, token):
             failed = True
             continue
         print(f"{name:<26} {statistics.median(times):9.1f} {max(times):7.1f}")
-    if failed:
-        sys.exit(1)
+    return failed
 
 
 if __name__ == "__main__":

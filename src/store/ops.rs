@@ -624,9 +624,10 @@ pub trait OpsStore: Send + Sync {
     /// deliveries is pending, with their deliveries and attempts.
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64>;
 
-    /// Retention of operations data: inbox messages received before `older_than`,
-    /// statistics of minutes before `stats_before_minute`, and dispatchers silent since
-    /// before `dispatchers_before`; at most `limit` rows of each.
+    /// Retention of operations data: inbox messages received and audit entries made
+    /// before `older_than`, portal links expired before it, statistics of minutes before
+    /// `stats_before_minute`, and dispatchers silent since before `dispatchers_before`; at
+    /// most `limit` rows of each.
     async fn prune_operations(
         &self,
         older_than: DateTime<Utc>,

@@ -13,7 +13,7 @@ use hookrelay::{
         ops::{
             minute_of, AlertRecord, AuditEntry, AuditFilter, BatchStats, BreakerCounts,
             DispatcherBeat, EndpointHistory, EndpointMinute, FlaggedEndpoint, Inbox, InboxMessage,
-            MinuteStats, PendingSummary, Source, SourceRejection, Verification,
+            MinuteStats, PendingSummary, PortalLink, Source, SourceRejection, Verification,
         },
         Claimed, Completion, DataCheck, DeliveryFilter, EventFilter, Ingested, Page, ReplayFilter,
         Result, Store, StoreError, TokenRecord,
@@ -663,6 +663,7 @@ crate::both_stores!(
     retention_prunes_old_events_and_operations_data_within_its_limit,
     listen_wakes_the_dispatcher_when_a_write_makes_deliveries_due,
     credentials_are_sealed_inside_the_store_and_resealed_once,
+    portal_links_are_found_by_hash_paged_revoked_once_and_pruned,
 );
 
 /// Creates the tenant `id` (each test has a database of its own).
@@ -2491,4 +2492,106 @@ async fn credentials_are_sealed_inside_the_store_and_resealed_once(backend: Back
     assert!(raw.oauth2.unwrap().client_secret.starts_with("enc1:"));
     drop(plain);
     close(sealed, pg).await;
+}
+
+async fn portal_links_are_found_by_hash_paged_revoked_once_and_pruned(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    tenant(store, "acme").await;
+    let t0 = domain::now();
+    let link = |i: i64, tenant_id: &str, expires: DateTime<Utc>| PortalLink {
+        id: domain::new_id_at("prt", ms_after(t0, i)),
+        tenant_id: tenant_id.to_owned(),
+        token_hash: format!("{i:064x}"),
+        read_only: i % 2 == 0,
+        event_types: (i == 1).then(|| vec!["order.paid".to_owned(), "user.*".to_owned()]),
+        allow_brokers: i == 2,
+        created_by: "admin".into(),
+        created_at: ms_after(t0, i),
+        expires_at: expires,
+        revoked_at: None,
+    };
+    let later = ms_after(t0, 3_600_000);
+    let acme: Vec<PortalLink> = (0..3).map(|i| link(i, "acme", later)).collect();
+    let old = link(5, "default", ms_after(t0, -86_400_000));
+    for l in acme.iter().chain([&old]) {
+        store.create_portal_link(l).await.unwrap();
+    }
+    // A second link with the same token hash is refused.
+    assert!(store
+        .create_portal_link(&link(0, "acme", later))
+        .await
+        .is_err());
+
+    // Found by its hash, whatever its state; nothing for another hash or a NUL.
+    assert_eq!(
+        store.find_portal_link(&acme[1].token_hash).await.unwrap(),
+        Some(acme[1].clone())
+    );
+    assert_eq!(store.find_portal_link(&"f".repeat(64)).await.unwrap(), None);
+    assert_eq!(store.find_portal_link("a\0b").await.unwrap(), None);
+
+    // A tenant's, newest first, in pages.
+    let newest_first: Vec<PortalLink> = acme.iter().rev().cloned().collect();
+    assert_eq!(
+        store.list_portal_links("acme", &page(10)).await.unwrap(),
+        newest_first
+    );
+    assert_eq!(
+        store
+            .list_portal_links("acme", &after(&acme[2].id, 1))
+            .await
+            .unwrap(),
+        vec![acme[1].clone()]
+    );
+    assert_eq!(
+        store.list_portal_links("default", &page(10)).await.unwrap(),
+        vec![old.clone()]
+    );
+
+    // Revoked within its tenant only; revoking again keeps the first time.
+    let at = ms_after(t0, 10);
+    assert_eq!(
+        store
+            .revoke_portal_link("default", &acme[0].id, at)
+            .await
+            .unwrap(),
+        None
+    );
+    let revoked = store
+        .revoke_portal_link("acme", &acme[0].id, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(at));
+    let again = store
+        .revoke_portal_link("acme", &acme[0].id, ms_after(t0, 20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(at));
+    assert_eq!(
+        store.find_portal_link(&acme[0].token_hash).await.unwrap(),
+        Some(revoked)
+    );
+
+    // Retention deletes links that expired before its cutoff, and only those.
+    assert_eq!(
+        store
+            .prune_operations(ms_after(t0, -1000), 0, ms_after(t0, -86_400_000 * 400), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.find_portal_link(&old.token_hash).await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_portal_links("acme", &page(10))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    close(opened, pg).await;
 }

@@ -401,6 +401,10 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{source}");
+    let (s, portal_link) = app
+        .post("/v1/tenants/default/portal-links", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{portal_link}");
     let victim: std::collections::HashMap<&str, String> = [
         ("endpoints", ep["id"].as_str().unwrap().to_owned()),
         ("events", event["id"].as_str().unwrap().to_owned()),
@@ -408,6 +412,10 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
         ("tokens", victim_token["id"].as_str().unwrap().to_owned()),
         ("inboxes", inbox["id"].as_str().unwrap().to_owned()),
         ("sources", source["id"].as_str().unwrap().to_owned()),
+        (
+            "portal-links",
+            portal_link["id"].as_str().unwrap().to_owned(),
+        ),
     ]
     .into();
     // The attacker: tenant `acme` with its own token.
@@ -520,6 +528,8 @@ async fn tenant_isolation_holds_on_every_route(backend: Backend) {
     assert_eq!(before_ep, after_ep);
     let (_, after_events) = app.get("/v1/tenants/default/events").await;
     assert_eq!(before_events, after_events);
+    let (_, links) = app.get("/v1/tenants/default/portal-links").await;
+    assert_eq!(links["data"][0]["active"], true, "{links}");
     let (_, d) = app
         .get(&format!(
             "/v1/tenants/default/deliveries/{}",

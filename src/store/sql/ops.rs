@@ -797,6 +797,12 @@ impl<S: SqlStore> OpsStore for S {
                 "last_heartbeat < TS($1)",
                 Bound::Number(ms(dispatchers_before)),
             ),
+            (
+                "portal_links",
+                "id",
+                "expires_at < TS($1)",
+                Bound::Number(ms(older_than)),
+            ),
         ];
         let mut total = 0;
         for (table, key, condition, bound) in passes {
