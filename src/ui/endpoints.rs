@@ -415,32 +415,12 @@ async fn detail_page(state: &AppState, ctx: &Ctx, id: &str, notice: Option<Marku
                 (ctx.csrf_field())
                 button type="submit" id="send-test" { "Send test event" }
             }
-            form method="post" action=(format!("{base}/enabled")) {
-                (ctx.csrf_field())
-                @if ep.enabled {
-                    input type="hidden" name="enabled" value="false";
-                    button type="submit" id="disable" { "Disable" }
-                } @else {
-                    input type="hidden" name="enabled" value="true";
-                    button type="submit" id="enable" { "Enable" }
-                }
-            }
+            (super::enabled_form(&format!("{base}/enabled"), ctx.csrf_field(), ep.enabled))
             form method="post" action=(format!("{base}/rotate-secret")) {
                 (ctx.csrf_field())
                 button type="submit" id="rotate-secret" { "Rotate secret" }
             }
-            form.inline method="post" action=(format!("{base}/replay")) id="replay-form" {
-                (ctx.csrf_field())
-                strong { "Bulk replay " }
-                label { "status " select name="status" {
-                    option value="failed" selected { "failed" }
-                    option value="delivered" { "delivered" }
-                    option value="cancelled" { "cancelled" }
-                } }
-                label { "from (UTC) " input type="datetime-local" name="since"; }
-                label { "until (UTC) " input type="datetime-local" name="until"; }
-                button type="submit" id="replay" { "Replay" }
-            }
+            (super::replay_form(&format!("{base}/replay"), ctx.csrf_field(), "Bulk replay"))
             p { a href=(ctx.href(&format!("/deliveries?endpoint={}", ep.id))) id="endpoint-deliveries" { "All deliveries to this endpoint →" } }
         }
         section.card {
@@ -574,13 +554,7 @@ async fn replay(
     Form(session, f): Form<ReplayForm>,
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
-    let status = match non_empty(&f.status) {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value(serde_json::Value::String(s))
-                .map_err(|_| UiError::bad_request("unknown status"))?,
-        ),
-    };
+    let status = super::parse_status(f.status.as_deref())?;
     let request = ReplayRequest {
         status,
         since: parse_time(&f.since)?,

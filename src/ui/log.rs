@@ -262,13 +262,7 @@ async fn deliveries(
 ) -> UiResult {
     let ctx = Ctx::new(&state, session, tenant).await?;
     let status_text = non_empty(&q.status);
-    let status = match &status_text {
-        None => None,
-        Some(s) => Some(
-            DeliveryStatus::parse(s)
-                .ok_or_else(|| UiError::bad_request(format!("unknown status {s:?}")))?,
-        ),
-    };
+    let status = super::parse_status(status_text.as_deref())?;
     let endpoint = non_empty(&q.endpoint);
     let event = non_empty(&q.event);
     let window = Window::parse(&q.since, &q.until)?;

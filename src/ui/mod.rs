@@ -491,12 +491,7 @@ pub async fn layout(state: &AppState, ctx: &Ctx, nav: Nav, title: &str, content:
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · hookrelay" }
-                (stylesheet())
-            }
+            (head(title, "hookrelay", html! {}))
             body {
                 header.top {
                     a.brand href=(ctx.href("")) { "hookrelay" }
@@ -584,6 +579,64 @@ pub fn non_empty(s: &Option<String>) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// A delivery status from a form or a query; `None` when absent or empty.
+pub fn parse_status(s: Option<&str>) -> UiResult<Option<crate::domain::DeliveryStatus>> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => crate::domain::DeliveryStatus::parse(s)
+            .map(Some)
+            .ok_or_else(|| UiError::bad_request(format!("unknown status {s:?}"))),
+    }
+}
+
+/// An endpoint page's enable/disable button, posting to `action`.
+pub fn enabled_form(action: &str, csrf: Markup, enabled: bool) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            (csrf)
+            @if enabled {
+                input type="hidden" name="enabled" value="false";
+                button type="submit" id="disable" { "Disable" }
+            } @else {
+                input type="hidden" name="enabled" value="true";
+                button type="submit" id="enable" { "Enable" }
+            }
+        }
+    }
+}
+
+/// An endpoint page's replay form (finished deliveries of a status in a time window),
+/// posting to `action`.
+pub fn replay_form(action: &str, csrf: Markup, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) id="replay-form" {
+            (csrf)
+            strong { (label) " " }
+            label { "status " select name="status" {
+                option value="failed" selected { "failed" }
+                option value="delivered" { "delivered" }
+                option value="cancelled" { "cancelled" }
+            } }
+            label { "from (UTC) " input type="datetime-local" name="since"; }
+            label { "until (UTC) " input type="datetime-local" name="until"; }
+            button type="submit" id="replay" { "Replay" }
+        }
+    }
+}
+
+/// A page's `<head>`: `title · site`, the stylesheet, and `extra`.
+pub fn head(title: &str, site: &str, extra: Markup) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · " (site) }
+            (stylesheet())
+            (extra)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

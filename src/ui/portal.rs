@@ -168,6 +168,7 @@ impl IntoResponse for PortalError {
 /// A portal session: the link it was opened with, checked on this request.
 pub struct Portal {
     pub link: PortalLink,
+    actor: String,
     /// Opened with `?embed=1`: the page has no header of its own.
     pub embedded: bool,
     csrf: String,
@@ -177,6 +178,7 @@ impl Portal {
     fn new(link: PortalLink, token: &str, embedded: bool) -> Self {
         let digest = Sha256::digest(format!("portal-csrf\0{token}").as_bytes());
         Self {
+            actor: portal_actor(&link),
             link,
             embedded,
             csrf: hex::encode(&digest[..16]),
@@ -187,9 +189,12 @@ impl Portal {
         &self.link.tenant_id
     }
 
-    /// The audit trail's actor: `portal:<link id>`.
-    fn actor(&self) -> String {
-        portal_actor(&self.link)
+    /// The caller the services see: the link (`portal:<link id>` in the audit trail).
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            actor: &self.actor,
+            admin: false,
+        }
     }
 
     fn csrf_field(&self) -> Markup {
@@ -405,13 +410,9 @@ fn layout(state: &AppState, p: &Portal, nav: Nav, title: &str, content: Markup) 
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · " (name) }
-                (super::stylesheet())
+            (super::head(title, name, html! {
                 link rel="stylesheet" href=(format!("/portal/theme.css?v={}", env!("CARGO_PKG_VERSION")));
-            }
+            }))
             body.portal.embedded[p.embedded] id="portal" {
                 header.top {
                     span.brand id="portal-name" { (name) }
@@ -638,14 +639,9 @@ async fn create(State(state): State<AppState>, PortalForm(p, f): PortalForm) -> 
         proxy: None,
         signature_headers: None,
     };
-    let actor = p.actor();
-    let caller = Caller {
-        actor: &actor,
-        admin: false,
-    };
     match state
         .service()
-        .create_endpoint(&caller, p.tenant(), body)
+        .create_endpoint(&p.caller(), p.tenant(), body)
         .await
     {
         Ok(ep) => Ok(Redirect::to(&format!("/portal/endpoints/{}", ep.id)).into_response()),
@@ -772,28 +768,8 @@ async fn endpoint_page(
                     } }
                     button type="submit" id="send-test" { "Send test event" }
                 }
-                form method="post" action=(format!("{base}/enabled")) {
-                    (p.csrf_field())
-                    @if ep.enabled {
-                        input type="hidden" name="enabled" value="false";
-                        button type="submit" id="disable" { "Disable" }
-                    } @else {
-                        input type="hidden" name="enabled" value="true";
-                        button type="submit" id="enable" { "Enable" }
-                    }
-                }
-                form.inline method="post" action=(format!("{base}/replay")) id="replay-form" {
-                    (p.csrf_field())
-                    strong { "Replay " }
-                    label { "status " select name="status" {
-                        option value="failed" selected { "failed" }
-                        option value="delivered" { "delivered" }
-                        option value="cancelled" { "cancelled" }
-                    } }
-                    label { "from (UTC) " input type="datetime-local" name="since"; }
-                    label { "until (UTC) " input type="datetime-local" name="until"; }
-                    button type="submit" id="replay" { "Replay" }
-                }
+                (super::enabled_form(&format!("{base}/enabled"), p.csrf_field(), ep.enabled))
+                (super::replay_form(&format!("{base}/replay"), p.csrf_field(), "Replay"))
                 form method="post" action=(format!("{base}/delete")) {
                     (p.csrf_field())
                     button type="submit" id="delete-endpoint" { "Delete endpoint" }
@@ -892,14 +868,9 @@ async fn update(
         format: Some(input.format),
         ..Default::default()
     };
-    let actor = p.actor();
-    let caller = Caller {
-        actor: &actor,
-        admin: false,
-    };
     match state
         .service()
-        .update_endpoint(&caller, p.tenant(), &id, body)
+        .update_endpoint(&p.caller(), p.tenant(), &id, body)
         .await
     {
         Ok(_) => {
@@ -923,15 +894,10 @@ async fn set_enabled(
     PortalForm(p, f): PortalForm,
 ) -> PortalResult {
     let enabled = f.get("enabled").as_deref() == Some("true");
-    let actor = p.actor();
-    let caller = Caller {
-        actor: &actor,
-        admin: false,
-    };
     state
         .service()
         .update_endpoint(
-            &caller,
+            &p.caller(),
             p.tenant(),
             &id,
             UpdateEndpoint {
@@ -948,14 +914,9 @@ async fn delete(
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
-    let actor = p.actor();
-    let caller = Caller {
-        actor: &actor,
-        admin: false,
-    };
     state
         .service()
-        .delete_endpoint(&caller, p.tenant(), &id)
+        .delete_endpoint(&p.caller(), p.tenant(), &id)
         .await?;
     Ok(Redirect::to("/portal/endpoints").into_response())
 }
@@ -982,14 +943,9 @@ async fn rotate(
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
-    let actor = p.actor();
-    let caller = Caller {
-        actor: &actor,
-        admin: false,
-    };
     let ep = state
         .service()
-        .rotate_secret(&caller, p.tenant(), &id, Default::default())
+        .rotate_secret(&p.caller(), p.tenant(), &id, Default::default())
         .await?;
     let notice = html! {
         section.card.flash.good id="rotated" {
@@ -1040,13 +996,7 @@ async fn replay(
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
 ) -> PortalResult {
-    let status = match f.get("status") {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value(serde_json::Value::String(s))
-                .map_err(|_| UiError::bad_request("unknown status"))?,
-        ),
-    };
+    let status = super::parse_status(f.get("status").as_deref())?;
     let request = ReplayRequest {
         status,
         since: parse_time(&f.get("since"))?,
@@ -1100,13 +1050,7 @@ async fn deliveries(
     p: Portal,
     Query(q): Query<DeliveriesQuery>,
 ) -> PortalResult {
-    let status: Option<DeliveryStatus> = match super::non_empty(&q.status) {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value(serde_json::Value::String(s))
-                .map_err(|_| UiError::bad_request("unknown status"))?,
-        ),
-    };
+    let status = super::parse_status(q.status.as_deref())?;
     let endpoint = super::non_empty(&q.endpoint);
     let (since, until) = (parse_time(&q.since)?, parse_time(&q.until)?);
     let filter = DeliveryFilter {
