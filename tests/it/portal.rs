@@ -355,9 +355,51 @@ async fn portal_walkthrough() {
         "{attempts}"
     );
     b.shot("delivery").await;
+    // Retry it: a second attempt reaches the receiver.
+    let delivery_url = b.url().await;
+    b.click("#retry").await;
+    b.css("#retried").await;
+    r.wait_for(2, Duration::from_secs(10)).await;
+    let delivery_id = delivery_url.rsplit('/').next().unwrap().to_owned();
+    let path = format!("/v1/tenants/acme/deliveries/{delivery_id}");
+    let done = eventually(Duration::from_secs(10), || async {
+        let (_, d) = app.get(&path).await;
+        (d["status"] == "delivered" && d["attempts"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "the retried delivery was not delivered");
+
+    // The list, filtered by status and by a time window.
     b.click("header nav a[href='/portal/deliveries']").await;
     b.css("#deliveries").await;
+    for (query, listed) in [
+        ("?status=delivered", true),
+        ("?status=failed", false),
+        ("?since=2000-01-01T00:00&until=2000-01-02T00:00", false),
+        ("?since=2000-01-01T00:00", true),
+    ] {
+        b.goto(&app.url(&format!("/portal/deliveries{query}")))
+            .await;
+        let list = b.text("#deliveries").await;
+        assert_eq!(list.contains(&delivery_id), listed, "{query}: {list}");
+    }
     b.shot("deliveries").await;
+
+    // Replay the endpoint's delivered deliveries of a time window: a third attempt.
+    b.goto(&app.url(&format!("/portal/endpoints/{ep_id}")))
+        .await;
+    b.css("#replay-form select[name=status]")
+        .await
+        .select_by_value("delivered")
+        .await
+        .unwrap();
+    b.click("#replay").await;
+    assert!(b
+        .text("#replayed")
+        .await
+        .starts_with("1 deliveries replayed"));
+    r.wait_for(3, Duration::from_secs(10)).await;
 
     // Disable and enable again.
     b.goto(&app.url(&format!("/portal/endpoints/{ep_id}")))
