@@ -127,9 +127,11 @@ impl AppState {
 
 /// The caller as the services see it.
 pub(crate) fn caller<'a>(principal: &Principal, actor: &'a Actor) -> crate::service::Caller<'a> {
+    let admin = matches!(principal, Principal::Admin);
     crate::service::Caller {
         actor: &actor.0,
-        admin: matches!(principal, Principal::Admin),
+        admin,
+        brokers: admin,
     }
 }
 

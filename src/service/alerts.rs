@@ -17,6 +17,7 @@ use crate::{
 const SYSTEM: Caller<'static> = Caller {
     actor: "system",
     admin: true,
+    brokers: true,
 };
 
 /// A create that another process may have made first: done either way.

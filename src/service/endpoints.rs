@@ -735,9 +735,10 @@ pub(super) async fn check_url(svc: &Service<'_>, url: &str) -> Result<()> {
 }
 
 /// Broker destinations point into the operator's own infrastructure: only the admin token
-/// may create one, point an endpoint at one, or change one.
+/// (or a portal link the operator allowed) may create one, point an endpoint at one, or
+/// change one.
 fn check_broker_access(caller: &Caller<'_>, urls: &[&str]) -> Result<()> {
-    if !caller.admin && urls.iter().any(|u| is_broker_url(u)) {
+    if !caller.brokers && urls.iter().any(|u| is_broker_url(u)) {
         return Err(Error::Forbidden(
             "broker destinations (sqs, pubsub, kafka, amqp, nats, redis, mqtt, smtp) need the admin token".into(),
         ));

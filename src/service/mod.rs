@@ -55,6 +55,9 @@ pub struct Rules {
 pub struct Caller<'a> {
     pub actor: &'a str,
     pub admin: bool,
+    /// May point endpoints at broker destinations: the admin token, or a portal link
+    /// that allows them.
+    pub brokers: bool,
 }
 
 impl Caller<'_> {

@@ -96,6 +96,8 @@ pub struct CreatedPortalLink {
 pub enum Refused {
     /// No link has this token.
     Unknown,
+    /// The request holds no link at all.
+    Missing,
     Expired,
     Revoked,
 }
@@ -105,6 +107,7 @@ impl Refused {
     pub fn message(self) -> &'static str {
         match self {
             Refused::Unknown => "This portal link is not valid.",
+            Refused::Missing => "Open the portal with the link you were given.",
             Refused::Expired => "This portal link has expired. Ask for a new one.",
             Refused::Revoked => "This portal link was revoked. Ask for a new one.",
         }
@@ -262,6 +265,7 @@ impl Service<'_> {
         let caller = Caller {
             actor: &actor,
             admin: false,
+            brokers: false,
         };
         self.audit(
             &caller,

@@ -42,6 +42,7 @@ use crate::{
         ops::{run_test, TEST_EVENT_TYPE},
         AppState, Path,
     },
+    destinations::is_broker_url,
     domain::{DeliveryFormat, DeliveryStatus, Endpoint, EventType},
     service::{
         portal::{portal_actor, Refused},
@@ -194,7 +195,39 @@ impl Portal {
         Caller {
             actor: &self.actor,
             admin: false,
+            brokers: self.link.allow_brokers,
         }
+    }
+
+    /// Whether this session may see `ep`: broker endpoints only when the link allows
+    /// brokers.
+    fn shows(&self, ep: &Endpoint) -> bool {
+        self.link.allow_brokers || !is_broker_url(&ep.url)
+    }
+
+    /// Whether this session may see events of `event_type`: all, or the link's list (and
+    /// the portal's own tests).
+    fn sees_type(&self, event_type: &str) -> bool {
+        event_type == TEST_EVENT_TYPE
+            || self
+                .link
+                .event_types
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|t| t == event_type))
+    }
+
+    /// Records what the session did in the audit trail (as `portal:<link id>`).
+    async fn audit(&self, state: &AppState, action: &str, target: &str) {
+        state
+            .service()
+            .audit(
+                &self.caller(),
+                Some(self.tenant()),
+                action,
+                Some(target),
+                serde_json::json!({}),
+            )
+            .await;
     }
 
     fn csrf_field(&self) -> Markup {
@@ -223,7 +256,7 @@ impl Portal {
 /// The refusal page of a link that does not open the portal (or of no session).
 fn refused(why: Refused) -> Response {
     let status = match why {
-        Refused::Unknown => StatusCode::UNAUTHORIZED,
+        Refused::Unknown | Refused::Missing => StatusCode::UNAUTHORIZED,
         Refused::Expired | Refused::Revoked => StatusCode::FORBIDDEN,
     };
     let body = html! {
@@ -251,7 +284,7 @@ impl FromRequestParts<AppState> for Portal {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let (embedded, token) =
-            session_cookie(&parts.headers).ok_or_else(|| refused(Refused::Unknown))?;
+            session_cookie(&parts.headers).ok_or_else(|| refused(Refused::Missing))?;
         match state.service().portal_link(&token).await {
             Ok(Ok(link)) => Ok(Portal::new(link, &token, embedded)),
             Ok(Err(why)) => Err(refused(why)),
@@ -352,10 +385,12 @@ async fn open(
     let max_age = (link.expires_at - crate::domain::now())
         .num_seconds()
         .max(1);
-    let site = if secure_context(&headers) {
-        "SameSite=None; Secure; Partitioned"
-    } else {
-        "SameSite=Lax"
+    // Inside another site's iframe the cookie is third-party: it needs `SameSite=None`,
+    // which browsers take only with `Secure`. A full page keeps `Lax`.
+    let site = match (embedded, secure_context(&headers)) {
+        (true, true) => "SameSite=None; Secure; Partitioned",
+        (false, true) => "SameSite=Lax; Secure",
+        (_, false) => "SameSite=Lax",
     };
     let mode = if embedded { "e" } else { "f" };
     let cookie =
@@ -456,7 +491,10 @@ async fn endpoints_page(
     status: StatusCode,
 ) -> PortalResult {
     let page = page_after(after)?;
-    let list = state.store.list_endpoints(p.tenant(), &page).await?;
+    let fetched = state.store.list_endpoints(p.tenant(), &page).await?;
+    let last = fetched.last().map(|e| e.id.clone());
+    let full = fetched.len();
+    let list: Vec<Endpoint> = fetched.into_iter().filter(|e| p.shows(e)).collect();
     let recents = try_join_all(list.iter().map(|e| recent(state, p.tenant(), e))).await?;
     let catalog = state.store.list_event_types().await?;
     let content = html! {
@@ -481,7 +519,7 @@ async fn endpoints_page(
                 @if list.is_empty() { tr { td colspan="6" { "No endpoints yet." } } }
             }
         }
-        (pager(list.len(), list.last().map(|e| e.id.as_str()), "/portal/endpoints", ""))
+        (pager(full, last.as_deref(), "/portal/endpoints", ""))
         @if p.writable() {
             section.card {
                 h2 { "Add an endpoint" }
@@ -529,7 +567,7 @@ fn endpoint_fields(p: &Portal, catalog: &[EventType], ep: Option<&Endpoint>) -> 
     let format = ep.map(|e| e.format).unwrap_or_default();
     html! {
         label { "URL " input type="url" name="url" id="endpoint-url" required size="50"
-            maxlength="2048" placeholder="https://example.com/webhooks" value=[ep.map(|e| e.url.as_str())]; }
+            maxlength="2048" placeholder="https://example.com/webhooks" value=[ep.map(|e| crate::secrets::redact_url(&e.url))]; }
         label { "Description " input type="text" name="description" id="endpoint-description"
             maxlength="1024" size="50" value=[ep.and_then(|e| e.description.as_deref())]; }
         fieldset id="endpoint-types" {
@@ -576,13 +614,8 @@ fn endpoint_input(p: &Portal, f: &Fields) -> Result<EndpointInput, String> {
         return Err("The URL must start with https:// or http://.".into());
     }
     let event_types = f.all("event_types");
-    if let Some(allowed) = &p.link.event_types {
-        if event_types.is_empty() {
-            return Err("Choose at least one event type.".into());
-        }
-        if let Some(t) = event_types.iter().find(|t| !allowed.contains(t)) {
-            return Err(format!("The event type {t} cannot be chosen here."));
-        }
+    if let Some(t) = event_types.iter().find(|t| !p.sees_type(t)) {
+        return Err(format!("The event type {t} cannot be chosen here."));
     }
     let filter = match f.get("filter") {
         None => None,
@@ -604,6 +637,15 @@ fn endpoint_input(p: &Portal, f: &Fields) -> Result<EndpointInput, String> {
     })
 }
 
+/// With a link limited to some event types, an endpoint must subscribe to at least one
+/// (none would mean every type).
+fn at_least_one(p: &Portal, input: EndpointInput) -> Result<EndpointInput, String> {
+    if p.link.event_types.is_some() && input.event_types.is_empty() {
+        return Err("Choose at least one event type.".into());
+    }
+    Ok(input)
+}
+
 /// A service's refusal as the form's error, a server failure as an error page.
 fn form_error(e: crate::service::Error) -> Result<(StatusCode, String), PortalError> {
     let e = crate::api::ApiError::from(e);
@@ -615,7 +657,7 @@ fn form_error(e: crate::service::Error) -> Result<(StatusCode, String), PortalEr
 }
 
 async fn create(State(state): State<AppState>, PortalForm(p, f): PortalForm) -> PortalResult {
-    let input = match endpoint_input(&p, &f) {
+    let input = match endpoint_input(&p, &f).and_then(|i| at_least_one(&p, i)) {
         Ok(i) => i,
         Err(m) => return endpoints_page(&state, &p, None, Some(m), StatusCode::BAD_REQUEST).await,
     };
@@ -657,6 +699,7 @@ async fn load(state: &AppState, p: &Portal, id: &str) -> Result<Endpoint, Portal
         .store
         .get_endpoint(p.tenant(), id)
         .await?
+        .filter(|ep| p.shows(ep))
         .ok_or_else(|| UiError::not_found("endpoint").into())
 }
 
@@ -847,21 +890,21 @@ async fn update(
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
 ) -> PortalResult {
-    let input = match endpoint_input(&p, &f) {
+    let ep = load(&state, &p, &id).await?;
+    let catalog = state.store.list_event_types().await?;
+    let input = endpoint_input(&p, &f)
+        .map(|i| keep_hidden_types(&p, &catalog, &ep, i))
+        .and_then(|i| at_least_one(&p, i))
+        .and_then(|i| keep_operator_url(&ep, i));
+    let input = match input {
         Ok(i) => i,
         Err(m) => {
-            return endpoint_page(
-                &state,
-                &p,
-                &id,
-                Some(error_notice(&m)),
-                StatusCode::BAD_REQUEST,
-            )
-            .await
+            let notice = Some(error_notice(&m));
+            return endpoint_page(&state, &p, &id, notice, StatusCode::BAD_REQUEST).await;
         }
     };
     let body = UpdateEndpoint {
-        url: Some(input.url),
+        url: (input.url != ep.url).then_some(input.url),
         event_types: Some(input.event_types),
         description: Some(input.description),
         filter: Some(input.filter),
@@ -884,6 +927,44 @@ async fn update(
     }
 }
 
+/// The event types the form cannot show (wildcards, names not in the catalog, types
+/// outside the link's list) stay subscribed: saving the form never widens or narrows what
+/// the operator set.
+fn keep_hidden_types(
+    p: &Portal,
+    catalog: &[EventType],
+    ep: &Endpoint,
+    mut input: EndpointInput,
+) -> EndpointInput {
+    let offered = p.allowed(catalog);
+    for t in &ep.event_types {
+        if !offered.iter().any(|o| &o.name == t) && !input.event_types.contains(t) {
+            input.event_types.push(t.clone());
+        }
+    }
+    input
+}
+
+/// The URL as stored when the form sends it back as shown (its password as `***`); a new
+/// one only for an endpoint without the operator's headers, credentials or proxy, which
+/// would otherwise go to wherever the customer points it.
+fn keep_operator_url(ep: &Endpoint, mut input: EndpointInput) -> Result<EndpointInput, String> {
+    if input.url == crate::secrets::redact_url(&ep.url) || input.url == ep.url {
+        input.url = ep.url.clone();
+        return Ok(input);
+    }
+    let operator_set =
+        !ep.headers.is_empty() || ep.oauth2.is_some() || ep.tls.is_some() || ep.proxy.is_some();
+    if operator_set {
+        return Err(
+            "This endpoint has settings from your provider (headers, credentials or a \
+                    proxy): ask them to change its URL."
+                .into(),
+        );
+    }
+    Ok(input)
+}
+
 fn error_notice(message: &str) -> Markup {
     html! { p.flash.bad id="error" { (message) } }
 }
@@ -893,6 +974,7 @@ async fn set_enabled(
     Path(id): Path<String>,
     PortalForm(p, f): PortalForm,
 ) -> PortalResult {
+    load(&state, &p, &id).await?;
     let enabled = f.get("enabled").as_deref() == Some("true");
     state
         .service()
@@ -914,6 +996,7 @@ async fn delete(
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
+    load(&state, &p, &id).await?;
     state
         .service()
         .delete_endpoint(&p.caller(), p.tenant(), &id)
@@ -927,6 +1010,7 @@ async fn reveal(
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
     let ep = load(&state, &p, &id).await?;
+    p.audit(&state, "endpoint.secret_revealed", &id).await;
     let notice = html! {
         section.card.flash.good id="secret-shown" {
             "Signing secret: " code id="portal-secret" { (ep.secret) }
@@ -943,6 +1027,7 @@ async fn rotate(
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
+    load(&state, &p, &id).await?;
     let ep = state
         .service()
         .rotate_secret(&p.caller(), p.tenant(), &id, Default::default())
@@ -974,7 +1059,15 @@ async fn test(
         ))
         .into());
     }
-    let r = run_test(&state, p.tenant(), &id, None, None, &event_type).await?;
+    load(&state, &p, &id).await?;
+    // Marked as a test in its data: a receiver can tell it from a real event of the type.
+    let data = serde_json::json!({
+        "test": true,
+        "message": format!("Test event from {}", state.config.portal.name),
+        "endpoint_id": id,
+    });
+    let r = run_test(&state, p.tenant(), &id, Some(data), None, &event_type).await?;
+    p.audit(&state, "endpoint.tested", &id).await;
     let ok = r.status == DeliveryStatus::Delivered;
     let notice = html! {
         section.card.flash.good[ok].bad[!ok] id="test-result" {
@@ -1002,10 +1095,28 @@ async fn replay(
         since: parse_time(&f.get("since"))?,
         until: parse_time(&f.get("until"))?,
     };
+    let ep = load(&state, &p, &id).await?;
+    // With a limited link, only an endpoint of the link's types: a replay must not send
+    // events the link does not show.
+    let limited = p.link.event_types.is_some()
+        && (ep.event_types.is_empty() || !ep.event_types.iter().all(|t| p.sees_type(t)));
+    if limited {
+        let m = "This endpoint also receives event types this link does not show: ask your \
+                 provider to replay it.";
+        return endpoint_page(
+            &state,
+            &p,
+            &id,
+            Some(error_notice(m)),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
     let replayed = state
         .service()
         .replay_endpoint(p.tenant(), &id, request)
         .await?;
+    p.audit(&state, "endpoint.replayed", &id).await;
     let notice = html! {
         p.flash.good id="replayed" { (replayed) " deliveries replayed; they are due now." }
     };
@@ -1014,6 +1125,75 @@ async fn replay(
 
 // ---------------------------------------------------------------------------------------
 // Deliveries.
+
+/// A delivery of the link's tenant that this session may see (with its event): not one to
+/// a broker endpoint the link does not show, nor of an event type outside its list.
+async fn visible_delivery(
+    state: &AppState,
+    p: &Portal,
+    id: &str,
+) -> Result<(crate::domain::Delivery, Option<crate::domain::Event>), PortalError> {
+    let not_found = || PortalError(UiError::not_found("delivery"));
+    let d = state
+        .store
+        .get_delivery(p.tenant(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    let (event, endpoint) = tokio::try_join!(
+        state.store.get_event(p.tenant(), &d.event_id),
+        state.store.get_endpoint(p.tenant(), &d.endpoint_id),
+    )?;
+    let hidden_endpoint = endpoint.is_some_and(|ep| !p.shows(&ep));
+    let hidden_type = event.as_ref().is_some_and(|e| !p.sees_type(&e.event_type));
+    if hidden_endpoint || hidden_type {
+        return Err(not_found());
+    }
+    Ok((d, event))
+}
+
+/// The deliveries of a page that this session may see (see [`visible_delivery`]).
+async fn visible_deliveries(
+    state: &AppState,
+    p: &Portal,
+    list: Vec<crate::domain::Delivery>,
+) -> Result<Vec<crate::domain::Delivery>, PortalError> {
+    let mut endpoints: Vec<&str> = list.iter().map(|d| d.endpoint_id.as_str()).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let endpoints = try_join_all(
+        endpoints
+            .iter()
+            .map(|id| state.store.get_endpoint(p.tenant(), id)),
+    )
+    .await?;
+    let hidden: Vec<&str> = endpoints
+        .iter()
+        .flatten()
+        .filter(|ep| !p.shows(ep))
+        .map(|ep| ep.id.as_str())
+        .collect();
+    // The event types, read only when the link is limited to some.
+    let types: Vec<Option<String>> = if p.link.event_types.is_some() {
+        try_join_all(
+            list.iter()
+                .map(|d| state.store.get_event(p.tenant(), &d.event_id)),
+        )
+        .await?
+        .into_iter()
+        .map(|e| e.map(|e| e.event_type))
+        .collect()
+    } else {
+        vec![None; list.len()]
+    };
+    Ok(list
+        .into_iter()
+        .zip(types)
+        .filter(|(d, t)| {
+            !hidden.contains(&d.endpoint_id.as_str()) && t.as_deref().is_none_or(|t| p.sees_type(t))
+        })
+        .map(|(d, _)| d)
+        .collect())
+}
 
 fn delivery_table(list: &[crate::domain::Delivery]) -> Markup {
     html! {
@@ -1061,7 +1241,9 @@ async fn deliveries(
         until,
         page: page_after(q.after.as_deref())?,
     };
-    let list = state.store.list_deliveries(p.tenant(), &filter).await?;
+    let fetched = state.store.list_deliveries(p.tenant(), &filter).await?;
+    let (full, last) = (fetched.len(), fetched.last().map(|d| d.id.clone()));
+    let list = visible_deliveries(&state, &p, fetched).await?;
     let keep: String = [
         ("status", q.status.as_deref()),
         ("endpoint", q.endpoint.as_deref()),
@@ -1089,7 +1271,7 @@ async fn deliveries(
             button type="submit" id="filter" { "Filter" }
         }
         (delivery_table(&list))
-        (pager(list.len(), list.last().map(|d| d.id.as_str()), "/portal/deliveries", &keep))
+        (pager(full, last.as_deref(), "/portal/deliveries", &keep))
     };
     Ok(layout(&state, &p, Nav::Deliveries, "Deliveries", content).into_response())
 }
@@ -1108,15 +1290,8 @@ async fn delivery_page(
     id: &str,
     notice: Option<Markup>,
 ) -> PortalResult {
-    let d = state
-        .store
-        .get_delivery(p.tenant(), id)
-        .await?
-        .ok_or_else(|| UiError::not_found("delivery"))?;
-    let (event, attempts) = tokio::try_join!(
-        state.store.get_event(p.tenant(), &d.event_id),
-        state.store.list_attempts(&d.id),
-    )?;
+    let (d, event) = visible_delivery(state, p, id).await?;
+    let attempts = state.store.list_attempts(&d.id).await?;
     let content = html! {
         @if let Some(n) = notice { (n) }
         section.card {
@@ -1170,7 +1345,9 @@ async fn retry(
     Path(id): Path<String>,
     PortalForm(p, _): PortalForm,
 ) -> PortalResult {
+    visible_delivery(&state, &p, &id).await?;
     state.service().retry_delivery(p.tenant(), &id).await?;
+    p.audit(&state, "delivery.retried", &id).await;
     let notice = html! { p.flash.good id="retried" { "The delivery is due again." } };
     delivery_page(&state, &p, &id, Some(notice)).await
 }

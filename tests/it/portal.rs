@@ -791,3 +791,193 @@ async fn portal_in_an_iframe_only_from_allowed_origins() {
     b.close().await;
     app.stop().await;
 }
+
+/// A portal session over plain HTTP, as a browser would hold it: its cookie and the CSRF
+/// token of its forms.
+struct Session<'a> {
+    app: &'a TestApp,
+    cookie: String,
+    csrf: String,
+}
+
+impl<'a> Session<'a> {
+    async fn open(app: &'a TestApp, link: &Value) -> Session<'a> {
+        let cookie = format!("hr_portal=f.{}", link["token"].as_str().unwrap());
+        let mut s = Session {
+            app,
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, page) = s.get("/portal/endpoints").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        s.csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_owned();
+        s
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .app
+            .http
+            .get(self.app.url(path))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
+        form.extend_from_slice(fields);
+        let r = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .header("cookie", &self.cookie)
+            .header("origin", &self.app.base)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}
+
+/// Broker endpoints only for a link that allows them; saving the form keeps what it cannot
+/// show (wildcard types, the operator's headers) and will not move such an endpoint; a
+/// limited link sees no delivery of another type.
+#[tokio::test]
+async fn portal_keeps_to_the_operators_settings() {
+    let app = spawn_app().await;
+    catalog(&app, &[("order.paid", "paid"), ("user.joined", "joined")]).await;
+    let (s, _) = app
+        .post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let stream = format!(
+        "redis://127.0.0.1:6379/0?stream=hr-portal-{}",
+        ulid::Ulid::new()
+    );
+    let (s, broker) = app
+        .post("/v1/tenants/acme/endpoints", json!({"url": stream}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{broker}");
+    let broker = broker["id"].as_str().unwrap().to_owned();
+    let (s, http) = app
+        .post(
+            "/v1/tenants/acme/endpoints",
+            json!({"url": "http://127.0.0.1:9/orders", "event_types": ["order.*"],
+                   "headers": {"X-Api-Key": "operator-secret"}, "enabled": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{http}");
+    let http = http["id"].as_str().unwrap().to_owned();
+
+    // Without brokers: the broker endpoint is not there at all.
+    let plain = Session::open(&app, &link(&app, "acme", json!({})).await).await;
+    let (_, list) = plain.get("/portal/endpoints").await;
+    assert!(list.contains(&http) && !list.contains(&broker), "{list}");
+    for path in [format!("/portal/endpoints/{broker}")] {
+        assert_eq!(plain.get(&path).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    for action in [
+        "test",
+        "secret",
+        "rotate-secret",
+        "enabled",
+        "delete",
+        "replay",
+    ] {
+        let path = format!("/portal/endpoints/{broker}/{action}");
+        let (s, _) = plain.post(&path, &[("enabled", "false")]).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (s, page) = plain
+        .post("/portal/endpoints", &[("url", stream.as_str())])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{page}");
+
+    // Saving the form as shown (no catalog type ticked) keeps `order.*` and the headers.
+    let path = format!("/portal/endpoints/{http}");
+    let (s, page) = plain
+        .post(
+            &path,
+            &[("url", "http://127.0.0.1:9/orders"), ("description", "ERP")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let (_, ep) = app.get(&format!("/v1/tenants/acme/endpoints/{http}")).await;
+    assert_eq!(ep["event_types"], json!(["order.*"]), "{ep}");
+    assert_eq!(ep["description"], "ERP");
+    assert_eq!(ep["headers"]["X-Api-Key"], "operator-secret");
+    // Moving it elsewhere would take the operator's header along: refused.
+    let (s, page) = plain
+        .post(&path, &[("url", "http://127.0.0.1:10/mine")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(page.contains("ask them to change its URL"), "{page}");
+    let (_, ep) = app.get(&format!("/v1/tenants/acme/endpoints/{http}")).await;
+    assert_eq!(ep["url"], "http://127.0.0.1:9/orders");
+
+    // With brokers allowed, the customer may add one.
+    let brokers = Session::open(
+        &app,
+        &link(&app, "acme", json!({"allow_brokers": true})).await,
+    )
+    .await;
+    let (_, list) = brokers.get("/portal/endpoints").await;
+    assert!(list.contains(&broker), "{list}");
+    let other_stream = format!(
+        "redis://127.0.0.1:6379/0?stream=hr-portal-{}",
+        ulid::Ulid::new()
+    );
+    let (s, page) = brokers
+        .post("/portal/endpoints", &[("url", other_stream.as_str())])
+        .await;
+    // (Redirected to the new endpoint's page.)
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("endpoint-health") && page.contains(&other_stream));
+    let (_, all) = app.get("/v1/tenants/acme/endpoints").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 3, "{all}");
+
+    // A link limited to order.paid (brokers allowed) sees no delivery of user.joined.
+    let (s, ev) = app
+        .post(
+            "/v1/tenants/acme/events",
+            json!({"type": "user.joined", "data": {"id": "u1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ev}");
+    let dlv = ev["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let limited = Session::open(
+        &app,
+        &link(
+            &app,
+            "acme",
+            json!({"event_types": ["order.paid"], "allow_brokers": true}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        limited.get(&format!("/portal/deliveries/{dlv}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, list) = limited.get("/portal/deliveries").await;
+    assert!(!list.contains(&dlv), "{list}");
+    let (s, _) = limited
+        .post(&format!("/portal/deliveries/{dlv}/retry"), &[])
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // It goes to a broker endpoint: a link with brokers and every type sees it, one
+    // without brokers does not.
+    let dlv_path = format!("/portal/deliveries/{dlv}");
+    assert_eq!(brokers.get(&dlv_path).await.0, StatusCode::OK);
+    assert_eq!(plain.get(&dlv_path).await.0, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
