@@ -28,13 +28,6 @@ pub fn minute_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis().div_euclid(60_000)
 }
 
-/// The smallest id with `prefix` made at `t`: every id made before `t` sorts below it (ids
-/// are `prefix_` + a ULID, whose first characters are the time).
-pub fn id_at(prefix: &str, t: DateTime<Utc>) -> String {
-    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
-    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
-}
-
 /// Delivery counters of one minute (of one dispatcher when written, of all when read).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MinuteStats {

@@ -312,23 +312,46 @@ pub(super) async fn fetch_row<R: Table>(
     })
 }
 
-/// A page of `R`'s table whose `key` column (when given) equals its value: ids below the
-/// cursor, newest first (nothing when a key holds NUL).
+/// The rows made in a time window, by their time-ordered ids: `[since, until)` of the ids
+/// with `prefix`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window<'a> {
+    pub prefix: &'a str,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A page of `R`'s table whose `keys` columns equal their values, made in `window` when
+/// given: ids below the cursor, newest first (nothing when a key holds NUL, which names
+/// nothing stored).
 pub(super) async fn fetch_page<R: Table>(
     store: &(impl SqlStore + ?Sized),
-    key: Option<(&str, &str)>,
+    keys: &[(&str, &str)],
+    window: Option<Window<'_>>,
     page: &Page,
 ) -> Result<Vec<R>> {
     let (columns, table) = (R::COLUMNS, R::TABLE);
-    if has_nul(&[key.map_or("", |(_, v)| v), page_key(page)]) {
+    if has_nul(&[page_key(page)]) || keys.iter().any(|(_, v)| has_nul(&[v])) {
         return Ok(Vec::new());
     }
+    let bounds = window.map(|w| {
+        let at = |t| crate::domain::first_id_at(w.prefix, t);
+        (w.since.map(at), w.until.map(at))
+    });
     let sql = format!("SELECT {columns} FROM {table} WHERE true");
     on_db!(store, |p| {
         let mut q = QueryBuilder::new(p.sql(&sql));
-        if let Some((column, value)) = key {
+        for (column, value) in keys {
             q.push(format!(" AND {column} = "))
-                .push_bind(value.to_owned());
+                .push_bind((*value).to_owned());
+        }
+        if let Some((since, until)) = &bounds {
+            if let Some(id) = since {
+                q.push(" AND id >= ").push_bind(id.clone());
+            }
+            if let Some(id) = until {
+                q.push(" AND id < ").push_bind(id.clone());
+            }
         }
         push_page(&mut q, page);
         q.build_query_as().fetch_all(p.reader).await.map_err(db)

@@ -3,16 +3,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{query::Query, Database, QueryBuilder};
+use sqlx::{query::Query, Database};
 
 use std::sync::LazyLock;
 
 use super::{
-    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error,
-    Dialect, SqlStore,
+    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, page_key, write_error, Dialect,
+    SqlStore, Window,
 };
 use crate::domain::{
-    first_id_at, prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
+    prefix, Attempt, Delivery, DeliveryStatus, Endpoint, Event, EventType, Tenant,
 };
 use crate::store::{
     endpoint_limit, routing_text,
@@ -193,23 +193,6 @@ fn insert_error(what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-/// Appends the creation-time window as an id range (ids are time-ordered ULIDs).
-fn push_created<'a, DB: Database>(
-    q: &mut QueryBuilder<'a, DB>,
-    prefix: &str,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-) where
-    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    if let Some(t) = since {
-        q.push(" AND id >= ").push_bind(first_id_at(prefix, t));
-    }
-    if let Some(t) = until {
-        q.push(" AND id < ").push_bind(first_id_at(prefix, t));
-    }
-}
-
 #[async_trait]
 impl<S: SqlStore> Catalog for S {
     async fn ping(&self) -> Result<()> {
@@ -257,7 +240,7 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn list_tenants(&self, page: &Page) -> Result<Vec<Tenant>> {
-        let rows: Vec<TenantRow> = fetch_page(self, None, page).await?;
+        let rows: Vec<TenantRow> = fetch_page(self, &[], None, page).await?;
         Ok(rows.into_iter().map(Tenant::from).collect())
     }
 
@@ -370,7 +353,8 @@ impl<S: SqlStore> Catalog for S {
     }
 
     async fn list_endpoints(&self, tenant_id: &str, page: &Page) -> Result<Vec<Endpoint>> {
-        let rows: Vec<EndpointRow> = fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
+        let rows: Vec<EndpointRow> =
+            fetch_page(self, &[("tenant_id", tenant_id)], None, page).await?;
         collect(rows)?
             .into_iter()
             .map(|e| self.sealer().open_endpoint(e))
@@ -392,17 +376,14 @@ impl<S: SqlStore> Catalog for S {
         ]) {
             return Ok(Vec::new());
         }
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ");
-        let rows: Vec<EventRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            q.push_bind(tenant_id.to_owned());
-            if let Some(t) = &filter.event_type {
-                q.push(" AND type = ").push_bind(t.clone());
-            }
-            push_created(&mut q, prefix::EVENT, filter.since, filter.until);
-            push_page(&mut q, &filter.page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let mut keys = vec![("tenant_id", tenant_id)];
+        keys.extend(filter.event_type.as_deref().map(|t| ("type", t)));
+        let window = Window {
+            prefix: prefix::EVENT,
+            since: filter.since,
+            until: filter.until,
+        };
+        let rows: Vec<EventRow> = fetch_page(self, &keys, Some(window), &filter.page).await?;
         collect(rows)
     }
 
@@ -418,31 +399,16 @@ impl<S: SqlStore> Catalog for S {
         filter: &DeliveryFilter,
     ) -> Result<Vec<Delivery>> {
         self.settle().await?;
-        if has_nul(&[
-            tenant_id,
-            filter.endpoint_id.as_deref().unwrap_or_default(),
-            filter.event_id.as_deref().unwrap_or_default(),
-            page_key(&filter.page),
-        ]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ");
-        let rows: Vec<DeliveryRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            q.push_bind(tenant_id.to_owned());
-            if let Some(s) = filter.status {
-                q.push(" AND status = ").push_bind(s.as_str().to_owned());
-            }
-            if let Some(e) = &filter.endpoint_id {
-                q.push(" AND endpoint_id = ").push_bind(e.clone());
-            }
-            if let Some(e) = &filter.event_id {
-                q.push(" AND event_id = ").push_bind(e.clone());
-            }
-            push_created(&mut q, prefix::DELIVERY, filter.since, filter.until);
-            push_page(&mut q, &filter.page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let mut keys = vec![("tenant_id", tenant_id)];
+        keys.extend(filter.status.map(|s| ("status", s.as_str())));
+        keys.extend(filter.endpoint_id.as_deref().map(|e| ("endpoint_id", e)));
+        keys.extend(filter.event_id.as_deref().map(|e| ("event_id", e)));
+        let window = Window {
+            prefix: prefix::DELIVERY,
+            since: filter.since,
+            until: filter.until,
+        };
+        let rows: Vec<DeliveryRow> = fetch_page(self, &keys, Some(window), &filter.page).await?;
         collect(rows)
     }
 

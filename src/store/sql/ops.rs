@@ -4,21 +4,20 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
     catalog::{bind_delivery, bind_event, INSERT_DELIVERY, INSERT_EVENT},
-    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, page_key, push_page, write_error,
-    SqlStore,
+    db, fetch_owned, fetch_page, fetch_row, has_nul, on_db, write_error, SqlStore, Window,
 };
-use crate::domain::{from_millis, BreakerPolicy, Delivery, Event};
+use crate::domain::{first_id_at, from_millis, BreakerPolicy, Delivery, Event};
 use crate::store::{
     ops::{
-        counter_columns, id_at, stats_from_row, AlertRecord, AlertRow, AuditEntry, AuditFilter,
-        AuditRow, BatchStats, BeatRow, BreakerCounts, DispatcherBeat, EndpointHistory,
-        ExpiringCertificate, FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow,
-        MinuteStats, OpsStore, PendingSummary, PortalLink, PortalLinkRow, RejectionRow, Source,
-        SourceRejection, SourceRow, PORTAL_LINK_COLUMNS, REJECTION_COLUMNS, SOURCE_COLUMNS,
+        counter_columns, stats_from_row, AlertRecord, AlertRow, AuditEntry, AuditFilter, AuditRow,
+        BatchStats, BeatRow, BreakerCounts, DispatcherBeat, EndpointHistory, ExpiringCertificate,
+        FlaggedEndpoint, Inbox, InboxMessage, InboxRow, MessageRow, MinuteStats, OpsStore,
+        PendingSummary, PortalLink, PortalLinkRow, RejectionRow, Source, SourceRejection,
+        SourceRow, PORTAL_LINK_COLUMNS, REJECTION_COLUMNS, SOURCE_COLUMNS,
     },
     rows::{ms, to_json},
     Completion, Page, Result,
@@ -44,6 +43,7 @@ super::tables! {
     MessageRow => "inbox_messages", MESSAGE_COLUMNS;
     SourceRow => "sources", SOURCE_COLUMNS;
     RejectionRow => "source_rejections", REJECTION_COLUMNS;
+    AuditRow => "audit_log", AUDIT_COLUMNS;
     PortalLinkRow => "portal_links", PORTAL_LINK_COLUMNS;
 }
 
@@ -415,7 +415,7 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inboxes(&self, tenant_id: &str, page: &Page) -> Result<Vec<Inbox>> {
-        let rows: Vec<InboxRow> = fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
+        let rows: Vec<InboxRow> = fetch_page(self, &[("tenant_id", tenant_id)], None, page).await?;
         rows.into_iter()
             .map(|r| self.sealer().open_inbox(Inbox::from(r)))
             .collect()
@@ -492,7 +492,7 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_inbox_messages(&self, inbox_id: &str, page: &Page) -> Result<Vec<InboxMessage>> {
-        let rows: Vec<MessageRow> = fetch_page(self, Some(("inbox_id", inbox_id)), page).await?;
+        let rows: Vec<MessageRow> = fetch_page(self, &[("inbox_id", inbox_id)], None, page).await?;
         rows.into_iter().map(InboxMessage::try_from).collect()
     }
 
@@ -514,8 +514,8 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_sources(&self, tenant_id: Option<&str>, page: &Page) -> Result<Vec<Source>> {
-        let owner = tenant_id.map(|t| ("tenant_id", t));
-        let rows: Vec<SourceRow> = fetch_page(self, owner, page).await?;
+        let owner: Vec<(&str, &str)> = tenant_id.map(|t| ("tenant_id", t)).into_iter().collect();
+        let rows: Vec<SourceRow> = fetch_page(self, &owner, None, page).await?;
         rows.into_iter()
             .map(|r| self.sealer().open_source(Source::from(r)))
             .collect()
@@ -567,7 +567,7 @@ impl<S: SqlStore> OpsStore for S {
         page: &Page,
     ) -> Result<Vec<SourceRejection>> {
         let rows: Vec<RejectionRow> =
-            fetch_page(self, Some(("source_id", source_id)), page).await?;
+            fetch_page(self, &[("source_id", source_id)], None, page).await?;
         Ok(rows.into_iter().map(SourceRejection::from).collect())
     }
 
@@ -648,46 +648,28 @@ impl<S: SqlStore> OpsStore for S {
     }
 
     async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
-        if has_nul(&[
-            f.tenant_id.as_deref().unwrap_or_default(),
-            f.action.as_deref().unwrap_or_default(),
-            f.actor.as_deref().unwrap_or_default(),
-            f.target.as_deref().unwrap_or_default(),
-            page_key(&f.page),
-        ]) {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true");
-        let rows: Vec<AuditRow> = on_db!(self, |p| {
-            let mut q = QueryBuilder::new(p.sql(&sql));
-            if let Some(t) = &f.tenant_id {
-                q.push(" AND tenant_id = ").push_bind(t.clone());
-            }
-            for (column, value) in [
-                ("action", &f.action),
-                ("actor", &f.actor),
-                ("target", &f.target),
-            ] {
-                if let Some(v) = value {
-                    q.push(format!(" AND {column} = ")).push_bind(v.clone());
-                }
-            }
-            if let Some(t) = f.since {
-                q.push(" AND id >= ").push_bind(id_at("aud", t));
-            }
-            if let Some(t) = f.until {
-                q.push(" AND id < ").push_bind(id_at("aud", t));
-            }
-            push_page(&mut q, &f.page);
-            q.build_query_as().fetch_all(p.reader).await.map_err(db)?
-        });
+        let keys: Vec<(&str, &str)> = [
+            ("tenant_id", &f.tenant_id),
+            ("action", &f.action),
+            ("actor", &f.actor),
+            ("target", &f.target),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| value.as_deref().map(|v| (column, v)))
+        .collect();
+        let window = Window {
+            prefix: "aud",
+            since: f.since,
+            until: f.until,
+        };
+        let rows: Vec<AuditRow> = fetch_page(self, &keys, Some(window), &f.page).await?;
         rows.into_iter().map(AuditEntry::try_from).collect()
     }
 
     async fn prune_events(&self, older_than: DateTime<Utc>, limit: u32) -> Result<u64> {
         // Ids are time-ordered (ULIDs), so "created before" is a range of the primary key.
         // On PostgreSQL, events being pruned by another process are skipped, not waited for.
-        let before = id_at("evt", older_than);
+        let before = first_id_at("evt", older_than);
         let done = on_db!(self, |p| {
             let sql = format!(
                 "DELETE FROM events WHERE id IN ( \
@@ -742,7 +724,7 @@ impl<S: SqlStore> OpsStore for S {
 
     async fn list_portal_links(&self, tenant_id: &str, page: &Page) -> Result<Vec<PortalLink>> {
         let rows: Vec<PortalLinkRow> =
-            fetch_page(self, Some(("tenant_id", tenant_id)), page).await?;
+            fetch_page(self, &[("tenant_id", tenant_id)], None, page).await?;
         rows.into_iter().map(PortalLink::try_from).collect()
     }
 
@@ -777,8 +759,8 @@ impl<S: SqlStore> OpsStore for S {
         dispatchers_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64> {
-        let audit = id_at("aud", older_than);
-        let messages = id_at("msg", older_than);
+        let audit = first_id_at("aud", older_than);
+        let messages = first_id_at("msg", older_than);
         let stats = Bound::Number(stats_before_minute);
         // (table, key, condition on `$1`, `$1`): each pass deletes at most `limit` rows.
         let passes = [
