@@ -391,16 +391,24 @@ impl From<crate::store::StoreError> for UiError {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
+        self.page(" · hookrelay", None, ("/ui", "Back to the dashboard"))
+    }
+}
+
+impl UiError {
+    /// The error page: the status and message, `title_suffix` after the title, `main_id`
+    /// on its content and a link `back` (`(href, text)`).
+    pub fn page(self, title_suffix: &str, main_id: Option<&str>, back: (&str, &str)) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
         let body = html! {
             (DOCTYPE)
             html lang="en" {
-                head { meta charset="utf-8"; title { (title) " · hookrelay" } (stylesheet()) }
+                head { meta charset="utf-8"; title { (title) (title_suffix) } (stylesheet()) }
                 body.error {
-                    main {
+                    main id=[main_id] {
                         h1 { (self.status.as_u16()) " " (title) }
                         p.message { (self.message) }
-                        p { a href="/ui" { "Back to the dashboard" } }
+                        p { a href=(back.0) { (back.1) } }
                     }
                 }
             }
@@ -563,8 +571,14 @@ pub fn page_after(after: Option<&str>) -> UiResult<Page> {
 
 /// "Next page" link when the page was full; `query` is the rest of the query string.
 pub fn next_link<T>(items: &[T], id: impl Fn(&T) -> &str, base: &str, query: &str) -> Markup {
-    let next = (items.len() == PAGE_SIZE as usize)
-        .then(|| items.last().map(|l| cursor::encode(id(l))))
+    pager(items.len(), items.last().map(id), base, query)
+}
+
+/// "Next page" link when a page of `len` rows read from the store was full, continuing
+/// after `last` (for lists that show fewer rows than they read).
+pub fn pager(len: usize, last: Option<&str>, base: &str, query: &str) -> Markup {
+    let next = (len == PAGE_SIZE as usize)
+        .then(|| last.map(cursor::encode))
         .flatten();
     html! {
         @if let Some(c) = next {

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::{
     badge,
     endpoints::{parse_time, rate_text, recent},
-    opt_time, page_after, same, same_origin, time, UiError, PAGE_SIZE,
+    opt_time, page_after, same, same_origin, time, UiError,
 };
 use crate::{
     api::{
@@ -48,7 +48,7 @@ use crate::{
         portal::{portal_actor, Refused},
         Caller,
     },
-    store::{cursor, ops::PortalLink, DeliveryFilter, Page},
+    store::{ops::PortalLink, DeliveryFilter, Page},
 };
 
 const COOKIE: &str = "hr_portal";
@@ -144,22 +144,11 @@ impl From<crate::api::ApiError> for PortalError {
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
-        let UiError { status, message } = self.0;
-        let title = status.canonical_reason().unwrap_or("Error");
-        let body = html! {
-            (DOCTYPE)
-            html lang="en" {
-                head { meta charset="utf-8"; title { (title) } (super::stylesheet()) }
-                body.error {
-                    main id="portal-error" {
-                        h1 { (status.as_u16()) " " (title) }
-                        p.message { (message) }
-                        p { a href="/portal/endpoints" { "Back to the endpoints" } }
-                    }
-                }
-            }
-        };
-        (status, body).into_response()
+        self.0.page(
+            "",
+            Some("portal-error"),
+            ("/portal/endpoints", "Back to the endpoints"),
+        )
     }
 }
 
@@ -241,15 +230,7 @@ impl Portal {
 
     /// The event types this session may subscribe endpoints to, from the catalog.
     fn allowed<'a>(&self, catalog: &'a [EventType]) -> Vec<&'a EventType> {
-        catalog
-            .iter()
-            .filter(|t| {
-                self.link
-                    .event_types
-                    .as_ref()
-                    .is_none_or(|allowed| allowed.contains(&t.name))
-            })
-            .collect()
+        catalog.iter().filter(|t| self.sees_type(&t.name)).collect()
     }
 }
 
@@ -519,7 +500,7 @@ async fn endpoints_page(
                 @if list.is_empty() { tr { td colspan="6" { "No endpoints yet." } } }
             }
         }
-        (pager(full, last.as_deref(), "/portal/endpoints", ""))
+        (super::pager(full, last.as_deref(), "/portal/endpoints", ""))
         @if p.writable() {
             section.card {
                 h2 { "Add an endpoint" }
@@ -540,18 +521,6 @@ fn types_text(ep: &Endpoint) -> String {
         "all".into()
     } else {
         ep.event_types.join(", ")
-    }
-}
-
-/// "Older →" when the page was full.
-fn pager(len: usize, last: Option<&str>, base: &str, query: &str) -> Markup {
-    let next = (len == PAGE_SIZE as usize)
-        .then(|| last.map(cursor::encode))
-        .flatten();
-    html! {
-        @if let Some(c) = next {
-            p.pager { a.next href=(format!("{base}?{query}after={c}")) { "Older →" } }
-        }
     }
 }
 
@@ -1271,7 +1240,7 @@ async fn deliveries(
             button type="submit" id="filter" { "Filter" }
         }
         (delivery_table(&list))
-        (pager(full, last.as_deref(), "/portal/deliveries", &keep))
+        (super::pager(full, last.as_deref(), "/portal/deliveries", &keep))
     };
     Ok(layout(&state, &p, Nav::Deliveries, "Deliveries", content).into_response())
 }
