@@ -133,9 +133,14 @@ impl SqliteStore {
         if !in_memory {
             owner_only(options.get_filename(), true)?;
         }
+        // Connections are kept for the life of the store: a pool that retires them (sqlx
+        // closes connections after 30 minutes by default) would drop the writer's page cache
+        // and prepared statements mid-load, a stall every half hour.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
@@ -156,6 +161,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .max_lifetime(None)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.clone().read_only(true))
@@ -194,9 +200,14 @@ impl SqliteStore {
 /// is answered.
 async fn group_commit(writer: SqlitePool, reader: SqlitePool, mut rx: mpsc::Receiver<IngestJob>) {
     let mut jobs = Vec::with_capacity(INGEST_BATCH);
+    let mut seen = Seen::default();
     while rx.recv_many(&mut jobs, INGEST_BATCH).await > 0 {
         let batch: Vec<IngestJob> = std::mem::take(&mut jobs);
-        let result = ingest_batch(&writer, &reader, &batch).await;
+        let result = ingest_batch(&writer, &reader, &mut seen, &batch).await;
+        if result.is_err() {
+            // Perhaps a tenant deleted since it was seen: ask again.
+            seen.tenants.clear();
+        }
         match result {
             Ok(results) => {
                 for (job, r) in batch.into_iter().zip(results) {
@@ -206,7 +217,7 @@ async fn group_commit(writer: SqlitePool, reader: SqlitePool, mut rx: mpsc::Rece
             // Isolate the job that failed: the others must not fail with it.
             Err(_) if batch.len() > 1 => {
                 for job in batch {
-                    let r = ingest_batch(&writer, &reader, std::slice::from_ref(&job))
+                    let r = ingest_batch(&writer, &reader, &mut seen, std::slice::from_ref(&job))
                         .await
                         .and_then(|mut v| v.pop().ok_or_else(|| corrupt("ingest", "no result"))?);
                     let _ = job.reply.send(r);
@@ -221,46 +232,97 @@ async fn group_commit(writer: SqlitePool, reader: SqlitePool, mut rx: mpsc::Rece
     }
 }
 
+/// What the ingest task has seen to exist, so that a batch asks a reader only about the
+/// rest: tenants (one deleted since fails the insert through its foreign key, and a failed
+/// batch forgets them all) and event types (never changed once created). Each set starts
+/// over past [`SEEN_MOST`] entries.
+#[derive(Default)]
+struct Seen {
+    tenants: std::collections::HashSet<String>,
+    event_types: HashMap<String, EventType>,
+}
+
+const SEEN_MOST: usize = 10_000;
+
+impl Seen {
+    /// Learns which of this batch's tenants and event types exist, reading those not seen
+    /// yet on a reader (both at once).
+    async fn learn(&mut self, reader: &SqlitePool, jobs: &[IngestJob]) -> Result<()> {
+        if self.tenants.len() > SEEN_MOST {
+            self.tenants.clear();
+        }
+        if self.event_types.len() > SEEN_MOST {
+            self.event_types.clear();
+        }
+        let mut tenants: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.event.tenant_id.as_str())
+            .filter(|t| !self.tenants.contains(*t))
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut types: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.event.event_type.as_str())
+            .filter(|t| !self.event_types.contains_key(*t))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        let (found_tenants, found_types) = tokio::try_join!(
+            async {
+                if tenants.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sqlx::query_as::<_, (String,)>(
+                    "SELECT id FROM tenants WHERE id IN (SELECT value FROM json_each(?))",
+                )
+                .bind(to_json(&tenants)?)
+                .fetch_all(reader)
+                .await
+                .map_err(db)
+            },
+            async {
+                if types.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sqlx::query_as::<_, EventTypeRow>(
+                    "SELECT name, description, schema, created_at FROM event_types \
+                     WHERE name IN (SELECT value FROM json_each(?))",
+                )
+                .bind(to_json(&types)?)
+                .fetch_all(reader)
+                .await
+                .map_err(db)
+            },
+        )?;
+        self.tenants
+            .extend(found_tenants.into_iter().map(|(id,)| id));
+        let found_types: Vec<EventType> = collect(found_types)?;
+        self.event_types
+            .extend(found_types.into_iter().map(|t| (t.name.clone(), t)));
+        Ok(())
+    }
+}
+
 /// Writes a batch of events with their deliveries in one transaction. The outer error fails
 /// the whole batch; an inner one refuses one event (unknown tenant, data failing its schema).
 async fn ingest_batch(
     writer: &SqlitePool,
     reader: &SqlitePool,
+    seen: &mut Seen,
     jobs: &[IngestJob],
 ) -> Result<Vec<Result<Ingested>>> {
-    // Tenants and event types are read before the write transaction, on a reader: event
-    // types never change once created, and a tenant deleted meanwhile fails the insert
-    // through its foreign key.
-
+    // Tenants and event types are read before the write transaction, on a reader.
+    seen.learn(reader, jobs).await?;
     let mut tenants: Vec<&str> = jobs.iter().map(|j| j.event.tenant_id.as_str()).collect();
     tenants.sort_unstable();
     tenants.dedup();
-    let known: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM tenants WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(to_json(&tenants)?)
-            .fetch_all(reader)
-            .await
-            .map_err(db)?;
-    let known: std::collections::HashSet<String> = known.into_iter().map(|(id,)| id).collect();
-    let mut types: Vec<&str> = jobs.iter().map(|j| j.event.event_type.as_str()).collect();
-    types.sort_unstable();
-    types.dedup();
-    let event_types: Vec<EventType> = collect(
-        sqlx::query_as::<_, EventTypeRow>(
-            "SELECT name, description, schema, created_at FROM event_types \
-             WHERE name IN (SELECT value FROM json_each(?))",
-        )
-        .bind(to_json(&types)?)
-        .fetch_all(reader)
-        .await
-        .map_err(db)?,
-    )?;
     let refusal = |job: &IngestJob| -> Option<StoreError> {
         let e = &job.event;
-        if !known.contains(&e.tenant_id) {
+        if !seen.tenants.contains(&e.tenant_id) {
             return Some(StoreError::UnknownTenant(e.tenant_id.clone()));
         }
-        let Some(et) = event_types.iter().find(|t| t.name == e.event_type) else {
+        let Some(et) = seen.event_types.get(&e.event_type) else {
             return (!job.check.accepts_unknown_types())
                 .then(|| StoreError::UnknownEventType(e.event_type.clone()));
         };
@@ -381,21 +443,16 @@ async fn ingest_batch(
         results.push(Ok(Ingested::Created(e.clone(), deliveries)));
     }
     if !event_rows.is_empty() {
+        // Both inserts in one round trip (the parameters bind in order across statements).
+        // The endpoints were read in this transaction, so a foreign key that fails is the
+        // tenant's.
         sqlx::query(
             "INSERT INTO events (id, tenant_id, type, data, actor, idempotency_key, traceparent, \
                                  created_at, deliver_at) SELECT \
              j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
              j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
-             j.value ->> '$[8]' FROM json_each(?) j",
-        )
-        .bind(to_json(&event_rows)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| ingest_error(e, &jobs[0].event.tenant_id))?;
-    }
-    if !delivery_rows.is_empty() {
-        sqlx::query(
-            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
+             j.value ->> '$[8]' FROM json_each(?) j; \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, status, attempts, \
              max_attempts, next_attempt_at, created_at, updated_at, ordering_key, \
              ordering_blocks) SELECT \
              j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
@@ -403,10 +460,11 @@ async fn ingest_batch(
              j.value ->> '$[8]', j.value ->> '$[9]', j.value ->> '$[10]', \
              coalesce(j.value ->> '$[11]', 0) FROM json_each(?) j",
         )
+        .bind(to_json(&event_rows)?)
         .bind(to_json(&delivery_rows)?)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(|e| ingest_error(e, &jobs[0].event.tenant_id))?;
     }
     tx.commit().await.map_err(db)?;
     Ok(results)
@@ -497,6 +555,39 @@ async fn release_ordered(
     .map_err(db)?;
     Ok(())
 }
+
+/// What a completion batch writes, as one text of statements that the writer runs in one
+/// round trip; the parameters bind in order across the statements. The attempts (a batch
+/// written twice, its first commit's answer lost, records each attempt once), the
+/// deliveries (only the holder of the lease may move one on), the breakers that the batch's
+/// last successes close (at the time given twice: the deliveries they held, and retries they
+/// deferred, go now; those in flight keep their lease; the endpoints are given twice too),
+/// and the statistics ([`ops::ADD_STATS`]).
+static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+         status_code, response, error, outcome, next_attempt_at) SELECT \
+         j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
+         j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
+         j.value ->> '$[8]', j.value ->> '$[9]' FROM json_each(?) j \
+         WHERE true ON CONFLICT (id) DO NOTHING; \
+         UPDATE deliveries SET status = j.value ->> '$[2]', attempts = attempts + 1, \
+         next_attempt_at = j.value ->> '$[3]', lease_id = NULL, \
+         last_error = j.value ->> '$[4]', updated_at = j.value ->> '$[5]' \
+         FROM json_each(?) j \
+         WHERE deliveries.id = j.value ->> '$[0]' AND deliveries.lease_id = j.value ->> '$[1]'; \
+         UPDATE deliveries SET next_attempt_at = ? \
+         WHERE status = 'pending' AND lease_id IS NULL AND next_attempt_at > ? \
+         AND endpoint_id IN (SELECT id FROM endpoints \
+           WHERE id IN (SELECT value FROM json_each(?)) AND breaker_state <> 'closed'); \
+         UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
+         breaker_until = NULL, failing_since = NULL \
+         WHERE id IN (SELECT value FROM json_each(?)) AND (breaker_state <> 'closed' \
+         OR consecutive_failures <> 0 OR failing_since IS NOT NULL); \
+         {stats}",
+        stats = *ops::ADD_STATS
+    )
+});
 
 /// Claimable as far as ordering goes (for a delivery `d`): unordered, or no delivery of the
 /// same endpoint and key inserted before it (rowid order) is still pending (in flight
@@ -801,60 +892,26 @@ impl SqlStore for SqliteStore {
                 ])
             })
             .collect();
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        // A batch written twice (its first commit's answer lost) records each attempt once.
-        sqlx::query(
-            "INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
-             status_code, response, error, outcome, next_attempt_at) SELECT \
-             j.value ->> '$[0]', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
-             j.value ->> '$[4]', j.value ->> '$[5]', j.value ->> '$[6]', j.value ->> '$[7]', \
-             j.value ->> '$[8]', j.value ->> '$[9]' FROM json_each(?) j \
-             WHERE true ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(to_json(&attempts)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        // Only the holder of the lease may move the delivery on.
-        sqlx::query(
-            "UPDATE deliveries SET status = j.value ->> '$[2]', attempts = attempts + 1, \
-             next_attempt_at = j.value ->> '$[3]', lease_id = NULL, \
-             last_error = j.value ->> '$[4]', updated_at = j.value ->> '$[5]' \
-             FROM json_each(?) j \
-             WHERE deliveries.id = j.value ->> '$[0]' AND deliveries.lease_id = j.value ->> '$[1]'",
-        )
-        .bind(to_json(&updates)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
         // The endpoints' breakers, moved on by this batch's outcomes: a last success resets
         // one (a no-op write when it is already closed), a last failure needs its state.
         let (reset, read) = super::breaker_plan(completions);
-        if !reset.is_empty() {
-            // A breaker that closes lets the deliveries it held (and retries it deferred) go
-            // now; deliveries in flight keep their lease.
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = ?2 \
-                 WHERE status = 'pending' AND lease_id IS NULL AND next_attempt_at > ?2 \
-                 AND endpoint_id IN (SELECT id FROM endpoints \
-                   WHERE id IN (SELECT value FROM json_each(?1)) AND breaker_state <> 'closed')",
-            )
-            .bind(to_json(&reset)?)
-            .bind(ms(domain::now()))
+        let (endpoint_stats, minute_stats) = ops::stats_params(stats)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // What every batch writes, in one round trip to SQLite's thread.
+        let now = ms(domain::now());
+        let reset = to_json(&reset)?;
+        sqlx::query(&COMPLETE)
+            .bind(to_json(&attempts)?)
+            .bind(to_json(&updates)?)
+            .bind(now)
+            .bind(now)
+            .bind(&reset)
+            .bind(&reset)
+            .bind(endpoint_stats)
+            .bind(minute_stats)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            sqlx::query(
-                "UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
-                 breaker_until = NULL, failing_since = NULL \
-                 WHERE id IN (SELECT value FROM json_each(?)) AND (breaker_state <> 'closed' \
-                 OR consecutive_failures <> 0 OR failing_since IS NOT NULL)",
-            )
-            .bind(to_json(&reset)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
         let mut current: HashMap<String, Breaker> = HashMap::new();
         if !read.is_empty() {
             let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
@@ -907,9 +964,6 @@ impl SqlStore for SqliteStore {
         let ordered = super::ordered_ids(completions);
         if !ordered.is_empty() {
             release_ordered(&mut tx, &ordered, crate::domain::now()).await?;
-        }
-        if let Some((dispatcher, stats)) = stats {
-            ops::add_stats(&mut tx, dispatcher, stats).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(())

@@ -360,6 +360,18 @@ async fn every_method_answers_the_same(backend: Backend) {
     // Deleting the tenant takes everything with it.
     assert!(store.delete_tenant(&made[0].id).await.unwrap());
     assert!(!store.delete_tenant(&made[0].id).await.unwrap());
+    // Its events are refused from now on, although the store has accepted some of them (and
+    // may remember that the tenant existed); the events of the others still go in, in the
+    // same batch or not.
+    let (gone, kept) = tokio::join!(
+        ingest(store, event(&made[0].id, "user.created", None)),
+        ingest(store, event(&made[1].id, "user.created", None)),
+    );
+    assert!(
+        matches!(&gone, Err(StoreError::UnknownTenant(t)) if *t == made[0].id),
+        "{gone:?}"
+    );
+    assert!(matches!(kept, Ok(Ingested::Created(..))), "{kept:?}");
     assert!(store
         .get_event(&e.tenant_id, &e.id)
         .await
