@@ -254,46 +254,20 @@ impl Seen {
         if self.event_types.len() > SEEN_MOST {
             self.event_types.clear();
         }
-        let mut tenants: Vec<&str> = jobs
-            .iter()
-            .map(|j| j.event.tenant_id.as_str())
-            .filter(|t| !self.tenants.contains(*t))
-            .collect();
-        tenants.sort_unstable();
-        tenants.dedup();
-        let mut types: Vec<&str> = jobs
-            .iter()
-            .map(|j| j.event.event_type.as_str())
-            .filter(|t| !self.event_types.contains_key(*t))
-            .collect();
-        types.sort_unstable();
-        types.dedup();
+        let tenants = unseen(jobs, |j| &j.event.tenant_id, |t| self.tenants.contains(t));
+        let types = unseen(
+            jobs,
+            |j| &j.event.event_type,
+            |t| self.event_types.contains_key(t),
+        );
         let (found_tenants, found_types) = tokio::try_join!(
-            async {
-                if tenants.is_empty() {
-                    return Ok(Vec::new());
-                }
-                sqlx::query_as::<_, (String,)>(
-                    "SELECT id FROM tenants WHERE id IN (SELECT value FROM json_each(?))",
-                )
-                .bind(to_json(&tenants)?)
-                .fetch_all(reader)
-                .await
-                .map_err(db)
-            },
-            async {
-                if types.is_empty() {
-                    return Ok(Vec::new());
-                }
-                sqlx::query_as::<_, EventTypeRow>(
-                    "SELECT name, description, schema, created_at FROM event_types \
-                     WHERE name IN (SELECT value FROM json_each(?))",
-                )
-                .bind(to_json(&types)?)
-                .fetch_all(reader)
-                .await
-                .map_err(db)
-            },
+            rows_named::<(String,)>(reader, "SELECT id FROM tenants", "id", &tenants),
+            rows_named::<EventTypeRow>(
+                reader,
+                "SELECT name, description, schema, created_at FROM event_types",
+                "name",
+                &types
+            ),
         )?;
         self.tenants
             .extend(found_tenants.into_iter().map(|(id,)| id));
@@ -302,6 +276,45 @@ impl Seen {
             .extend(found_types.into_iter().map(|t| (t.name.clone(), t)));
         Ok(())
     }
+}
+
+/// The distinct names `name` gives the jobs, leaving out those `seen` knows.
+fn unseen<'a>(
+    jobs: &'a [IngestJob],
+    name: impl Fn(&'a IngestJob) -> &'a String,
+    seen: impl Fn(&str) -> bool,
+) -> Vec<&'a str> {
+    let mut names: Vec<&str> = jobs
+        .iter()
+        .map(|j| name(j).as_str())
+        .filter(|n| !seen(n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The rows of `select` whose `column` is one of `names`, read on a reader; none asked
+/// for when `names` is empty.
+async fn rows_named<R>(
+    reader: &SqlitePool,
+    select: &str,
+    column: &str,
+    names: &[&str],
+) -> Result<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(&format!(
+        "{select} WHERE {column} IN (SELECT value FROM json_each(?))"
+    ))
+    .bind(to_json(&names)?)
+    .fetch_all(reader)
+    .await
+    .map_err(db)
 }
 
 /// Writes a batch of events with their deliveries in one transaction. The outer error fails
