@@ -36,8 +36,8 @@ pub struct CreateEvent {
     /// Event type, e.g. `user.joined_community`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The payload, delivered as `data`.
-    #[schema(value_type = Object)]
+    /// The payload, delivered as `data`: any JSON value but `null` (usually an object).
+    #[schema(value_type = Value)]
     pub data: serde_json::Value,
     /// Who caused the event; delivered as `actor`.
     pub actor: Option<String>,

@@ -199,7 +199,7 @@ impl Drop for TestSlot<'_> {
 #[derive(Debug, Deserialize, ToSchema, Default)]
 pub struct TestRequest {
     /// The test event's data; a small message by default.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub data: Option<serde_json::Value>,
 }
 

@@ -606,7 +606,8 @@ pub struct Event {
     pub tenant_id: String,
     #[serde(rename = "type")]
     pub event_type: String,
-    #[schema(value_type = Object)]
+    /// The payload: any JSON value but `null`.
+    #[schema(value_type = Value)]
     pub data: serde_json::Value,
     pub actor: Option<String>,
     pub idempotency_key: Option<String>,
