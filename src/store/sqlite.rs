@@ -47,13 +47,13 @@ pub struct SqliteStore {
 
 /// Page caches, as SQLite's `cache_size` (negative: KiB). The writer's holds the pages every
 /// commit touches (the tails of the tables and the inner pages of their indexes); each of the
-/// four readers' holds what one claim or API read needs. Together 12 MB: a page not cached is
+/// four readers' holds what one claim or API read needs. Together 6 MB: a page not cached is
 /// read from the operating system's file cache, a system call rather than a disk read. In the
-/// throughput benchmark, caches of 80 MB (16 MB each, as before) and of 6 MB delivered at the
-/// same rate and latency; the 80 MB ones made the process 18 MB larger under load alone and
-/// grew it past 100 MB in long runs as they filled.
-const WRITER_CACHE: &str = "-8192";
-const READER_CACHE: &str = "-1024";
+/// throughput benchmark, caches of 80 MB, 12 MB and 6 MB delivered at the same rate and
+/// latency; each halving made the process 6 MB smaller under load, and the 80 MB ones grew it
+/// past 100 MB in long runs as they filled.
+const WRITER_CACHE: &str = "-4096";
+const READER_CACHE: &str = "-512";
 
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
