@@ -278,7 +278,7 @@ impl Seen {
     }
 }
 
-/// The distinct names `name` gives the jobs, leaving out those `seen` knows.
+/// The distinct names `name` gives the jobs, sorted, leaving out those `seen` knows.
 fn unseen<'a>(
     jobs: &'a [IngestJob],
     name: impl Fn(&'a IngestJob) -> &'a String,
@@ -327,9 +327,7 @@ async fn ingest_batch(
 ) -> Result<Vec<Result<Ingested>>> {
     // Tenants and event types are read before the write transaction, on a reader.
     seen.learn(reader, jobs).await?;
-    let mut tenants: Vec<&str> = jobs.iter().map(|j| j.event.tenant_id.as_str()).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
+    let tenants = unseen(jobs, |j| &j.event.tenant_id, |_| false);
     let refusal = |job: &IngestJob| -> Option<StoreError> {
         let e = &job.event;
         if !seen.tenants.contains(&e.tenant_id) {
