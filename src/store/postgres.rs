@@ -376,29 +376,18 @@ impl Store for PostgresStore {
         let probing: Vec<(String,)> = if !self.probe_check.due(now) {
             Vec::new()
         } else {
-            // Deliveries due to an endpoint whose breaker holds them wait, out of the claim's
-            // way, until the breaker lets a probe through (see the SQLite store).
-            sqlx::query(
-                "UPDATE deliveries d SET next_attempt_at = e.breaker_until FROM endpoints e \
-                 WHERE e.id = d.endpoint_id AND d.id IN ( \
-                   SELECT x.id FROM deliveries x JOIN endpoints y ON y.id = x.endpoint_id \
-                   WHERE y.enabled AND y.breaker_state <> 'closed' \
-                     AND y.breaker_until > to_timestamp($1 / 1000.0) \
-                     AND x.status = 'pending' AND x.next_attempt_at <= to_timestamp($1 / 1000.0) \
-                   FOR UPDATE OF x SKIP LOCKED)",
-            )
-            .bind(ms(now))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-            // Deliveries due to a disabled endpoint wait unscheduled (next_attempt_at NULL,
-            // out of every claim's index range) until `update_endpoint` enables it again:
-            // a large backlog of a disabled endpoint costs the claims nothing.
+            // Deliveries due to an endpoint that is disabled, or whose breaker holds them,
+            // wait unscheduled (next_attempt_at NULL, out of every claim's index range) until
+            // `update_endpoint` enables it again or the breaker's probe succeeds: a large
+            // backlog of a dead endpoint costs the claims nothing, and each delivery is
+            // written here once (see the SQLite store).
             sqlx::query(
                 "UPDATE deliveries SET next_attempt_at = NULL, lease_id = NULL \
                  WHERE id IN ( \
                    SELECT x.id FROM endpoints y JOIN deliveries x ON x.endpoint_id = y.id \
-                   WHERE NOT y.enabled AND x.status = 'pending' \
+                   WHERE (NOT y.enabled OR (y.breaker_state <> 'closed' \
+                          AND y.breaker_until > to_timestamp($1 / 1000.0))) \
+                     AND x.status = 'pending' \
                      AND x.next_attempt_at <= to_timestamp($1 / 1000.0) \
                    LIMIT 10000 FOR UPDATE OF x SKIP LOCKED)",
             )
@@ -416,7 +405,8 @@ impl Store for PostgresStore {
                  AND x.breaker_until <= to_timestamp($2 / 1000.0) \
                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = x.id \
                              AND d.status = 'pending' \
-                             AND d.next_attempt_at <= to_timestamp($2 / 1000.0)) \
+                             AND (d.next_attempt_at IS NULL \
+                                  OR d.next_attempt_at <= to_timestamp($2 / 1000.0))) \
                FOR NO KEY UPDATE SKIP LOCKED) \
              RETURNING e.id",
             )
@@ -433,7 +423,8 @@ impl Store for PostgresStore {
                         lease_id = $2 \
                  WHERE id = ( \
                    SELECT d.id FROM deliveries d WHERE d.endpoint_id = $3 \
-                     AND d.status = 'pending' AND d.next_attempt_at <= to_timestamp($4 / 1000.0) \
+                     AND d.status = 'pending' AND (d.next_attempt_at IS NULL \
+                          OR d.next_attempt_at <= to_timestamp($4 / 1000.0)) \
                      AND {IN_ORDER} \
                    ORDER BY d.next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING {delivery_columns}",
@@ -541,8 +532,11 @@ impl Store for PostgresStore {
                  AND e.breaker_state = 'closed' AND {IN_ORDER} \
                ORDER BY d.next_attempt_at LIMIT 1), \
              (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
-               FROM endpoints e, LATERAL (SELECT min(d.next_attempt_at) AS t FROM deliveries d \
-                 WHERE d.endpoint_id = e.id AND d.status = 'pending') p \
+               FROM endpoints e, LATERAL (SELECT CASE WHEN EXISTS ( \
+                   SELECT 1 FROM deliveries h WHERE h.endpoint_id = e.id \
+                   AND h.status = 'pending' AND h.next_attempt_at IS NULL) \
+                 THEN e.breaker_until ELSE (SELECT min(d.next_attempt_at) FROM deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending') END AS t) p \
                WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"
         ))
         .bind(ms(horizon))
@@ -596,7 +590,8 @@ impl PostgresStore {
                  FROM deliveries x WHERE x.status = 'pending' AND x.ordering_key IS NOT NULL \
                  ORDER BY x.endpoint_id, x.ordering_key, x.seq) d \
                WHERE d.next_attempt_at IS NULL \
-                 AND (SELECT e.enabled FROM endpoints e WHERE e.id = d.endpoint_id) \
+                 AND (SELECT e.enabled AND e.breaker_state = 'closed' FROM endpoints e \
+                      WHERE e.id = d.endpoint_id) \
                  AND {IN_ORDER})"
         ))
         .bind(ms(now))
@@ -749,14 +744,14 @@ impl SqlStore for PostgresStore {
             .map(|e| (e.id, e.breaker))
             .collect();
         if !reset.is_empty() {
-            // A breaker that closes lets the deliveries it held (and retries it deferred) go
-            // now; deliveries in flight keep their lease.
+            // A breaker that closes lets the deliveries it held unscheduled (and retries it
+            // deferred) go now; deliveries in flight keep their lease.
             sqlx::query(
                 "UPDATE deliveries SET next_attempt_at = to_timestamp($2 / 1000.0) \
-                 WHERE status = 'pending' AND lease_id IS NULL \
-                   AND next_attempt_at > to_timestamp($2 / 1000.0) \
+                 WHERE status = 'pending' AND (next_attempt_at IS NULL OR (lease_id IS NULL \
+                   AND next_attempt_at > to_timestamp($2 / 1000.0))) \
                  AND endpoint_id IN (SELECT id FROM endpoints \
-                   WHERE id = ANY($1) AND breaker_state <> 'closed')",
+                   WHERE id = ANY($1) AND enabled AND breaker_state <> 'closed')",
             )
             .bind(&reset)
             // The process's time, as everywhere else in both stores.

@@ -37,9 +37,12 @@ pub(in crate::store) const EVENT_COLUMNS: &str = "id, tenant_id, type, data::tex
      actor, idempotency_key, traceparent, MS(created_at) AS created_at, \
      MS(deliver_at) AS deliver_at";
 
-/// The columns a [`DeliveryRow`] reads.
+/// The columns a [`DeliveryRow`] reads. A delivery held by its endpoint's open breaker waits
+/// unscheduled (`next_attempt_at` NULL, see the claims) and reads as due at the probe time.
 pub(in crate::store) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, \
-     status, attempts, max_attempts, MS(next_attempt_at) AS next_attempt_at, last_error, \
+     status, attempts, max_attempts, MS(COALESCE(next_attempt_at, \
+       (SELECT h.breaker_until FROM endpoints h WHERE h.id = endpoint_id AND h.enabled \
+        AND h.breaker_state <> 'closed'))) AS next_attempt_at, last_error, \
      ordering_key, ordering_blocks, MS(created_at) AS created_at, MS(updated_at) AS updated_at";
 
 /// [`ENDPOINT_COLUMNS`], [`EVENT_COLUMNS`], [`DELIVERY_COLUMNS`] and
@@ -525,8 +528,10 @@ impl<S: SqlStore> Catalog for S {
         // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
         // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
         // still wait are parked again by the next claim, which checks their order anyway.)
+        // Those its open breaker holds wait for the probe.
         let unpark = "UPDATE deliveries SET next_attempt_at = TS($1) \
-             WHERE endpoint_id = $2 AND status = 'pending' AND next_attempt_at IS NULL";
+             WHERE endpoint_id = $2 AND status = 'pending' AND next_attempt_at IS NULL \
+             AND (SELECT e.breaker_state FROM endpoints e WHERE e.id = $2) = 'closed'";
         let event_types = to_json(&ep.event_types, "event_types")?;
         let headers = to_json(&ep.headers, "headers")?;
         let (oauth2, signature_headers) = (oauth2_text(ep)?, signature_headers_text(ep)?);
