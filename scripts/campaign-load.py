@@ -1,6 +1,7 @@
 """Load campaign driver (see scripts/campaign-load): a fixed event rate against a running
 hookrelay with a healthy, a slow and a failing endpoint; samples RSS, delivery latency
-percentiles of the healthy endpoint and its pending count every INTERVAL seconds."""
+percentiles (and the slowest) of the healthy endpoint and its pending count every INTERVAL
+seconds."""
 import json, os, sys, threading, time, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -91,7 +92,7 @@ ingested, errors5xx, ingested_ids = 0, 0, []
 start = time.time()
 next_sample = start + interval
 samples = []
-print(f"{'t(s)':>6} {'ingested':>9} {'rss MiB':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'pending ok':>10}")
+print(f"{'t(s)':>6} {'ingested':>9} {'rss MiB':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} {'pending ok':>10}")
 i = 0
 while time.time() - start < duration:
     due = start + i / rate
@@ -112,9 +113,10 @@ while time.time() - start < duration:
         with lock:
             lat, latencies[:] = list(latencies), []
         s = (round(time.time() - start), ingested, rss_kib() / 1024, pct(lat, 50) * 1000,
-             pct(lat, 95) * 1000, pct(lat, 99) * 1000, pending(endpoints["ok"]))
+             pct(lat, 95) * 1000, pct(lat, 99) * 1000, max(lat, default=float("nan")) * 1000,
+             pending(endpoints["ok"]))
         samples.append(s)
-        print("%6d %9d %8.1f %7.0f %7.0f %7.0f %10d" % s, flush=True)
+        print("%6d %9d %8.1f %7.0f %7.0f %7.0f %7.0f %10d" % s, flush=True)
 
 # Drain: every event must reach the healthy endpoint.
 deadline = time.time() + 120
