@@ -1,7 +1,7 @@
 """Load campaign driver (see scripts/campaign-load): a fixed event rate against a running
 hookrelay with a healthy, a slow and a failing endpoint; samples RSS, delivery latency
 percentiles (and the slowest) of the healthy endpoint and its pending count every INTERVAL
-seconds."""
+seconds. LOAD_RECOVER_AT=s makes the failing endpoint answer 200 from s seconds on."""
 import json, os, sys, threading, time, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -9,6 +9,8 @@ base, token, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 duration = float(os.environ.get("LOAD_SECONDS", "120"))
 rate = float(os.environ.get("LOAD_RATE", "50"))
 interval = float(os.environ.get("LOAD_INTERVAL", "10"))
+# The failing endpoint answers 200 from this many seconds on (never by default).
+recover_at = float(os.environ.get("LOAD_RECOVER_AT", "inf"))
 
 lock = threading.Lock()
 latencies = []          # healthy endpoint, seconds, since the last sample
@@ -31,7 +33,7 @@ class Hook(BaseHTTPRequestHandler):
             time.sleep(0.8)
             code = 200
         else:
-            code = 500
+            code = 200 if time.time() - start >= recover_at else 500
         self.send_response(code)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -40,6 +42,7 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
+start = time.time()
 server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
 server.daemon_threads = True
 threading.Thread(target=server.serve_forever, daemon=True).start()
