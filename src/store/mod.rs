@@ -23,6 +23,7 @@ mod sql;
 pub mod sqlite;
 
 pub use ops::OpsStore;
+pub use sql::RECOVERY_WINDOW;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -486,6 +487,30 @@ impl ProbeClock {
             *last = Some(now);
         }
         due
+    }
+}
+
+/// Whether a closed breaker's backlog is still parked, as the claims' breaker check last
+/// found. The dispatcher then looks again within the check's period rather than its poll
+/// interval, so a recovered backlog comes back window after window even when nothing else
+/// is due. (The completion that closes a breaker makes its first window due, and the
+/// dispatcher claims it, and checks, at once.)
+#[derive(Default)]
+pub(crate) struct Recovering(std::sync::atomic::AtomicBool);
+
+impl Recovering {
+    pub(crate) fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `due`, or the claims' next breaker check if that comes first while a backlog may be
+    /// parked.
+    pub(crate) fn next_due(&self, due: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if !self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            return due;
+        }
+        let check = crate::domain::now() + chrono::Duration::milliseconds(250);
+        Some(due.map_or(check, |d| d.min(check)))
     }
 }
 

@@ -79,6 +79,8 @@ pub struct PostgresStore {
     probe_check: super::ProbeClock,
     /// Spaces out the sweep that releases ordered deliveries left parked by a race.
     ordered_check: super::ProbeClock,
+    /// Whether a closed breaker's backlog may still be parked.
+    recovering: super::Recovering,
     /// [`WAKE_FOLLOW_UP`]; tests that count wake-ups turn it off.
     wake_follow_up: Duration,
     /// Ingests on their way to the group commit (see [`ingest`]).
@@ -114,6 +116,7 @@ impl PostgresStore {
             stop,
             probe_check: Default::default(),
             ordered_check: Default::default(),
+            recovering: Default::default(),
             wake_follow_up: WAKE_FOLLOW_UP,
             sealer: Default::default(),
         };
@@ -396,6 +399,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db)?;
             self.park_ordered(now).await?;
+            super::sql::release_recovered(self, now, &self.recovering).await?;
             sqlx::query_as(
                 "UPDATE endpoints e SET breaker_state = 'half_open', \
                     breaker_until = to_timestamp($1 / 1000.0) \
@@ -543,11 +547,13 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        Ok(match row {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(from_millis))
+        Ok(self.recovering.next_due(
+            match row {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(from_millis),
+        ))
     }
 }
 
@@ -744,15 +750,26 @@ impl SqlStore for PostgresStore {
             .map(|e| (e.id, e.breaker))
             .collect();
         if !reset.is_empty() {
-            // A breaker that closes lets the deliveries it held unscheduled (and retries it
-            // deferred) go now; deliveries in flight keep their lease.
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = to_timestamp($2 / 1000.0) \
-                 WHERE status = 'pending' AND (next_attempt_at IS NULL OR (lease_id IS NULL \
-                   AND next_attempt_at > to_timestamp($2 / 1000.0))) \
+            // A breaker that closes lets the retries it deferred go now (deliveries in
+            // flight keep their lease), and the first window of the backlog it held
+            // ([`super::sql::release_recovered`] the rest).
+            sqlx::query(&format!(
+                "WITH held AS ( \
+                   UPDATE deliveries SET next_attempt_at = to_timestamp($2 / 1000.0) \
+                   WHERE id IN (SELECT d.id FROM deliveries d WHERE d.endpoint_id IN ( \
+                       SELECT id FROM endpoints \
+                       WHERE id = ANY($1) AND enabled AND breaker_state <> 'closed') \
+                     AND d.status = 'pending' AND d.next_attempt_at IS NULL \
+                     AND d.ordering_key IS NULL ORDER BY d.created_at LIMIT {window} \
+                     FOR UPDATE SKIP LOCKED) \
+                   RETURNING 1) \
+                 UPDATE deliveries SET next_attempt_at = to_timestamp($2 / 1000.0) \
+                 WHERE status = 'pending' AND lease_id IS NULL \
+                   AND next_attempt_at > to_timestamp($2 / 1000.0) \
                  AND endpoint_id IN (SELECT id FROM endpoints \
-                   WHERE id = ANY($1) AND enabled AND breaker_state <> 'closed')",
-            )
+                   WHERE id = ANY($1) AND breaker_state <> 'closed')",
+                window = super::sql::RECOVERY_WINDOW
+            ))
             .bind(&reset)
             // The process's time, as everywhere else in both stores.
             .bind(ms(crate::domain::now()))

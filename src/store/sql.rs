@@ -246,6 +246,63 @@ pub(super) async fn delete_owned(
     Ok(done > 0)
 }
 
+/// How many deliveries of one endpoint a closed breaker makes due at a time from the backlog
+/// it held: enough to keep the endpoint busy, few enough that the other endpoints of its
+/// tenant, whose deliveries are newer and come after, wait behind a window and not behind
+/// the whole backlog.
+pub const RECOVERY_WINDOW: i64 = 1000;
+
+/// Releases, a window at a time, the backlog that an open breaker held once the breaker has
+/// closed (the completion that closes it releases the first window): for each enabled
+/// endpoint with a closed breaker and unordered deliveries still parked, as many as bring
+/// its due ones back to [`RECOVERY_WINDOW`]. It runs with the claims' breaker check, so a
+/// backlog is never left parked, whether its deliveries then succeed or not. (Parked ordered
+/// deliveries go in their order through the ordered release.) Notes in `recovering` whether
+/// any is left.
+pub(super) async fn release_recovered(
+    store: &impl SqlStore,
+    now: chrono::DateTime<chrono::Utc>,
+    recovering: &super::Recovering,
+) -> Result<()> {
+    let find = "SELECT e.id, (SELECT count(*) FROM (SELECT 1 FROM deliveries q \
+           WHERE q.endpoint_id = e.id AND q.status = 'pending' \
+           AND q.next_attempt_at <= TS($1) LIMIT $2) w) \
+         FROM endpoints e WHERE e.enabled AND e.breaker_state = 'closed' \
+         AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id \
+           AND d.status = 'pending' AND d.next_attempt_at IS NULL AND d.ordering_key IS NULL)";
+    let now = super::rows::ms(now);
+    on_db!(store, |p| {
+        let release = format!(
+            "UPDATE deliveries SET next_attempt_at = TS($1) WHERE id IN ( \
+               SELECT d.id FROM deliveries d WHERE d.endpoint_id = $2 AND d.status = 'pending' \
+               AND d.next_attempt_at IS NULL AND d.ordering_key IS NULL \
+               ORDER BY d.created_at LIMIT $3{locks})",
+            locks = p.dialect.row_locks(" FOR UPDATE SKIP LOCKED")
+        );
+        // On the writer: a few index probes per endpoint, and SQLite's readers are left
+        // to the API (each reader connection opened costs its own page cache).
+        let found: Vec<(String, i64)> = sqlx::query_as(&p.sql(find))
+            .bind(now)
+            .bind(RECOVERY_WINDOW)
+            .fetch_all(p.writer)
+            .await
+            .map_err(db)?;
+        recovering.set(!found.is_empty());
+        for (endpoint_id, due) in found {
+            if due < RECOVERY_WINDOW {
+                sqlx::query(&p.sql(&release))
+                    .bind(now)
+                    .bind(&endpoint_id)
+                    .bind(RECOVERY_WINDOW - due)
+                    .execute(p.writer)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+    });
+    Ok(())
+}
+
 /// A row type both databases can read.
 pub(super) trait AnyRow:
     Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow>

@@ -40,6 +40,8 @@ pub struct SqliteStore {
     probe_check: super::ProbeClock,
     /// Spaces out the sweep that releases ordered deliveries left parked by a race.
     ordered_check: super::ProbeClock,
+    /// Whether a closed breaker's backlog may still be parked.
+    recovering: super::Recovering,
     /// The background checkpointer stops once the store is gone.
     _alive: Arc<()>,
     pub(super) sealer: super::sealed::Sealer,
@@ -186,6 +188,7 @@ impl SqliteStore {
             ingest_tx,
             probe_check: Default::default(),
             ordered_check: Default::default(),
+            recovering: Default::default(),
             _alive: alive,
             sealer: Default::default(),
         };
@@ -572,9 +575,9 @@ async fn release_ordered(
 /// round trip; the parameters bind in order across the statements. The attempts (a batch
 /// written twice, its first commit's answer lost, records each attempt once), the
 /// deliveries (only the holder of the lease may move one on), the breakers that the batch's
-/// last successes close (at the time given twice: the deliveries they held unscheduled, and
-/// retries they deferred, go now, in one pass over the endpoint's backlog; those in flight
-/// keep their lease; the endpoints are given twice too),
+/// last successes close (at the time given three times: the retries they deferred go now,
+/// and the first window of the backlog they held, see [`super::sql::release_recovered`];
+/// those in flight keep their lease; the endpoints are given three times too),
 /// and the statistics ([`ops::ADD_STATS`]).
 static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -590,17 +593,22 @@ static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          FROM json_each(?) j \
          WHERE deliveries.id = j.value ->> '$[0]' AND deliveries.lease_id = j.value ->> '$[1]'; \
          UPDATE deliveries SET next_attempt_at = ? \
-         WHERE status = 'pending' \
-         AND (next_attempt_at IS NULL OR (lease_id IS NULL AND next_attempt_at > ?)) \
+         WHERE status = 'pending' AND lease_id IS NULL AND next_attempt_at > ? \
          AND endpoint_id IN (SELECT id FROM endpoints \
-           WHERE id IN (SELECT value FROM json_each(?)) AND enabled = 1 \
-           AND breaker_state <> 'closed'); \
+           WHERE id IN (SELECT value FROM json_each(?)) AND breaker_state <> 'closed'); \
+         UPDATE deliveries SET next_attempt_at = ? WHERE id IN (SELECT d.id FROM deliveries d \
+           WHERE d.endpoint_id IN (SELECT id FROM endpoints \
+             WHERE id IN (SELECT value FROM json_each(?)) AND enabled = 1 \
+             AND breaker_state <> 'closed') \
+           AND d.status = 'pending' AND d.next_attempt_at IS NULL AND d.ordering_key IS NULL \
+           ORDER BY d.created_at LIMIT {window}); \
          UPDATE endpoints SET breaker_state = 'closed', consecutive_failures = 0, \
          breaker_until = NULL, failing_since = NULL \
          WHERE id IN (SELECT value FROM json_each(?)) AND (breaker_state <> 'closed' \
          OR consecutive_failures <> 0 OR failing_since IS NOT NULL); \
          {stats}",
-        stats = *ops::ADD_STATS
+        stats = *ops::ADD_STATS,
+        window = super::sql::RECOVERY_WINDOW
     )
 });
 
@@ -713,8 +721,8 @@ impl Store for SqliteStore {
             // and delivery to every other endpoint would slow down as that backlog grew.
             // Each is written here once, when it falls due: a failed probe leaves the
             // backlog where it is (rescheduling it at every cool-down rewrote all of it on
-            // the one writer, 0.6 s for 77,000 rows). Enabling the endpoint, or the probe's
-            // success, makes them due.
+            // the one writer, 0.6 s for 77,000 rows). Enabling the endpoint makes them due;
+            // the probe's success, a window at a time.
             sqlx::query(
                 "UPDATE deliveries SET next_attempt_at = NULL, lease_id = NULL \
                  WHERE status = 'pending' AND next_attempt_at <= ?1 AND endpoint_id IN \
@@ -726,6 +734,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
             self.park_ordered(now).await?;
+            super::sql::release_recovered(self, now, &self.recovering).await?;
             sqlx::query_as(
                 "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
              WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
@@ -855,7 +864,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await
         .map_err(db)?;
-        Ok(row.0.map(from_millis))
+        Ok(self.recovering.next_due(row.0.map(from_millis)))
     }
 }
 
@@ -927,6 +936,8 @@ impl SqlStore for SqliteStore {
             .bind(to_json(&attempts)?)
             .bind(to_json(&updates)?)
             .bind(now)
+            .bind(now)
+            .bind(&reset)
             .bind(now)
             .bind(&reset)
             .bind(&reset)

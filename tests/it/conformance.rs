@@ -769,6 +769,107 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     close(opened, pg).await;
 }
 
+/// A backlog that an open breaker held comes back a window at a time once the breaker has
+/// closed, so that it does not all go before the newer deliveries of the tenant's other
+/// endpoints; the claims release the next window as the last one is taken.
+async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let ep = endpoint("default", &[]);
+    store.create_endpoint(&ep, u32::MAX).await.unwrap();
+    let policy = BreakerPolicy {
+        threshold: 1,
+        cooldown: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let window = usize::try_from(hookrelay::store::RECOVERY_WINDOW).unwrap();
+    ingest(store, event("default", "a.b", None)).await.unwrap();
+    let claimed = claim_all(store, "lse_1").await;
+    let failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
+    store.complete(&[failed], &policy).await.unwrap();
+    let held = window + 100;
+    futures::future::join_all(
+        (0..held).map(|_| async { ingest(store, event("default", "a.b", None)).await.unwrap() }),
+    )
+    .await;
+    let now = domain::now() + chrono::Duration::seconds(1);
+    let none = store
+        .claim(now, far(), "lse_2", 5000, &Default::default())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "held by the open breaker");
+
+    let until = store
+        .get_endpoint("default", &ep.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .breaker
+        .open_until
+        .expect("open");
+    let at = until + chrono::Duration::milliseconds(1);
+    let lease = at + chrono::Duration::seconds(60);
+    let probe = store
+        .claim(at, lease, "lse_3", 5000, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(probe.len(), 1, "one probe");
+    store
+        .complete(
+            &[completion(&probe[0], DeliveryStatus::Delivered, "lse_3")],
+            &policy,
+        )
+        .await
+        .unwrap();
+    // The first window (and the retry the breaker deferred, unless it was the probe).
+    let now = domain::now();
+    let first = store
+        .claim(now, far(), "lse_4", 5000, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        (window..=window + 1).contains(&first.len()),
+        "one window at first, not the whole backlog: {}",
+        first.len()
+    );
+    // The rest is still parked: the dispatcher is told to look again soon, not at its poll
+    // interval (the window's leases are all that is scheduled).
+    let soon = domain::now() + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .next_due(far())
+            .await
+            .unwrap()
+            .is_some_and(|t| t <= soon),
+        "a parked backlog is looked for again soon"
+    );
+    // The window taken, the next claims' breaker check releases the rest.
+    let later = now + chrono::Duration::seconds(1);
+    let rest = store
+        .claim(later, far(), "lse_5", 5000, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.len() + rest.len(),
+        held,
+        "every delivery, the probe's aside"
+    );
+    // Nothing parked is left: the dispatcher waits for the leases again.
+    let last = later + chrono::Duration::seconds(1);
+    assert!(store
+        .claim(last, far(), "lse_6", 5000, &Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .next_due(far())
+        .await
+        .unwrap()
+        .is_some_and(|t| t > domain::now() + chrono::Duration::days(1)));
+    close(opened, pg).await;
+}
+
 /// Times far outside any real use are clamped alike by both stores (to what PostgreSQL's
 /// `timestamptz` holds, about 4400 BC to AD 287000), not kept by one and refused by the
 /// other.
@@ -793,6 +894,7 @@ crate::both_stores!(
     ingest_is_idempotent_even_under_a_race,
     a_disabled_endpoints_backlog_waits_unscheduled_until_it_is_enabled,
     an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds,
+    a_recovered_backlog_comes_back_a_window_at_a_time,
     tokens_are_listed_newest_first_and_revoked_once_within_their_tenant,
     inboxes_are_found_by_tenant_and_token_hash_and_keep_their_newest_messages,
     the_audit_trail_filters_and_pages_newest_first,
