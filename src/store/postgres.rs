@@ -385,7 +385,7 @@ impl Store for PostgresStore {
             // backlog of a dead endpoint costs the claims nothing, and each delivery is
             // written here once (see the SQLite store).
             sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = NULL, lease_id = NULL \
+                "UPDATE deliveries SET next_attempt_at = NULL \
                  WHERE id IN ( \
                    SELECT x.id FROM endpoints y JOIN deliveries x ON x.endpoint_id = y.id \
                    WHERE (NOT y.enabled OR (y.breaker_state <> 'closed' \
@@ -400,7 +400,9 @@ impl Store for PostgresStore {
             .map_err(db)?;
             self.park_ordered(now).await?;
             super::sql::release_recovered(self, now, &self.recovering).await?;
-            sqlx::query_as(
+            // (A parked delivery counts when it is its key's turn: one waiting behind a
+            // blocked key would turn the breaker half-open with nothing to probe.)
+            sqlx::query_as(&format!(
                 "UPDATE endpoints e SET breaker_state = 'half_open', \
                     breaker_until = to_timestamp($1 / 1000.0) \
              WHERE e.id IN ( \
@@ -410,10 +412,11 @@ impl Store for PostgresStore {
                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = x.id \
                              AND d.status = 'pending' \
                              AND (d.next_attempt_at IS NULL \
-                                  OR d.next_attempt_at <= to_timestamp($2 / 1000.0))) \
+                                  OR d.next_attempt_at <= to_timestamp($2 / 1000.0)) \
+                             AND {IN_ORDER}) \
                FOR NO KEY UPDATE SKIP LOCKED) \
-             RETURNING e.id",
-            )
+             RETURNING e.id"
+            ))
             .bind(ms(lease_until))
             .bind(ms(now))
             .fetch_all(&self.pool)
@@ -537,8 +540,8 @@ impl Store for PostgresStore {
                ORDER BY d.next_attempt_at LIMIT 1), \
              (SELECT (extract(epoch FROM min(GREATEST(e.breaker_until, p.t))) * 1000)::int8 \
                FROM endpoints e, LATERAL (SELECT CASE WHEN EXISTS ( \
-                   SELECT 1 FROM deliveries h WHERE h.endpoint_id = e.id \
-                   AND h.status = 'pending' AND h.next_attempt_at IS NULL) \
+                   SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id \
+                   AND d.status = 'pending' AND d.next_attempt_at IS NULL AND {IN_ORDER}) \
                  THEN e.breaker_until ELSE (SELECT min(d.next_attempt_at) FROM deliveries d \
                    WHERE d.endpoint_id = e.id AND d.status = 'pending') END AS t) p \
                WHERE e.enabled AND e.breaker_state <> 'closed' AND p.t IS NOT NULL)"

@@ -723,11 +723,15 @@ impl Store for SqliteStore {
             // backlog where it is (rescheduling it at every cool-down rewrote all of it on
             // the one writer, 0.6 s for 77,000 rows). Enabling the endpoint makes them due;
             // the probe's success, a window at a time.
+            // (A lease that ran out stays, so that its attempt's late success still lands;
+            // at most 10,000 at a time, the rest at the next check.)
             sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = NULL, lease_id = NULL \
-                 WHERE status = 'pending' AND next_attempt_at <= ?1 AND endpoint_id IN \
-                   (SELECT id FROM endpoints WHERE enabled = 0 \
-                    OR (breaker_state <> 'closed' AND breaker_until > ?1))",
+                "UPDATE deliveries SET next_attempt_at = NULL WHERE id IN ( \
+                   SELECT d.id FROM deliveries d \
+                   WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND d.endpoint_id IN \
+                     (SELECT id FROM endpoints WHERE enabled = 0 \
+                      OR (breaker_state <> 'closed' AND breaker_until > ?1)) \
+                   LIMIT 10000)",
             )
             .bind(ms(now))
             .execute(&self.writer)
@@ -735,14 +739,17 @@ impl Store for SqliteStore {
             .map_err(db)?;
             self.park_ordered(now).await?;
             super::sql::release_recovered(self, now, &self.recovering).await?;
-            sqlx::query_as(
+            // (A parked delivery counts when it is its key's turn: one waiting behind a
+            // blocked key would turn the breaker half-open with nothing to probe.)
+            sqlx::query_as(&format!(
                 "UPDATE endpoints SET breaker_state = 'half_open', breaker_until = ? \
              WHERE enabled = 1 AND breaker_state <> 'closed' AND breaker_until <= ? \
              AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = endpoints.id \
                          AND d.status = 'pending' \
-                         AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)) \
-             RETURNING id",
-            )
+                         AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?) \
+                         AND {IN_ORDER}) \
+             RETURNING id"
+            ))
             .bind(ms(lease_until))
             .bind(ms(now))
             .bind(ms(now))
@@ -853,9 +860,9 @@ impl Store for SqliteStore {
                WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND e.enabled = 1 \
                AND e.breaker_state = 'closed' AND {IN_ORDER} \
                UNION ALL \
-               SELECT MIN(CASE WHEN EXISTS (SELECT 1 FROM deliveries h \
-                   WHERE h.endpoint_id = e.id AND h.status = 'pending' \
-                   AND h.next_attempt_at IS NULL) THEN e.breaker_until \
+               SELECT MIN(CASE WHEN EXISTS (SELECT 1 FROM deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending' \
+                   AND d.next_attempt_at IS NULL AND {IN_ORDER}) THEN e.breaker_until \
                  ELSE max(e.breaker_until, (SELECT MIN(d.next_attempt_at) FROM deliveries d \
                    WHERE d.endpoint_id = e.id AND d.status = 'pending')) END) \
                FROM endpoints e WHERE e.enabled = 1 AND e.breaker_state <> 'closed')"

@@ -789,10 +789,17 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
     let failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
     store.complete(&[failed], &policy).await.unwrap();
     let held = window + 100;
-    futures::future::join_all(
+    let made: Vec<String> = futures::future::join_all(
         (0..held).map(|_| async { ingest(store, event("default", "a.b", None)).await.unwrap() }),
     )
-    .await;
+    .await
+    .into_iter()
+    .flat_map(|i| match i {
+        Ingested::Created(_, ds) => ds.into_iter().map(|d| d.id).collect(),
+        _ => Vec::new(),
+    })
+    .collect();
+    assert_eq!(made.len(), held);
     let now = domain::now() + chrono::Duration::seconds(1);
     let none = store
         .claim(now, far(), "lse_2", 5000, &Default::default())
@@ -833,6 +840,23 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
         "one window at first, not the whole backlog: {}",
         first.len()
     );
+    // Editing the endpoint releases nothing parked (only enabling a disabled one does).
+    let mut edited = store
+        .get_endpoint("default", &ep.id)
+        .await
+        .unwrap()
+        .unwrap();
+    edited.description = Some("edited".into());
+    edited.updated_at = domain::now();
+    assert!(store.update_endpoint(&edited).await.unwrap());
+    let taken: HashSet<&String> = first.iter().map(|c| &c.delivery.id).collect();
+    for id in made.iter().filter(|id| !taken.contains(id)) {
+        let d = store.get_delivery("default", id).await.unwrap().unwrap();
+        assert_eq!(
+            d.next_attempt_at, None,
+            "an edit released the parked backlog"
+        );
+    }
     // The rest is still parked: the dispatcher is told to look again soon, not at its poll
     // interval (the window's leases are all that is scheduled).
     let soon = domain::now() + chrono::Duration::seconds(1);

@@ -525,8 +525,9 @@ impl<S: SqlStore> Catalog for S {
              routing = $15, format = $16, rate_period = $17, oauth2 = $18, \
              signature_headers = $19, tls = $20, tls_expires_at = TS($21), proxy = $22 \
              WHERE tenant_id = $13 AND id = $14";
-        // An enabled endpoint may have been re-enabled: the deliveries a claim parked while
-        // it was disabled (`next_attempt_at` NULL) are due now. (Ordered ones that must
+        // An endpoint enabled again: the deliveries a claim parked while it was disabled
+        // (`next_attempt_at` NULL) are due now. (Any other update leaves parked ones as they
+        // are.) (Ordered ones that must
         // still wait are parked again by the next claim, which checks their order anyway.)
         // Those its open breaker holds wait for the probe.
         let unpark = "UPDATE deliveries SET next_attempt_at = TS($1) \
@@ -536,8 +537,18 @@ impl<S: SqlStore> Catalog for S {
         let headers = to_json(&ep.headers, "headers")?;
         let (oauth2, signature_headers) = (oauth2_text(ep)?, signature_headers_text(ep)?);
         let (tls, tls_expires_at) = tls_columns(ep)?;
-        let updated = on_db!(self, |p| {
+        let (updated, enabled_now) = on_db!(self, |p| {
+            let was_enabled = format!(
+                "SELECT enabled FROM endpoints WHERE tenant_id = $1 AND id = $2{lock}",
+                lock = p.dialect.row_locks(" FOR UPDATE")
+            );
             let mut tx = p.writer.begin().await.map_err(db)?;
+            let was: Option<(bool,)> = sqlx::query_as(&was_enabled)
+                .bind(&ep.tenant_id)
+                .bind(&ep.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
             let updated = sqlx::query(&p.sql(update))
                 .bind(&ep.url)
                 .bind(&ep.description)
@@ -566,7 +577,8 @@ impl<S: SqlStore> Catalog for S {
                 .map_err(write_error)?
                 .rows_affected()
                 > 0;
-            if updated && ep.enabled {
+            let enabled_now = updated && ep.enabled && was.is_some_and(|(e,)| !e);
+            if enabled_now {
                 sqlx::query(&p.sql(unpark))
                     .bind(ms(ep.updated_at))
                     .bind(&ep.id)
@@ -575,9 +587,9 @@ impl<S: SqlStore> Catalog for S {
                     .map_err(db)?;
             }
             tx.commit().await.map_err(db)?;
-            updated
+            (updated, enabled_now)
         });
-        if updated && ep.enabled {
+        if enabled_now {
             self.wake_others().await?;
         }
         Ok(updated)
