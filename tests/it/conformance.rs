@@ -639,6 +639,55 @@ async fn a_disabled_endpoints_backlog_waits_unscheduled_until_it_is_enabled(back
     close(opened, pg).await;
 }
 
+/// A breaker that one failure opens, for ten minutes (±20 %).
+fn quick_breaker() -> BreakerPolicy {
+    BreakerPolicy {
+        threshold: 1,
+        cooldown: Duration::from_secs(600),
+        ..Default::default()
+    }
+}
+
+/// Ingests `n` events of the `default` tenant at once; the ids of their deliveries.
+async fn ingest_many(store: &dyn Store, n: usize) -> Vec<String> {
+    let ingested = futures::future::join_all(
+        (0..n).map(|_| async { ingest(store, event("default", "a.b", None)).await.unwrap() }),
+    )
+    .await;
+    ingested
+        .into_iter()
+        .flat_map(|i| match i {
+            Ingested::Created(_, ds) => ds.into_iter().map(|d| d.id).collect(),
+            Ingested::Existing(..) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Makes the one endpoint's first delivery fail under `policy`, which opens its breaker; the
+/// id of that delivery.
+async fn open_the_breaker(store: &dyn Store, policy: &BreakerPolicy) -> String {
+    let first = ingest_many(store, 1).await;
+    let claimed = claim_all(store, "lse_1").await;
+    assert_eq!(claimed.len(), 1);
+    let mut failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
+    failed.attempt.outcome = AttemptOutcome::Retry;
+    failed.attempt.error = Some("HTTP 503".into());
+    store.complete(&[failed], policy).await.unwrap();
+    first[0].clone()
+}
+
+/// When the endpoint's open breaker lets a probe through.
+async fn breaker_until(store: &dyn Store, endpoint_id: &str) -> DateTime<Utc> {
+    store
+        .get_endpoint("default", endpoint_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .breaker
+        .open_until
+        .expect("the breaker is open")
+}
+
 /// An open breaker's backlog waits unscheduled: written once when it falls due, not again
 /// at each failed probe (that rewrote the whole backlog on every cool-down), read as due at
 /// the probe time, waking the dispatcher then, and due at once when a probe succeeds.
@@ -648,42 +697,10 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     let store = opened.as_ref();
     let ep = endpoint("default", &[]);
     store.create_endpoint(&ep, u32::MAX).await.unwrap();
-    let policy = BreakerPolicy {
-        threshold: 1,
-        cooldown: Duration::from_secs(600),
-        ..Default::default()
-    };
-    let deliveries = |n: usize| async move {
-        let mut made = Vec::new();
-        for _ in 0..n {
-            let Ingested::Created(_, ds) =
-                ingest(store, event("default", "a.b", None)).await.unwrap()
-            else {
-                panic!("created");
-            };
-            made.extend(ds.into_iter().map(|d| d.id));
-        }
-        made
-    };
-    let first = deliveries(1).await;
-    let claimed = claim_all(store, "lse_1").await;
-    assert_eq!(claimed.len(), 1);
-    let mut failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
-    failed.attempt.outcome = AttemptOutcome::Retry;
-    failed.attempt.error = Some("HTTP 503".into());
-    store.complete(&[failed.clone()], &policy).await.unwrap();
-    let breaker_until = || async {
-        store
-            .get_endpoint("default", &ep.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .breaker
-            .open_until
-            .expect("the breaker is open")
-    };
-    let until_1 = breaker_until().await;
-    let held = deliveries(3).await;
+    let policy = quick_breaker();
+    let first = open_the_breaker(store, &policy).await;
+    let until_1 = breaker_until(store, &ep.id).await;
+    let held = ingest_many(store, 3).await;
 
     // Due now, but held: nothing is claimed, and the backlog waits unscheduled, read as due
     // at the probe time; the dispatcher is woken then.
@@ -717,7 +734,7 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     let mut failed = completion(&probe[0], DeliveryStatus::Pending, "lse_3");
     failed.attempt.outcome = AttemptOutcome::Retry;
     store.complete(&[failed], &policy).await.unwrap();
-    let until_2 = breaker_until().await;
+    let until_2 = breaker_until(store, &ep.id).await;
     for id in held.iter().filter(|id| **id != probe[0].delivery.id) {
         let d = store.get_delivery("default", id).await.unwrap().unwrap();
         assert_eq!(d.status, DeliveryStatus::Pending);
@@ -727,7 +744,7 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
             "the held backlog follows the breaker"
         );
     }
-    let waiting: Vec<&String> = first.iter().chain(&held).collect();
+    let waiting: Vec<&String> = std::iter::once(&first).chain(&held).collect();
 
     // The next probe succeeds: the breaker closes and everything left is due at once,
     // the retries it deferred included.
@@ -778,27 +795,11 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
     let store = opened.as_ref();
     let ep = endpoint("default", &[]);
     store.create_endpoint(&ep, u32::MAX).await.unwrap();
-    let policy = BreakerPolicy {
-        threshold: 1,
-        cooldown: Duration::from_secs(600),
-        ..Default::default()
-    };
+    let policy = quick_breaker();
     let window = usize::try_from(hookrelay::store::RECOVERY_WINDOW).unwrap();
-    ingest(store, event("default", "a.b", None)).await.unwrap();
-    let claimed = claim_all(store, "lse_1").await;
-    let failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
-    store.complete(&[failed], &policy).await.unwrap();
+    open_the_breaker(store, &policy).await;
     let held = window + 100;
-    let made: Vec<String> = futures::future::join_all(
-        (0..held).map(|_| async { ingest(store, event("default", "a.b", None)).await.unwrap() }),
-    )
-    .await
-    .into_iter()
-    .flat_map(|i| match i {
-        Ingested::Created(_, ds) => ds.into_iter().map(|d| d.id).collect(),
-        _ => Vec::new(),
-    })
-    .collect();
+    let made = ingest_many(store, held).await;
     assert_eq!(made.len(), held);
     let now = domain::now() + chrono::Duration::seconds(1);
     let none = store
@@ -807,15 +808,7 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
         .unwrap();
     assert!(none.is_empty(), "held by the open breaker");
 
-    let until = store
-        .get_endpoint("default", &ep.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .breaker
-        .open_until
-        .expect("open");
-    let at = until + chrono::Duration::milliseconds(1);
+    let at = breaker_until(store, &ep.id).await + chrono::Duration::milliseconds(1);
     let lease = at + chrono::Duration::seconds(60);
     let probe = store
         .claim(at, lease, "lse_3", 5000, &Default::default())
