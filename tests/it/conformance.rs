@@ -6,8 +6,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use hookrelay::{
     domain::{
-        self, new_id, prefix, Attempt, AttemptOutcome, BreakerPolicy, Delivery, DeliveryStatus,
-        Endpoint, Event, EventType, Rate, RatePeriod, Tenant,
+        self, new_id, prefix, Attempt, AttemptOutcome, BreakerPolicy, BreakerState, Delivery,
+        DeliveryStatus, Endpoint, Event, EventType, Rate, RatePeriod, Tenant,
     },
     store::{
         ops::{
@@ -786,6 +786,59 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     close(opened, pg).await;
 }
 
+/// An open breaker whose only waiting delivery is behind its key's blocked head has nothing
+/// to probe: it stays open, and nothing wakes the dispatcher for it.
+async fn an_open_breaker_with_only_a_blocked_key_waiting_is_not_probed(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let mut ep = endpoint("default", &[]);
+    let spec = serde_json::from_value(serde_json::json!({"ordering": {"key": "actor"}})).unwrap();
+    ep.routing = Arc::new(domain::routing::Routing::compile(spec).unwrap());
+    store.create_endpoint(&ep, u32::MAX).await.unwrap();
+    ingest_many(store, 1).await;
+    let head = claim_all(store, "lse_1").await;
+    assert_eq!(head.len(), 1);
+    // The key's head fails for good: that blocks its key, and opens the breaker.
+    let mut failed = completion(&head[0], DeliveryStatus::Failed, "lse_1");
+    failed.ordered = true;
+    failed.attempt.outcome = AttemptOutcome::Failed;
+    failed.next_attempt_at = None;
+    store.complete(&[failed], &quick_breaker()).await.unwrap();
+    let behind = ingest_many(store, 1).await;
+    let at = breaker_until(store, &ep.id).await + chrono::Duration::milliseconds(1);
+    let claimed = store
+        .claim(
+            at,
+            at + chrono::Duration::seconds(60),
+            "lse_2",
+            10,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "a blocked key's delivery was claimed");
+    let breaker = store
+        .get_endpoint("default", &ep.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .breaker;
+    assert_eq!(
+        breaker.state,
+        BreakerState::Open,
+        "half-open with nothing to probe"
+    );
+    assert_eq!(store.next_due(far()).await.unwrap(), None);
+    let d = store
+        .get_delivery("default", &behind[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    close(opened, pg).await;
+}
+
 /// A backlog that an open breaker held comes back a window at a time once the breaker has
 /// closed, so that it does not all go before the newer deliveries of the tenant's other
 /// endpoints; the claims release the next window as the last one is taken.
@@ -912,6 +965,7 @@ crate::both_stores!(
     a_disabled_endpoints_backlog_waits_unscheduled_until_it_is_enabled,
     an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds,
     a_recovered_backlog_comes_back_a_window_at_a_time,
+    an_open_breaker_with_only_a_blocked_key_waiting_is_not_probed,
     tokens_are_listed_newest_first_and_revoked_once_within_their_tenant,
     inboxes_are_found_by_tenant_and_token_hash_and_keep_their_newest_messages,
     the_audit_trail_filters_and_pages_newest_first,
