@@ -786,6 +786,58 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     close(opened, pg).await;
 }
 
+/// A delivery whose lease ran out while its endpoint's breaker opened is parked with its
+/// lease: the attempt's late success still lands, and it is not sent again.
+async fn a_late_success_lands_on_a_parked_delivery(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, pg) = open(backend, &dir).await;
+    let store = opened.as_ref();
+    let ep = endpoint("default", &[]);
+    store.create_endpoint(&ep, u32::MAX).await.unwrap();
+    ingest_many(store, 2).await;
+    let t0 = domain::now();
+    let claimed = store
+        .claim(
+            t0,
+            t0 + chrono::Duration::milliseconds(1),
+            "lse_1",
+            10,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let mut failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
+    failed.attempt.outcome = AttemptOutcome::Retry;
+    store.complete(&[failed], &quick_breaker()).await.unwrap();
+    // The other's lease has run out: the breaker's hold parks it.
+    let t1 = t0 + chrono::Duration::seconds(1);
+    assert!(store
+        .claim(
+            t1,
+            t1 + chrono::Duration::seconds(60),
+            "lse_2",
+            10,
+            &Default::default()
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    let late = completion(&claimed[1], DeliveryStatus::Delivered, "lse_1");
+    store.complete(&[late], &quick_breaker()).await.unwrap();
+    let d = store
+        .get_delivery("default", &claimed[1].delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.status,
+        DeliveryStatus::Delivered,
+        "the late success was lost"
+    );
+    close(opened, pg).await;
+}
+
 /// An open breaker whose only waiting delivery is behind its key's blocked head has nothing
 /// to probe: it stays open, and nothing wakes the dispatcher for it.
 async fn an_open_breaker_with_only_a_blocked_key_waiting_is_not_probed(backend: Backend) {
@@ -966,6 +1018,7 @@ crate::both_stores!(
     an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds,
     a_recovered_backlog_comes_back_a_window_at_a_time,
     an_open_breaker_with_only_a_blocked_key_waiting_is_not_probed,
+    a_late_success_lands_on_a_parked_delivery,
     tokens_are_listed_newest_first_and_revoked_once_within_their_tenant,
     inboxes_are_found_by_tenant_and_token_hash_and_keep_their_newest_messages,
     the_audit_trail_filters_and_pages_newest_first,
