@@ -40,9 +40,10 @@ pub(in crate::store) const EVENT_COLUMNS: &str = "id, tenant_id, type, data::tex
 /// The columns a [`DeliveryRow`] reads. A delivery held by its endpoint's open breaker waits
 /// unscheduled (`next_attempt_at` NULL, see the claims) and reads as due at the probe time.
 pub(in crate::store) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, \
-     status, attempts, max_attempts, MS(COALESCE(next_attempt_at, \
-       (SELECT h.breaker_until FROM endpoints h WHERE h.id = endpoint_id AND h.enabled \
-        AND h.breaker_state <> 'closed'))) AS next_attempt_at, last_error, \
+     status, attempts, max_attempts, MS(CASE WHEN next_attempt_at IS NULL AND status = 'pending' \
+       THEN (SELECT h.breaker_until FROM endpoints h WHERE h.id = endpoint_id AND h.enabled \
+        AND h.breaker_state <> 'closed') ELSE next_attempt_at END) AS next_attempt_at, \
+     last_error, \
      ordering_key, ordering_blocks, MS(created_at) AS created_at, MS(updated_at) AS updated_at";
 
 /// [`ENDPOINT_COLUMNS`], [`EVENT_COLUMNS`], [`DELIVERY_COLUMNS`] and
