@@ -705,10 +705,7 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     // Due now, but held: nothing is claimed, and the backlog waits unscheduled, read as due
     // at the probe time; the dispatcher is woken then.
     let now = domain::now() + chrono::Duration::seconds(1);
-    let claimed = store
-        .claim(now, far(), "lse_2", 10, &Default::default())
-        .await
-        .unwrap();
+    let claimed = claim_at(store, now, far(), "lse_2").await;
     assert!(claimed.is_empty(), "an open breaker's delivery was claimed");
     for id in &held {
         let d = store.get_delivery("default", id).await.unwrap().unwrap();
@@ -720,16 +717,7 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     // The cool-down ends: one probe, alone; it fails, and the backlog stays as it was,
     // now read as due at the next probe time.
     let at = until_1 + chrono::Duration::milliseconds(1);
-    let probe = store
-        .claim(
-            at,
-            at + chrono::Duration::seconds(60),
-            "lse_3",
-            10,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let probe = claim_at(store, at, at + chrono::Duration::seconds(60), "lse_3").await;
     assert_eq!(probe.len(), 1, "one probe");
     let mut failed = completion(&probe[0], DeliveryStatus::Pending, "lse_3");
     failed.attempt.outcome = AttemptOutcome::Retry;
@@ -751,16 +739,7 @@ async fn an_open_breakers_backlog_waits_unscheduled_until_a_probe_succeeds(backe
     // (A second later than the last probe check at least: the claims look for cooled-down
     // breakers every 250 ms of the time they are given.)
     let at = until_2.max(until_1) + chrono::Duration::seconds(1);
-    let probe = store
-        .claim(
-            at,
-            at + chrono::Duration::seconds(60),
-            "lse_4",
-            10,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let probe = claim_at(store, at, at + chrono::Duration::seconds(60), "lse_4").await;
     assert_eq!(probe.len(), 1, "one probe");
     store
         .complete(
@@ -796,33 +775,18 @@ async fn a_late_success_lands_on_a_parked_delivery(backend: Backend) {
     store.create_endpoint(&ep, u32::MAX).await.unwrap();
     ingest_many(store, 2).await;
     let t0 = domain::now();
-    let claimed = store
-        .claim(
-            t0,
-            t0 + chrono::Duration::milliseconds(1),
-            "lse_1",
-            10,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let claimed = claim_at(store, t0, t0 + chrono::Duration::milliseconds(1), "lse_1").await;
     assert_eq!(claimed.len(), 2);
     let mut failed = completion(&claimed[0], DeliveryStatus::Pending, "lse_1");
     failed.attempt.outcome = AttemptOutcome::Retry;
     store.complete(&[failed], &quick_breaker()).await.unwrap();
     // The other's lease has run out: the breaker's hold parks it.
     let t1 = t0 + chrono::Duration::seconds(1);
-    assert!(store
-        .claim(
-            t1,
-            t1 + chrono::Duration::seconds(60),
-            "lse_2",
-            10,
-            &Default::default()
-        )
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        claim_at(store, t1, t1 + chrono::Duration::seconds(60), "lse_2")
+            .await
+            .is_empty()
+    );
     let late = completion(&claimed[1], DeliveryStatus::Delivered, "lse_1");
     store.complete(&[late], &quick_breaker()).await.unwrap();
     let d = store
@@ -859,16 +823,7 @@ async fn an_open_breaker_with_only_a_blocked_key_waiting_is_not_probed(backend: 
     store.complete(&[failed], &quick_breaker()).await.unwrap();
     let behind = ingest_many(store, 1).await;
     let at = breaker_until(store, &ep.id).await + chrono::Duration::milliseconds(1);
-    let claimed = store
-        .claim(
-            at,
-            at + chrono::Duration::seconds(60),
-            "lse_2",
-            10,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let claimed = claim_at(store, at, at + chrono::Duration::seconds(60), "lse_2").await;
     assert!(claimed.is_empty(), "a blocked key's delivery was claimed");
     let breaker = store
         .get_endpoint("default", &ep.id)
@@ -907,18 +862,12 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
     let made = ingest_many(store, held).await;
     assert_eq!(made.len(), held);
     let now = domain::now() + chrono::Duration::seconds(1);
-    let none = store
-        .claim(now, far(), "lse_2", 5000, &Default::default())
-        .await
-        .unwrap();
+    let none = claim_at(store, now, far(), "lse_2").await;
     assert!(none.is_empty(), "held by the open breaker");
 
     let at = breaker_until(store, &ep.id).await + chrono::Duration::milliseconds(1);
     let lease = at + chrono::Duration::seconds(60);
-    let probe = store
-        .claim(at, lease, "lse_3", 5000, &Default::default())
-        .await
-        .unwrap();
+    let probe = claim_at(store, at, lease, "lse_3").await;
     assert_eq!(probe.len(), 1, "one probe");
     store
         .complete(
@@ -929,10 +878,7 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
         .unwrap();
     // The first window (and the retry the breaker deferred, unless it was the probe).
     let now = domain::now();
-    let first = store
-        .claim(now, far(), "lse_4", 5000, &Default::default())
-        .await
-        .unwrap();
+    let first = claim_at(store, now, far(), "lse_4").await;
     assert!(
         (window..=window + 1).contains(&first.len()),
         "one window at first, not the whole backlog: {}",
@@ -968,10 +914,7 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
     );
     // The window taken, the next claims' breaker check releases the rest.
     let later = now + chrono::Duration::seconds(1);
-    let rest = store
-        .claim(later, far(), "lse_5", 5000, &Default::default())
-        .await
-        .unwrap();
+    let rest = claim_at(store, later, far(), "lse_5").await;
     assert_eq!(
         first.len() + rest.len(),
         held,
@@ -979,11 +922,7 @@ async fn a_recovered_backlog_comes_back_a_window_at_a_time(backend: Backend) {
     );
     // Nothing parked is left: the dispatcher waits for the leases again.
     let last = later + chrono::Duration::seconds(1);
-    assert!(store
-        .claim(last, far(), "lse_6", 5000, &Default::default())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(claim_at(store, last, far(), "lse_6").await.is_empty());
     assert!(store
         .next_due(far())
         .await
@@ -1701,6 +1640,19 @@ async fn an_alert_opens_once_is_sent_resolves_once_and_is_forgotten(backend: Bac
 }
 
 /// Claims every delivery due now under `lease`.
+/// Claims what is due at `at`, leased until `until`.
+async fn claim_at(
+    store: &dyn Store,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    lease: &str,
+) -> Vec<Claimed> {
+    store
+        .claim(at, until, lease, 5000, &Default::default())
+        .await
+        .unwrap()
+}
+
 async fn claim_all(store: &dyn Store, lease: &str) -> Vec<Claimed> {
     let now = domain::now();
     store
