@@ -60,12 +60,24 @@ const READER_CACHE: &str = "-512";
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`], on a connection of its
-/// own, while the store (`alive`) exists. A checkpoint copies pages and syncs the file; left
-/// to SQLite, the commit that crosses the WAL's size limit does it on the writer, and every
-/// ingest and completion waits behind it. A passive checkpoint waits for no one: it copies
-/// what no reader still needs, and the writer starts the WAL over once all of it is copied.
-async fn checkpointer(pool: SqlitePool, alive: std::sync::Weak<()>) {
+/// WAL pages past which the checkpointer has the writer finish the copy, so that the WAL
+/// starts over (4 MB). A quiet WAL is all copied between commits and starts over by itself.
+const WAL_RESTART_PAGES: i64 = 1024;
+
+/// Keeps the WAL short without stalling the writer. Every [`CHECKPOINT_EVERY`], while the
+/// store (`alive`) exists:
+/// 1. a passive checkpoint on a connection of its own copies what no reader still needs
+///    into the database file and syncs both files: the bulk of the work, and the writer
+///    goes on meanwhile;
+/// 2. if the WAL has grown past [`WAL_RESTART_PAGES`], a second passive checkpoint on the
+///    writer itself copies the few pages committed during the first. Nothing is left to
+///    copy, so the next commit starts the WAL over.
+///
+/// Without step 2, under steady load the WAL is never all copied when a commit begins, so
+/// it is never started over; it grows to `wal_autocheckpoint` and the commit that crosses it
+/// checkpoints on the writer, syncing everything written since the last sync: measured at
+/// 1,000 events/s, 2-17 ms on the writer every 0.6 s, with every ingest waiting behind it.
+async fn checkpointer(pool: SqlitePool, writer: SqlitePool, alive: std::sync::Weak<()>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -73,11 +85,31 @@ async fn checkpointer(pool: SqlitePool, alive: std::sync::Weak<()>) {
         if alive.upgrade().is_none() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "checkpointing the WAL failed; the next commit past its limit will");
+        let checkpoint = |pool| async move {
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(pool)
+                .await
+        };
+        match checkpoint(&pool).await {
+            Ok((_, pages, _)) if pages > WAL_RESTART_PAGES => {
+                // A reader may still need the last commit's pages: try again shortly.
+                for _ in 0..3 {
+                    match checkpoint(&writer).await {
+                        Ok((_, pages, copied)) if copied < pages => {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "checkpointing the WAL on the writer failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointing the WAL failed; the next commit past its limit will");
+            }
         }
     }
     pool.close().await;
@@ -178,7 +210,11 @@ impl SqliteStore {
                 .connect_with(options.pragma("cache_size", "-256"))
                 .await
                 .map_err(StoreError::from_sqlx)?;
-            tokio::spawn(checkpointer(checkpoints, Arc::downgrade(&alive)));
+            tokio::spawn(checkpointer(
+                checkpoints,
+                writer.clone(),
+                Arc::downgrade(&alive),
+            ));
         }
         let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), reader.clone(), ingest_rx));
