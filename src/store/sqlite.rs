@@ -70,8 +70,10 @@ const WAL_RESTART_PAGES: i64 = 1024;
 ///    into the database file and syncs both files: the bulk of the work, and the writer
 ///    goes on meanwhile;
 /// 2. if the WAL has grown past [`WAL_RESTART_PAGES`], a second passive checkpoint on the
-///    writer itself copies the few pages committed during the first. Nothing is left to
-///    copy, so the next commit starts the WAL over.
+///    writer itself copies the few pages committed during the first (1-3 ms). Nothing is
+///    left to copy, so the next commit starts the WAL over;
+/// 3. unless a reader that still read the WAL kept that commit from starting it over:
+///    a look shortly after (step 1 again) tells, and then step 2 runs again.
 ///
 /// Without step 2, under steady load the WAL is never all copied when a commit begins, so
 /// it is never started over; it grows to `wal_autocheckpoint` and the commit that crosses it
@@ -85,34 +87,51 @@ async fn checkpointer(pool: SqlitePool, writer: SqlitePool, alive: std::sync::We
         if alive.upgrade().is_none() {
             break;
         }
-        let checkpoint = |pool| async move {
-            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(pool)
-                .await
-        };
-        match checkpoint(&pool).await {
-            Ok((_, pages, _)) if pages > WAL_RESTART_PAGES => {
-                // A reader may still need the last commit's pages: try again shortly.
-                for _ in 0..3 {
-                    match checkpoint(&writer).await {
-                        Ok((_, pages, copied)) if copied < pages => {
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                        }
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "checkpointing the WAL on the writer failed");
-                            break;
-                        }
-                    }
+        // The WAL's length when the writer last copied all of it: shorter now means it was
+        // started over since.
+        let mut finished = None;
+        for _ in 0..4 {
+            let pages = match wal_checkpoint(&pool).await {
+                Ok((_, pages, _)) => pages,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpointing the WAL failed; the next commit past its limit will");
+                    break;
                 }
+            };
+            if pages <= WAL_RESTART_PAGES || finished.is_some_and(|f| pages < f) {
+                break;
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpointing the WAL failed; the next commit past its limit will");
-            }
+            finished = finish_on_writer(&writer).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     pool.close().await;
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `pool`: (busy, WAL pages, pages copied).
+async fn wal_checkpoint(pool: &SqlitePool) -> sqlx::Result<(i64, i64, i64)> {
+    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+}
+
+/// Step 2 of [`checkpointer`]: copies the rest of the WAL on the writer, trying again
+/// shortly while a reader still needs the last commit's pages. The WAL's length when all of
+/// it was copied, if it was.
+async fn finish_on_writer(writer: &SqlitePool) -> Option<i64> {
+    for _ in 0..3 {
+        match wal_checkpoint(writer).await {
+            Ok((_, pages, copied)) if copied < pages => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok((_, pages, _)) => return Some(pages),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointing the WAL on the writer failed");
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// Most events committed in one ingest transaction.

@@ -298,8 +298,9 @@ async fn a_source_lease_has_one_holder_and_positions_only_move_forward(backend: 
 /// commit would sync everything written since the last sync on the one writer (2-17 ms
 /// every 0.6 s at 1,000 events/s), with every ingest waiting behind it. The WAL file keeps
 /// its largest size, so it shows whether it was started over before reaching that limit
-/// (`wal_autocheckpoint`, 16,000 pages of 4 KiB).
-#[tokio::test]
+/// (`wal_autocheckpoint`, 16,000 pages of 4 KiB). Two worker threads, as in a server: on a
+/// runtime of one thread, the test's own work delayed the checkpointer's ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_starts_the_wal_over_under_steady_commits() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(Backend::Sqlite, &dir).await;
