@@ -72,8 +72,9 @@ const WAL_RESTART_PAGES: i64 = 1024;
 /// 2. if the WAL has grown past [`WAL_RESTART_PAGES`], a second passive checkpoint on the
 ///    writer itself copies the few pages committed during the first (1-3 ms). Nothing is
 ///    left to copy, so the next commit starts the WAL over;
-/// 3. unless a reader that still read the WAL kept that commit from starting it over:
-///    a look shortly after (step 1 again) tells, and then step 2 runs again.
+/// 3. unless a reader still on the WAL kept step 2 from copying all of it, or the next
+///    commit from starting it over: a look 20 ms later (step 1 again) tells, and then
+///    step 2 runs again.
 ///
 /// Without step 2, under steady load the WAL is never all copied when a commit begins, so
 /// it is never started over; it grows to `wal_autocheckpoint` and the commit that crosses it
@@ -89,8 +90,11 @@ async fn checkpointer(pool: SqlitePool, writer: SqlitePool, alive: std::sync::We
         }
         // The WAL's length when the writer last copied all of it: shorter now means it was
         // started over since.
-        let mut finished = None;
-        for _ in 0..4 {
+        let mut copied_whole = None;
+        for look in 0..4 {
+            if look > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let pages = match wal_checkpoint(&pool).await {
                 Ok((_, pages, _)) => pages,
                 Err(e) => {
@@ -98,11 +102,10 @@ async fn checkpointer(pool: SqlitePool, writer: SqlitePool, alive: std::sync::We
                     break;
                 }
             };
-            if pages <= WAL_RESTART_PAGES || finished.is_some_and(|f| pages < f) {
+            if pages <= WAL_RESTART_PAGES || copied_whole.is_some_and(|c| pages < c) {
                 break;
             }
-            finished = finish_on_writer(&writer).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            copied_whole = finish_on_writer(&writer).await;
         }
     }
     pool.close().await;
@@ -115,23 +118,17 @@ async fn wal_checkpoint(pool: &SqlitePool) -> sqlx::Result<(i64, i64, i64)> {
         .await
 }
 
-/// Step 2 of [`checkpointer`]: copies the rest of the WAL on the writer, trying again
-/// shortly while a reader still needs the last commit's pages. The WAL's length when all of
-/// it was copied, if it was.
+/// Step 2 of [`checkpointer`]: copies the rest of the WAL on the writer. The WAL's length
+/// if all of it was copied; not if a reader still needed the last commit's pages (the next
+/// look tries again).
 async fn finish_on_writer(writer: &SqlitePool) -> Option<i64> {
-    for _ in 0..3 {
-        match wal_checkpoint(writer).await {
-            Ok((_, pages, copied)) if copied < pages => {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Ok((_, pages, _)) => return Some(pages),
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpointing the WAL on the writer failed");
-                return None;
-            }
+    match wal_checkpoint(writer).await {
+        Ok((_, pages, copied)) => (copied == pages).then_some(pages),
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpointing the WAL on the writer failed");
+            None
         }
     }
-    None
 }
 
 /// Most events committed in one ingest transaction.

@@ -52,7 +52,7 @@ fn endpoint(tenant: &str, event_types: &[&str]) -> Endpoint {
     }
 }
 
-fn event(tenant: &str, event_type: &str, key: Option<&str>) -> Event {
+pub(crate) fn event(tenant: &str, event_type: &str, key: Option<&str>) -> Event {
     let now = domain::now();
     Event {
         id: domain::new_id_at(prefix::EVENT, now),

@@ -317,15 +317,8 @@ async fn sqlite_starts_the_wal_over_under_steady_commits() {
     let mut largest = 0;
     for i in 0..3_000 {
         let event = Event {
-            id: new_id(prefix::EVENT),
-            tenant_id: "default".into(),
-            event_type: "wal.test".into(),
             data: serde_json::json!({ "i": i, "pad": "x".repeat(200) }),
-            actor: None,
-            idempotency_key: None,
-            traceparent: None,
-            created_at: domain::now(),
-            deliver_at: None,
+            ..crate::conformance::event("default", "wal.test", None)
         };
         store.ingest(event, 5, Arc::new(NoCheck)).await.unwrap();
         largest = largest.max(wal_bytes());
