@@ -43,7 +43,7 @@ impl DataCheck for NeedsUserId {
     }
 }
 
-fn endpoint(tenant: &str, event_types: &[&str]) -> Endpoint {
+pub(crate) fn endpoint(tenant: &str, event_types: &[&str]) -> Endpoint {
     Endpoint {
         description: Some("test".into()),
         event_types: event_types.iter().map(|s| s.to_string()).collect(),
@@ -68,11 +68,11 @@ pub(crate) fn event(tenant: &str, event_type: &str, key: Option<&str>) -> Event 
 }
 
 /// A horizon beyond anything a test schedules.
-fn far() -> DateTime<Utc> {
+pub(crate) fn far() -> DateTime<Utc> {
     domain::now() + chrono::Duration::days(365)
 }
 
-async fn ingest(store: &dyn Store, e: Event) -> Result<Ingested> {
+pub(crate) async fn ingest(store: &dyn Store, e: Event) -> Result<Ingested> {
     store.ingest(e, 15, Arc::new(NoCheck)).await
 }
 
@@ -106,7 +106,7 @@ fn completion(c: &Claimed, status: DeliveryStatus, lease_id: &str) -> Completion
     }
 }
 
-fn page(limit: u32) -> Page {
+pub(crate) fn page(limit: u32) -> Page {
     Page {
         after_id: None,
         limit,

@@ -20,6 +20,7 @@ mod mtls;
 mod oauth2;
 pub mod ops;
 mod portal;
+mod postgres_store;
 mod routing;
 mod scale;
 mod security;
